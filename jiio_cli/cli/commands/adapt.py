@@ -1,0 +1,30 @@
+"""``jiio adapt``: test-time adaptation by optimising a model's inputs.
+
+Not built yet: the command checks its options, then exits with code 1 and says so.
+"""
+
+from __future__ import annotations
+
+from jiio_cli.cli.boundary import error_boundary
+from jiio_cli.cli.options import (
+    DebugOption,
+    DeviceOption,
+    JsonOption,
+    SeedOption,
+    common_options,
+)
+from jiio_cli.errors import NotBuiltError
+
+__all__ = ["adapt"]
+
+
+def adapt(
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Adapt a trained model to new data by input optimisation (not built yet in this version)."""
+    with error_boundary(debug=debug):
+        common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        raise NotBuiltError("adapt", "adaptation")

@@ -1,0 +1,48 @@
+"""Command-line options that every command takes, declared once.
+
+A command declares them as parameters with these annotated types and builds a validated
+:class:`~jiio_cli.config.CommonOptions` with :func:`common_options` inside its error
+boundary, so bad values are reported like every other error. Range checks are left to
+pydantic rather than Typer so that they produce the same one-line messages everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jiio_cli.config import CommonOptions
+
+__all__ = [
+    "DebugOption",
+    "DeviceOption",
+    "JsonOption",
+    "SeedOption",
+    "common_options",
+]
+
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where to run: auto, cpu, cuda or cuda:N. auto uses CUDA when it is available.",
+    ),
+]
+SeedOption = Annotated[
+    int,
+    typer.Option("--seed", help="Random seed (0 to 2**32-1) that makes runs repeatable."),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print the result as one JSON document on stdout."),
+]
+DebugOption = Annotated[
+    bool,
+    typer.Option("--debug", help="Show the full traceback when something fails."),
+]
+
+
+def common_options(*, device: str, seed: int, json_output: bool, debug: bool) -> CommonOptions:
+    """Validate the shared options; raises pydantic's ValidationError on bad values."""
+    return CommonOptions(device=device, seed=seed, json_output=json_output, debug=debug)

@@ -1,0 +1,74 @@
+"""The jiio engine: DEQ fixed points, adjoints and input optimisation.
+
+Knows nothing about images, files or the command line. The central abstraction is an
+:class:`InputProblem`; :func:`jiio_solve` and :func:`naive_solve` both take one and
+return an :class:`InputOptResult`.
+"""
+
+from jiio_cli.engine.anderson import (
+    FixedPointResult,
+    SolverConfig,
+    anderson_weights,
+    fixed_point_solve,
+    relative_residual,
+)
+from jiio_cli.engine.constraints import (
+    Box,
+    Constraint,
+    L2Ball,
+    LinfBall,
+    NoConstraint,
+    StepRule,
+    apply_step_rule,
+)
+from jiio_cli.engine.fixed_point import (
+    AdjointSolution,
+    ForwardSolution,
+    adjoint_solve,
+    forward_solve,
+)
+from jiio_cli.engine.grad import implicit_fixed_point, jacobian_penalty, optimal_value_surrogate
+from jiio_cli.engine.jiio import (
+    PAPER_ALPHA_X,
+    JIIOConfig,
+    StepSchedule,
+    jiio_solve,
+    x_step_residual,
+)
+from jiio_cli.engine.naive import NaiveConfig, naive_solve
+from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
+from jiio_cli.engine.state import MultiScaleCell, StateLayout
+
+__all__ = [
+    "PAPER_ALPHA_X",
+    "AdjointSolution",
+    "Box",
+    "Constraint",
+    "FixedPointResult",
+    "ForwardSolution",
+    "InputOptResult",
+    "InputProblem",
+    "JIIOConfig",
+    "L2Ball",
+    "LinfBall",
+    "MultiScaleCell",
+    "NaiveConfig",
+    "NoConstraint",
+    "SolverConfig",
+    "StateLayout",
+    "StepRule",
+    "StepSchedule",
+    "adjoint_solve",
+    "anderson_weights",
+    "apply_step_rule",
+    "fixed_point_solve",
+    "forward_solve",
+    "implicit_fixed_point",
+    "jacobian_penalty",
+    "jiio_solve",
+    "lagrangian_grads",
+    "naive_solve",
+    "optimal_value_surrogate",
+    "relative_residual",
+    "x_step_residual",
+]

@@ -1,0 +1,224 @@
+"""Joint inference and input optimisation: the augmented map and ``jiio_solve``.
+
+One pass of the augmented map F over the stacked state s = [z; x; μ] costs one
+evaluation of f and one vector-Jacobian product (see ``lagrangian_grads``):
+
+    z⁺ = z + α_z (f(z, x) − z)
+    μ⁺ = μ + α_μ (∇_z ℓ + J_zᵀ μ − μ)
+    x⁺ = Π_𝒳( x − α_x · step(∇_x ℓ + J_xᵀ μ) )
+
+A fixed point satisfies the KKT conditions of min_x ℓ(z*(x), x): z is the DEQ fixed
+point, μ its adjoint and x is stationary (projected). The map is solved by Anderson
+acceleration on s; α_x may follow a two-value schedule, and the Anderson history is
+cleared when it switches because the map itself changes there.
+
+After the loop the returned x is projected again (Anderson's affine extrapolation can
+leave 𝒳), z is re-solved at that x and μ refined there, both warm-started, so that the
+reported z*, μ* and objective belong to the returned, feasible x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from jiio_cli.engine.anderson import RESIDUAL_FLOOR, SolverConfig, fixed_point_solve
+from jiio_cli.engine.constraints import apply_step_rule
+from jiio_cli.engine.fixed_point import adjoint_solve, forward_solve
+from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
+from jiio_cli.engine.state import StateLayout
+
+__all__ = ["PAPER_ALPHA_X", "JIIOConfig", "StepSchedule", "jiio_solve", "x_step_residual"]
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """α_x: ``initial`` until ``switch_at``, then ``final``.
+
+    With ``switch_at=None`` the switch happens at max(50, 5T/8) for T = max_iter, the
+    rule of the reference implementation.
+    """
+
+    initial: float
+    final: float | None = None
+    switch_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.initial <= 0 or (self.final is not None and self.final <= 0):
+            raise ValueError("step sizes must be positive")
+
+    def switch_iteration(self, max_iter: int) -> int | None:
+        """Iteration at which α_x changes, or None if it never does within max_iter."""
+        if self.final is None or self.final == self.initial:
+            return None
+        k = self.switch_at if self.switch_at is not None else max(50, (5 * max_iter) // 8)
+        return k if 0 < k < max_iter else None
+
+    def value(self, k: int, max_iter: int) -> float:
+        switch = self.switch_iteration(max_iter)
+        if switch is None or k < switch:
+            return self.initial
+        assert self.final is not None
+        return self.final
+
+
+PAPER_ALPHA_X: dict[str, StepSchedule] = {
+    "latent": StepSchedule(0.01, 0.003),
+    "attack_mnist": StepSchedule(0.6, 0.2),
+    "attack_cifar": StepSchedule(0.1),
+    "meta": StepSchedule(0.04, 0.01),
+}
+"""α_x schedules of the reference implementation, by kind of input."""
+
+
+@dataclass(frozen=True)
+class JIIOConfig:
+    """Settings of :func:`jiio_solve`.
+
+    Attributes:
+        alpha_z, alpha_mu: damping of the z and μ blocks (0.8 and 0.6 in the paper).
+        alpha_x: step size of the x block, a float or a :class:`StepSchedule`.
+        solver: Anderson / Picard settings for the augmented map.
+        refine: settings of the final forward and adjoint solves at the returned x
+            (its tolerance is also the one the x residual is judged by: ``solver.tol``).
+        restart_on_switch: clear the Anderson history when α_x switches.
+        snapshot_at: record (z, x) at this iteration (for the Jacobian regulariser at a
+            trajectory point); None records nothing.
+    """
+
+    alpha_z: float = 0.8
+    alpha_mu: float = 0.6
+    alpha_x: float | StepSchedule = 0.01
+    solver: SolverConfig = field(default_factory=lambda: SolverConfig(memory=10, max_iter=100))
+    refine: SolverConfig = field(default_factory=lambda: SolverConfig(memory=5, max_iter=30))
+    restart_on_switch: bool = True
+    snapshot_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (0 < self.alpha_z <= 1 and 0 < self.alpha_mu <= 1):
+            raise ValueError("alpha_z and alpha_mu must lie in (0, 1]")
+
+    @property
+    def schedule(self) -> StepSchedule:
+        a = self.alpha_x
+        return a if isinstance(a, StepSchedule) else StepSchedule(float(a))
+
+
+def _block_residual(delta: Tensor, new: Tensor) -> Tensor:
+    """‖delta‖ / (‖new‖ + floor·√n) per sample for (B, n) blocks."""
+    floor = RESIDUAL_FLOOR * delta.shape[1] ** 0.5
+    return delta.norm(dim=1) / (new.norm(dim=1) + floor)
+
+
+def x_step_residual(problem: InputProblem, x: Tensor, grad_x: Tensor, alpha: float) -> Tensor:
+    """Relative length of one projected x step, ‖x − Π(x − α step(∇))‖ / ‖Π(...)‖, (B,)."""
+    x_new = problem.constraint.project(x - alpha * apply_step_rule(grad_x, problem.step_rule))
+    b = x.shape[0]
+    return _block_residual((x_new - x).reshape(b, -1), x_new.reshape(b, -1))
+
+
+def jiio_solve(
+    problem: InputProblem,
+    config: JIIOConfig | None = None,
+    *,
+    mu0: Tensor | None = None,
+) -> InputOptResult:
+    """Solve an input-optimisation problem by JIIO.
+
+    Args:
+        problem: the batch of problems; ``z0`` and ``x0`` are the starting point.
+        config: step sizes and solver settings (defaults: PAPER.md's α_z, α_μ).
+        mu0: optional starting adjoint (zeros by default).
+
+    Returns:
+        An :class:`InputOptResult`; ``iterations`` counts augmented-map evaluations
+        (each one f evaluation and one VJP), ``converged`` requires the z, μ and x
+        residuals at the returned point all ≤ ``config.solver.tol``.
+    """
+    config = config or JIIOConfig()
+    cfg = config.solver
+    schedule = config.schedule
+    switch = schedule.switch_iteration(cfg.max_iter)
+    if config.restart_on_switch and switch is not None:
+        cfg = SolverConfig(**{**cfg.__dict__, "restart_at": (*cfg.restart_at, switch)})
+
+    cell, objective, constraint = problem.cell, problem.objective, problem.constraint
+    z_init = problem.z0.detach()
+    x_init = constraint.project(problem.x0.detach())
+    mu_init = torch.zeros_like(z_init) if mu0 is None else mu0.detach()
+    layout = StateLayout.of([z_init, x_init, mu_init])
+    trace = torch.zeros(cfg.max_iter, device=z_init.device, dtype=z_init.dtype)
+    snapshot: list[tuple[Tensor, Tensor]] = []
+    a_z, a_mu = config.alpha_z, config.alpha_mu
+
+    def augmented_map(s: Tensor, k: int) -> Tensor:
+        z, x, mu = layout.unpack(s)
+        fz, loss, gz, gx = lagrangian_grads(cell, objective, z, x, mu)
+        trace[k] = loss.mean()
+        if config.snapshot_at == k:
+            snapshot.append((z.clone(), x.clone()))
+        a_x = schedule.value(k, cfg.max_iter)
+        x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
+        return layout.pack([z + a_z * (fz - z), x_new, mu + a_mu * (gz - mu)])
+
+    nz, nx, _ = layout.sizes
+
+    def block_residuals(s: Tensor, gs: Tensor) -> Tensor:
+        d = gs - s
+        # Undo the damping so that residuals measure f(z) − z and u_z − μ themselves.
+        dz, dx, dmu = torch.split(d, [nz, nx, nz], dim=1)
+        z, _, mu = torch.split(s, [nz, nx, nz], dim=1)
+        _, x_new, _ = torch.split(gs, [nz, nx, nz], dim=1)
+        return torch.stack(
+            [
+                _block_residual(dz / a_z, z + dz / a_z),
+                _block_residual(dmu / a_mu, mu + dmu / a_mu),
+                _block_residual(dx, x_new),
+            ],
+            dim=1,
+        )
+
+    s0 = layout.pack([z_init, x_init, mu_init])
+    loop = fixed_point_solve(augmented_map, s0, cfg, block_residuals)
+    z_loop, x_loop, mu_loop = layout.unpack(loop.state)
+
+    # Make the answer self-consistent at a feasible x (see module docstring).
+    x_out = constraint.project(x_loop)
+    fwd = forward_solve(cell, x_out, z_loop, config.refine)
+    z_out = fwd.z
+    _, _, grad_z, _ = lagrangian_grads(cell, objective, z_out, x_out, torch.zeros_like(z_out))
+    adj = adjoint_solve(cell, z_out, x_out, grad_z, mu_loop, config.refine)
+    mu_out = adj.mu
+    _, loss_out, _, gx_out = lagrangian_grads(cell, objective, z_out, x_out, mu_out)
+    a_x_final = schedule.value(cfg.max_iter - 1, cfg.max_iter)
+    res_x = x_step_residual(problem, x_out, gx_out, a_x_final)
+
+    res_z = fwd.stats.residual[:, 0]
+    res_mu = adj.stats.residual[:, 0]
+    failed = loop.failed | fwd.stats.failed | adj.stats.failed | ~torch.isfinite(loss_out)
+    tol = cfg.tol
+    converged = (res_z <= tol) & (res_mu <= tol) & (res_x <= tol) & ~failed
+    # Per sample: the loop's map evaluations, then the refinement solves and 2 final VJPs.
+    f_evals = loop.iterations + fwd.stats.iterations + 3
+    vjps = loop.iterations + adj.stats.iterations + 2
+    steps_run = loop.steps
+    return InputOptResult(
+        z=z_out,
+        x=x_out,
+        mu=mu_out,
+        objective=loss_out,
+        residual_z=res_z,
+        residual_mu=res_mu,
+        residual_x=res_x,
+        converged=converged,
+        failed=failed,
+        iterations=loop.iterations,
+        f_evals=f_evals,
+        vjps=vjps,
+        batch_f_evals=steps_run + fwd.stats.steps + 3,
+        trace=trace[:steps_run],
+        method="jiio",
+        snapshot=snapshot[0] if snapshot else None,
+    )

@@ -1,0 +1,103 @@
+"""Fixed-point solvers: acceleration, per-sample freezing, failure reporting."""
+
+from __future__ import annotations
+
+import torch
+
+from jiio_cli.engine import SolverConfig, anderson_weights, fixed_point_solve
+
+
+def linear_map(batch: int, n: int, rates: list[float], device: torch.device, seed: int):
+    """g(s) = A_b s + c_b, A_b symmetric with eigenvalues spread over [-r_b, r_b].
+
+    The largest eigenvalue r_b = rates[b] sets plain iteration's rate (≈ r_b per step).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(batch, n, n, generator=gen, dtype=torch.float64))
+    spread = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
+    eig = spread[None, :] * torch.tensor(rates, dtype=torch.float64)[:, None]
+    a = q @ torch.diag_embed(eig) @ q.transpose(1, 2)
+    c = torch.randn(batch, n, generator=gen, dtype=torch.float64)
+    a, c = a.to(device), c.to(device)
+
+    def g(s: torch.Tensor, _k: int) -> torch.Tensor:
+        return torch.einsum("bij,bj->bi", a, s) + c
+
+    solution = torch.linalg.solve(torch.eye(n, dtype=a.dtype, device=device) - a, c)
+    return g, solution
+
+
+def test_anderson_beats_picard_on_contractive_linear_map(device: torch.device) -> None:
+    seed = int(torch.randint(0, 2**31, ()).item())
+    g, solution = linear_map(4, 40, [0.95] * 4, device, seed)
+    s0 = torch.zeros(4, 40, dtype=torch.float64, device=device)
+    tol = 1e-8
+    anderson = fixed_point_solve(g, s0, SolverConfig(memory=10, tol=tol, max_iter=1000))
+    picard = fixed_point_solve(g, s0, SolverConfig(method="picard", tol=tol, max_iter=1000))
+    assert anderson.converged.all() and picard.converged.all()
+    assert (anderson.iterations < picard.iterations).all()
+    assert anderson.iterations.max() * 3 < picard.iterations.min()
+    for result in (anderson, picard):
+        err = (result.state - solution).norm(dim=1) / solution.norm(dim=1)
+        assert err.max() < 1e-6
+
+
+def test_converged_sample_is_frozen_bit_identically(device: torch.device) -> None:
+    seed = int(torch.randint(0, 2**31, ()).item())
+    rates = [0.2, 0.9, 0.95, 0.97]
+    g, _ = linear_map(4, 30, rates, device, seed)
+    s0 = torch.zeros(4, 30, dtype=torch.float64, device=device)
+    for method in ("anderson", "picard"):
+        cfg = SolverConfig(method=method, memory=5, tol=1e-9, max_iter=2000, check_every=3)
+        full = fixed_point_solve(g, s0, cfg)
+        assert full.converged.all()
+        k0 = int(full.iterations[0])
+        assert k0 < int(full.iterations[1:].min()), "sample 0 must converge first"
+        # Same batch, but the whole batch stops the moment sample 0 converges.
+        cut = fixed_point_solve(g, s0, SolverConfig(method=method, memory=5, tol=1e-9, max_iter=k0))
+        assert bool(cut.converged[0]) and not bool(cut.converged[1:].any())
+        assert torch.equal(cut.state[0], full.state[0])
+        assert torch.equal(cut.residual[0], full.residual[0])
+
+
+def test_nan_and_divergence_are_reported_not_raised(device: torch.device) -> None:
+    g, _ = linear_map(3, 10, [0.5, 0.5, 0.5], device, 0)
+
+    def broken(s: torch.Tensor, k: int) -> torch.Tensor:
+        out = g(s, k)
+        # Sample 1 produces NaN from iteration 3 on; sample 2 has no fixed point (e^s > s).
+        out[1] = torch.where(torch.tensor(k >= 3, device=s.device), torch.nan, out[1])
+        out[2] = torch.exp(s[2])
+        return out
+
+    s0 = torch.zeros(3, 10, dtype=torch.float64, device=device)
+    res = fixed_point_solve(broken, s0, SolverConfig(tol=1e-10, max_iter=60))
+    assert res.converged.tolist() == [True, False, False]
+    assert res.failed[1] and not res.failed[0]
+    assert torch.isfinite(res.state).all(), "the best finite iterate is returned"
+    assert torch.isfinite(res.residual[0]).all() and (res.residual[2] > 1e-3).all()
+
+
+def test_anderson_weights_sum_to_one_and_ignore_empty_slots() -> None:
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    hist = torch.randn(5, 6, 20, generator=gen, dtype=torch.float64)
+    gram = hist @ hist.transpose(1, 2)
+    alpha = anderson_weights(gram, n_valid=4, newest=3, lam=1e-6)
+    assert torch.allclose(alpha.sum(dim=1), torch.ones(5, dtype=torch.float64))
+    assert (alpha[:, 4:] == 0).all()
+    # Unregularised optimum of min ‖Σα G‖ s.t. Σα = 1, from the KKT system directly.
+    h = gram[:, :4, :4]
+    kkt = torch.zeros(5, 5, 5, dtype=torch.float64)
+    kkt[:, :4, :4] = h
+    kkt[:, :4, 4] = 1
+    kkt[:, 4, :4] = 1
+    rhs = torch.zeros(5, 5, dtype=torch.float64)
+    rhs[:, 4] = 1
+    exact = torch.linalg.solve(kkt, rhs)[:, :4]
+    assert torch.allclose(alpha[:, :4], exact, atol=1e-3)
+
+
+def test_singular_gram_falls_back_to_plain_step() -> None:
+    gram = torch.zeros(2, 3, 3, dtype=torch.float64)
+    alpha = anderson_weights(gram, n_valid=3, newest=1, lam=1e-4)
+    assert torch.equal(alpha, torch.tensor([[0.0, 1.0, 0.0]] * 2, dtype=torch.float64))

@@ -1,0 +1,171 @@
+"""The command line: help, version, honest stubs, and the error boundary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+import torch
+import typer
+from pydantic import BaseModel, Field
+from typer.testing import CliRunner
+
+from jiio_cli import __version__
+from jiio_cli.cli.app import app
+from jiio_cli.cli.boundary import run_command
+from jiio_cli.cli.output import emit, print_json
+from jiio_cli.errors import JiioError, UsageError
+
+COMMANDS = {
+    "train": "training",
+    "reconstruct": "reconstruction",
+    "attack": "adversarial",
+    "adapt": "adaptation",
+    "bench": "benchmark",
+    "sample": "sampling",
+}
+
+runner = CliRunner(env={"NO_COLOR": "1"})
+
+
+def test_help_lists_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"jiio {__version__}")
+    assert torch.__version__ in result.stdout
+
+
+@pytest.mark.parametrize(("command", "task"), COMMANDS.items())
+def test_unbuilt_commands_fail_honestly(command: str, task: str) -> None:
+    result = runner.invoke(app, [command, "--device", "cpu", "--seed", "7", "--json"])
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no pretend result, not even with --json
+    expected = f"error: jiio {command}: the {task} task is not built yet in this version\n"
+    assert result.stderr == expected
+
+
+def test_bad_device_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["attack", "--device", "cuda:99"])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: device 'cuda:99'")
+    assert "Traceback" not in result.output
+
+
+def test_negative_seed_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["train", "--seed", "-1"])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "--seed -1" in result.stderr
+
+
+def test_real_process() -> None:
+    env = {**os.environ, "NO_COLOR": "1"}
+    code = "from jiio_cli.cli.app import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "attack", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert (
+        done.stderr == "error: jiio attack: the adversarial task is not built yet in this version\n"
+    )
+
+
+# ------------------------------------------------------------------ error boundary
+
+
+def _exit_code(body: Callable[[], object], *, debug: bool = False) -> int:
+    with pytest.raises(typer.Exit) as info:
+        run_command(body, debug=debug)
+    return info.value.exit_code
+
+
+def _raise(exc: BaseException) -> Callable[[], object]:
+    def body() -> object:
+        raise exc
+
+    return body
+
+
+class _Options(BaseModel):
+    seed: int = Field(ge=0)
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "fragment"),
+    [
+        (JiioError("file broken; fix it"), 1, "error: file broken; fix it"),
+        (UsageError("bad flag; use another"), 2, "error: bad flag; use another"),
+        (KeyboardInterrupt(), 130, "error: interrupted"),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory"), 1, "--batch-size"),
+        (ValueError("boom\nsecond line"), 1, "internal error (ValueError: boom second line)"),
+    ],
+)
+def test_boundary_maps_exceptions(
+    capsys: pytest.CaptureFixture[str], exc: BaseException, code: int, fragment: str
+) -> None:
+    assert _exit_code(_raise(exc)) == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert fragment in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_boundary_maps_validation_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exit_code(lambda: _Options(seed=-3)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid --seed -3")
+    assert err.count("\n") == 1
+
+
+def test_boundary_shows_traceback_only_with_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _exit_code(_raise(RuntimeError("kaput")), debug=True) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: internal error (RuntimeError: kaput)")
+
+
+def test_boundary_returns_the_result() -> None:
+    assert run_command(lambda: 42) == 42
+
+
+# -------------------------------------------------------------------------- output
+
+
+def test_json_output_is_one_document(capsys: pytest.CaptureFixture[str]) -> None:
+    emit(
+        {"eps": 8 / 255, "loss": float("nan"), "x": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)},
+        json_output=True,
+    )
+    document = json.loads(capsys.readouterr().out)
+    assert document == {"eps": 8 / 255, "loss": None, "x": [1.0, 2.0], "n": 3}
+
+
+def test_print_json_rejects_unknown_types() -> None:
+    with pytest.raises(TypeError):
+        print_json({"f": object()})
+
+
+def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    emit([{"eps": 0.1, "accuracy": 0.5}, {"eps": 0.2, "accuracy": 0.25}], json_output=False)
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "0.25" in out
+    assert "\x1b[" not in out  # no colour codes when not on a terminal

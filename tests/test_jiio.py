@@ -1,0 +1,197 @@
+"""jiio_solve against the naive inner/outer method, constraints, and failure reporting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from problems import TanhCell, quadratic_problem
+
+from jiio_cli.engine import (
+    Box,
+    InputProblem,
+    JIIOConfig,
+    L2Ball,
+    LinfBall,
+    NaiveConfig,
+    SolverConfig,
+    StepSchedule,
+    jiio_solve,
+    naive_solve,
+)
+
+TIGHT = SolverConfig(memory=10, tol=1e-8, max_iter=400)
+INNER = SolverConfig(tol=1e-9, max_iter=100)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_jiio_reaches_the_naive_adam_optimum(batch: int, device: torch.device) -> None:
+    problem, _, _ = quadratic_problem(batch, device=device)
+    result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=TIGHT))
+    assert result.converged.all()
+    for residual in (result.residual_z, result.residual_mu, result.residual_x):
+        assert (residual <= TIGHT.tol).all()
+
+    naive = naive_solve(
+        problem,
+        NaiveConfig(
+            method="adam",
+            steps=400,
+            lr=0.05,
+            lr_decay="cosine",
+            forward=INNER,
+            adjoint=INNER,
+            warm_start=True,
+        ),
+    )
+    rel = (result.x - naive.x).norm(dim=1) / naive.x.norm(dim=1)
+    assert rel.max() < 1e-3
+    assert torch.allclose(result.objective, naive.objective, rtol=1e-6)
+    # JIIO's answer is self-consistent: z is the fixed point at the returned x.
+    z_check = problem.cell(result.z, result.x)
+    assert ((z_check - result.z).norm(dim=1) / z_check.norm(dim=1)).max() < 1e-6
+    assert (result.objective == problem.objective(result.z, result.x)).all()
+
+
+def test_jiio_statistics_are_consistent(device: torch.device) -> None:
+    problem, _, _ = quadratic_problem(4, device=device)
+    cfg = JIIOConfig(alpha_x=StepSchedule(0.5, 0.3, switch_at=20), solver=TIGHT)
+    result = jiio_solve(problem, cfg)
+    # The batch stops at the first host check after its last sample converged.
+    longest = int(result.iterations.max())
+    assert longest <= result.trace.shape[0] < longest + TIGHT.check_every
+    assert (result.f_evals > result.iterations).all() and (result.vjps > result.iterations).all()
+    assert result.batch_f_evals >= int(result.f_evals.max())
+    assert result.converged.all() and not result.failed.any()
+    # The objective trace ends near the optimum.
+    assert abs(float(result.trace[-1]) - float(result.objective.mean())) < 1e-6
+
+
+def test_step_schedule_switches_where_the_paper_does() -> None:
+    sched = StepSchedule(0.6, 0.2)
+    assert sched.switch_iteration(100) == 62
+    assert sched.switch_iteration(40) is None
+    assert sched.value(61, 100) == 0.6 and sched.value(62, 100) == 0.2
+    assert StepSchedule(0.1).switch_iteration(100) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    eps=st.floats(0.0, 3.0, allow_nan=False),
+    norm=st.sampled_from(["l2", "linf"]),
+    alpha=st.floats(0.05, 3.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_jiio_returns_points_inside_the_ball(eps: float, norm: str, alpha: float, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    center = torch.rand(6, 4, generator=gen, dtype=torch.float64)
+    box = Box(0.0, 1.0)
+    ball = L2Ball(center, eps, box) if norm == "l2" else LinfBall(center, eps, box)
+    rule = "l2" if norm == "l2" else "sign"
+    problem, _, _ = quadratic_problem(6, constraint=RecordingConstraint(ball), step_rule=rule,
+                                      seed=seed)
+    problem.x0 = center + torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    cfg = JIIOConfig(alpha_x=alpha, solver=SolverConfig(memory=5, max_iter=30, tol=1e-6))
+    result = jiio_solve(problem, cfg)
+    dist = (result.x - center)
+    size = dist.norm(dim=1) if norm == "l2" else dist.abs().amax(dim=1)
+    assert (size <= eps).all()
+    assert result.x.min() >= 0 and result.x.max() <= 1
+    # The returned z belongs to the returned x, not to an unprojected Anderson iterate.
+    z_check = problem.cell(result.z, result.x)
+    assert ((z_check - result.z).norm(dim=1) <= 1e-4 * z_check.norm(dim=1) + 1e-9).all()
+
+
+class RecordingConstraint:
+    """Wraps a constraint and remembers the largest violation it was asked to repair."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.worst = 0.0
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        self.worst = max(self.worst, float(self.inner.violation(x).max()))
+        return self.inner.project(x)
+
+    def violation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.violation(x)
+
+
+def test_anderson_extrapolation_outside_the_ball_is_projected_back() -> None:
+    seed = int(torch.randint(0, 2**31, ()).item())
+    gen = torch.Generator().manual_seed(seed)
+    center = torch.rand(8, 4, generator=gen, dtype=torch.float64)
+    ball = RecordingConstraint(L2Ball(center, 0.05, Box()))
+    problem, _, _ = quadratic_problem(8, constraint=ball, step_rule="l2", seed=seed)
+    problem.x0 = center.clone()
+    seen: list[float] = []
+
+    def watch(x: torch.Tensor) -> torch.Tensor:
+        seen.append(float(ball.inner.violation(x).max()))
+        return ball.inner.project(x)
+
+    ball.project = watch  # every x handed to the projection, Anderson iterates included
+    result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=SolverConfig(max_iter=40)))
+    assert max(seen) > 0, "the test must exercise points outside the ball"
+    assert ((result.x - center).norm(dim=1) <= 0.05).all()
+
+
+class ExpansiveCell(torch.nn.Module):
+    """f(z, x) = 1.5 tanh(3 W z) + x with ‖W‖ = 1: no contraction, oscillating iterates."""
+
+    def __init__(self, dz: int) -> None:
+        super().__init__()
+        w = torch.randn(dz, dz, dtype=torch.float64)
+        self.weight = torch.nn.Parameter(3.0 * w / torch.linalg.matrix_norm(w, ord=2))
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return 1.5 * torch.tanh(z @ self.weight.T) + x
+
+
+class NaNCell(torch.nn.Module):
+    """A contractive cell that returns NaN for the samples flagged in ``bad`` (B,)."""
+
+    def __init__(self, dz: int, dx: int, bad: torch.Tensor) -> None:
+        super().__init__()
+        self.inner = TanhCell(dz, dx, 0.5)
+        self.bad = bad
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(z, x)
+        return torch.where(self.bad[:, None], torch.full_like(out, torch.nan), out)
+
+
+def _diverging_problem(kind: str) -> InputProblem:
+    batch, dz = 4, 6
+    x0 = 0.1 * torch.randn(batch, dz, dtype=torch.float64)
+    if kind == "expansive":
+        cell = ExpansiveCell(dz)
+    else:
+        cell = NaNCell(dz, dz, torch.tensor([False, True, False, True]))
+
+    def objective(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (z - 0.3).pow(2).sum(dim=1) + 0.05 * x.pow(2).sum(dim=1)
+
+    return InputProblem(cell, objective, torch.zeros(batch, dz, dtype=torch.float64), x0)
+
+
+@pytest.mark.parametrize("kind", ["expansive", "nan"])
+def test_diverging_problems_are_reported_not_raised(kind: str) -> None:
+    problem = _diverging_problem(kind)
+    cfg = JIIOConfig(alpha_x=0.3, solver=SolverConfig(max_iter=200, tol=1e-6))
+    for result in (
+        jiio_solve(problem, cfg),
+        naive_solve(problem, NaiveConfig(steps=5, forward=SolverConfig(max_iter=30),
+                                         adjoint=SolverConfig(max_iter=30))),
+    ):
+        if kind == "expansive":
+            assert not result.converged.any()
+            assert (torch.stack([result.residual_z, result.residual_mu]).amax(0) > 1e-8).all()
+        else:
+            if result.method == "jiio":
+                assert result.converged.tolist() == [True, False, True, False]
+            assert not result.converged[[1, 3]].any()
+            assert torch.isinf(result.residual_z[[1, 3]]).all()
+            assert result.failed[[1, 3]].all() and not result.failed[[0, 2]].any()
+            assert torch.isfinite(result.x[[0, 2]]).all()
