@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -28,6 +28,16 @@ from jiio_cli.models import (
 from jiio_cli.models.layers import has_weight_norm
 
 Cell = Callable[[Tensor, Tensor], Tensor]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    # The tensors here are tiny: intra-op threads only add spin-waiting, which turns into
+    # 20× slowdowns when the CPUs are shared with other processes. Restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -485,3 +495,8 @@ def test_bad_cell_wiring_is_reported() -> None:
         cell(torch.zeros(2, 16, 4, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"\(B, 4\)"):
         cell(cell.init_state(2), torch.zeros(2, 5))
+
+
+def test_models_reject_a_config_of_another_kind() -> None:
+    with pytest.raises(TypeError, match="DecoderConfig"):
+        DEQDecoder(ClassifierConfig())  # type: ignore[arg-type]

@@ -75,7 +75,9 @@ def implicit_fixed_point(
         return out
     x_const = x.detach()
 
-    def backward_hook(grad: Tensor) -> Tensor:
+    def backward_hook(grad: Tensor | None) -> Tensor | None:
+        if grad is None:  # an undefined incoming gradient stays undefined
+            return None
         with torch.enable_grad():
             zr = z_star.clone().requires_grad_(True)
             fz = cell(zr, x_const)

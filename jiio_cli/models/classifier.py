@@ -71,6 +71,8 @@ class DEQClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__()
         config = ClassifierConfig() if config is None else config
+        if not isinstance(config, ClassifierConfig):
+            raise TypeError(f"expected a ClassifierConfig, got {type(config).__name__}")
         self.config = config
         injection = ImageInjection(
             config.image_channels,

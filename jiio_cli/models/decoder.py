@@ -75,6 +75,8 @@ class DEQDecoder(nn.Module):
     def __init__(self, config: DecoderConfig | None = None) -> None:
         super().__init__()
         config = DecoderConfig() if config is None else config
+        if not isinstance(config, DecoderConfig):
+            raise TypeError(f"expected a DecoderConfig, got {type(config).__name__}")
         self.config = config
         side = config.state_size
         injection = LatentInjection(

@@ -77,6 +77,8 @@ class FiLMClassifier(nn.Module):
     def __init__(self, config: MetaConfig | None = None) -> None:
         super().__init__()
         config = MetaConfig() if config is None else config
+        if not isinstance(config, MetaConfig):
+            raise TypeError(f"expected a MetaConfig, got {type(config).__name__}")
         self.config = config
         injection = ImageInjection(
             config.image_channels,
