@@ -50,7 +50,7 @@ def quadratic_problem(
     dz: int = 8,
     dx: int = 4,
     dy: int = 6,
-    gamma: float = 0.1,
+    gamma: float = 0.3,
     contraction: float = 0.5,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",

@@ -28,8 +28,10 @@ def test_mu_star_is_the_adjoint_at_the_solution(device: torch.device) -> None:
     problem, cell, objective = quadratic_problem(5, device=device)
     result = jiio_solve(problem, EXACT)
     assert result.converged.all()
-    _, _, grad_z, _ = lagrangian_grads(cell, objective, result.z, result.x, torch.zeros_like(result.z))
-    fresh = adjoint_solve(cell, result.z, result.x, grad_z, None, SolverConfig(tol=1e-13, max_iter=300))
+    zeros = torch.zeros_like(result.z)
+    _, _, grad_z, _ = lagrangian_grads(cell, objective, result.z, result.x, zeros)
+    tight = SolverConfig(tol=1e-13, max_iter=300)
+    fresh = adjoint_solve(cell, result.z, result.x, grad_z, None, tight)
     rel = (fresh.mu - result.mu).norm(dim=1) / fresh.mu.norm(dim=1)
     assert rel.max() < 1e-8
     # And the adjoint gradient of the reduced objective vanishes at x*.
@@ -91,7 +93,7 @@ def test_implicit_backward_passes_gradcheck(device: torch.device) -> None:
 
 
 def test_warm_started_adjoint_gives_the_same_gradient() -> None:
-    problem, cell, objective = quadratic_problem(4)
+    problem, cell, _ = quadratic_problem(4)
     result = jiio_solve(problem, EXACT)
     clean = torch.randn_like(result.z)
 
@@ -109,15 +111,12 @@ def test_jacobian_penalty_estimates_the_frobenius_norm() -> None:
     cell = TanhCell(6, 3, 0.8)
     z = torch.randn(3, 6, dtype=torch.float64)
     x = torch.randn(3, 3, dtype=torch.float64)
-    exact = torch.stack(
-        [
-            torch.autograd.functional.jacobian(lambda zz, i=i: cell(zz[None], x[i : i + 1])[0], z[i])
-            .pow(2)
-            .sum()
-            / 6
-            for i in range(3)
-        ]
-    )
+
+    def jac_sq(i: int) -> torch.Tensor:
+        jac = torch.autograd.functional.jacobian(lambda zz: cell(zz[None], x[i : i + 1])[0], z[i])
+        return jac.pow(2).sum() / 6
+
+    exact = torch.stack([jac_sq(i) for i in range(3)])
     estimate = jacobian_penalty(cell, z, x, n_probes=4000)
     assert torch.allclose(estimate, exact, rtol=0.1)
     penalty = jacobian_penalty(cell, z, x).sum()

@@ -89,12 +89,13 @@ def test_jiio_returns_points_inside_the_ball(eps: float, norm: str, alpha: float
     box = Box(0.0, 1.0)
     ball = L2Ball(center, eps, box) if norm == "l2" else LinfBall(center, eps, box)
     rule = "l2" if norm == "l2" else "sign"
-    problem, _, _ = quadratic_problem(6, constraint=RecordingConstraint(ball), step_rule=rule,
-                                      seed=seed)
+    problem, _, _ = quadratic_problem(
+        6, constraint=RecordingConstraint(ball), step_rule=rule, seed=seed
+    )
     problem.x0 = center + torch.randn(6, 4, generator=gen, dtype=torch.float64)
     cfg = JIIOConfig(alpha_x=alpha, solver=SolverConfig(memory=5, max_iter=30, tol=1e-6))
     result = jiio_solve(problem, cfg)
-    dist = (result.x - center)
+    dist = result.x - center
     size = dist.norm(dim=1) if norm == "l2" else dist.abs().amax(dim=1)
     assert (size <= eps).all()
     assert result.x.min() >= 0 and result.x.max() <= 1
@@ -182,8 +183,12 @@ def test_diverging_problems_are_reported_not_raised(kind: str) -> None:
     cfg = JIIOConfig(alpha_x=0.3, solver=SolverConfig(max_iter=200, tol=1e-6))
     for result in (
         jiio_solve(problem, cfg),
-        naive_solve(problem, NaiveConfig(steps=5, forward=SolverConfig(max_iter=30),
-                                         adjoint=SolverConfig(max_iter=30))),
+        naive_solve(
+            problem,
+            NaiveConfig(
+                steps=5, forward=SolverConfig(max_iter=30), adjoint=SolverConfig(max_iter=30)
+            ),
+        ),
     ):
         if kind == "expansive":
             assert not result.converged.any()

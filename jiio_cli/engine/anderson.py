@@ -27,6 +27,11 @@ regularisation is scale-free and always applied. The (m×m) SPD system is solved
 batched Cholesky in float64; a sample whose factorisation fails takes the plain step
 g(s_k) for that iteration instead (no retries). The next iterate is
 ``s = Σ_i α_i (β g(s_i) + (1 − β) s_i)``.
+
+Safeguard: Anderson can stagnate on nonlinear maps (the mixed point stops improving).
+A sample whose best residual has not improved for ``patience`` iterations, or whose
+residual jumps above ``blowup`` × its best, clears its history and takes m plain steps
+g(s) before accelerating again; all of it per sample and on the device.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class SolverConfig:
         check_every: iterations between host-side checks for early stopping.
         restart_at: iterations at which the Anderson history is cleared (e.g. where the
             map itself changes, such as a step-size switch).
+        patience: safeguard: a sample whose best residual has not improved for this many
+            iterations clears its history and takes m plain steps (default 2m; 0 disables).
+        blowup: safeguard: a sample whose residual exceeds ``blowup`` × its best one is
+            restarted the same way at once.
     """
 
     method: Literal["anderson", "picard"] = "anderson"
@@ -77,6 +86,8 @@ class SolverConfig:
     beta: float = 1.0
     check_every: int = 5
     restart_at: tuple[int, ...] = field(default=())
+    patience: int | None = None
+    blowup: float = 1e3
 
     def __post_init__(self) -> None:
         if self.method not in ("anderson", "picard"):
@@ -114,27 +125,28 @@ def relative_residual(s: Tensor, gs: Tensor) -> Tensor:
     return ((gs - s).norm(dim=1) / (gs.norm(dim=1) + floor)).unsqueeze(1)
 
 
-def anderson_weights(gram: Tensor, n_valid: int, newest: int, lam: float) -> Tensor:
+def anderson_weights(gram: Tensor, valid: Tensor, newest: int, lam: float) -> Tensor:
     """Mixing weights α (B, m) from the history Gram matrix.
 
     Args:
-        gram: H = G Gᵀ of shape (B, m, m); only the first ``n_valid`` slots are filled.
-        n_valid: number of filled history slots (same for the whole batch).
+        gram: H = G Gᵀ of shape (B, m, m).
+        valid: (B, m) bool, which history slots hold pairs of each sample's current run
+            (at least the newest one).
         newest: slot of the latest iterate, used as the fallback plain step.
         lam: relative regularisation λ.
 
     Returns:
-        α with Σ α = 1 over the valid slots and 0 elsewhere, in ``gram``'s dtype.
+        α with Σ α = 1 over each sample's valid slots and 0 elsewhere, in ``gram``'s dtype.
     """
-    batch, m, _ = gram.shape
-    valid = torch.arange(m, device=gram.device) < n_valid
-    pair = valid[:, None] & valid[None, :]
+    m = gram.shape[-1]
+    pair = valid[:, :, None] & valid[:, None, :]
     h = gram * pair
     diag = torch.diagonal(h, dim1=1, dim2=2)
+    n_valid = valid.sum(dim=1, keepdim=True).clamp_min(1)
     reg = lam * diag.sum(dim=1, keepdim=True) / n_valid
     # Unfilled slots get an identity row and a zero right-hand side, hence α = 0 there.
     h = h + torch.diag_embed(torch.where(valid, reg, torch.ones_like(reg)))
-    rhs = valid.to(gram.dtype).expand(batch, m).unsqueeze(-1)
+    rhs = valid.to(gram.dtype).unsqueeze(-1)
     chol, info = torch.linalg.cholesky_ex(h)
     y = torch.cholesky_solve(rhs, chol).squeeze(-1)
     alpha = y / y.sum(dim=1, keepdim=True)
@@ -181,13 +193,17 @@ def fixed_point_solve(
         hist_f = s0.new_zeros(batch, m, n)
         hist_g = s0.new_zeros(batch, m, n)
         gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
-    n_valid, slot, steps = 0, 0, 0
+        valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
+        stale = torch.zeros(batch, dtype=torch.long, device=device)
+        plain_left = torch.zeros(batch, dtype=torch.long, device=device)
+    patience = 2 * m if config.patience is None else config.patience
+    slot, steps = 0, 0
     restarts = set(config.restart_at)
 
     with torch.no_grad():
         for k in range(config.max_iter):
-            if k in restarts:
-                n_valid, slot = 0, 0
+            if anderson and k in restarts:
+                valid.zero_()
             gs = fn(s, k)
             steps += 1
             res = residual_fn(s, gs)
@@ -209,11 +225,20 @@ def fixed_point_solve(
                 g = gs - s
                 hist_f[:, slot].copy_(gs)
                 hist_g[:, slot].copy_(g)
-                n_valid = min(n_valid + 1, m)
+                valid[:, slot] = True
                 row = torch.einsum("bmn,bn->bm", hist_g, g).to(torch.float64)
                 gram[:, slot, :] = row
                 gram[:, :, slot] = row
-                alpha = anderson_weights(gram, n_valid, slot, config.lam).to(s.dtype)
+                # Safeguard: a stagnating or blowing-up sample forgets its history and
+                # takes plain steps g(s) for a while before accelerating again.
+                stale = torch.where(improved, 0, stale + 1)
+                restart = (stale >= patience) if patience > 0 else torch.zeros_like(active)
+                restart = restart | (score > config.blowup * best_score)
+                stale = torch.where(restart, 0, stale)
+                plain_left = torch.where(restart, m, (plain_left - 1).clamp_min(0))
+                valid &= (plain_left == 0)[:, None]
+                valid[:, slot] = True
+                alpha = anderson_weights(gram, valid, slot, config.lam).to(s.dtype)
                 s_next = torch.einsum("bm,bmn->bn", alpha, hist_f)
                 if config.beta != 1.0:
                     mixed_g = torch.einsum("bm,bmn->bn", alpha, hist_g)

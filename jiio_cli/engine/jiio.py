@@ -19,6 +19,7 @@ reported z*, μ* and objective belong to the returned, feasible x.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -141,8 +142,12 @@ def jiio_solve(
     cfg = config.solver
     schedule = config.schedule
     switch = schedule.switch_iteration(cfg.max_iter)
+    restart_at = cfg.restart_at
     if config.restart_on_switch and switch is not None:
-        cfg = SolverConfig(**{**cfg.__dict__, "restart_at": (*cfg.restart_at, switch)})
+        restart_at = (*restart_at, switch)
+    # The loop aims at tol/10: the refined z and μ move the x-gradient by O(tol), and the
+    # returned point is judged at tol.
+    loop_cfg = dataclasses.replace(cfg, tol=0.1 * cfg.tol, restart_at=restart_at)
 
     cell, objective, constraint = problem.cell, problem.objective, problem.constraint
     z_init = problem.z0.detach()
@@ -181,7 +186,7 @@ def jiio_solve(
         )
 
     s0 = layout.pack([z_init, x_init, mu_init])
-    loop = fixed_point_solve(augmented_map, s0, cfg, block_residuals)
+    loop = fixed_point_solve(augmented_map, s0, loop_cfg, block_residuals)
     z_loop, x_loop, mu_loop = layout.unpack(loop.state)
 
     # Make the answer self-consistent at a feasible x (see module docstring).
