@@ -1,0 +1,1 @@
+"""Benchmarks that ``jiio bench`` runs: engine overhead and JIIO against the naive method."""

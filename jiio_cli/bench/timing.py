@@ -1,0 +1,40 @@
+"""Wall-clock timing that is honest on both CPU and GPU.
+
+On CUDA, work is timed with CUDA events after a warm-up and a synchronisation, so the
+host never measures its own queueing; on the CPU, with ``time.perf_counter``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["time_call"]
+
+
+def time_call(
+    fn: Callable[[], object], device: torch.device, repeat: int = 10, warmup: int = 3
+) -> float:
+    """Median seconds per call of ``fn`` over ``repeat`` timed calls after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(repeat):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1000.0)
+    else:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
