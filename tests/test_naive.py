@@ -1,0 +1,103 @@
+"""The naive baselines, the multi-scale state helper and trajectory snapshots."""
+
+from __future__ import annotations
+
+import torch
+from problems import quadratic_problem
+
+from jiio_cli.engine import (
+    Box,
+    JIIOConfig,
+    LinfBall,
+    MultiScaleCell,
+    NaiveConfig,
+    SolverConfig,
+    forward_solve,
+    jiio_solve,
+    naive_solve,
+)
+
+INNER = SolverConfig(tol=1e-9, max_iter=100)
+
+
+def test_gradient_descent_reaches_the_jiio_optimum(device: torch.device) -> None:
+    problem, _, _ = quadratic_problem(3, gamma=1.0, device=device)
+    tight = SolverConfig(memory=10, tol=1e-9, max_iter=400)
+    exact = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=tight))
+    assert exact.converged.all()
+    gd = naive_solve(
+        problem,
+        NaiveConfig(method="gd", steps=300, lr=0.2, forward=INNER, adjoint=INNER, warm_start=True),
+    )
+    assert ((gd.x - exact.x).norm(dim=1) / exact.x.norm(dim=1)).max() < 1e-4
+    assert (gd.iterations == 300).all()
+    # Costs add up: each step pays at least one f evaluation and one VJP per sample.
+    assert (gd.f_evals >= 301).all() and (gd.vjps >= 301).all()
+    assert gd.trace.shape[0] == 301 and gd.trace[-1] <= gd.trace[0]
+
+
+def test_pgd_stays_in_the_ball_and_lowers_the_objective() -> None:
+    problem, _, _ = quadratic_problem(6, step_rule="sign")
+    center = torch.rand(6, 4, dtype=torch.float64)
+    problem.constraint = LinfBall(center, 0.1, Box())
+    problem.x0 = center
+    pgd = naive_solve(
+        problem, NaiveConfig(method="pgd", steps=20, lr=0.02, forward=INNER, adjoint=INNER)
+    )
+    assert ((pgd.x - center).abs().amax(dim=1) <= 0.1).all()
+    start = naive_solve(
+        problem, NaiveConfig(method="pgd", steps=1, lr=1e-12, forward=INNER, adjoint=INNER)
+    )
+    assert (pgd.objective < start.objective).all()
+
+
+def test_naive_stops_samples_that_converged() -> None:
+    problem, _, _ = quadratic_problem(4, gamma=1.0)
+    result = naive_solve(
+        problem,
+        NaiveConfig(method="gd", steps=400, lr=0.2, tol=1e-6, forward=INNER, adjoint=INNER),
+    )
+    assert result.converged.all()
+    assert (result.iterations < 400).all()
+
+
+class TwoScaleCell(torch.nn.Module):
+    """A list-state cell: a fine state (B, 6) and a coarse state (B, 3) that talk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fine = torch.nn.Linear(6 + 3 + 2, 6).double()
+        self.coarse = torch.nn.Linear(6 + 3, 3).double()
+        with torch.no_grad():
+            self.fine.weight.mul_(0.3)
+            self.coarse.weight.mul_(0.3)
+
+    def forward(self, zs: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+        fine, coarse = zs
+        new_fine = torch.tanh(self.fine(torch.cat([fine, coarse, x], dim=1)))
+        new_coarse = torch.tanh(self.coarse(torch.cat([fine, coarse], dim=1)))
+        return [new_fine, new_coarse]
+
+
+def test_multiscale_cell_is_solved_as_one_flat_state() -> None:
+    inner = TwoScaleCell()
+    cell = MultiScaleCell(inner, [(6,), (3,)])
+    x = torch.randn(5, 2, dtype=torch.float64)
+    solution = forward_solve(
+        cell, x, cell.init_state(5, "cpu", torch.float64), SolverConfig(tol=1e-12, max_iter=200)
+    )
+    assert solution.stats.converged.all()
+    fine, coarse = cell.layout.unpack(solution.z)
+    again = inner([fine, coarse], x)
+    assert torch.allclose(again[0], fine, atol=1e-10) and torch.allclose(
+        again[1], coarse, atol=1e-10
+    )
+
+
+def test_jiio_records_a_trajectory_snapshot() -> None:
+    problem, _, _ = quadratic_problem(2)
+    result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, snapshot_at=3))
+    assert result.snapshot is not None
+    z_snap, x_snap = result.snapshot
+    assert z_snap.shape == result.z.shape and x_snap.shape == result.x.shape
+    assert not torch.equal(z_snap, result.z)
