@@ -110,7 +110,9 @@ def jacobian_penalty(
     fz = cell(zr, x.detach())
     total = z.new_zeros(z.shape[0])
     for _ in range(n_probes):
-        probe = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        # Draw where the generator lives (often the CPU), then move: reproducible anywhere.
+        where = generator.device if generator is not None else z.device
+        probe = torch.randn(z.shape, generator=generator, device=where, dtype=z.dtype).to(z.device)
         (vjp,) = torch.autograd.grad(fz, zr, probe, create_graph=True)
         total = total + vjp.reshape(z.shape[0], -1).pow(2).sum(dim=1)
     return total / (n_probes * zr[0].numel())

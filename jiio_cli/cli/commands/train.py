@@ -1,30 +1,198 @@
-"""``jiio train``: training deep equilibrium models for the JIIO tasks.
+"""``jiio train``: train a DEQ model for one of the tasks.
 
-Not built yet: the command checks its options, then exits with code 1 and says so.
+Built: ``generate``, ``denoise``, ``inpaint`` (a DEQ decoder whose latent codes are
+inferred per batch by JIIO, or by the naive method with ``--inner naive``).
 """
 
 from __future__ import annotations
 
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import (
-    DebugOption,
-    DeviceOption,
-    JsonOption,
-    SeedOption,
-    common_options,
-)
-from jiio_cli.errors import NotBuiltError
+from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.output import emit
+from jiio_cli.cli.progress import training_progress
+from jiio_cli.errors import NotBuiltError, UsageError
+from jiio_cli.models import DecoderConfig
+from jiio_cli.tasks.corruption import Corruption
+from jiio_cli.training import TrainConfig, checkpoint_paths
 
 __all__ = ["train"]
 
 
+class Task(str, Enum):
+    generate = "generate"
+    denoise = "denoise"
+    inpaint = "inpaint"
+    adversarial = "adversarial"
+    meta = "meta"
+
+
+class Inner(str, Enum):
+    jiio = "jiio"
+    naive = "naive"
+
+
+def parse_sigma(text: str) -> float | tuple[float, float]:
+    """``0.2`` or a blind-denoising range ``0.1:0.3`` (σ on the [0, 1] scale)."""
+    parts = text.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise UsageError(
+            f"invalid --sigma {text!r}: give a number like 0.2 or a range like 0.1:0.3"
+        ) from None
+    if (
+        len(values) > 2
+        or any(not 0 <= v < 10 for v in values)
+        or (len(values) == 2 and values[0] > values[1])
+    ):
+        raise UsageError(f"invalid --sigma {text!r}: need 0 <= sigma (and low <= high for a range)")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+class InverseTrainOptions(BaseModel):
+    """Validated options of ``jiio train`` for the inverse-problem tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    image_size: int = Field(ge=8, le=512)
+    channels: int = Field(ge=1, le=4)
+    latent_dim: int = Field(ge=1)
+    width: int = Field(ge=8)
+    hole_size: int = Field(ge=0)
+    mask_ratio: float = Field(ge=0, lt=1)
+    inner_iters: int = Field(ge=2)
+    jac_weight: float = Field(ge=0)
+    max_train: int | None = Field(default=None, ge=1)
+    save_every: int = Field(ge=0)
+
+    @field_validator("width")
+    @classmethod
+    def _width_divisible(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError("must be a multiple of 8 (GroupNorm uses 8 groups)")
+        return value
+
+
 def train(
+    task: Annotated[Task, typer.Option("--task", help="What to train.")] = Task.denoise,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Image folder, .npz or MNIST IDX file (default: bundled MNIST-5k)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<task>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 1e-3,
+    sigma: Annotated[
+        str | None, typer.Option(help="Noise σ on [0, 1], or a range low:high (denoise: 0.2).")
+    ] = None,
+    hole_size: Annotated[int | None, typer.Option(help="Square hole side (inpaint: 10).")] = None,
+    mask_ratio: Annotated[float, typer.Option(help="Fraction of pixels missing at random.")] = 0.0,
+    image_size: Annotated[int, typer.Option(help="Model resolution.")] = 28,
+    channels: Annotated[int, typer.Option(help="Image channels (1 grey, 3 colour).")] = 1,
+    latent_dim: Annotated[int, typer.Option(help="Latent code size.")] = 32,
+    width: Annotated[int, typer.Option(help="DEQ cell channels.")] = 32,
+    inner: Annotated[Inner, typer.Option(help="Latent inference: jiio or naive.")] = Inner.jiio,
+    inner_iters: Annotated[int, typer.Option(help="JIIO iterations per batch.")] = 40,
+    jac_weight: Annotated[float, typer.Option(help="Jacobian regulariser weight.")] = 0.01,
+    max_train: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
+    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: off).")] = 0,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Train a deep equilibrium model for one of the tasks (not built yet in this version)."""
+    """Train a DEQ decoder (generate / denoise / inpaint) with latents inferred by JIIO."""
     with error_boundary(debug=debug):
-        common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        raise NotBuiltError("train", "training")
+        common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        if task in (Task.adversarial, Task.meta):
+            raise NotBuiltError("train", f"{task.value}")
+        opts = InverseTrainOptions(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            image_size=image_size,
+            channels=channels,
+            latent_dim=latent_dim,
+            width=width,
+            hole_size=hole_size if hole_size is not None else 0,
+            mask_ratio=mask_ratio,
+            inner_iters=inner_iters,
+            jac_weight=jac_weight,
+            max_train=max_train,
+            save_every=save_every,
+        )
+        # Imported here so that `jiio --help` stays fast.
+        from jiio_cli.tasks.inverse_training import (
+            InverseTrainSpec,
+            default_corruption,
+            train_inverse,
+        )
+
+        base = default_corruption(task.value)  # type: ignore[arg-type]
+        corruption = Corruption(
+            sigma=parse_sigma(sigma) if sigma is not None else base.sigma,
+            hole_size=hole_size if hole_size is not None else base.hole_size,
+            mask_ratio=mask_ratio or base.mask_ratio,
+        )
+        if task == Task.denoise and corruption.sigma_range == (0.0, 0.0):
+            raise UsageError("--task denoise needs a noise level: --sigma 0.2 (or a range 0.1:0.3)")
+        if task == Task.inpaint and corruption.hole_size == 0 and corruption.mask_ratio == 0:
+            raise UsageError("--task inpaint needs --hole-size N or --mask-ratio R")
+        if data is not None and not data.exists():
+            raise UsageError(f"--data {data} does not exist")
+        spec = InverseTrainSpec(
+            task=task.value,  # type: ignore[arg-type]
+            corruption=corruption,
+            model=DecoderConfig(
+                latent_dim=opts.latent_dim,
+                channels=opts.width,
+                image_channels=opts.channels,
+                image_size=opts.image_size,
+                half_resolution=True,
+            ),
+            loop=TrainConfig(
+                epochs=opts.epochs,
+                batch_size=opts.batch_size,
+                lr=opts.lr,
+                seed=common.seed,
+                save_every=opts.save_every,
+            ),
+            inner=inner.value,  # type: ignore[arg-type]
+            inner_iterations=opts.inner_iters,
+            jacobian_weight=opts.jac_weight,
+            data=str(data) if data is not None else None,
+            max_train=opts.max_train,
+        )
+        run_dir = out if out is not None else Path("runs") / task.value
+        started = time.perf_counter()
+        with training_progress(opts.epochs, enabled=not common.json_output) as progress:
+            state = train_inverse(spec, common.torch_device, run_dir, resume, progress)
+        last, best = checkpoint_paths(run_dir, task.value)
+        evals = [h for h in state.history if "heldout_psnr" in h]
+        result = {
+            "task": task.value,
+            "epochs": state.epoch,
+            "steps": state.step,
+            "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
+            "heldout_psnr": evals[-1]["heldout_psnr"] if evals else None,
+            "best_heldout_psnr": state.best_metric if evals else None,
+            "seconds": time.perf_counter() - started,
+            "checkpoint_last": str(last),
+            "checkpoint_best": str(best),
+            "device": str(common.torch_device),
+            "seed": common.seed,
+        }
+        emit(result, json_output=common.json_output, title="jiio train")

@@ -1,0 +1,1 @@
+"""Tasks: each builds input-optimisation problems from data, a training step and metrics."""
