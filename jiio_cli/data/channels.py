@@ -54,4 +54,3 @@ def convert_channels(img: Tensor, channels: int | None) -> tuple[Tensor, list[st
         return grey, notes
     notes.append("converted greyscale to RGB")
     return img.expand(*img.shape[:-3], 3, *img.shape[-2:]).contiguous(), notes
-

@@ -24,6 +24,16 @@ __all__ = ["array_to_images", "list_image_files", "load_image_dataset"]
 _IMAGE_KEYS = ("images", "x")
 _LABEL_KEYS = ("labels", "y")
 _CHANNEL_COUNTS = (1, 3, 4)
+# What a damaged zip archive can raise from inside np.load (zipfile is not picky about types).
+_NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 _ACCEPTED = "a folder of images, an .npz file or an MNIST *-images-idx3-ubyte[.gz] file"
 
 
@@ -167,7 +177,7 @@ def _load_npz(path: Path) -> tuple[Tensor, Tensor | None]:
             labels_array = None if label_key is None else archive[label_key]
     except UsageError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except _NPZ_ERRORS as exc:
         raise UsageError(
             f"cannot read {path} as an .npz archive ({exc}); save it with numpy.savez"
         ) from exc

@@ -241,9 +241,7 @@ def write_image(path: Path | str, img: Tensor) -> Path:
     return atomic_write(path, lambda file: pil.save(file, format=fmt, **options), "image")
 
 
-def make_grid(
-    images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0
-) -> Tensor:
+def make_grid(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> Tensor:
     """Tile a batch of images into one image, ``nrow`` images per row.
 
     Args:

@@ -40,6 +40,7 @@ __all__ = [
     "InferenceSettings",
     "TrainLossResult",
     "infer_latents",
+    "reconstruct",
     "reconstruction_problem",
     "training_loss",
 ]
@@ -145,7 +146,7 @@ def training_loss(
         loss = per_sample.mean() / pixels
         mse = (reconstruction.detach() - clean).pow(2).mean()
     else:
-        adjoint = SolverConfig(memory=5, max_iter=40, tol=1e-4)
+        adjoint = SolverConfig(memory=5, max_iter=25, tol=1e-4)
         warm = inner.mu if settings.method == "jiio" else None
         z = implicit_fixed_point(decoder.cell, inner.z, inner.x, adjoint, warm_start=warm)
         reconstruction = decoder.head(z)
@@ -155,3 +156,13 @@ def training_loss(
         penalty = jacobian_penalty(decoder.cell, inner.z, inner.x, generator=generator)
         loss = loss + jacobian_weight * penalty.mean()
     return TrainLossResult(loss, mse, inner, reconstruction.detach())
+
+
+def reconstruct(
+    decoder: DEQDecoder, observed: Tensor, known: Tensor, settings: InferenceSettings
+) -> tuple[Tensor, InputOptResult]:
+    """Reconstruct images (B, C, H, W) in [0, 1] from observations at the model's size."""
+    _, result = infer_latents(decoder, observed, known, settings)
+    with torch.no_grad():
+        images = decoder.head(result.z).clamp(0, 1)
+    return images, result

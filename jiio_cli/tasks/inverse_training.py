@@ -78,7 +78,8 @@ def inference_settings(spec: InverseTrainSpec, *, evaluation: bool = False) -> I
     jiio = JIIOConfig(
         alpha_x=schedule,
         solver=SolverConfig(memory=spec.inner_memory, max_iter=iterations, tol=1e-4),
-        refine=SolverConfig(memory=5, max_iter=30, tol=1e-4),
+        # Training uses a fixed budget; a short refinement keeps z* consistent with x*.
+        refine=SolverConfig(memory=5, max_iter=30 if evaluation else 12, tol=1e-4),
     )
     inner_solve = SolverConfig(memory=5, max_iter=30, tol=1e-4)
     naive = NaiveConfig(

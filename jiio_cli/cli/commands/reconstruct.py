@@ -1,30 +1,214 @@
-"""``jiio reconstruct``: recovering images by optimising a generative model's latent input.
+"""``jiio reconstruct``: inpaint and/or denoise images with a trained DEQ decoder.
 
-Not built yet: the command checks its options, then exits with code 1 and says so.
+The latent code of each image is inferred by JIIO from its known pixels; the decoded
+image is the reconstruction. Images whose size differs from the model's are resized
+for the solve and the reconstruction is resized back; known pixels of a noise-free
+input are then pasted back so that what was observed is kept exactly.
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import (
-    DebugOption,
-    DeviceOption,
-    JsonOption,
-    SeedOption,
-    common_options,
-)
-from jiio_cli.errors import NotBuiltError
+from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.output import emit, print_table
+from jiio_cli.errors import JiioError, UsageError
 
 __all__ = ["reconstruct"]
 
+_TASKS = {"generate", "denoise", "inpaint"}
+
+
+class ReconstructOptions(BaseModel):
+    """Validated numeric options of ``jiio reconstruct``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sigma: float = Field(ge=0, le=1)
+    iterations: int = Field(ge=2, le=10_000)
+    tol: float = Field(gt=0, lt=1)
+
+
+def _output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
+    if out is None:
+        paths = [p.with_name(f"{p.stem}-restored.png") for p in inputs]
+    elif len(inputs) == 1 and out.suffix:
+        paths = [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} must be a folder when several images are given")
+        paths = [out / f"{p.stem}-restored.png" for p in inputs]
+    for src, dst in zip(inputs, paths, strict=True):
+        if dst.resolve() == src.resolve():
+            raise UsageError(f"refusing to overwrite the input {src}; choose another --out")
+    return paths
+
 
 def reconstruct(
+    images: Annotated[list[Path], typer.Argument(help="Input images (PNG, JPEG; grey or colour).")],
+    mask: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Known-pixel mask: white = known, black = missing. One for all "
+            "images, or one per image in order."
+        ),
+    ] = None,
+    sigma: Annotated[
+        float, typer.Option(help="Noise level of the input on [0, 1] (0: clean).")
+    ] = 0.0,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", "-c", help="Decoder checkpoint (default: shipped)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output file (one input) or folder (default: next to input)."),
+    ] = None,
+    reference: Annotated[
+        list[Path] | None, typer.Option(help="Clean image(s) to score against (PSNR, SSIM).")
+    ] = None,
+    iterations: Annotated[int, typer.Option(help="JIIO iteration cap.")] = 200,
+    tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-3,
+    allow_unconverged: Annotated[
+        bool, typer.Option(help="Write results and exit 0 even if some solves did not converge.")
+    ] = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Reconstruct or inpaint images with a generative model (not built yet in this version)."""
+    """Fill in missing pixels and/or remove noise. Inputs of any size are resized to the
+    model's resolution for the solve and the result is resized back."""
     with error_boundary(debug=debug):
-        common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        raise NotBuiltError("reconstruct", "reconstruction")
+        common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        opts = ReconstructOptions(sigma=sigma, iterations=iterations, tol=tol)
+        from jiio_cli.data import read_image, read_mask, resize_image, resize_mask, write_image
+        from jiio_cli.engine import JIIOConfig, SolverConfig
+        from jiio_cli.metrics import psnr, ssim
+        from jiio_cli.tasks.inverse import reconstruct as run_reconstruction
+        from jiio_cli.tasks.inverse_training import InferenceSettings
+        from jiio_cli.tasks.loading import default_checkpoint, load_model
+
+        dev = common.torch_device
+        torch.manual_seed(common.seed)
+        path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
+        decoder, ckpt = load_model(path, _TASKS, "decoder", dev)
+        cfg = decoder.config
+        size, channels = cfg.image_size, cfg.image_channels
+        masks = mask or []
+        if len(masks) not in (0, 1, len(images)):
+            raise UsageError(f"give one --mask for all images or one per image ({len(images)})")
+        refs = reference or []
+        if len(refs) not in (0, len(images)):
+            raise UsageError(f"give one --reference per image ({len(images)})")
+        outputs = _output_paths(images, out)
+
+        notes: list[str] = []
+        observed, known, originals, known_full = [], [], [], []
+        for i, image_path in enumerate(images):
+            img, img_notes = read_image(image_path, channels)
+            notes += [f"{image_path.name}: {n}" for n in img_notes]
+            h, w = img.shape[1:]
+            if masks:
+                m = read_mask(masks[i if len(masks) > 1 else 0], (h, w)).float()[None]
+            else:
+                m = torch.ones(1, h, w)
+            if (h, w) != (size, size):
+                notes.append(f"{image_path.name}: resized {w}x{h} to the model's {size}x{size}")
+            originals.append(img)
+            known_full.append(m)
+            observed.append(resize_image(img, size))
+            known.append((resize_mask(m.bool()[0], size)).float()[None])
+        if not masks and opts.sigma == 0:
+            notes.append("no --mask and --sigma 0: the image is projected onto the model")
+        obs = torch.stack(observed).to(dev)
+        kn = torch.stack(known).to(dev)
+        obs = obs * kn
+
+        schedule_cfg = ckpt.training_config or {}
+        settings = InferenceSettings(
+            latent_weight=float(schedule_cfg.get("latent_weight", 1e-3)),
+            jiio=JIIOConfig(
+                alpha_x=float(schedule_cfg.get("alpha_x", 0.05)),
+                solver=SolverConfig(memory=20, max_iter=opts.iterations, tol=opts.tol),
+                refine=SolverConfig(memory=5, max_iter=50, tol=opts.tol),
+            ),
+        )
+        started = time.perf_counter()
+        recon, result = run_reconstruction(decoder, obs, kn, settings)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - started
+
+        rows: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for i, image_path in enumerate(images):
+            h, w = originals[i].shape[1:]
+            full = (
+                resize_image(recon[i].cpu(), (h, w)) if (h, w) != (size, size) else recon[i].cpu()
+            )
+            if opts.sigma == 0:
+                full = torch.where(known_full[i].bool(), originals[i], full)
+            ok = bool(result.converged[i]) and not bool(result.failed[i])
+            row: dict[str, Any] = {
+                "image": str(image_path),
+                "output": str(outputs[i]),
+                "objective": float(result.objective[i]),
+                "iterations": int(result.iterations[i]),
+                "residual": float(
+                    max(result.residual_z[i], result.residual_mu[i], result.residual_x[i])
+                ),
+                "converged": ok,
+            }
+            if refs:
+                ref, _ = read_image(refs[i], channels)
+                if ref.shape != full.shape:
+                    raise UsageError(
+                        f"reference {refs[i]} is {ref.shape[2]}x{ref.shape[1]} "
+                        f"but the image is {w}x{h}"
+                    )
+                row["psnr"] = float(psnr(full[None], ref[None])[0])
+                row["ssim"] = float(ssim(full[None], ref[None])[0])
+            if ok or allow_unconverged:
+                write_image(outputs[i], full)
+            else:
+                row["output"] = None
+                failed.append(image_path.name)
+            rows.append(row)
+
+        summary: dict[str, Any] = {
+            "objective": sum(r["objective"] for r in rows) / len(rows),
+            "iterations": max(r["iterations"] for r in rows),
+            "converged": not failed and all(r["converged"] for r in rows),
+            "seconds": seconds,
+            "device": str(dev),
+            "checkpoint": str(path),
+            "notes": notes,
+            "images": rows,
+        }
+        if refs:
+            summary["psnr"] = sum(r["psnr"] for r in rows) / len(rows)
+            summary["ssim"] = sum(r["ssim"] for r in rows) / len(rows)
+        if common.json_output:
+            emit(summary, json_output=True)
+        else:
+            table_rows = [
+                {k: v for k, v in r.items() if k not in ("output",)}
+                | {"seconds": seconds / len(rows)}
+                for r in rows
+            ]
+            print_table(table_rows, title="jiio reconstruct")
+            for note in notes:
+                typer.echo(f"note: {note}", err=True)
+        if failed:
+            raise JiioError(
+                f"the solve did not converge for {', '.join(failed)} (no output written); "
+                "raise --iterations or pass --allow-unconverged"
+            )
