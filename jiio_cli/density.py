@@ -6,10 +6,11 @@ The mixture has K components with full covariances:
 
 Fitting (:func:`fit_gmm`) on latents (N, D):
 
-1. **Initialisation.** k-means++ seeding (Arthur & Vassilvitskii 2007: each next centre is
-   drawn with probability proportional to its squared distance to the nearest chosen
-   centre), then every point is assigned to its nearest centre and one M-step turns those
-   hard assignments into weights, means and covariances. ``init="random"`` draws the K
+1. **Initialisation.** Greedy k-means++ seeding (Arthur & Vassilvitskii 2007: each next
+   centre is drawn with probability proportional to its squared distance to the nearest
+   chosen centre; the greedy variant draws 2 + ⌊ln K⌋ candidates and keeps the best),
+   then every point is assigned to its nearest centre and one M-step turns those hard
+   assignments into weights, means and covariances. ``init="random"`` draws the K
    centres uniformly without replacement instead.
 2. **EM.** The E-step computes log responsibilities
    log r_nk = log w_k + log N(x_n; μ_k, Σ_k) − logsumexp_j(log w_j + log N(x_n; μ_j, Σ_j)),
@@ -17,7 +18,8 @@ Fitting (:func:`fit_gmm`) on latents (N, D):
    N_k = Σ_n r_nk, w_k = N_k / N, μ_k = Σ_n r_nk x_n / N_k and
    Σ_k = Σ_n r_nk (x_n − μ_k)(x_n − μ_k)ᵀ / N_k + ε I.
    It stops when the mean log-likelihood improves by less than ``tol`` per iteration, or
-   after ``iterations`` iterations.
+   after ``iterations`` iterations. With ``restarts`` > 1 the whole fit is repeated from
+   fresh seeds and the one with the highest mean log-likelihood is kept.
 
 The ridge ε (as scikit-learn's ``reg_covar``) keeps every Σ_k positive definite, even for
 a component sitting on fewer than D + 1 points. By default it is relative to the data:
@@ -237,8 +239,13 @@ def _m_step(x: Tensor, resp: Tensor, reg: float) -> tuple[Tensor, Tensor, Tensor
     counts = resp.sum(dim=0)
     safe = counts.clamp_min(torch.finfo(x.dtype).tiny)
     means = (resp.T @ x) / safe[:, None]
-    diffs = x[None, :, :] - means[:, None, :]  # (K, N, D)
-    covariances = torch.einsum("nk,kni,knj->kij", resp, diffs, diffs) / safe[:, None, None]
+    # Centred per component (not E[xxᵀ] − μμᵀ, which cancels badly), one component at a
+    # time so memory stays O(N·D) as in the E-step.
+    scatter = []
+    for k in range(resp.shape[1]):
+        diff = x - means[k]
+        scatter.append((resp[:, k, None] * diff).T @ diff)
+    covariances = torch.stack(scatter) / safe[:, None, None]
     covariances = 0.5 * (covariances + covariances.transpose(1, 2))
     eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
     covariances = covariances + reg * eye
@@ -247,8 +254,15 @@ def _m_step(x: Tensor, resp: Tensor, reg: float) -> tuple[Tensor, Tensor, Tensor
 
 
 def _kmeanspp(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-    """Indices (k,) of k-means++ seeds among the rows of x."""
+    """Indices (k,) of greedy k-means++ seeds among the rows of x.
+
+    Each step draws 2 + ⌊ln k⌋ candidates with probability ∝ D(x)² and keeps the one that
+    lowers Σ_n D(x_n)² the most (the variant scikit-learn uses): plain k-means++ puts two
+    seeds in one of a few well-separated clusters a few percent of the time, and EM
+    rarely recovers from that.
+    """
     n = x.shape[0]
+    trials = 2 + int(math.log(k))
     draw_on = _generator_device(generator, x.device)
     first = torch.randint(n, (1,), generator=generator, device=draw_on).to(x.device)
     chosen = [first]
@@ -262,9 +276,14 @@ def _kmeanspp(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
             probs = (~taken).to(torch.float64)
         else:
             probs = nearest / total
-        pick = torch.multinomial(probs.to(draw_on), 1, generator=generator).to(x.device)
-        chosen.append(pick)
-        nearest = torch.minimum(nearest, (x - x[pick]).pow(2).sum(dim=1))
+        candidates = torch.multinomial(
+            probs.to(draw_on), trials, replacement=True, generator=generator
+        ).to(x.device)
+        # (trials, N): squared distance to the nearest centre if that candidate were added.
+        updated = torch.minimum(nearest, torch.cdist(x[candidates], x).pow(2))
+        best = updated.sum(dim=1).argmin()
+        chosen.append(candidates[best : best + 1])
+        nearest = updated[best]
     return torch.cat(chosen)
 
 
@@ -310,48 +329,21 @@ def _reseed(
     return True
 
 
-def fit_gmm(
-    latents: Tensor,
-    components: int = 10,
-    iterations: int = 100,
-    tol: float = 1e-4,
-    generator: torch.Generator | None = None,
-    init: Literal["kmeans++", "random"] = "kmeans++",
-    reg_covar: float | None = None,
-) -> GaussianMixture:
-    """Fit a K-component full-covariance Gaussian mixture to ``latents`` by EM.
+def _mean_log_likelihood(x: Tensor, weights: Tensor, means: Tensor, covariances: Tensor) -> float:
+    joint = _log_joint(x, weights, means, torch.linalg.cholesky(covariances))
+    return float(torch.logsumexp(joint, dim=1).mean())
 
-    Args:
-        latents: (N, D) vectors, N ≥ ``components``.
-        components: number of components K.
-        iterations: maximum number of EM iterations.
-        tol: stop once the mean log-likelihood per point improves by less than this.
-        generator: source of randomness for the initialisation; the fit is deterministic
-            given its state. Draws happen on the generator's device.
-        init: ``"kmeans++"`` seeding or ``"random"`` distinct data points.
-        reg_covar: absolute ridge ε added to covariance diagonals; ``None`` means
-            max(1e-4 · mean per-dimension variance, 1e-6) (see the module docstring).
 
-    Returns:
-        The fitted :class:`GaussianMixture`, float64 on the device of ``latents``.
-    """
-    if latents.dim() != 2:
-        raise ValueError(f"latents must have shape (N, D), got {tuple(latents.shape)}")
-    if components < 1:
-        raise ValueError(f"components must be at least 1, got {components}")
-    if latents.shape[0] < components:
-        raise ValueError(f"cannot fit {components} components to {latents.shape[0]} latent vectors")
-    if init not in ("kmeans++", "random"):
-        raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
-    if iterations < 0:
-        raise ValueError(f"iterations must be non-negative, got {iterations}")
-    x = latents.detach().to(torch.float64)
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("latents contain NaN or infinite values")
-    reg = _default_reg(x) if reg_covar is None else float(reg_covar)
-    if not reg > 0:
-        raise ValueError(f"reg_covar must be positive, got {reg_covar}")
-
+def _fit_once(
+    x: Tensor,
+    components: int,
+    iterations: int,
+    tol: float,
+    generator: torch.Generator | None,
+    init: str,
+    reg: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One initialisation followed by EM; weights (K,), means (K, D), covariances (K, D, D)."""
     resp = _initial_resp(x, components, init, generator)
     weights, means, covariances, _ = _m_step(x, resp, reg)
     previous = -math.inf
@@ -370,4 +362,63 @@ def fit_gmm(
         if not reseeded and current - previous < tol:
             break
         previous = -math.inf if reseeded else current
-    return GaussianMixture(weights, means, covariances)
+    return weights, means, covariances
+
+
+def fit_gmm(
+    latents: Tensor,
+    components: int = 10,
+    iterations: int = 100,
+    tol: float = 1e-4,
+    generator: torch.Generator | None = None,
+    init: Literal["kmeans++", "random"] = "kmeans++",
+    reg_covar: float | None = None,
+    restarts: int = 1,
+) -> GaussianMixture:
+    """Fit a K-component full-covariance Gaussian mixture to ``latents`` by EM.
+
+    Args:
+        latents: (N, D) vectors, N ≥ ``components``.
+        components: number of components K.
+        iterations: maximum number of EM iterations per start.
+        tol: stop once the mean log-likelihood per point improves by less than this.
+        generator: source of randomness for the initialisation; the fit is deterministic
+            given its state. Draws happen on the generator's device.
+        init: ``"kmeans++"`` seeding or ``"random"`` distinct data points.
+        reg_covar: absolute ridge ε added to covariance diagonals; ``None`` means
+            max(1e-4 · mean per-dimension variance, 1e-6) (see the module docstring).
+        restarts: number of independent initialisations; the fit with the highest mean
+            log-likelihood is kept (EM only finds a local optimum, and a start with two
+            seeds in one cluster rarely leaves it).
+
+    Returns:
+        The fitted :class:`GaussianMixture`, float64 on the device of ``latents``.
+    """
+    if latents.dim() != 2:
+        raise ValueError(f"latents must have shape (N, D), got {tuple(latents.shape)}")
+    if components < 1:
+        raise ValueError(f"components must be at least 1, got {components}")
+    if latents.shape[0] < components:
+        raise ValueError(f"cannot fit {components} components to {latents.shape[0]} latent vectors")
+    if init not in ("kmeans++", "random"):
+        raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be non-negative, got {iterations}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    x = latents.detach().to(torch.float64)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("latents contain NaN or infinite values")
+    reg = _default_reg(x) if reg_covar is None else float(reg_covar)
+    if not reg > 0:
+        raise ValueError(f"reg_covar must be positive, got {reg_covar}")
+
+    best = _fit_once(x, components, iterations, tol, generator, init, reg)
+    if restarts > 1:
+        best_score = _mean_log_likelihood(x, *best)
+        for _ in range(restarts - 1):
+            params = _fit_once(x, components, iterations, tol, generator, init, reg)
+            score = _mean_log_likelihood(x, *params)
+            if score > best_score:
+                best, best_score = params, score
+    return GaussianMixture(*best)
