@@ -34,6 +34,7 @@ class ReconstructOptions(BaseModel):
     sigma: float = Field(ge=0, le=1)
     iterations: int = Field(ge=2, le=10_000)
     tol: float = Field(gt=0, lt=1)
+    alpha_x: float = Field(gt=0, le=10)
 
 
 def _output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
@@ -74,8 +75,9 @@ def reconstruct(
     reference: Annotated[
         list[Path] | None, typer.Option(help="Clean image(s) to score against (PSNR, SSIM).")
     ] = None,
-    iterations: Annotated[int, typer.Option(help="JIIO iteration cap.")] = 200,
-    tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-3,
+    iterations: Annotated[int, typer.Option(help="JIIO iteration cap.")] = 300,
+    tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-2,
+    alpha_x: Annotated[float, typer.Option(help="JIIO step size on the latent code.")] = 0.02,
     allow_unconverged: Annotated[
         bool, typer.Option(help="Write results and exit 0 even if some solves did not converge.")
     ] = False,
@@ -88,7 +90,7 @@ def reconstruct(
     model's resolution for the solve and the result is resized back."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        opts = ReconstructOptions(sigma=sigma, iterations=iterations, tol=tol)
+        opts = ReconstructOptions(sigma=sigma, iterations=iterations, tol=tol, alpha_x=alpha_x)
         from jiio_cli.data import read_image, read_mask, resize_image, resize_mask, write_image
         from jiio_cli.engine import JIIOConfig, SolverConfig
         from jiio_cli.metrics import psnr, ssim
@@ -132,11 +134,11 @@ def reconstruct(
         kn = torch.stack(known).to(dev)
         obs = obs * kn
 
-        schedule_cfg = ckpt.training_config or {}
+        trained_with = ckpt.training_config or {}
         settings = InferenceSettings(
-            latent_weight=float(schedule_cfg.get("latent_weight", 1e-3)),
+            latent_weight=float(trained_with.get("latent_weight", 1e-3)),
             jiio=JIIOConfig(
-                alpha_x=float(schedule_cfg.get("alpha_x", 0.05)),
+                alpha_x=opts.alpha_x,
                 solver=SolverConfig(memory=20, max_iter=opts.iterations, tol=opts.tol),
                 refine=SolverConfig(memory=5, max_iter=50, tol=opts.tol),
             ),
