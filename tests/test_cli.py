@@ -49,7 +49,7 @@ def test_version() -> None:
 UNBUILT = [
     (["attack"], "adversarial"),
     (["adapt"], "adaptation"),
-    (["bench"], "benchmark"),
+    (["bench", "--task", "attack"], "attack benchmark"),
     (["sample"], "sampling"),
     (["train", "--task", "adversarial"], "adversarial"),
     (["train", "--task", "meta"], "meta"),
