@@ -50,7 +50,7 @@ UNBUILT = [
     (["attack"], "adversarial"),
     (["adapt"], "adaptation"),
     (["bench", "--task", "attack"], "attack benchmark"),
-    (["sample"], "sampling"),
+
     (["train", "--task", "adversarial"], "adversarial"),
     (["train", "--task", "meta"], "meta"),
 ]

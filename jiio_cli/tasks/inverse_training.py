@@ -21,7 +21,15 @@ from jiio_cli.metrics import psnr
 from jiio_cli.models import DecoderConfig, DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse import InferenceSettings, infer_latents, training_loss
-from jiio_cli.training import StepOutcome, TrainConfig, TrainState, derived_generator, run_training
+from jiio_cli.tasks.sampling import attach_density
+from jiio_cli.training import (
+    StepOutcome,
+    TrainConfig,
+    TrainState,
+    checkpoint_paths,
+    derived_generator,
+    run_training,
+)
 
 __all__ = [
     "InverseTrainSpec",
@@ -55,6 +63,8 @@ class InverseTrainSpec:
     data: str | None = None
     max_train: int | None = None
     eval_size: int = 500
+    density_images: int = 2000
+    density_components: int = 10
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -195,7 +205,7 @@ def train_inverse(
         "model_config": spec.model.to_dict(),
         "training_config": spec.to_json(),
     }
-    return run_training(
+    state = run_training(
         model=decoder,
         train_size=train.shape[0],
         step_fn=step_fn,
@@ -209,3 +219,11 @@ def train_inverse(
         progress=progress,
         stop_after_steps=stop_after_steps,
     )
+    if state.epoch >= spec.loop.epochs and spec.density_images > 0:
+        # A generative model must be able to generate: fit the latent prior.
+        images = train[: spec.density_images]
+        for path in checkpoint_paths(out, spec.task):
+            attach_density(
+                path, images, device, spec.density_components, iterations=2 * spec.inner_iterations
+            )
+    return state

@@ -1,30 +1,80 @@
-"""``jiio sample``: drawing samples from a trained generative model.
-
-Not built yet: the command checks its options, then exits with code 1 and says so.
-"""
+"""``jiio sample``: draw new images from a decoder's fitted latent density."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import (
-    DebugOption,
-    DeviceOption,
-    JsonOption,
-    SeedOption,
-    common_options,
-)
-from jiio_cli.errors import NotBuiltError
+from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.output import emit
+from jiio_cli.errors import JiioError
 
 __all__ = ["sample"]
 
 
+class SampleOptions(BaseModel):
+    """Validated options of ``jiio sample``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(ge=1, le=10_000)
+    nrow: int = Field(ge=1, le=256)
+
+
 def sample(
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", "-c", help="Decoder (default: shipped).")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of images to draw.")] = 64,
+    out: Annotated[Path, typer.Option(help="Grid picture to write (PNG or JPEG).")] = Path(
+        "samples.png"
+    ),
+    nrow: Annotated[int, typer.Option(help="Images per grid row.")] = 8,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Draw samples from a trained generative model (not built yet in this version)."""
+    """Draw new images: latent codes from the checkpoint's Gaussian mixture, then decoded."""
     with error_boundary(debug=debug):
-        common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        raise NotBuiltError("sample", "sampling")
+        common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        opts = SampleOptions(n=n, nrow=nrow)
+        from jiio_cli.checkpoint import load_checkpoint
+        from jiio_cli.data import write_grid
+        from jiio_cli.density import GaussianMixture
+        from jiio_cli.tasks.loading import default_checkpoint, load_model
+        from jiio_cli.tasks.sampling import DENSITY_PREFIX, decode
+
+        dev = common.torch_device
+        path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
+        decoder, _ = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
+        tensors = load_checkpoint(path).tensors
+        if not any(k.startswith(DENSITY_PREFIX) for k in tensors):
+            raise JiioError(
+                f"checkpoint {path} holds no latent density; fit one with "
+                "scripts/fit_density.py or train with jiio train"
+            )
+        try:
+            mixture = GaussianMixture.from_tensors(tensors, DENSITY_PREFIX)
+        except ValueError as exc:
+            raise JiioError(f"checkpoint {path} has an invalid latent density: {exc}") from None
+        generator = torch.Generator().manual_seed(common.seed)
+        codes = mixture.sample(opts.n, generator=generator)
+        images = decode(decoder, codes)
+        write_grid(out, images.cpu(), nrow=opts.nrow)
+        emit(
+            {
+                "samples": opts.n,
+                "out": str(out),
+                "checkpoint": str(path),
+                "components": mixture.components,
+                "seed": common.seed,
+            },
+            json_output=common.json_output,
+            title="jiio sample",
+        )

@@ -1,0 +1,97 @@
+"""Generating images from a trained DEQ decoder.
+
+A decoder trained with inferred latents has no prior of its own. After training, the
+codes of (clean) training images are inferred by JIIO and a Gaussian mixture is fitted
+to them; sampling draws codes from that mixture and decodes them (a forward DEQ solve
+and the image head). The mixture is stored in the checkpoint under ``density.``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from jiio_cli.checkpoint import save_checkpoint
+from jiio_cli.density import GaussianMixture, fit_gmm
+from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
+from jiio_cli.models import DEQDecoder
+from jiio_cli.tasks.inverse import InferenceSettings, infer_latents
+from jiio_cli.tasks.loading import load_model
+
+__all__ = ["DENSITY_PREFIX", "attach_density", "decode", "fit_latent_density", "infer_codes"]
+
+DENSITY_PREFIX = "density."
+
+
+def infer_codes(
+    decoder: DEQDecoder, images: Tensor, settings: InferenceSettings, batch_size: int = 128
+) -> Tensor:
+    """Latent codes (N, D) of clean images (N, C, H, W), inferred from all pixels."""
+    codes = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        known = torch.ones_like(batch[:, :1])
+        _, result = infer_latents(decoder, batch, known, settings)
+        codes.append(result.x)
+    return torch.cat(codes)
+
+
+def fit_latent_density(
+    decoder: DEQDecoder,
+    images: Tensor,
+    settings: InferenceSettings,
+    components: int = 10,
+    generator: torch.Generator | None = None,
+) -> GaussianMixture:
+    """Fit a Gaussian mixture to the inferred codes of ``images``."""
+    codes = infer_codes(decoder, images, settings)
+    return fit_gmm(codes.double(), components=components, generator=generator, restarts=2)
+
+
+def decode(decoder: DEQDecoder, codes: Tensor, solver: SolverConfig | None = None) -> Tensor:
+    """Images (N, C, H, W) in [0, 1] for latent codes (N, D): head(z*) with z* = f(z*, x)."""
+    solver = solver or SolverConfig(memory=5, max_iter=60, tol=1e-4)
+    param = next(decoder.parameters())
+    codes = codes.to(param.device, param.dtype)
+    z0 = decoder.init_state(codes.shape[0], device=param.device, dtype=param.dtype)
+    with torch.no_grad():
+        z = forward_solve(decoder.cell, codes, z0, solver).z
+        return decoder.head(z).clamp(0, 1)
+
+
+def attach_density(
+    path: Path,
+    images: Tensor,
+    device: torch.device,
+    components: int = 10,
+    iterations: int = 150,
+) -> GaussianMixture:
+    """Fit the latent mixture of a decoder checkpoint on ``images`` and store it there.
+
+    The checkpoint is rewritten atomically with the mixture under ``density.``.
+    """
+    decoder, ckpt = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", device)
+    settings = InferenceSettings(
+        latent_weight=float((ckpt.training_config or {}).get("latent_weight", 1e-3)),
+        jiio=JIIOConfig(alpha_x=0.02, solver=SolverConfig(memory=20, max_iter=iterations)),
+    )
+    components = min(components, images.shape[0])
+    mixture = fit_latent_density(
+        decoder, images.to(device), settings, components, torch.Generator().manual_seed(0)
+    )
+    tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith(DENSITY_PREFIX)}
+    tensors.update(mixture.to_tensors(DENSITY_PREFIX))
+    save_checkpoint(
+        path,
+        tensors,
+        task=ckpt.task,
+        model_kind=ckpt.model_kind,
+        model_config=ckpt.model_config,
+        step=ckpt.step,
+        metrics=ckpt.metrics,
+        training_config=ckpt.training_config,
+        extra=ckpt.extra,
+    )
+    return mixture
