@@ -209,6 +209,45 @@ def run_training(
         out.mkdir(parents=True, exist_ok=True)
         state = TrainState()
 
+    try:
+        return _train_epochs(
+            model,
+            optimizer,
+            params,
+            state,
+            train_size,
+            step_fn,
+            eval_fn,
+            config,
+            last_path,
+            best_path,
+            meta,
+            best_key,
+            progress,
+            stop_after_steps,
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what was learned so far; `--resume` continues from here.
+        _save(last_path, model, optimizer, state, meta, {})
+        raise
+
+
+def _train_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Adam,
+    params: list[nn.Parameter],
+    state: TrainState,
+    train_size: int,
+    step_fn: Callable[[Tensor, int, torch.Generator], StepOutcome],
+    eval_fn: Callable[[], dict[str, float]],
+    config: TrainConfig,
+    last_path: Path,
+    best_path: Path,
+    meta: dict[str, Any],
+    best_key: str,
+    progress: Callable[[dict[str, Any]], None] | None,
+    stop_after_steps: int | None,
+) -> TrainState:
     batches_per_epoch = math.ceil(train_size / config.batch_size)
     total_steps = batches_per_epoch * config.epochs
     bad_streak = 0
