@@ -14,14 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import safetensors
 import safetensors.torch
@@ -29,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from jiio_cli import __version__
+from jiio_cli.data.atomic import atomic_write
 from jiio_cli.errors import JiioError, UsageError
 
 __all__ = [
@@ -137,32 +136,6 @@ def _prepare_tensors(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return prepared
 
 
-def _new_temp_file(folder: Path, name: str) -> Path:
-    """Create an empty temporary file next to the target, honouring the umask."""
-    while True:
-        candidate = folder / f".{name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return candidate
-
-
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:  # not every platform can open a folder; the data itself is synced
-            return
-        raise
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(
     path: Path | str,
     tensors: Mapping[str, Tensor],
@@ -213,27 +186,11 @@ def save_checkpoint(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     prepared = _prepare_tensors(tensors)
-    if path.is_dir():
-        raise UsageError(f"checkpoint path {path} is a directory; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = _new_temp_file(path.parent, path.name)
-        try:
-            mode = temp.stat().st_mode
-            safetensors.torch.save_file(prepared, str(temp), metadata=metadata)
-            # The writer may recreate the file owner-only; restore the umask-derived mode.
-            os.chmod(temp, mode)
-            _fsync_path(temp)
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        _fsync_path(path.parent, directory=True)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise JiioError(
-            f"cannot write checkpoint {path}: {reason}; check free disk space and permissions"
-        ) from exc
+
+    def write(file: BinaryIO) -> None:
+        file.write(safetensors.torch.save(prepared, metadata=metadata))
+
+    atomic_write(path, write, "checkpoint")
     return path
 
 

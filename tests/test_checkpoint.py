@@ -120,8 +120,7 @@ def test_write_leaves_no_temp_file(tmp_path: Path) -> None:
 
 
 def _partial_write_then(error: BaseException) -> Any:
-    def failing_save(tensors: Any, filename: str, metadata: Any = None) -> None:
-        Path(filename).write_bytes(b"\x00partial")
+    def failing_save(tensors: Any, metadata: Any = None) -> bytes:
         raise error
 
     return failing_save
@@ -140,7 +139,7 @@ def test_failed_write_keeps_old_file(
 ) -> None:
     path = _save(tmp_path / "model.safetensors", step=1)
     before = path.read_bytes()
-    monkeypatch.setattr(safetensors.torch, "save_file", _partial_write_then(error))
+    monkeypatch.setattr(safetensors.torch, "save", _partial_write_then(error))
     with pytest.raises(expected) as info:
         _save(path, step=2)
     if expected is JiioError:
@@ -152,7 +151,7 @@ def test_failed_write_keeps_old_file(
 
 
 def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(safetensors.torch, "save_file", _partial_write_then(OSError("boom")))
+    monkeypatch.setattr(safetensors.torch, "save", _partial_write_then(OSError("boom")))
     with pytest.raises(JiioError):
         _save(tmp_path / "model.safetensors")
     assert _entries(tmp_path) == []

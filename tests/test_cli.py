@@ -50,7 +50,6 @@ UNBUILT = [
     (["attack"], "adversarial"),
     (["adapt"], "adaptation"),
     (["bench", "--task", "attack"], "attack benchmark"),
-
     (["train", "--task", "adversarial"], "adversarial"),
     (["train", "--task", "meta"], "meta"),
 ]
