@@ -179,3 +179,22 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "accuracy" in out and "0.25" in out
     assert "\x1b[" not in out  # no colour codes when not on a terminal
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--sigma", "abc"], "--sigma"),
+        (["--sigma", "0.3:0.1"], "--sigma"),
+        (["--task", "denoise", "--sigma", "0"], "noise level"),
+        (["--task", "inpaint", "--hole-size", "0"], "--hole-size"),
+        (["--data", "no/such/folder"], "does not exist"),
+        (["--width", "12"], "multiple of 8"),
+        (["--epochs", "0"], "--epochs"),
+    ],
+)
+def test_train_rejects_bad_options_in_one_line(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, ["train", *args, "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and needle in result.stderr
+    assert "Traceback" not in result.output
