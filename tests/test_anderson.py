@@ -83,7 +83,7 @@ def test_anderson_weights_sum_to_one_and_ignore_empty_slots() -> None:
     hist = torch.randn(5, 6, 20, generator=gen, dtype=torch.float64)
     gram = hist @ hist.transpose(1, 2)
     valid = (torch.arange(6) < 4).expand(5, 6)
-    alpha = anderson_weights(gram, valid, newest=3, lam=1e-6)
+    alpha = anderson_weights(gram, valid, torch.eye(6, dtype=torch.float64)[3], lam=1e-6)
     assert torch.allclose(alpha.sum(dim=1), torch.ones(5, dtype=torch.float64))
     assert (alpha[:, 4:] == 0).all()
     # Unregularised optimum of min ‖Σα G‖ s.t. Σα = 1, from the KKT system directly.
@@ -100,5 +100,6 @@ def test_anderson_weights_sum_to_one_and_ignore_empty_slots() -> None:
 
 def test_singular_gram_falls_back_to_plain_step() -> None:
     gram = torch.zeros(2, 3, 3, dtype=torch.float64)
-    alpha = anderson_weights(gram, torch.ones(2, 3, dtype=torch.bool), newest=1, lam=1e-4)
+    fallback = torch.eye(3, dtype=torch.float64)[1]
+    alpha = anderson_weights(gram, torch.ones(2, 3, dtype=torch.bool), fallback, lam=1e-4)
     assert torch.equal(alpha, torch.tensor([[0.0, 1.0, 0.0]] * 2, dtype=torch.float64))

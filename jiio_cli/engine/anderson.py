@@ -125,20 +125,20 @@ def relative_residual(s: Tensor, gs: Tensor) -> Tensor:
     return ((gs - s).norm(dim=1) / (gs.norm(dim=1) + floor)).unsqueeze(1)
 
 
-def anderson_weights(gram: Tensor, valid: Tensor, newest: int, lam: float) -> Tensor:
+def anderson_weights(gram: Tensor, valid: Tensor, fallback: Tensor, lam: float) -> Tensor:
     """Mixing weights α (B, m) from the history Gram matrix.
 
     Args:
         gram: H = G Gᵀ of shape (B, m, m).
         valid: (B, m) bool, which history slots hold pairs of each sample's current run
             (at least the newest one).
-        newest: slot of the latest iterate, used as the fallback plain step.
+        fallback: (m,) weights used where the solve fails, normally the one-hot vector of
+            the newest slot (a plain step).
         lam: relative regularisation λ.
 
     Returns:
         α with Σ α = 1 over each sample's valid slots and 0 elsewhere, in ``gram``'s dtype.
     """
-    m = gram.shape[-1]
     pair = valid[:, :, None] & valid[:, None, :]
     h = gram * pair
     diag = torch.diagonal(h, dim1=1, dim2=2)
@@ -151,8 +151,7 @@ def anderson_weights(gram: Tensor, valid: Tensor, newest: int, lam: float) -> Te
     y = torch.cholesky_solve(rhs, chol).squeeze(-1)
     alpha = y / y.sum(dim=1, keepdim=True)
     ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
-    plain = torch.nn.functional.one_hot(torch.tensor(newest, device=gram.device), m)
-    return torch.where(ok[:, None], alpha, plain.to(gram.dtype))
+    return torch.where(ok[:, None], alpha, fallback)
 
 
 def fixed_point_solve(
@@ -193,6 +192,7 @@ def fixed_point_solve(
         hist_f = s0.new_zeros(batch, m, n)
         hist_g = s0.new_zeros(batch, m, n)
         gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
+        one_hot = torch.eye(m, dtype=torch.float64, device=device)
         valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
         stale = torch.zeros(batch, dtype=torch.long, device=device)
         plain_left = torch.zeros(batch, dtype=torch.long, device=device)
@@ -238,7 +238,7 @@ def fixed_point_solve(
                 plain_left = torch.where(restart, m, (plain_left - 1).clamp_min(0))
                 valid &= (plain_left == 0)[:, None]
                 valid[:, slot] = True
-                alpha = anderson_weights(gram, valid, slot, config.lam).to(s.dtype)
+                alpha = anderson_weights(gram, valid, one_hot[slot], config.lam).to(s.dtype)
                 s_next = torch.einsum("bm,bmn->bn", alpha, hist_f)
                 if config.beta != 1.0:
                     mixed_g = torch.einsum("bm,bmn->bn", alpha, hist_g)
