@@ -202,7 +202,8 @@ def reconstruct(
             emit(summary, json_output=True)
         else:
             table_rows = [
-                {k: v for k, v in r.items() if k not in ("output",)}
+                {"image": Path(r["image"]).name}
+                | {k: v for k, v in r.items() if k not in ("output", "image")}
                 | {"seconds": seconds / len(rows)}
                 for r in rows
             ]
