@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from jiio_cli.checkpoint import load_checkpoint
 
@@ -56,3 +57,73 @@ def test_sigint_during_training_saves_a_checkpoint(tmp_path: Path) -> None:
     ckpt = load_checkpoint(last, expected_task="generate")
     assert ckpt.step > 0
     assert not list(out.glob("*.tmp*")) and not list(out.glob(".*"))
+
+
+def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "from jiio_cli.cli.app import main; main()",
+        "train",
+        "--task",
+        "denoise",
+        "--sigma",
+        "0.1",
+        "--data",
+        str(data),
+        "--image-size",
+        "12",
+        "--width",
+        "8",
+        "--latent-dim",
+        "4",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--inner-iters",
+        "4",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        *extra,
+    ]
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    rng = np.random.default_rng()
+    data = tmp_path / "data.npz"
+    np.savez(data, images=(rng.random((48, 12, 12)) * 255).astype(np.uint8))
+    whole = subprocess.run(_train_cmd(data, tmp_path / "whole"), capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_cmd(data, out, "--save-every", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = out / "denoise-last.safetensors"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if last.exists() and load_checkpoint(last).step >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = load_checkpoint(last).step
+    assert saved < 18, "the run must be cut before its end"
+    resumed = subprocess.run(
+        _train_cmd(data, out, "--save-every", "2", "--resume"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_checkpoint(tmp_path / "whole" / "denoise-last.safetensors").tensors
+    b = load_checkpoint(last).tensors
+    model_keys = [k for k in a if k.startswith("model.")]
+    assert model_keys
+    for key in model_keys:
+        assert torch.equal(a[key], b[key]), key
