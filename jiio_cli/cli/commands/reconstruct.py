@@ -182,7 +182,8 @@ def reconstruct(
                 write_image(outputs[i], full)
             else:
                 row["output"] = None
-                failed.append(image_path.name)
+                reason = "diverged: NaN/Inf" if bool(result.failed[i]) else "not converged"
+                failed.append(f"{image_path.name} ({reason})")
             rows.append(row)
 
         summary: dict[str, Any] = {
@@ -212,6 +213,6 @@ def reconstruct(
                 typer.echo(f"note: {note}", err=True)
         if failed:
             raise JiioError(
-                f"the solve did not converge for {', '.join(failed)} (no output written); "
+                f"the solve did not converge for {', '.join(failed)}; no output written; "
                 "raise --iterations or pass --allow-unconverged"
             )

@@ -1,0 +1,86 @@
+"""Forced divergence: commands report it, exit non-zero, and never write NaN anywhere."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+from jiio_cli.cli.app import app
+from jiio_cli.errors import JiioError
+from jiio_cli.training import StepOutcome, TrainConfig, run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGIT = ROOT / "sample_data" / "digits" / "digit_2.png"
+runner = CliRunner(env={"NO_COLOR": "1"})
+
+
+def test_reconstruct_with_a_nan_model_writes_nothing(tmp_path: Path) -> None:
+    ckpt = load_checkpoint(ROOT / "models" / "mnist-decoder.safetensors")
+    tensors = dict(ckpt.tensors)
+    key = next(k for k in tensors if k.startswith("model.cell") and k.endswith("weight"))
+    tensors[key] = torch.full_like(tensors[key], math.nan)
+    broken = tmp_path / "nan.safetensors"
+    save_checkpoint(
+        broken,
+        tensors,
+        task=ckpt.task,
+        model_kind=ckpt.model_kind,
+        model_config=ckpt.model_config,
+        step=ckpt.step,
+        metrics={},
+        training_config=ckpt.training_config,
+    )
+    out = tmp_path / "out.png"
+    result = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(DIGIT),
+            "-c",
+            str(broken),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--iterations",
+            "10",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "diverged: NaN/Inf" in result.stderr and "Traceback" not in result.output
+    assert not out.exists()
+    doc = result.stdout
+    assert '"converged": false' in doc
+
+
+def test_training_stops_after_consecutive_failures_without_saving(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 1)
+
+    def step_fn(indices: torch.Tensor, step: int, generator: torch.Generator) -> StepOutcome:
+        loss = model(torch.randn(len(indices), 3, generator=generator)).sum()
+        if step >= 2:  # from the third batch on, the solve "diverges"
+            loss = loss * math.nan
+        return StepOutcome(loss, {}, ok=step < 2)
+
+    meta = {"task": "generate", "model_kind": "decoder", "model_config": {}, "training_config": {}}
+    with pytest.raises(JiioError, match="consecutive batches failed"):
+        run_training(
+            model=model,
+            train_size=40,
+            step_fn=step_fn,
+            eval_fn=dict,
+            config=TrainConfig(epochs=1, batch_size=4, max_bad_steps=3),
+            out=tmp_path / "run",
+            name="generate",
+            meta=meta,
+            best_key="x",
+            resume=False,
+        )
+    assert list((tmp_path / "run").iterdir()) == []
+    assert all(torch.isfinite(p).all() for p in model.parameters())
