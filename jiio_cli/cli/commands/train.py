@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
@@ -76,13 +76,6 @@ class InverseTrainOptions(BaseModel):
     max_train: int | None = Field(default=None, ge=1)
     save_every: int = Field(ge=0)
 
-    @field_validator("width")
-    @classmethod
-    def _width_divisible(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError("must be a multiple of 8 (GroupNorm uses 8 groups)")
-        return value
-
 
 def train(
     task: Annotated[Task, typer.Option("--task", help="What to train.")] = Task.denoise,
@@ -134,6 +127,10 @@ def train(
             max_train=max_train,
             save_every=save_every,
         )
+        if opts.width % 8:
+            raise UsageError(
+                f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
+            )
         # Imported here so that `jiio --help` stays fast.
         from jiio_cli.tasks.inverse_training import (
             InverseTrainSpec,

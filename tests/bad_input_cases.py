@@ -1,0 +1,113 @@
+"""Users' mistakes, each with the command that makes it and the exit code it must get.
+
+Shared by the tests and by ``tests/test_error_table.py``, which renders them, with the
+message each one actually gets, into ``docs/errors.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from jiio_cli.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "sample_data" / "digits"
+MODEL = ROOT / "models" / "mnist-decoder.safetensors"
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One mistake: what it is, the argv after ``jiio`` (given a scratch folder), exit code."""
+
+    what: str
+    argv: Callable[[Path], list[str]]
+    code: int
+
+
+def prepare(tmp: Path) -> None:
+    """Create the broken files the cases refer to."""
+    (tmp / "junk.png").write_bytes(np.random.default_rng(0).bytes(300))
+    Image.fromarray(np.full((30, 30), 255, np.uint8)).save(tmp / "big_mask.png")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp / "black_mask.png")
+    good = MODEL.read_bytes()
+    (tmp / "truncated.safetensors").write_bytes(good[: len(good) // 2])
+    (tmp / "pickle.safetensors").write_bytes(b"\x80\x04\x95" + bytes(40))
+    save_checkpoint(
+        tmp / "classifier.safetensors",
+        {"w": torch.zeros(2)},
+        task="adversarial",
+        model_kind="classifier",
+        model_config={},
+        step=0,
+        metrics={},
+    )
+    (tmp / "empty").mkdir(exist_ok=True)
+
+
+def _rec(*args: str) -> Callable[[Path], list[str]]:
+    digit = str(DIGITS / "digit_1_noisy.png")
+    return lambda t: [
+        "reconstruct",
+        *(a.replace("{t}", str(t)).replace("{digit}", digit) for a in args),
+        "--device",
+        "cpu",
+    ]
+
+
+def _train(*args: str) -> Callable[[Path], list[str]]:
+    return lambda t: ["train", *(a.replace("{t}", str(t)) for a in args), "--device", "cpu"]
+
+
+CASES: list[BadInput] = [
+    BadInput("reconstruct: missing image file", _rec("{t}/missing.png"), 2),
+    BadInput("reconstruct: a folder instead of an image", _rec("{t}/empty"), 2),
+    BadInput("reconstruct: random bytes named .png", _rec("{t}/junk.png"), 2),
+    BadInput("reconstruct: mask of another size", _rec("{digit}", "--mask", "{t}/big_mask.png"), 2),
+    BadInput(
+        "reconstruct: mask with no known pixel", _rec("{digit}", "--mask", "{t}/black_mask.png"), 2
+    ),
+    BadInput("reconstruct: negative --sigma", _rec("{digit}", "--sigma", "-0.1"), 2),
+    BadInput(
+        "reconstruct: checkpoint of another task",
+        _rec("{digit}", "-c", "{t}/classifier.safetensors"),
+        2,
+    ),
+    BadInput(
+        "reconstruct: truncated checkpoint", _rec("{digit}", "-c", "{t}/truncated.safetensors"), 1
+    ),
+    BadInput(
+        "reconstruct: pickle file as checkpoint", _rec("{digit}", "-c", "{t}/pickle.safetensors"), 1
+    ),
+    BadInput("reconstruct: output over the input", _rec("{digit}", "--out", "{digit}"), 2),
+    BadInput(
+        "reconstruct: unsupported output format",
+        _rec("{digit}", "--out", "{t}/out.bmpx", "--allow-unconverged"),
+        2,
+    ),
+    BadInput(
+        "any command: unknown CUDA device",
+        lambda t: ["reconstruct", str(DIGITS / "digit_1.png"), "--device", "cuda:99"],
+        2,
+    ),
+    BadInput("train: malformed --sigma", _train("--sigma", "abc"), 2),
+    BadInput("train: --sigma range low > high", _train("--sigma", "0.3:0.1"), 2),
+    BadInput("train: denoise without noise", _train("--task", "denoise", "--sigma", "0"), 2),
+    BadInput("train: inpaint without holes", _train("--task", "inpaint", "--hole-size", "0"), 2),
+    BadInput("train: missing --data", _train("--data", "{t}/nothing"), 2),
+    BadInput("train: empty data folder", _train("--data", "{t}/empty", "--out", "{t}/run"), 2),
+    BadInput("train: width not a multiple of 8", _train("--width", "12"), 2),
+    BadInput("train: zero epochs", _train("--epochs", "0"), 2),
+    BadInput("train: --resume with nothing to resume", _train("--resume", "--out", "{t}/none"), 2),
+    BadInput("train: negative --seed", _train("--seed", "-1"), 2),
+    BadInput(
+        "sample: checkpoint of another task",
+        lambda t: ["sample", "-c", str(t / "classifier.safetensors"), "--device", "cpu"],
+        2,
+    ),
+]
