@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from .base import DEQModel
 from .cell import ConvDEQCell
 from .config import ModelConfig
 from .heads import ClassifierHead
@@ -49,7 +49,7 @@ class ClassifierConfig(ModelConfig):
             raise ValueError(f"stride must be 1 or 2, got {self.stride}")
 
 
-class DEQClassifier(nn.Module):
+class DEQClassifier(DEQModel):
     """Classifier DEQ: image x (B, c, S, S) ↦ z* = f(z*, x) ↦ logits h(z*) (B, K).
 
     The optimised input is the image itself (an adversarial attack moves x inside an
@@ -70,10 +70,7 @@ class DEQClassifier(nn.Module):
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__()
-        config = ClassifierConfig() if config is None else config
-        if not isinstance(config, ClassifierConfig):
-            raise TypeError(f"expected a ClassifierConfig, got {type(config).__name__}")
-        self.config = config
+        config = self._accept_config(config)
         injection = ImageInjection(
             config.image_channels,
             config.channels,
@@ -86,20 +83,6 @@ class DEQClassifier(nn.Module):
         )
         self.head = ClassifierHead(config.channels, config.num_classes, config.groups)
 
-    @property
-    def state_shape(self) -> tuple[int, ...]:
-        """Per-sample shape of z, (C, ⌈S/s⌉, ⌈S/s⌉)."""
-        return self.cell.state_shape
-
     def features(self, z: Tensor) -> Tensor:
         """Pooled features (B, C) of z (B, C, H, W)."""
         return self.head.features(z)
-
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, *state_shape); device/dtype default to the parameters'."""
-        return self.cell.init_state(batch, device, dtype)

@@ -6,9 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-from torch import Tensor, nn
-
+from .base import DEQModel
 from .cell import ConvDEQCell
 from .config import ModelConfig
 from .heads import ImageHead
@@ -53,7 +51,7 @@ class DecoderConfig(ModelConfig):
         return math.ceil(self.image_size / 2) if self.half_resolution else self.image_size
 
 
-class DEQDecoder(nn.Module):
+class DEQDecoder(DEQModel):
     """Generative DEQ: x (B, D) ↦ z* = f(z*, x) ↦ image h(z*) (B, c, S, S) in [0, 1].
 
     The model does not solve for z* itself: the engine does, with ``cell`` as f and
@@ -74,10 +72,7 @@ class DEQDecoder(nn.Module):
 
     def __init__(self, config: DecoderConfig | None = None) -> None:
         super().__init__()
-        config = DecoderConfig() if config is None else config
-        if not isinstance(config, DecoderConfig):
-            raise TypeError(f"expected a DecoderConfig, got {type(config).__name__}")
-        self.config = config
+        config = self._accept_config(config)
         side = config.state_size
         injection = LatentInjection(
             config.latent_dim, config.channels, side, side, groups=config.groups
@@ -86,17 +81,3 @@ class DEQDecoder(nn.Module):
             config.channels, injection, groups=config.groups, weight_norm=config.weight_norm
         )
         self.head = ImageHead(config.channels, config.image_channels, config.image_size)
-
-    @property
-    def state_shape(self) -> tuple[int, ...]:
-        """Per-sample shape of z, (C, s, s)."""
-        return self.cell.state_shape
-
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, C, s, s); device/dtype default to the parameters'."""
-        return self.cell.init_state(batch, device, dtype)

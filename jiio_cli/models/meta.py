@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from .base import DEQModel
 from .config import ModelConfig
 from .film import FiLMConvDEQCell
 from .heads import ClassifierHead
@@ -52,7 +52,7 @@ class MetaConfig(ModelConfig):
             raise ValueError(f"stride must be 1 or 2, got {self.stride}")
 
 
-class FiLMClassifier(nn.Module):
+class FiLMClassifier(DEQModel):
     """Meta-learning DEQ: z* = f(z*, v; images) ↦ logits over the episode's K ways.
 
     The images of an episode are bound with :meth:`bind`; the engine then optimises the
@@ -76,10 +76,7 @@ class FiLMClassifier(nn.Module):
 
     def __init__(self, config: MetaConfig | None = None) -> None:
         super().__init__()
-        config = MetaConfig() if config is None else config
-        if not isinstance(config, MetaConfig):
-            raise TypeError(f"expected a MetaConfig, got {type(config).__name__}")
-        self.config = config
+        config = self._accept_config(config)
         injection = ImageInjection(
             config.image_channels,
             config.channels,
@@ -96,11 +93,6 @@ class FiLMClassifier(nn.Module):
         )
         self.head = ClassifierHead(config.channels, config.ways, config.groups)
 
-    @property
-    def state_shape(self) -> tuple[int, ...]:
-        """Per-row shape of z; see :attr:`FiLMConvDEQCell.state_shape`."""
-        return self.cell.state_shape
-
     def bind(self, images: Tensor) -> FiLMConvDEQCell:
         """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell."""
         return self.cell.bind(images)
@@ -112,12 +104,3 @@ class FiLMClassifier(nn.Module):
     def features(self, z: Tensor) -> Tensor:
         """Pooled features (…, C) of z (…, C, H, W)."""
         return self.head.features(z)
-
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, *state_shape); device/dtype default to the parameters'."""
-        return self.cell.init_state(batch, device, dtype)
