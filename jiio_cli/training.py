@@ -5,6 +5,17 @@ comes from a generator seeded with (seed, e) and every random draw of step s (co
 Hutchinson probes) from one seeded with (seed, s). A run resumed from a checkpoint
 therefore replays exactly the batches, noise and updates of an uninterrupted run.
 
+Several processes (``torchrun``; see :mod:`jiio_cli.distributed`): the global batch of
+step s is the same set of samples whatever the world size; each rank takes a contiguous
+shard of it, the parameter gradients are all-reduced weighted by shard size (so the
+update is the one a single process would make on the whole batch), and only rank 0
+prints progress, evaluates and writes checkpoints. A checkpoint holds the global
+position (epoch, batch, step), so it resumes on any number of ranks.
+
+Precision: ``TrainConfig.precision`` ``fp16`` scales the loss with a
+``torch.amp.GradScaler`` (its state is checkpointed); the task runs its cell under
+autocast (:mod:`jiio_cli.models.precision`).
+
 Checkpoints are safetensors files ``<name>-last`` (after every epoch and every
 ``save_every`` steps) and ``<name>-best`` (best held-out metric), written atomically.
 They hold the model (``model.*``), Adam's moments (``optim.*``) and, in the metadata,
@@ -24,21 +35,41 @@ import torch
 from torch import Tensor, nn
 
 from jiio_cli.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+from jiio_cli.distributed import (
+    BatchShard,
+    DistributedContext,
+    all_gather_objects,
+    all_reduce_gradients,
+    broadcast_module,
+    broadcast_object,
+    current_context,
+    picklable_error,
+    shard_bounds,
+)
 from jiio_cli.errors import JiioError, UsageError
 
 __all__ = [
+    "BatchShard",
     "StepOutcome",
     "TrainConfig",
     "TrainState",
     "checkpoint_paths",
     "derived_generator",
+    "load_training_state",
     "run_training",
 ]
+
+StepFn = Callable[[Tensor, int, torch.Generator], "StepOutcome"]
+ShardStepFn = Callable[[BatchShard, int], "StepOutcome"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of the loop itself (task settings live with the task)."""
+    """Settings of the loop itself (task settings live with the task).
+
+    ``precision`` is ``fp32``, ``bf16`` or ``fp16``; the loop only acts on ``fp16``
+    (loss scaling), the task applies autocast to its cell.
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -47,11 +78,16 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0
     max_bad_steps: int = 5
+    precision: str = "fp32"
 
 
 @dataclass
 class StepOutcome:
-    """What a task's step function returns: a loss to minimise and scalars to show."""
+    """What a task's step function returns: a loss to minimise and scalars to show.
+
+    ``loss`` and every metric must be means over the step's samples: with several
+    ranks they are averaged weighted by shard size.
+    """
 
     loss: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
@@ -120,6 +156,8 @@ def _save(
     state: TrainState,
     meta: dict[str, Any],
     metrics: dict[str, float],
+    scaler: torch.amp.GradScaler | None = None,
+    world_size: int = 1,
 ) -> None:
     params = list(model.parameters())
     tensors = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
@@ -127,6 +165,9 @@ def _save(
     extra = dict(meta.get("extra", {}))
     extra["train_state"] = json.dumps({k: v for k, v in asdict(state).items() if k != "history"})
     extra["history"] = json.dumps(state.history)
+    extra["world_size"] = str(world_size)
+    if scaler is not None and scaler.is_enabled():
+        extra["grad_scaler"] = json.dumps(scaler.state_dict())
     save_checkpoint(
         path,
         tensors,
@@ -140,29 +181,77 @@ def _save(
     )
 
 
+@dataclass
+class _Resumed:
+    """What a ``*-last`` checkpoint restores (CPU tensors, so it can be broadcast)."""
+
+    tensors: dict[str, Tensor]
+    state: TrainState
+    scaler_state: dict[str, Any] | None
+
+
+def _read_resume_point(path: Path, task: str) -> _Resumed:
+    ckpt = load_checkpoint(path, expected_task=task)
+    try:
+        raw = json.loads(ckpt.extra["train_state"])
+        history = json.loads(ckpt.extra.get("history", "[]"))
+        scaler = json.loads(ckpt.extra["grad_scaler"]) if "grad_scaler" in ckpt.extra else None
+    except (KeyError, json.JSONDecodeError):
+        raise JiioError(f"checkpoint {path} holds no training position to resume from") from None
+    return _Resumed(dict(ckpt.tensors), TrainState(history=history, **raw), scaler)
+
+
+def _apply_resume_point(
+    resumed: _Resumed, model: nn.Module, optimizer: torch.optim.Adam
+) -> TrainState:
+    prefix = "model."
+    load_module_state(
+        model,
+        {k[len(prefix) :]: v for k, v in resumed.tensors.items() if k.startswith(prefix)},
+    )
+    _restore_optimizer(optimizer, list(model.parameters()), resumed.tensors)
+    return resumed.state
+
+
 def load_training_state(
     path: Path, model: nn.Module, optimizer: torch.optim.Adam, task: str
 ) -> TrainState:
     """Restore model, optimizer and position from a ``*-last`` checkpoint."""
-    ckpt = load_checkpoint(path, expected_task=task)
-    prefix = "model."
-    load_module_state(
-        model, {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
-    )
-    _restore_optimizer(optimizer, list(model.parameters()), ckpt.tensors)
-    try:
-        raw = json.loads(ckpt.extra["train_state"])
-        history = json.loads(ckpt.extra.get("history", "[]"))
-    except (KeyError, json.JSONDecodeError):
-        raise JiioError(f"checkpoint {path} holds no training position to resume from") from None
-    return TrainState(history=history, **raw)
+    return _apply_resume_point(_read_resume_point(path, task), model, optimizer)
+
+
+def _prepare_run_folder(out: Path, last_path: Path, task: str, resume: bool) -> _Resumed | None:
+    """Check the run folder (rank 0 only); the resume point when resuming."""
+    if resume:
+        if not last_path.exists():
+            raise UsageError(f"nothing to resume: {last_path} does not exist")
+        return _read_resume_point(last_path, task)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(
+            f"run folder {out} is not empty; pass --resume to continue it or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _rank0_then_share(context: DistributedContext, work: Callable[[], Any]) -> Any:
+    """Run ``work`` on rank 0 and hand its result (or its error) to every rank."""
+    if not context.enabled:
+        return work()
+    outcome: Any = None
+    if context.is_main:
+        try:
+            outcome = work()
+        except Exception as exc:  # re-raised on every rank by broadcast_object
+            outcome = picklable_error(exc)
+    return broadcast_object(outcome)
 
 
 def run_training(
     *,
     model: nn.Module,
     train_size: int,
-    step_fn: Callable[[Tensor, int, torch.Generator], StepOutcome],
+    step_fn: StepFn | None = None,
     eval_fn: Callable[[], dict[str, float]],
     config: TrainConfig,
     out: Path,
@@ -172,16 +261,19 @@ def run_training(
     resume: bool,
     progress: Callable[[dict[str, Any]], None] | None = None,
     stop_after_steps: int | None = None,
+    shard_step_fn: ShardStepFn | None = None,
+    context: DistributedContext | None = None,
 ) -> TrainState:
     """Train ``model`` for ``config.epochs`` epochs.
 
     Args:
         model: the module being trained (its parameters are optimised).
         train_size: number of training samples; batches are index tensors into them.
-        step_fn: ``(indices, step, generator) -> StepOutcome`` computing the loss of one
-            batch; ``ok=False`` (e.g. a solve that returned NaN) skips the update.
-        eval_fn: held-out metrics, run after each epoch; ``best_key`` (higher is better)
-            picks the ``-best`` checkpoint.
+        step_fn: ``(indices, step, generator) -> StepOutcome`` computing the mean loss of
+            this rank's part of the batch; ``ok=False`` (e.g. a solve that returned NaN)
+            skips the update. With several ranks its generator is seeded per rank.
+        eval_fn: held-out metrics, run after each epoch (on rank 0 only); ``best_key``
+            (higher is better) picks the ``-best`` checkpoint.
         config: loop settings.
         out: run folder; must be new or empty unless ``resume``.
         name: checkpoint file stem.
@@ -189,124 +281,223 @@ def run_training(
             optional ``extra``) for the checkpoint metadata.
         best_key: metric that selects the best checkpoint.
         resume: continue from ``<out>/<name>-last.safetensors``.
-        progress: called with a dict after each step and each epoch (for the UI).
+        progress: called with a dict after each step and each epoch (for the UI; rank 0).
         stop_after_steps: stop (after saving) once this many global steps are done;
             used by tests to interrupt a run.
+        shard_step_fn: instead of ``step_fn``: ``(shard, step) -> StepOutcome`` with a
+            :class:`BatchShard`, for tasks that draw randomness for the global batch
+            so that a run does not depend on the world size.
+        context: the process group (default: the initialised one, or a single process).
     """
+    if (step_fn is None) == (shard_step_fn is None):
+        raise ValueError("give exactly one of step_fn and shard_step_fn")
+    context = context if context is not None else current_context()
     last_path, best_path = checkpoint_paths(out, name)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    if resume:
-        if not last_path.exists():
-            raise UsageError(f"nothing to resume: {last_path} does not exist")
-        state = load_training_state(last_path, model, optimizer, meta["task"])
-    else:
-        if out.exists() and any(out.iterdir()):
-            raise UsageError(
-                f"run folder {out} is not empty; pass --resume to continue it "
-                "or choose another --out"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        state = TrainState()
+    device_type = params[0].device.type if params else "cpu"
+    scaler = torch.amp.GradScaler(device_type, enabled=config.precision == "fp16")
 
+    resumed = _rank0_then_share(
+        context, lambda: _prepare_run_folder(out, last_path, meta["task"], resume)
+    )
+    if resumed is None:
+        state = TrainState()
+        if context.enabled:
+            broadcast_module(model)  # same start on every rank, whatever each one seeded
+    else:
+        state = _apply_resume_point(resumed, model, optimizer)
+        if resumed.scaler_state is not None and scaler.is_enabled():
+            scaler.load_state_dict(resumed.scaler_state)
+
+    def call_step(shard: BatchShard, step: int) -> StepOutcome:
+        if shard_step_fn is not None:
+            return shard_step_fn(shard, step)
+        assert step_fn is not None
+        return step_fn(shard.indices, step, shard.local_generator)
+
+    loop = _Loop(
+        model, optimizer, params, scaler, context, config, meta, last_path, best_path, progress
+    )
     try:
-        return _train_epochs(
-            model,
-            optimizer,
-            params,
-            state,
-            train_size,
-            step_fn,
-            eval_fn,
-            config,
-            last_path,
-            best_path,
-            meta,
-            best_key,
-            progress,
-            stop_after_steps,
-        )
+        return loop.run(state, train_size, call_step, eval_fn, best_key, stop_after_steps)
     except KeyboardInterrupt:
         # Ctrl-C: keep what was learned so far; `--resume` continues from here.
-        _save(last_path, model, optimizer, state, meta, {})
+        if context.is_main:
+            loop.save(last_path, state, {})
         raise
 
 
-def _train_epochs(
-    model: nn.Module,
-    optimizer: torch.optim.Adam,
-    params: list[nn.Parameter],
-    state: TrainState,
-    train_size: int,
-    step_fn: Callable[[Tensor, int, torch.Generator], StepOutcome],
-    eval_fn: Callable[[], dict[str, float]],
-    config: TrainConfig,
-    last_path: Path,
-    best_path: Path,
-    meta: dict[str, Any],
-    best_key: str,
-    progress: Callable[[dict[str, Any]], None] | None,
-    stop_after_steps: int | None,
-) -> TrainState:
-    batches_per_epoch = math.ceil(train_size / config.batch_size)
-    total_steps = batches_per_epoch * config.epochs
-    bad_streak = 0
-    metrics: dict[str, float] = {}
-    while state.epoch < config.epochs:
-        order = torch.randperm(train_size, generator=derived_generator(config.seed, 1, state.epoch))
-        model.train()
-        for b in range(state.batch_in_epoch, batches_per_epoch):
-            indices = order[b * config.batch_size : (b + 1) * config.batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(config, state.step, total_steps)
-            optimizer.zero_grad(set_to_none=True)
-            outcome = step_fn(indices, state.step, derived_generator(config.seed, 2, state.step))
+@dataclass
+class _StepReport:
+    """One step seen from every rank at once."""
+
+    loss: float
+    metrics: dict[str, float]
+    applied: bool
+    failed: bool
+
+
+class _Loop:
+    """The epochs and steps of one run (state lives in ``TrainState``)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Adam,
+        params: list[nn.Parameter],
+        scaler: torch.amp.GradScaler,
+        context: DistributedContext,
+        config: TrainConfig,
+        meta: dict[str, Any],
+        last_path: Path,
+        best_path: Path,
+        progress: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.params = params
+        self.scaler = scaler
+        self.context = context
+        self.config = config
+        self.meta = meta
+        self.last_path = last_path
+        self.best_path = best_path
+        self.progress = progress if context.is_main else None
+
+    def save(self, path: Path, state: TrainState, metrics: dict[str, float]) -> None:
+        _save(
+            path,
+            self.model,
+            self.optimizer,
+            state,
+            self.meta,
+            metrics,
+            self.scaler,
+            self.context.world_size,
+        )
+
+    def shard(self, global_indices: Tensor, step: int) -> BatchShard:
+        seed, ctx = self.config.seed, self.context
+        shared = derived_generator(seed, 2, step)
+        # Per-rank draws: the rank is a key only with several ranks, so that a single
+        # process draws exactly what it always did.
+        local = derived_generator(seed, 2, step, ctx.rank) if ctx.enabled else shared
+        start, stop = shard_bounds(int(global_indices.shape[0]), ctx.rank, ctx.world_size)
+        return BatchShard(global_indices, start, stop, shared, local)
+
+    def step(self, shard: BatchShard, step: int, call_step: ShardStepFn) -> _StepReport:
+        """Loss, backward, gradient all-reduce and the Adam step, agreed by all ranks."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value, metrics, ok = 0.0, {}, True
+        if shard.size > 0:  # a last batch smaller than the world leaves some ranks idle
+            outcome = call_step(shard, step)
             loss_value = float(outcome.loss.detach())
-            if outcome.ok and math.isfinite(loss_value):
-                outcome.loss.backward()
-                finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
-            else:
-                finite = False
-            if finite:
-                optimizer.step()
-                bad_streak = 0
-            else:
-                bad_streak += 1
+            metrics = dict(outcome.metrics)
+            ok = outcome.ok and math.isfinite(loss_value)
+            if ok:
+                self.scaler.scale(outcome.loss).backward()
+        if self.context.enabled:
+            # --- data parallel: agree on the step, average metrics, all-reduce gradients ---
+            reports = all_gather_objects((ok, shard.weight, loss_value, metrics))
+            ok = all(r[0] for r in reports)
+            loss_value = sum(r[1] * r[2] for r in reports) if ok else math.nan
+            metrics = _weighted_metrics(reports)
+            if ok:
+                all_reduce_gradients(self.params, shard.weight)
+        if not ok:
+            return _StepReport(loss_value, metrics, applied=False, failed=True)
+        self.scaler.unscale_(self.optimizer)
+        finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params)
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)  # skips the update itself on inf/NaN gradients
+            scale_before = self.scaler.get_scale()
+            self.scaler.update()
+            # fp16 overflow at a high loss scale is routine: the scaler backs off. Only a
+            # gradient that stays non-finite at a scale below 1 counts as a failure.
+            return _StepReport(loss_value, metrics, finite, not finite and scale_before < 1.0)
+        if finite:
+            self.optimizer.step()
+        return _StepReport(loss_value, metrics, finite, not finite)
+
+    def evaluate(self, eval_fn: Callable[[], dict[str, float]]) -> dict[str, float]:
+        return _rank0_then_share(self.context, eval_fn)
+
+    def run(
+        self,
+        state: TrainState,
+        train_size: int,
+        call_step: ShardStepFn,
+        eval_fn: Callable[[], dict[str, float]],
+        best_key: str,
+        stop_after_steps: int | None,
+    ) -> TrainState:
+        config = self.config
+        batches_per_epoch = math.ceil(train_size / config.batch_size)
+        total_steps = batches_per_epoch * config.epochs
+        bad_streak = 0
+        metrics: dict[str, float] = {}
+        while state.epoch < config.epochs:
+            order = torch.randperm(
+                train_size, generator=derived_generator(config.seed, 1, state.epoch)
+            )
+            self.model.train()
+            for b in range(state.batch_in_epoch, batches_per_epoch):
+                indices = order[b * config.batch_size : (b + 1) * config.batch_size]
+                for group in self.optimizer.param_groups:
+                    group["lr"] = _lr_at(config, state.step, total_steps)
+                report = self.step(self.shard(indices, state.step), state.step, call_step)
+                bad_streak = bad_streak + 1 if report.failed else 0
                 if bad_streak >= config.max_bad_steps:
                     raise JiioError(
                         f"{bad_streak} consecutive batches failed (non-finite loss or solve); "
                         "stopping without saving; lower --lr or raise the solver's iterations"
                     )
-            state.step += 1
-            state.batch_in_epoch = b + 1
-            state.history.append({"step": state.step, "loss": loss_value, **outcome.metrics})
-            if progress is not None:
-                progress(
-                    {
-                        "event": "step",
-                        "epoch": state.epoch,
-                        "batch": b + 1,
-                        "batches": batches_per_epoch,
-                        "loss": loss_value,
-                        **outcome.metrics,
-                    }
-                )
-            stop = stop_after_steps is not None and state.step >= stop_after_steps
-            if (config.save_every and state.step % config.save_every == 0) or stop:
-                _save(last_path, model, optimizer, state, meta, metrics)
-            if stop:
-                return state
-        model.eval()
-        metrics = eval_fn()
-        state.epoch += 1
-        state.batch_in_epoch = 0
-        state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
-        improved = metrics.get(best_key, -math.inf) > state.best_metric
-        if improved:
-            state.best_metric = metrics[best_key]
-        _save(last_path, model, optimizer, state, meta, metrics)
-        if improved:
-            _save(best_path, model, optimizer, state, meta, metrics)
-        if progress is not None:
-            progress({"event": "epoch", "epoch": state.epoch, **metrics})
-    return state
+                state.step += 1
+                state.batch_in_epoch = b + 1
+                state.history.append({"step": state.step, "loss": report.loss, **report.metrics})
+                if self.progress is not None:
+                    self.progress(
+                        {
+                            "event": "step",
+                            "epoch": state.epoch,
+                            "batch": b + 1,
+                            "batches": batches_per_epoch,
+                            "loss": report.loss,
+                            **report.metrics,
+                        }
+                    )
+                stop = stop_after_steps is not None and state.step >= stop_after_steps
+                saving = (config.save_every and state.step % config.save_every == 0) or stop
+                if saving and self.context.is_main:
+                    self.save(self.last_path, state, metrics)
+                if stop:
+                    return state
+            self.model.eval()
+            metrics = self.evaluate(eval_fn)
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
+            improved = metrics.get(best_key, -math.inf) > state.best_metric
+            if improved:
+                state.best_metric = metrics[best_key]
+            if self.context.is_main:
+                self.save(self.last_path, state, metrics)
+                if improved:
+                    self.save(self.best_path, state, metrics)
+            if self.progress is not None:
+                self.progress({"event": "epoch", "epoch": state.epoch, **metrics})
+        return state
+
+
+def _weighted_metrics(
+    reports: list[tuple[bool, float, float, dict[str, float]]],
+) -> dict[str, float]:
+    """Shard-size-weighted mean of every metric over the ranks that report it."""
+    totals: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for _, weight, _, metrics in reports:
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + weight * value
+            weights[key] = weights.get(key, 0.0) + weight
+    return {k: totals[k] / weights[k] if weights[k] > 0 else math.nan for k in totals}

@@ -35,6 +35,7 @@ from jiio_cli.engine import (
     optimal_value_surrogate,
 )
 from jiio_cli.models import DEQDecoder
+from jiio_cli.models.precision import Precision, autocast_cell
 
 __all__ = [
     "InferenceSettings",
@@ -57,6 +58,8 @@ class InferenceSettings:
         latent_weight: λ of the latent penalty.
         jiio: JIIO settings (α_x schedule, Anderson memory, iteration cap, tolerance).
         naive: settings of the naive method.
+        precision: arithmetic inside the cell (``fp32``, ``bf16``, ``fp16``); the solver
+            state, the adjoint and the latent stay float32 (:mod:`jiio_cli.models.precision`).
     """
 
     method: Literal["jiio", "naive"] = "jiio"
@@ -77,12 +80,20 @@ class InferenceSettings:
             adjoint=SolverConfig(memory=5, max_iter=30, tol=1e-4),
         )
     )
+    precision: Precision = "fp32"
 
 
 def reconstruction_problem(
-    decoder: DEQDecoder, observed: Tensor, known: Tensor, latent_weight: float
+    decoder: DEQDecoder,
+    observed: Tensor,
+    known: Tensor,
+    latent_weight: float,
+    precision: Precision = "fp32",
 ) -> InputProblem:
-    """The latent-inference problem for observations (B, C, H, W) with mask (B, 1, H, W)."""
+    """The latent-inference problem for observations (B, C, H, W) with mask (B, 1, H, W).
+
+    With ``precision`` bf16 / fp16 the problem's cell runs under autocast.
+    """
     batch = observed.shape[0]
     observed = observed.detach()
     known = known.detach()
@@ -94,14 +105,17 @@ def reconstruction_problem(
     param = next(decoder.parameters())
     z0 = decoder.init_state(batch, device=observed.device, dtype=param.dtype)
     x0 = torch.zeros(batch, decoder.config.latent_dim, device=observed.device, dtype=param.dtype)
-    return InputProblem(decoder.cell, objective, z0, x0)
+    cell = autocast_cell(decoder.cell, precision, observed.device)
+    return InputProblem(cell, objective, z0, x0)
 
 
 def infer_latents(
     decoder: DEQDecoder, observed: Tensor, known: Tensor, settings: InferenceSettings
 ) -> tuple[InputProblem, InputOptResult]:
     """Infer latent codes by the chosen method (no autograd graph is kept)."""
-    problem = reconstruction_problem(decoder, observed, known, settings.latent_weight)
+    problem = reconstruction_problem(
+        decoder, observed, known, settings.latent_weight, settings.precision
+    )
     with torch.no_grad():
         if settings.method == "jiio":
             result = jiio_solve(problem, settings.jiio)
@@ -140,7 +154,7 @@ def training_loss(
     if task == "generate" and settings.method == "jiio":
         # The training loss is the inner objective: μ* is already the adjoint.
         per_sample = optimal_value_surrogate(
-            decoder.cell, problem.objective, inner.z, inner.x, inner.mu
+            problem.cell, problem.objective, inner.z, inner.x, inner.mu
         )
         reconstruction = decoder.head(inner.z)
         loss = per_sample.mean() / pixels
@@ -148,12 +162,12 @@ def training_loss(
     else:
         adjoint = SolverConfig(memory=5, max_iter=25, tol=1e-4)
         warm = inner.mu if settings.method == "jiio" else None
-        z = implicit_fixed_point(decoder.cell, inner.z, inner.x, adjoint, warm_start=warm)
+        z = implicit_fixed_point(problem.cell, inner.z, inner.x, adjoint, warm_start=warm)
         reconstruction = decoder.head(z)
         loss = (reconstruction - clean).pow(2).mean()
         mse = loss.detach()
     if jacobian_weight > 0:
-        penalty = jacobian_penalty(decoder.cell, inner.z, inner.x, generator=generator)
+        penalty = jacobian_penalty(problem.cell, inner.z, inner.x, generator=generator)
         loss = loss + jacobian_weight * penalty.mean()
     return TrainLossResult(loss, mse, inner, reconstruction.detach())
 

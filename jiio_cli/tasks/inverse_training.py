@@ -3,10 +3,16 @@
 Wires the pieces together: data (MNIST-5k by default), corruption, latent inference
 (JIIO or naive), the training loss of :mod:`jiio_cli.tasks.inverse`, held-out PSNR, and
 the shared training loop. No printing here: progress goes through a callback.
+
+Under ``torchrun`` each rank trains on its shard of every global batch; the noise and
+masks of a batch are drawn for the whole global batch and sliced, so a run's
+corruptions do not depend on the number of ranks. Large image folders are streamed
+from disk (:mod:`jiio_cli.data.streaming`) instead of loaded whole.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,14 +21,23 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from jiio_cli.data import load_image_dataset, load_mnist5k
+from jiio_cli.data import list_image_files, load_image_dataset, load_mnist5k
+from jiio_cli.data.streaming import (
+    IN_MEMORY_LIMIT_BYTES,
+    StreamingImageFolder,
+    default_workers,
+    folder_bytes,
+)
+from jiio_cli.distributed import current_context
 from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
 from jiio_cli.metrics import psnr
 from jiio_cli.models import DecoderConfig, DEQDecoder
+from jiio_cli.models.precision import check_precision
 from jiio_cli.tasks.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse import InferenceSettings, infer_latents, training_loss
 from jiio_cli.tasks.sampling import attach_density
 from jiio_cli.training import (
+    BatchShard,
     StepOutcome,
     TrainConfig,
     TrainState,
@@ -33,6 +48,7 @@ from jiio_cli.training import (
 
 __all__ = [
     "InverseTrainSpec",
+    "corrupt_shard",
     "default_corruption",
     "evaluate_psnr",
     "inference_settings",
@@ -65,6 +81,8 @@ class InverseTrainSpec:
     eval_size: int = 500
     density_images: int = 2000
     density_components: int = 10
+    stream_data: bool | None = None
+    data_workers: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -100,14 +118,52 @@ def inference_settings(spec: InverseTrainSpec, *, evaluation: bool = False) -> I
         adjoint=inner_solve,
     )
     method = "jiio" if evaluation else spec.inner
+    # Held-out numbers are always measured in float32, whatever the training precision.
+    precision = "fp32" if evaluation else spec.loop.precision
     return InferenceSettings(
-        method=method, latent_weight=spec.latent_weight, jiio=jiio, naive=naive
+        method=method,
+        latent_weight=spec.latent_weight,
+        jiio=jiio,
+        naive=naive,
+        precision=precision,  # type: ignore[arg-type]
     )
 
 
-def load_training_data(spec: InverseTrainSpec) -> tuple[Tensor, Tensor]:
-    """(train, held-out) image tensors (N, C, S, S) in [0, 1]."""
+TrainImages = Tensor | StreamingImageFolder
+"""Training images (N, C, S, S): in memory, or read from disk on indexing."""
+
+
+def _streams(spec: InverseTrainSpec, files: list[Path]) -> bool:
+    if spec.stream_data is not None:
+        return spec.stream_data
     size, channels = spec.model.image_size, spec.model.image_channels
+    return folder_bytes(len(files), size, channels) > IN_MEMORY_LIMIT_BYTES
+
+
+def load_training_data(spec: InverseTrainSpec) -> tuple[TrainImages, Tensor]:
+    """(train, held-out) images (N, C, S, S) in [0, 1].
+
+    The training images of a large folder (``spec.stream_data``, or by default when the
+    decoded set would exceed :data:`IN_MEMORY_LIMIT_BYTES`) come back as a
+    :class:`StreamingImageFolder`; the held-out images are always loaded.
+    """
+    size, channels = spec.model.image_size, spec.model.image_channels
+    folder = spec.data is not None and Path(spec.data).is_dir()
+    files = list_image_files(Path(spec.data))[0] if folder else []
+    if folder and files and _streams(spec, files):
+        assert spec.data is not None
+        workers = spec.data_workers
+        if workers is None:
+            workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        images = StreamingImageFolder(spec.data, size, channels, workers, files)
+        # The same fixed 90/10 split in file order as for loaded folders.
+        cut = max(1, int(0.9 * len(images)))
+        stream = images.subset(0, cut)
+        held = images.subset(cut, len(images)) if cut < len(images) else stream.subset(cut - 1, cut)
+        heldout = held[: spec.eval_size]
+        if spec.max_train is not None:
+            stream = stream.subset(0, spec.max_train)
+        return stream, heldout
     if spec.data is None:
         train, _ = load_mnist5k("train")
         heldout, _ = load_mnist5k("heldout")
@@ -131,6 +187,32 @@ def _adapt(images: Tensor, size: int, channels: int) -> Tensor:
         images, size=(size, size), mode="bilinear", antialias=True
     )
     return out.expand(-1, channels, -1, -1).contiguous() if channels != 1 else out
+
+
+def corrupt_shard(
+    clean: Tensor, corruption: Corruption, shard: BatchShard
+) -> tuple[Tensor, Tensor]:
+    """Observe this rank's rows of a global batch, with draws made for the whole batch.
+
+    ``corrupt`` is applied to zeros of the global batch's shape with the batch's shared
+    generator, giving (σ ε) ⊙ m and m for every sample; this rank keeps its rows. Since
+    m ∈ {0, 1}, u ⊙ m + (σ ε) ⊙ m equals (u + σ ε) ⊙ m exactly, so the observations
+    are bit for bit those of a single process corrupting the whole batch.
+
+    Args:
+        clean: this rank's images (n, C, H, W), n = shard.size.
+        corruption: the observation model.
+        shard: where these rows sit in the global batch.
+
+    Returns:
+        (observed (n, C, H, W), known (n, 1, H, W)).
+    """
+    zeros = torch.zeros(shard.global_size, *clean.shape[1:])
+    noise, known = corrupt(zeros, corruption, shard.generator)
+    rows = slice(shard.start, shard.stop)
+    noise = noise[rows].to(clean.device, clean.dtype)
+    known = known[rows].to(clean.device, clean.dtype)
+    return clean * known + noise, known
 
 
 def evaluate_psnr(
@@ -166,17 +248,26 @@ def train_inverse(
     progress: Callable[[dict[str, Any]], None] | None = None,
     stop_after_steps: int | None = None,
 ) -> TrainState:
-    """Train (or resume) a decoder; checkpoints land in ``out``."""
+    """Train (or resume) a decoder; checkpoints land in ``out``.
+
+    Under torchrun (an initialised process group) every rank calls this with its own
+    ``device``; rank 0 alone writes checkpoints and fits the latent density.
+    """
+    check_precision(spec.loop.precision, device)
+    context = current_context()
     torch.manual_seed(spec.loop.seed)
     decoder = DEQDecoder(spec.model).to(device)
     train, heldout = load_training_data(spec)
-    train, heldout = train.to(device), heldout.to(device)
+    if isinstance(train, Tensor):
+        train = train.to(device)
+    heldout = heldout.to(device)
     settings = inference_settings(spec)
     eval_settings = inference_settings(spec, evaluation=True)
 
-    def step_fn(indices: Tensor, _step: int, generator: torch.Generator) -> StepOutcome:
-        clean = train[indices.to(device)]
-        observed, known = corrupt(clean, spec.corruption, generator)
+    def step_fn(shard: BatchShard, _step: int) -> StepOutcome:
+        indices = shard.indices
+        clean = train[indices.to(device) if isinstance(train, Tensor) else indices].to(device)
+        observed, known = corrupt_shard(clean, spec.corruption, shard)
         result = training_loss(
             decoder,
             clean,
@@ -185,7 +276,7 @@ def train_inverse(
             spec.task,
             settings,
             jacobian_weight=spec.jacobian_weight,
-            generator=generator,
+            generator=shard.local_generator,
         )
         inner = result.inner
         ok = not bool(inner.failed.any())
@@ -207,8 +298,8 @@ def train_inverse(
     }
     state = run_training(
         model=decoder,
-        train_size=train.shape[0],
-        step_fn=step_fn,
+        train_size=len(train),
+        shard_step_fn=step_fn,
         eval_fn=eval_fn,
         config=spec.loop,
         out=out,
@@ -219,9 +310,11 @@ def train_inverse(
         progress=progress,
         stop_after_steps=stop_after_steps,
     )
-    if state.epoch >= spec.loop.epochs and spec.density_images > 0:
+    if isinstance(train, StreamingImageFolder):
+        train.close()
+    if context.is_main and state.epoch >= spec.loop.epochs and spec.density_images > 0:
         # A generative model must be able to generate: fit the latent prior.
-        images = train[: spec.density_images]
+        images = train[: spec.density_images].to(device)
         for path in checkpoint_paths(out, spec.task):
             attach_density(
                 path, images, device, spec.density_components, iterations=2 * spec.inner_iterations

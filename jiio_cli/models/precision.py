@@ -1,0 +1,76 @@
+"""Mixed precision for a DEQ cell: low-precision arithmetic inside f, float32 everywhere else.
+
+``autocast_cell(cell, "bf16", device)`` returns a cell g with
+
+    g(z, x) = cast_{dtype(z)}( f(z, x) evaluated under torch.autocast(bf16 or fp16) ),
+
+so convolutions and matrix products of f run in bfloat16 / float16 while everything the
+solvers keep — the state z, the adjoint μ, the input x, Anderson's history and Gram
+matrix — stays in the solver's dtype (float32). Backpropagating through g gives float32
+gradients for float32 parameters; the vector-Jacobian products inside f run in the low
+precision like its forward pass. float16 gradients can underflow: the training loop
+scales the loss for ``fp16`` (``torch.amp.GradScaler``); bfloat16 has float32's range
+and needs no scaling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from jiio_cli.engine.problem import Cell
+from jiio_cli.errors import UsageError
+
+__all__ = ["PRECISIONS", "AutocastCell", "Precision", "autocast_cell", "check_precision"]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Raise a one-line UsageError unless ``precision`` can run on ``device``."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}: expected fp32, bf16 or fp16")
+    if precision == "fp32":
+        return
+    dtype = _DTYPES[precision]
+    probe = torch.ones(2, 2, device=device)
+    try:
+        with torch.autocast(device.type, dtype=dtype):
+            out = probe @ probe
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(
+            f"--precision {precision} is not supported on {device} by this PyTorch build "
+            f"({exc}); use --precision fp32"
+        ) from None
+    if out.dtype != dtype:
+        raise UsageError(
+            f"--precision {precision} is not supported on {device} by this PyTorch build "
+            f"(autocast computed in {out.dtype}); use --precision fp32"
+        )
+
+
+class AutocastCell:
+    """A DEQ cell evaluated under autocast, returning its result in z's dtype."""
+
+    def __init__(self, cell: Cell, dtype: torch.dtype, device_type: str) -> None:
+        self.cell = cell
+        self.dtype = dtype
+        self.device_type = device_type
+
+    def __call__(self, z: Tensor, x: Tensor) -> Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.cell(z, x)
+        # The solvers mix and compare states across iterations: keep them in one dtype.
+        return out.to(z.dtype)
+
+
+def autocast_cell(cell: Cell, precision: Precision, device: torch.device) -> Cell:
+    """``cell`` itself for ``fp32``, else an :class:`AutocastCell` in bf16 / fp16."""
+    if precision == "fp32":
+        return cell
+    return AutocastCell(cell, _DTYPES[precision], device.type)
