@@ -6,10 +6,11 @@ inferred per batch by JIIO, or by the naive method with ``--inner naive``).
 
 from __future__ import annotations
 
+import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +76,7 @@ class InverseTrainOptions(BaseModel):
     jac_weight: float = Field(ge=0)
     max_train: int | None = Field(default=None, ge=1)
     save_every: int = Field(ge=0)
+    precision: Literal["fp32", "bf16", "fp16"]
 
 
 def train(
@@ -102,6 +104,13 @@ def train(
     jac_weight: Annotated[float, typer.Option(help="Jacobian regulariser weight.")] = 0.01,
     max_train: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
     save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: off).")] = 0,
+    nproc: Annotated[
+        int | None,
+        typer.Option(help="Train on N processes on this machine (runs torchrun for you)."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="Arithmetic of the DEQ cell in training: fp32, bf16 or fp16.")
+    ] = "fp32",
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -110,6 +119,15 @@ def train(
     """Train a DEQ decoder (generate / denoise / inpaint) with latents inferred by JIIO."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        if nproc is not None:  # become the launcher: torchrun re-runs this command N times
+            from jiio_cli.cli.launch import launch_workers
+
+            raise typer.Exit(launch_workers(nproc, sys.argv[1:]))
+        from jiio_cli.distributed import start_distributed
+
+        context, rank_device = start_distributed(common.torch_device)
+        if precision != "fp32" and task in (Task.adversarial, Task.meta):
+            raise UsageError(f"--precision {precision} is built for generate, denoise, inpaint")
         if task in (Task.adversarial, Task.meta):
             raise NotBuiltError("train", f"{task.value}")
         opts = InverseTrainOptions(
@@ -126,6 +144,7 @@ def train(
             jac_weight=jac_weight,
             max_train=max_train,
             save_every=save_every,
+            precision=precision,
         )
         if opts.width % 8:
             raise UsageError(
@@ -166,6 +185,7 @@ def train(
                 lr=opts.lr,
                 seed=common.seed,
                 save_every=opts.save_every,
+                precision=opts.precision,
             ),
             inner=inner.value,  # type: ignore[arg-type]
             inner_iterations=opts.inner_iters,
@@ -175,8 +195,11 @@ def train(
         )
         run_dir = out if out is not None else Path("runs") / task.value
         started = time.perf_counter()
-        with training_progress(opts.epochs, enabled=not common.json_output) as progress:
-            state = train_inverse(spec, common.torch_device, run_dir, resume, progress)
+        show = context.is_main and not common.json_output
+        with training_progress(opts.epochs, enabled=show) as progress:
+            state = train_inverse(spec, rank_device, run_dir, resume, progress)
+        if not context.is_main:
+            return
         last, best = checkpoint_paths(run_dir, task.value)
         evals = [h for h in state.history if "heldout_psnr" in h]
         result = {
@@ -190,6 +213,8 @@ def train(
             "checkpoint_last": str(last),
             "checkpoint_best": str(best),
             "device": str(common.torch_device),
+            "processes": context.world_size,
+            "precision": opts.precision,
             "seed": common.seed,
         }
         emit(result, json_output=common.json_output, title="jiio train")
