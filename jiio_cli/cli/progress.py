@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["training_progress"]
+__all__ = ["batch_progress", "training_progress"]
 
 
 @contextmanager
@@ -53,5 +53,27 @@ def training_progress(
             else:
                 psnr = event.get("heldout_psnr")
                 last_eval = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else ""
+
+        yield update
+
+
+@contextmanager
+def batch_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """Yield ``update(label, done, total)`` driving a bar for batched evaluation work."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda _label, _done, _total: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("", total=None)
+
+        def update(label: str, done: int, total: int) -> None:
+            bar.update(task, description=label, completed=done, total=total)
 
         yield update

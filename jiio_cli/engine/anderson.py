@@ -76,6 +76,10 @@ class SolverConfig:
             iterations clears its history and takes m plain steps (default 2m; 0 disables).
         blowup: safeguard: a sample whose residual exceeds ``blowup`` × its best one is
             restarted the same way at once.
+        keep: which iterate a sample returns: ``"best"`` (lowest residual; the iterate of
+            convergence when it converged) or ``"last"`` (the last one evaluated: for maps
+            that keep making progress without their residual falling, such as attacks
+            whose normalised steps never shrink).
     """
 
     method: Literal["anderson", "picard"] = "anderson"
@@ -88,10 +92,13 @@ class SolverConfig:
     restart_at: tuple[int, ...] = field(default=())
     patience: int | None = None
     blowup: float = 1e3
+    keep: Literal["best", "last"] = "best"
 
     def __post_init__(self) -> None:
         if self.method not in ("anderson", "picard"):
             raise ValueError(f"unknown solver method {self.method!r}")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"unknown keep rule {self.keep!r}: expected 'best' or 'last'")
         if self.memory < 1 or self.max_iter < 1 or self.check_every < 1:
             raise ValueError("memory, max_iter and check_every must be at least 1")
         if not (self.tol > 0 and self.lam >= 0 and 0 < self.beta <= 1):
@@ -103,7 +110,7 @@ class FixedPointResult:
     """Outcome of :func:`fixed_point_solve` for a batch of B samples.
 
     Attributes:
-        state: best (or converged) iterate per sample, (B, N).
+        state: the kept iterate per sample (see ``SolverConfig.keep``), (B, N).
         residual: residual vector measured at ``state``, (B, K).
         iterations: map evaluations each sample took while still active, (B,) int64.
         converged: every residual entry ≤ tol, (B,) bool.
@@ -179,6 +186,7 @@ def fixed_point_solve(
     device = s0.device
     anderson = config.method == "anderson"
     m = config.memory
+    keep_last = config.keep == "last"
 
     s = s0.detach().clone()
     best_s = s.clone()
@@ -212,8 +220,9 @@ def fixed_point_solve(
             finite = torch.isfinite(gs).all(dim=1) & torch.isfinite(res).all(dim=1)
             score = torch.where(finite, res.amax(dim=1), torch.inf)
             improved = active & (score < best_score)
-            best_s = torch.where(improved[:, None], s, best_s)
-            best_res = torch.where(improved[:, None], res, best_res)
+            kept = active if keep_last else improved
+            best_s = torch.where(kept[:, None], s, best_s)
+            best_res = torch.where(kept[:, None], res, best_res)
             best_score = torch.where(improved, score, best_score)
             iterations += active
             done = active & finite & (score <= config.tol)

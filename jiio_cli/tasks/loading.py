@@ -17,6 +17,7 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 _DEFAULTS = {
     "decoder": "mnist-decoder.safetensors",
+    "classifier": "mnist-classifier.safetensors",
 }
 
 

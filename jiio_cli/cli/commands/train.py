@@ -38,6 +38,7 @@ class Task(str, Enum):
 class Inner(str, Enum):
     jiio = "jiio"
     naive = "naive"
+    pgd = "pgd"
 
 
 def parse_sigma(text: str) -> float | tuple[float, float]:
@@ -99,11 +100,26 @@ def train(
     channels: Annotated[int, typer.Option(help="Image channels (1 grey, 3 colour).")] = 1,
     latent_dim: Annotated[int, typer.Option(help="Latent code size.")] = 32,
     width: Annotated[int, typer.Option(help="DEQ cell channels.")] = 32,
-    inner: Annotated[Inner, typer.Option(help="Latent inference: jiio or naive.")] = Inner.jiio,
-    inner_iters: Annotated[int, typer.Option(help="JIIO iterations per batch.")] = 40,
+    inner: Annotated[
+        Inner,
+        typer.Option(help="Inner solve: jiio, or naive (latent tasks) / pgd (adversarial)."),
+    ] = Inner.jiio,
+    inner_iters: Annotated[
+        int | None, typer.Option(help="JIIO iterations per batch (latent 40, adversarial 20).")
+    ] = None,
     jac_weight: Annotated[float, typer.Option(help="Jacobian regulariser weight.")] = 0.01,
     max_train: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
     save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: off).")] = 0,
+    # --- adversarial training options ---
+    eps: Annotated[
+        str, typer.Option(help="adversarial: training budget, e.g. 1.0 or 8/255.")
+    ] = "1.0",
+    norm: Annotated[str, typer.Option(help="adversarial: threat model, linf or l2.")] = "l2",
+    pgd_steps: Annotated[int, typer.Option(help="adversarial: PGD steps with --inner pgd.")] = 10,
+    warmup_epochs: Annotated[
+        int, typer.Option(help="adversarial: epochs over which eps ramps up from 0.")
+    ] = 1,
+    num_classes: Annotated[int, typer.Option(help="adversarial: number of classes.")] = 10,
     nproc: Annotated[
         int | None,
         typer.Option(help="Train on N processes on this machine (runs torchrun for you)."),
@@ -128,8 +144,35 @@ def train(
         context, rank_device = start_distributed(common.torch_device)
         if precision != "fp32" and task in (Task.adversarial, Task.meta):
             raise UsageError(f"--precision {precision} is built for generate, denoise, inpaint")
-        if task in (Task.adversarial, Task.meta):
+        if task == Task.adversarial:
+            from jiio_cli.cli.commands import train_adversarial
+
+            if inner == Inner.naive:
+                raise UsageError("--task adversarial takes --inner jiio or --inner pgd")
+            adversarial_opts = train_adversarial.AdversarialTrainOptions(
+                eps=eps,
+                norm=norm,
+                inner=inner.value,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                image_size=image_size,
+                channels=channels,
+                width=width,
+                num_classes=num_classes,
+                inner_iters=inner_iters if inner_iters is not None else 20,
+                pgd_steps=pgd_steps,
+                warmup_epochs=warmup_epochs,
+                jac_weight=jac_weight,
+                max_train=max_train,
+                save_every=save_every,
+            )
+            train_adversarial.run(adversarial_opts, common, data, out, resume)
+            return
+        if task == Task.meta:
             raise NotBuiltError("train", f"{task.value}")
+        if inner == Inner.pgd:
+            raise UsageError("--inner pgd is for --task adversarial; use jiio or naive")
         opts = InverseTrainOptions(
             epochs=epochs,
             batch_size=batch_size,
@@ -140,7 +183,7 @@ def train(
             width=width,
             hole_size=hole_size if hole_size is not None else 0,
             mask_ratio=mask_ratio,
-            inner_iters=inner_iters,
+            inner_iters=inner_iters if inner_iters is not None else 40,
             jac_weight=jac_weight,
             max_train=max_train,
             save_every=save_every,

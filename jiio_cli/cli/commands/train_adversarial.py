@@ -1,0 +1,113 @@
+"""The ``adversarial`` branch of ``jiio train``: a robust DEQ classifier.
+
+Kept apart from :mod:`jiio_cli.cli.commands.train` so that each task's option checks and
+wiring read in one place; ``train`` parses the shared options and calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from jiio_cli.cli.output import emit
+from jiio_cli.cli.progress import training_progress
+from jiio_cli.config import CommonOptions, parse_eps
+from jiio_cli.errors import UsageError
+from jiio_cli.models import ClassifierConfig
+from jiio_cli.training import TrainConfig, checkpoint_paths
+
+__all__ = ["AdversarialTrainOptions", "run"]
+
+
+class AdversarialTrainOptions(BaseModel):
+    """Validated options of ``jiio train --task adversarial``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eps: str
+    norm: str = Field(pattern="^(linf|l2)$")
+    inner: str = Field(pattern="^(jiio|pgd)$")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    image_size: int = Field(ge=8, le=512)
+    channels: int = Field(ge=1, le=4)
+    width: int = Field(ge=8)
+    num_classes: int = Field(ge=2)
+    inner_iters: int = Field(ge=2)
+    pgd_steps: int = Field(ge=1)
+    warmup_epochs: int = Field(ge=0)
+    jac_weight: float = Field(ge=0)
+    max_train: int | None = Field(default=None, ge=1)
+    save_every: int = Field(ge=0)
+
+
+def run(
+    opts: AdversarialTrainOptions,
+    common: CommonOptions,
+    data: Path | None,
+    out: Path | None,
+    resume: bool,
+) -> None:
+    """Train (or resume) and print the result (table, or JSON with ``--json``)."""
+    eps = parse_eps(opts.eps)
+    if opts.norm == "linf" and eps > 1:
+        raise UsageError(f"--eps {opts.eps}: an L∞ budget above 1 covers the whole pixel box")
+    if opts.width % 8:
+        raise UsageError(
+            f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
+        )
+    if data is not None and not data.exists():
+        raise UsageError(f"--data {data} does not exist")
+    from jiio_cli.tasks.adversarial import JIIOAttackConfig, PGDConfig, ThreatModel
+    from jiio_cli.tasks.adversarial_training import AdversarialTrainSpec, train_adversarial
+
+    spec = AdversarialTrainSpec(
+        threat=ThreatModel(opts.norm, eps),  # type: ignore[arg-type]
+        model=ClassifierConfig(
+            num_classes=opts.num_classes,
+            image_channels=opts.channels,
+            image_size=opts.image_size,
+            channels=opts.width,
+        ),
+        loop=TrainConfig(
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            seed=common.seed,
+            save_every=opts.save_every,
+        ),
+        inner=opts.inner,  # type: ignore[arg-type]
+        jiio=JIIOAttackConfig(iterations=opts.inner_iters),
+        pgd=PGDConfig(steps=opts.pgd_steps),
+        warmup_epochs=opts.warmup_epochs,
+        jacobian_weight=opts.jac_weight,
+        data=str(data) if data is not None else None,
+        max_train=opts.max_train,
+    )
+    run_dir = out if out is not None else Path("runs") / "adversarial"
+    started = time.perf_counter()
+    with training_progress(opts.epochs, enabled=not common.json_output) as progress:
+        state = train_adversarial(spec, common.torch_device, run_dir, resume, progress)
+    last, best = checkpoint_paths(run_dir, "adversarial")
+    evals = [h for h in state.history if "heldout_robust_accuracy" in h]
+    result: dict[str, Any] = {
+        "task": "adversarial",
+        "inner": opts.inner,
+        "threat": f"{opts.norm} {eps:g}",
+        "epochs": state.epoch,
+        "steps": state.step,
+        "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
+        "heldout_clean_accuracy": evals[-1]["heldout_clean_accuracy"] if evals else None,
+        "heldout_robust_accuracy": evals[-1]["heldout_robust_accuracy"] if evals else None,
+        "best_heldout_robust_accuracy": state.best_metric if evals else None,
+        "seconds": time.perf_counter() - started,
+        "checkpoint_last": str(last),
+        "checkpoint_best": str(best),
+        "device": str(common.torch_device),
+        "seed": common.seed,
+    }
+    emit(result, json_output=common.json_output, title="jiio train --task adversarial")
