@@ -55,8 +55,21 @@ def _labelled_folder(root: Path, classes: int, per_class: int, size: int = 20) -
 def test_json_document_has_one_row_per_budget_and_method(classifier: Path) -> None:
     result = runner.invoke(
         app,
-        ["attack", "-c", str(classifier), "--eps", "0.1,8/255", "--method", "both"]
-        + ["--max-images", "6", "--batch-size", "4", "--json", *FAST],
+        [
+            "attack",
+            "-c",
+            str(classifier),
+            "--eps",
+            "0.1,8/255",
+            "--method",
+            "both",
+            "--max-images",
+            "6",
+            "--batch-size",
+            "4",
+            "--json",
+            *FAST,
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -90,8 +103,23 @@ def test_save_examples_writes_pngs_and_a_grid(classifier: Path, tmp_path: Path) 
     folder = tmp_path / "examples"
     result = runner.invoke(
         app,
-        ["attack", "-c", str(classifier), "--eps", "0.2", "--norm", "l2", "--max-images", "5"]
-        + ["--save-examples", str(folder), "--examples", "3", "--json", *FAST],
+        [
+            "attack",
+            "-c",
+            str(classifier),
+            "--eps",
+            "0.2",
+            "--norm",
+            "l2",
+            "--max-images",
+            "5",
+            "--save-examples",
+            str(folder),
+            "--examples",
+            "3",
+            "--json",
+            *FAST,
+        ],
     )
     assert result.exit_code == 0, result.output
     grid = folder / "jiio-l2-0.2-grid.png"
