@@ -56,19 +56,8 @@ def test_json_document_has_one_row_per_budget_and_method(classifier: Path) -> No
     result = runner.invoke(
         app,
         [
-            "attack",
-            "-c",
-            str(classifier),
-            "--eps",
-            "0.1,8/255",
-            "--method",
-            "both",
-            "--max-images",
-            "6",
-            "--batch-size",
-            "4",
-            "--json",
-            *FAST,
+            *("attack", "-c", str(classifier), "--eps", "0.1,8/255", "--method", "both"),
+            *("--max-images", "6", "--batch-size", "4", "--json", *FAST),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -104,21 +93,9 @@ def test_save_examples_writes_pngs_and_a_grid(classifier: Path, tmp_path: Path) 
     result = runner.invoke(
         app,
         [
-            "attack",
-            "-c",
-            str(classifier),
-            "--eps",
-            "0.2",
-            "--norm",
-            "l2",
-            "--max-images",
-            "5",
-            "--save-examples",
-            str(folder),
-            "--examples",
-            "3",
-            "--json",
-            *FAST,
+            *("attack", "-c", str(classifier), "--eps", "0.2", "--norm", "l2"),
+            *("--max-images", "5", "--save-examples", str(folder), "--examples", "3"),
+            *("--json", *FAST),
         ],
     )
     assert result.exit_code == 0, result.output
