@@ -87,6 +87,7 @@ def test_mnist5k_split_partitions_the_file() -> None:
 
 
 def test_split_indices_takes_last_50_of_each_class_in_file_order(rng) -> None:
+    """Membership follows file order per class; the order interleaves the classes."""
     labels = rng.permutation(np.repeat(np.arange(10), 500))
     heldout = split_indices(labels, "heldout")
     train = split_indices(labels, "train")
@@ -95,6 +96,12 @@ def test_split_indices_takes_last_50_of_each_class_in_file_order(rng) -> None:
         members = np.flatnonzero(labels == cls)
         assert set(heldout[labels[heldout] == cls]) == set(members[-50:])
         assert set(train[labels[train] == cls]) == set(members[:450])
+    for index in (heldout, train):
+        # Every prefix of 10 holds one image of each class, each class in file order.
+        assert all(sorted(labels[index[k : k + 10]]) == list(range(10)) for k in (0, 10, 40))
+        for cls in range(10):
+            chosen = index[labels[index] == cls]
+            assert (np.diff(chosen) > 0).all()
     assert "heldout" in _usage_error(load_mnist5k, "test")
 
 

@@ -38,24 +38,36 @@ _REGENERATE = "regenerate it with sample_data/make_sample_data.py"
 
 
 def split_indices(labels: np.ndarray, split: Split) -> np.ndarray:
-    """Indices (in file order) of ``split``: per class, the last 50 are held out.
+    """Indices of ``split``: per class, the last 50 (in file order) are held out.
+
+    The indices are interleaved by class — the first image of every class, then the
+    second of every class, and so on (classes in ascending order) — so that any prefix
+    (``--max-images``, ``--max-train``, a first batch) is class-balanced; the file itself
+    is sorted by class.
 
     Args:
         labels: int labels (N,) in file order.
         split: "train", "heldout" or "all".
 
     Returns:
-        int64 indices, ascending.
+        int64 indices in that interleaved order.
     """
     if split not in SPLITS:
         raise UsageError(f"unknown MNIST-5k split {split!r}; use one of {', '.join(SPLITS)}")
-    if split == "all":
-        return np.arange(labels.shape[0], dtype=np.int64)
-    heldout = np.zeros(labels.shape[0], dtype=bool)
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        heldout[members[-HELDOUT_PER_CLASS:]] = True
-    return np.flatnonzero(heldout if split == "heldout" else ~heldout).astype(np.int64)
+    chosen = np.ones(labels.shape[0], dtype=bool)
+    if split != "all":
+        heldout = np.zeros(labels.shape[0], dtype=bool)
+        for cls in np.unique(labels):
+            members = np.flatnonzero(labels == cls)
+            heldout[members[-HELDOUT_PER_CLASS:]] = True
+        chosen = heldout if split == "heldout" else ~heldout
+    index = np.flatnonzero(chosen)
+    rank = np.zeros(index.shape[0], dtype=np.int64)
+    for cls in np.unique(labels[index]):
+        members = labels[index] == cls
+        rank[members] = np.arange(int(members.sum()))
+    # Sort by (rank within class, class); lexsort's last key is the primary one.
+    return index[np.lexsort((labels[index], rank))].astype(np.int64)
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,7 +105,8 @@ def load_mnist5k(split: Split = "all") -> tuple[Tensor, Tensor]:
 
     Args:
         split: "train" (4,500: the first 450 of each class), "heldout" (500: the last 50
-            of each class) or "all" (5,000), each in file order (sorted by class).
+            of each class) or "all" (5,000), interleaved by class (see
+            :func:`split_indices`), so that every prefix is class-balanced.
 
     Returns:
         float32 images (N, 1, 28, 28) in [0, 1] and int64 labels (N,), freshly allocated.
