@@ -1,8 +1,9 @@
 """``jiio bench``: JIIO against the naive method, side by side, in one process.
 
 Built: ``--task reconstruct`` (time to equal objective on a held-out batch, and with
-``--quality`` a PSNR table against classical baselines) and ``--task engine`` (the
-solver's own cost per iteration). ``attack``, ``adapt`` and ``train`` come with their tasks.
+``--quality`` a PSNR table against classical baselines), ``--task attack`` (JIIO attack
+against PGD at growing budgets) and ``--task engine`` (the solver's own cost per
+iteration).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def bench(
     ] = False,
     count: Annotated[int, typer.Option(help="Held-out images for --quality.")] = 500,
     iterations: Annotated[int, typer.Option(help="JIIO iterations for --quality.")] = 300,
+    eps: Annotated[str, typer.Option(help="attack: budget, e.g. 1.0 or 8/255.")] = "1.0",
+    norm: Annotated[str, typer.Option(help="attack: threat model, linf or l2.")] = "l2",
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -95,6 +98,11 @@ def bench(
                 emit(result, json_output=True)
             else:
                 print_table(rows, title="jiio bench --task engine (seconds per call)")
+            return
+        if task == BenchTask.attack:
+            from jiio_cli.cli.commands.bench_attack import run_attack_bench
+
+            run_attack_bench(checkpoint, eps, norm, opts.batch_size, common)
             return
         if task != BenchTask.reconstruct:
             raise NotBuiltError("bench", f"{task.value} benchmark")

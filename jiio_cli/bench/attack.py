@@ -1,0 +1,123 @@
+"""JIIO attack against PGD with full solves, side by side on one batch.
+
+Strength is judged as everywhere else in jiio: robust accuracy from a fresh, fully
+converged forward solve at the returned images (lower is a stronger attack), with the
+mean cross-entropy there as the tie-breaker. Both methods run at growing budgets
+(JIIO iterations, PGD steps) from scratch, on the same images, device and seed; the
+**time-to-equal-objective ratio** is
+
+    (time of the cheapest PGD run that reaches PGD's final robust accuracy)
+    / (time of the cheapest JIIO run that reaches that same robust accuracy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jiio_cli.models import DEQClassifier
+from jiio_cli.tasks.adversarial import (
+    AttackOutcome,
+    JIIOAttackConfig,
+    PGDConfig,
+    ThreatModel,
+    classify,
+    jiio_attack,
+    pgd_attack,
+)
+from jiio_cli.tasks.attack_sweep import synchronize
+
+__all__ = ["AttackBenchConfig", "attack_time_to_equal_objective"]
+
+
+@dataclass(frozen=True)
+class AttackBenchConfig:
+    """Budgets of both methods and their fixed settings."""
+
+    jiio: JIIOAttackConfig = dataclasses.field(default_factory=JIIOAttackConfig)
+    pgd: PGDConfig = dataclasses.field(default_factory=PGDConfig)
+    jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160)
+    pgd_budgets: tuple[int, ...] = (5, 10, 20)
+
+
+def _score(model: DEQClassifier, outcome: AttackOutcome, labels: Tensor) -> dict[str, float]:
+    verdict = classify(model, outcome.images)
+    ce = F.cross_entropy(verdict.logits, labels, reduction="none")
+    return {
+        "robust_accuracy": float((verdict.predictions == labels).float().mean()),
+        "mean_loss": float(ce.mean()),
+        "f_evals": float(outcome.f_evals.float().mean()),
+        "iterations": float(outcome.iterations.float().mean()),
+        "eval_unconverged": float((~verdict.converged).float().mean()),
+    }
+
+
+def _timed(fn: Any, device: torch.device) -> tuple[AttackOutcome, float]:
+    synchronize(device)
+    began = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - began
+
+
+def attack_time_to_equal_objective(
+    model: DEQClassifier,
+    images: Tensor,
+    labels: Tensor,
+    threat: ThreatModel,
+    config: AttackBenchConfig,
+    seed: int,
+) -> dict[str, Any]:
+    """Runs of both methods at every budget, and the speed ratio (see module docstring).
+
+    Returns a JSON-ready dict with ``jiio`` and ``pgd`` lists (budget, seconds, robust
+    accuracy, mean loss, f-evaluations, iterations), the ``target`` robust accuracy,
+    the times at which each method reaches it, and ``ratio`` (None when JIIO never does).
+    """
+    device = images.device
+    # Warm-up: one-off costs (allocator, kernels) must not land on either method.
+    jiio_attack(
+        model, images[:2], labels[:2], threat, dataclasses.replace(config.jiio, iterations=3)
+    )
+    rows: dict[str, list[dict[str, float]]] = {"jiio": [], "pgd": []}
+    for steps in config.pgd_budgets:
+        pgd = dataclasses.replace(config.pgd, steps=steps)
+        generator = torch.Generator().manual_seed(seed)
+        outcome, seconds = _timed(
+            lambda pgd=pgd, generator=generator: pgd_attack(
+                model, images, labels, threat, pgd, generator
+            ),
+            device,
+        )
+        rows["pgd"].append({"budget": steps, "seconds": seconds, **_score(model, outcome, labels)})
+    for iterations in config.jiio_budgets:
+        cfg = dataclasses.replace(config.jiio, iterations=iterations)
+        outcome, seconds = _timed(
+            lambda cfg=cfg: jiio_attack(model, images, labels, threat, cfg), device
+        )
+        rows["jiio"].append(
+            {"budget": iterations, "seconds": seconds, **_score(model, outcome, labels)}
+        )
+    target = rows["pgd"][-1]["robust_accuracy"]
+
+    def reach(method: str) -> float | None:
+        hits = [r["seconds"] for r in rows[method] if r["robust_accuracy"] <= target]
+        return min(hits) if hits else None
+
+    pgd_reach, jiio_reach = reach("pgd"), reach("jiio")
+    ratio = pgd_reach / jiio_reach if pgd_reach is not None and jiio_reach else None
+    return {
+        "threat": threat.label(),
+        "images": int(images.shape[0]),
+        "target_robust_accuracy": target,
+        "pgd_seconds_to_target": pgd_reach,
+        "jiio_seconds_to_target": jiio_reach,
+        "ratio": ratio,
+        **rows,
+    }

@@ -1,0 +1,62 @@
+"""``jiio bench --task attack``: the JIIO attack against PGD on held-out digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from jiio_cli.cli.output import emit, print_table
+from jiio_cli.config import CommonOptions, parse_eps
+from jiio_cli.errors import UsageError
+
+__all__ = ["run_attack_bench"]
+
+
+def run_attack_bench(
+    checkpoint: Path | None, eps_text: str, norm: str, images: int, common: CommonOptions
+) -> None:
+    """Time both attacks on the first ``images`` held-out digits and print the result."""
+    if norm not in ("linf", "l2"):
+        raise UsageError(f"invalid --norm {norm!r}: expected linf or l2")
+    eps = parse_eps(eps_text)
+    from jiio_cli.bench.attack import AttackBenchConfig, attack_time_to_equal_objective
+    from jiio_cli.tasks.adversarial import ThreatModel
+    from jiio_cli.tasks.attack_data import load_attack_set
+    from jiio_cli.tasks.loading import default_checkpoint, load_model
+
+    dev = common.torch_device
+    path = checkpoint if checkpoint is not None else default_checkpoint("classifier")
+    model, _ = load_model(path, {"adversarial"}, "classifier", dev)
+    x, y, _ = load_attack_set(model.config, None, images)
+    threat = ThreatModel(norm, eps)  # type: ignore[arg-type]
+    speed = attack_time_to_equal_objective(
+        model, x.to(dev), y.to(dev), threat, AttackBenchConfig(), common.seed
+    )
+    result = {
+        "task": "attack",
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "checkpoint": str(path),
+        "seed": common.seed,
+        "speed": speed,
+    }
+    if common.json_output:
+        emit(result, json_output=True)
+        return
+    rows = [{"method": m, **r} for m in ("pgd", "jiio") for r in speed[m]]
+    print_table(
+        rows, title=f"jiio bench --task attack ({speed['threat']}, {speed['images']} images)"
+    )
+    ratio = speed["ratio"]
+    print_table(
+        [
+            {
+                "target_robust_accuracy": speed["target_robust_accuracy"],
+                "pgd_seconds": speed["pgd_seconds_to_target"],
+                "jiio_seconds": speed["jiio_seconds_to_target"],
+                "ratio": ratio if ratio is not None else "JIIO did not reach the target",
+            }
+        ],
+        title="time to equal robust accuracy",
+    )
