@@ -7,38 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from classifiers import save_classifier
 from PIL import Image
 from typer.testing import CliRunner
 
-from jiio_cli.checkpoint import save_checkpoint, state_dict_to_tensors
 from jiio_cli.cli.app import app
-from jiio_cli.models import ClassifierConfig, DEQClassifier
 
 runner = CliRunner(env={"NO_COLOR": "1"})
 FAST = ["--iterations", "6", "--memory", "4", "--pgd-steps", "2", "--device", "cpu"]
 
 
-def _save_classifier(path: Path, num_classes: int = 10, size: int = 28) -> Path:
-    torch.manual_seed(0)
-    model = DEQClassifier(
-        ClassifierConfig(num_classes=num_classes, image_size=size, channels=8, groups=4)
-    )
-    save_checkpoint(
-        path,
-        {f"model.{k}": v for k, v in state_dict_to_tensors(model).items()},
-        task="adversarial",
-        model_kind="classifier",
-        model_config=model.config.to_dict(),
-        step=0,
-        metrics={},
-    )
-    return path
-
-
 @pytest.fixture
 def classifier(tmp_path: Path) -> Path:
-    return _save_classifier(tmp_path / "clf.safetensors")
+    return save_classifier(tmp_path / "clf.safetensors")
 
 
 def _labelled_folder(root: Path, classes: int, per_class: int, size: int = 20) -> Path:
@@ -109,7 +90,7 @@ def test_save_examples_writes_pngs_and_a_grid(classifier: Path, tmp_path: Path) 
 
 
 def test_labelled_folder_is_resized_to_the_model(tmp_path: Path) -> None:
-    clf = _save_classifier(tmp_path / "c3.safetensors", num_classes=3, size=16)
+    clf = save_classifier(tmp_path / "c3.safetensors", num_classes=3, size=16)
     data = _labelled_folder(tmp_path / "data", classes=3, per_class=2)
     result = runner.invoke(
         app, ["attack", "-c", str(clf), "--data", str(data), "--eps", "0.05", "--json", *FAST]
@@ -134,7 +115,7 @@ def test_generative_checkpoint_is_refused() -> None:
 
 
 def test_labels_out_of_range_and_empty_folder(tmp_path: Path) -> None:
-    clf = _save_classifier(tmp_path / "c3.safetensors", num_classes=3, size=16)
+    clf = save_classifier(tmp_path / "c3.safetensors", num_classes=3, size=16)
     data = _labelled_folder(tmp_path / "data", classes=5, per_class=1)
     result = runner.invoke(app, ["attack", "-c", str(clf), "--data", str(data), *FAST])
     assert result.exit_code == 2

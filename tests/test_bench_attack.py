@@ -1,0 +1,49 @@
+"""``jiio bench --task attack``: runs, and its numbers are internally consistent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from classifiers import save_classifier
+from typer.testing import CliRunner
+
+from jiio_cli.cli.app import app
+
+runner = CliRunner(env={"NO_COLOR": "1"})
+
+
+def test_attack_bench_json_is_consistent(tmp_path: Path) -> None:
+    clf = save_classifier(tmp_path / "clf.safetensors")
+    result = runner.invoke(
+        app,
+        [
+            *("bench", "--task", "attack", "-c", str(clf), "--batch-size", "4"),
+            *("--eps", "0.3", "--norm", "linf", "--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    speed = json.loads(result.stdout)["speed"]
+    assert speed["images"] == 4
+    for method in ("jiio", "pgd"):
+        rows = speed[method]
+        assert [r["budget"] for r in rows] == sorted(r["budget"] for r in rows)
+        for r in rows:
+            assert 0 <= r["robust_accuracy"] <= 1 and r["seconds"] > 0
+            assert r["f_evals"] >= r["iterations"]
+    assert speed["target_robust_accuracy"] == speed["pgd"][-1]["robust_accuracy"]
+
+    def reach(method: str) -> float | None:
+        hits = [
+            r["seconds"]
+            for r in speed[method]
+            if r["robust_accuracy"] <= speed["target_robust_accuracy"]
+        ]
+        return min(hits) if hits else None
+
+    assert speed["pgd_seconds_to_target"] == reach("pgd")
+    assert speed["jiio_seconds_to_target"] == reach("jiio")
+    if speed["ratio"] is not None:
+        expected = speed["pgd_seconds_to_target"] / speed["jiio_seconds_to_target"]
+        assert speed["ratio"] == pytest.approx(expected)
