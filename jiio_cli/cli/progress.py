@@ -11,6 +11,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 __all__ = ["batch_progress", "training_progress"]
 
+# (event key, label, format) of the numbers a training bar shows when a task reports them.
+_STEP_FIELDS = (
+    ("objective", "obj", ".4g"),
+    ("residual", "res", ".2g"),
+    ("eps", "eps", ".3g"),
+    ("adv_accuracy", "adv acc", ".3f"),
+)
+_EPOCH_FIELDS = (
+    ("heldout_psnr", "held-out PSNR (dB)", ".2f"),
+    ("heldout_clean_accuracy", "held-out clean acc", ".3f"),
+    ("heldout_robust_accuracy", "robust acc", ".3f"),
+)
+
 
 @contextmanager
 def training_progress(
@@ -18,8 +31,9 @@ def training_progress(
 ) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Yield a callback for :func:`jiio_cli.training.run_training` that drives a bar.
 
-    The bar shows epoch, batch, loss, the inner JIIO objective and residual, and after
-    each epoch the held-out PSNR.
+    The bar shows epoch, batch, loss and the task's step numbers (inner objective and
+    residual, or the budget and adversarial accuracy), and after each epoch the held-out
+    metric (PSNR, or clean and robust accuracy).
     """
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
@@ -39,20 +53,25 @@ def training_progress(
         def update(event: dict[str, Any]) -> None:
             nonlocal last_eval
             if event["event"] == "step":
-                info = (
-                    f"loss {event['loss']:.4g}  obj {event.get('objective', float('nan')):.4g}"
-                    f"  res {event.get('residual', float('nan')):.2g}  {last_eval}"
-                )
+                shown = [f"loss {event['loss']:.4g}"]
+                shown += [
+                    f"{label} {event[key]:{fmt}}"
+                    for key, label, fmt in _STEP_FIELDS
+                    if isinstance(event.get(key), float | int)
+                ]
                 bar.update(
                     task,
                     total=event["batches"],
                     completed=event["batch"],
                     epoch=event["epoch"] + 1,
-                    info=info,
+                    info="  ".join([*shown, last_eval]),
                 )
             else:
-                psnr = event.get("heldout_psnr")
-                last_eval = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else ""
+                last_eval = "  ".join(
+                    f"{label} {event[key]:{fmt}}"
+                    for key, label, fmt in _EPOCH_FIELDS
+                    if isinstance(event.get(key), float | int)
+                )
 
         yield update
 
