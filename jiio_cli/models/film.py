@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -142,6 +144,21 @@ class FiLMConvDEQCell(nn.Module):
         u = self._bound
         if u is None:
             raise RuntimeError("FiLMConvDEQCell: call bind(images) before evaluating the cell")
+        return self.apply_with(u, z, x)
+
+    def frozen(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """f(z, v) with the currently bound injection captured, independent of later binds.
+
+        Backward hooks (implicit differentiation) evaluate f after the forward pass is
+        over, when the cell may already be bound to other images or unbound.
+        """
+        u = self._bound
+        if u is None:
+            raise RuntimeError("FiLMConvDEQCell: call bind(images) before freezing the cell")
+        return functools.partial(self.apply_with, u)
+
+    def apply_with(self, u: Tensor, z: Tensor, x: Tensor) -> Tensor:
+        """f(z, v) for the injection u (shaped like z); see the class docstring."""
         if z.shape != u.shape:
             raise ValueError(
                 f"z has shape {tuple(z.shape)} but the bound images give {tuple(u.shape)}"

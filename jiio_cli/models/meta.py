@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,6 +31,10 @@ class MetaConfig(ModelConfig):
         groups: GroupNorm groups; must divide C.
         weight_norm: weight-normalise the cell's convs.
         stride: stride s ∈ {1, 2} of the image injection; z is ⌈S/s⌉×⌈S/s⌉ per image.
+        head_context: the context also carries a K×C offset of the read-out weights, so
+            v = [v_film (D); v_head (K·C)] and logits_k = (w_k + v_head,k) · φ(z) + b_k.
+            With it, adapting v fits a linear classifier on the DEQ features jointly
+            with the FiLM modulation; without it, v only modulates the cell.
     """
 
     context_dim: int = 64
@@ -40,6 +45,7 @@ class MetaConfig(ModelConfig):
     groups: int = 8
     weight_norm: bool = False
     stride: int = 2
+    head_context: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,6 +98,40 @@ class FiLMClassifier(DEQModel):
             weight_norm=config.weight_norm,
         )
         self.head = ClassifierHead(config.channels, config.ways, config.groups)
+
+    @property
+    def context_size(self) -> int:
+        """Size of the whole context v: D, plus K·C with ``head_context``."""
+        c = self.config
+        return c.context_dim + (c.ways * c.channels if c.head_context else 0)
+
+    def film_context(self, v: Tensor) -> Tensor:
+        """The part (B, D) of v (B, context_size) that modulates the cell."""
+        return v[:, : self.config.context_dim]
+
+    def context_cell(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """f(z, v) of the bound images for the whole context v (B, context_size).
+
+        The bound injection is captured (see
+        :meth:`~jiio_cli.models.film.FiLMConvDEQCell.frozen`), so the map stays valid
+        after the model is bound to other images.
+        """
+        frozen = self.cell.frozen()
+        return lambda z, v: frozen(z, self.film_context(v))
+
+    def logits(self, z: Tensor, v: Tensor, ways: int | None = None) -> Tensor:
+        """Logits (B, n, N) of task states z (B, n, C, H, W) under contexts v (B, context_size).
+
+        N = ``ways`` ≤ K takes the first N of the K outputs (default K).
+        """
+        c = self.config
+        ways = c.ways if ways is None else ways
+        features = self.head.features(z)  # (B, n, C)
+        logits = self.head.linear(features)
+        if c.head_context:
+            offset = v[:, c.context_dim :].view(v.shape[0], c.ways, c.channels)
+            logits = logits + features @ offset.transpose(1, 2)
+        return logits[..., :ways]
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell:
         """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell."""

@@ -1,0 +1,327 @@
+"""Few-shot adaptation of a FiLM-conditioned DEQ: the inner problem, predictions, meta-loss.
+
+A task (episode) has N classes, support images with labels and query images. The model
+(:class:`~jiio_cli.models.FiLMClassifier`) sees each task as one row of n images sharing a
+context vector v ∈ ℝᴰ (PAPER.md §5). Adaptation fits v on the support set:
+
+    v* = argmin_v  (1/n) Σ_i CE(h(z*_i)[:N], y_i) + λ · mean(v²),   z*_i = f(z*_i, v; image_i)
+
+by JIIO (or, as the baseline, by Adam on v with a full forward and adjoint solve per step).
+Logits are the first N of the head's K ≥ N outputs, so one model serves N ≤ K ways.
+Queries are then classified by solving their DEQ at v*.
+
+Meta-training minimises L_q = CE(query) at v*. Its gradient has two parts:
+
+* through the query fixed point, by implicit differentiation (PAPER.md §4) at v*, whose
+  adjoint solve is warm-started from JIIO's support adjoint μ*: query image j of class k
+  starts from the mean μ* of the support images of class k, rescaled by the least-squares
+  factor of :func:`~jiio_cli.engine.implicit_fixed_point`;
+* through v*(θ) (optional, ``hyper_step`` η > 0): dv*/dθ = −H⁻¹ ∂g/∂θ with g the support
+  gradient in v, approximated by −η ∂g/∂θ (see :func:`support_gradient`). With η = 0 this
+  is the first-order meta-gradient, which cannot teach the FiLM map to make v matter when
+  v* starts near 0 (its gradient is proportional to v*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jiio_cli.engine import (
+    InputOptResult,
+    InputProblem,
+    JIIOConfig,
+    NaiveConfig,
+    SolverConfig,
+    StepSchedule,
+    forward_solve,
+    implicit_fixed_point,
+    jacobian_penalty,
+    jiio_solve,
+    naive_solve,
+)
+from jiio_cli.models import FiLMClassifier
+
+__all__ = [
+    "AdaptSettings",
+    "MetaLoss",
+    "adapt_context",
+    "centroid_predictions",
+    "class_matched_warm_start",
+    "meta_loss",
+    "query_logits",
+    "support_gradient",
+    "support_objective",
+]
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How the context v is fitted on a support set.
+
+    Attributes:
+        method: ``jiio`` or ``naive`` (Adam on v, full solves per step).
+        context_weight: λ of the penalty λ·mean(v²).
+        jiio: settings of :func:`~jiio_cli.engine.jiio_solve`.
+        naive: settings of :func:`~jiio_cli.engine.naive_solve`.
+        forward: solver of the query fixed points at v*.
+    """
+
+    method: Literal["jiio", "naive"] = "jiio"
+    context_weight: float = 1.0
+    jiio: JIIOConfig = field(
+        default_factory=lambda: JIIOConfig(
+            alpha_x=StepSchedule(1.0, 0.5),
+            solver=SolverConfig(memory=10, max_iter=40, tol=1e-4),
+            refine=SolverConfig(memory=5, max_iter=30, tol=1e-4),
+        )
+    )
+    naive: NaiveConfig = field(
+        default_factory=lambda: NaiveConfig(
+            method="adam",
+            steps=20,
+            lr=0.1,
+            forward=SolverConfig(memory=5, max_iter=30, tol=1e-4),
+            adjoint=SolverConfig(memory=5, max_iter=30, tol=1e-4),
+        )
+    )
+    forward: SolverConfig = field(
+        default_factory=lambda: SolverConfig(memory=5, max_iter=40, tol=1e-4)
+    )
+
+
+def support_objective(
+    model: FiLMClassifier, labels: Tensor, ways: int, context_weight: float
+):  # -> Objective
+    """ℓ(z, v) = mean_i CE(h(z_i)[:N], y_i) + λ mean(v²) per task row, (B,).
+
+    Args:
+        model: the meta-model (its head gives the logits).
+        labels: (B, n) support labels in 0..N−1.
+        ways: N.
+        context_weight: λ.
+    """
+
+    def objective(z: Tensor, v: Tensor) -> Tensor:
+        logits = model.logits(z, v, ways)
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        return ce.view(labels.shape).mean(dim=1) + context_weight * v.pow(2).mean(dim=1)
+
+    return objective
+
+
+def adapt_context(
+    model: FiLMClassifier,
+    support: Tensor,
+    labels: Tensor,
+    ways: int,
+    settings: AdaptSettings,
+    method: Literal["jiio", "naive"] | None = None,
+) -> InputOptResult:
+    """Fit v on each task's support set; the result's ``x`` is v* (B, D).
+
+    Args:
+        model: the meta-model.
+        support: (B, n, c, S, S) support images.
+        labels: (B, n) their labels in 0..N−1.
+        ways: N.
+        settings: step sizes, budgets and λ.
+        method: overrides ``settings.method``.
+    """
+    with torch.no_grad():
+        model.bind(support)
+        cell = model.context_cell()
+    batch = support.shape[0]
+    problem = InputProblem(
+        cell,
+        support_objective(model, labels, ways, settings.context_weight),
+        z0=model.init_state(batch),
+        x0=support.new_zeros(batch, model.context_size),
+    )
+    try:
+        if (method or settings.method) == "jiio":
+            return jiio_solve(problem, settings.jiio)
+        return naive_solve(problem, settings.naive)
+    finally:
+        model.unbind()
+
+
+def query_states(
+    model: FiLMClassifier, images: Tensor, context: Tensor, solver: SolverConfig
+) -> Tensor:
+    """Fixed points z* (B, m, C, H, W) of images (B, m, c, S, S) at contexts (B, D)."""
+    with torch.no_grad():
+        model.bind(images)
+        try:
+            cell = model.context_cell()
+            return forward_solve(cell, context, model.init_state(images.shape[0]), solver).z
+        finally:
+            model.unbind()
+
+
+def query_logits(
+    model: FiLMClassifier, images: Tensor, context: Tensor, ways: int, solver: SolverConfig
+) -> Tensor:
+    """Logits (B, m, N) of images (B, m, c, S, S) at the adapted contexts (B, D)."""
+    with torch.no_grad():
+        return model.logits(query_states(model, images, context, solver), context, ways)
+
+
+def centroid_predictions(
+    model: FiLMClassifier,
+    support: Tensor,
+    labels: Tensor,
+    query: Tensor,
+    ways: int,
+    solver: SolverConfig,
+) -> Tensor:
+    """The no-adaptation baseline: nearest class centroid of the DEQ features at v = 0.
+
+    Features are the head's pooled features (B, n, C) of the fixed points at v = 0; each
+    query is given the class whose mean support feature is nearest in Euclidean distance.
+
+    Returns:
+        Predicted labels (B, m).
+    """
+    zero = support.new_zeros(support.shape[0], model.context_size)
+    with torch.no_grad():
+        fs = model.features(query_states(model, support, zero, solver))
+        fq = model.features(query_states(model, query, zero, solver))
+        onehot = F.one_hot(labels, ways).to(fs.dtype)  # (B, n, N)
+        centroids = onehot.transpose(1, 2) @ fs / onehot.sum(1).clamp_min(1)[..., None]
+        return torch.cdist(fq, centroids).argmin(dim=-1)
+
+
+def class_matched_warm_start(
+    mu: Tensor, support_labels: Tensor, query_labels: Tensor, ways: int
+) -> Tensor:
+    """Warm start of the query adjoint: per query, the mean support μ* of its class.
+
+    Args:
+        mu: support adjoint (B, n, *s) from JIIO.
+        support_labels: (B, n); query_labels: (B, m).
+
+    Returns:
+        (B, m, *s).
+    """
+    flat = mu.flatten(2)
+    onehot = F.one_hot(support_labels, ways).to(mu.dtype)  # (B, n, N)
+    per_class = onehot.transpose(1, 2) @ flat / onehot.sum(1).clamp_min(1)[..., None]
+    picked = torch.gather(per_class, 1, query_labels[..., None].expand(-1, -1, flat.shape[-1]))
+    return picked.view(*query_labels.shape, *mu.shape[2:])
+
+
+def support_gradient(
+    model: FiLMClassifier,
+    support: Tensor,
+    labels: Tensor,
+    ways: int,
+    settings: AdaptSettings,
+    inner: InputOptResult,
+) -> Tensor:
+    """∇_v of the support Lagrangian at JIIO's (z*, v*, μ*), differentiable w.r.t. θ, (B, D).
+
+    g(θ) = ∇_v ℓ(z*, v*) + (∂f/∂v)ᵀ μ* with z*, v*, μ* held constant. At the inner optimum
+    g = 0; its θ-derivative is what carries the dependence of v* on θ: by the implicit
+    function theorem dv*/dθ = −H⁻¹ ∂g/∂θ (H the reduced Hessian in v), which the meta-loss
+    approximates by the first Neumann term −η ∂g/∂θ (H⁻¹ ≈ η I, as one unrolled gradient
+    step of size η would give).
+    """
+    model.bind(support)
+    try:
+        cell = model.context_cell()
+        z = inner.z.detach()
+        v = inner.x.detach().requires_grad_(True)
+        objective = support_objective(model, labels, ways, settings.context_weight)
+        lagrangian = objective(z, v).sum() + (inner.mu.detach() * cell(z, v)).sum()
+        (g,) = torch.autograd.grad(lagrangian, v, create_graph=True)
+    finally:
+        model.unbind()
+    return g
+
+
+@dataclass
+class MetaLoss:
+    """One meta-training step's loss and what it measured.
+
+    Attributes:
+        loss: CE(query) + Jacobian weight · penalty, differentiable w.r.t. θ.
+        query_ce: the query cross-entropy alone (float).
+        query_accuracy: fraction of queries classified right at v* (float).
+        inner: the support solve.
+    """
+
+    loss: Tensor
+    query_ce: float
+    query_accuracy: float
+    inner: InputOptResult
+
+
+def meta_loss(
+    model: FiLMClassifier,
+    support: Tensor,
+    support_labels: Tensor,
+    query: Tensor,
+    query_labels: Tensor,
+    ways: int,
+    settings: AdaptSettings,
+    *,
+    hyper_step: float = 0.0,
+    jacobian_weight: float = 0.0,
+    adjoint: SolverConfig | None = None,
+    generator: torch.Generator | None = None,
+    warm_start: bool = True,
+) -> MetaLoss:
+    """The outer loss of one batch of tasks (see the module docstring for the gradient).
+
+    Args:
+        model: the meta-model being trained.
+        support, support_labels, query, query_labels: the episodes, (B, n, c, S, S),
+            (B, n), (B, m, c, S, S), (B, m).
+        ways: N.
+        settings: the inner solve.
+        hyper_step: η of the Neumann term of the hypergradient (0: first order only).
+        jacobian_weight: weight of the Hutchinson estimate of ‖∂f/∂z‖²_F at the query
+            fixed points.
+        adjoint: solver of the implicit backward pass.
+        generator: source of the Hutchinson probes.
+        warm_start: start the backward solve from the class-matched support μ*.
+    """
+    inner = adapt_context(model, support, support_labels, ways, settings)
+    context = inner.x.detach()
+    if hyper_step > 0:
+        g = support_gradient(model, support, support_labels, ways, settings, inner)
+        # Value v*, derivative −η ∂g/∂θ: the first Neumann term of −H⁻¹ ∂²J/∂v∂θ.
+        context = context - hyper_step * (g - g.detach())
+    z_star = query_states(model, query, context, settings.forward)
+    # Bound with autograd (the outer loss trains the image injection too) and frozen, because
+    # the implicit backward evaluates f after this function has returned.
+    model.bind(query)
+    cell = model.context_cell()
+    model.unbind()
+    start = (
+        class_matched_warm_start(inner.mu, support_labels, query_labels, ways)
+        if warm_start
+        else None
+    )
+    z = implicit_fixed_point(
+        cell,
+        z_star,
+        context,
+        adjoint or SolverConfig(memory=5, max_iter=30, tol=1e-4),
+        warm_start=start,
+    )
+    logits = model.logits(z, context, ways)
+    ce = F.cross_entropy(logits.flatten(0, 1), query_labels.flatten())
+    loss = ce
+    if jacobian_weight > 0:
+        loss = (
+            loss
+            + jacobian_weight * jacobian_penalty(cell, z_star, context, generator=generator).mean()
+        )
+    accuracy = float((logits.argmax(-1) == query_labels).float().mean())
+    return MetaLoss(loss, float(ce.detach()), accuracy, inner)

@@ -1,0 +1,236 @@
+"""The few-shot task: support objective, adaptation, baselines and the meta-gradient.
+
+The meta-gradient checks run in float64 on a tiny model with tight solver tolerances and
+compare directional derivatives against central finite differences of the query loss
+with every fixed point re-solved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
+from jiio_cli.models import FiLMClassifier, MetaConfig
+from jiio_cli.tasks.meta import (
+    AdaptSettings,
+    adapt_context,
+    centroid_predictions,
+    class_matched_warm_start,
+    meta_loss,
+    query_logits,
+    query_states,
+    support_gradient,
+    support_objective,
+)
+
+TINY = MetaConfig(context_dim=4, ways=3, channels=8, image_size=6, groups=2, head_context=True)
+TIGHT = SolverConfig(memory=8, max_iter=300, tol=1e-11)
+
+
+def _seed() -> int:
+    return int(torch.randint(0, 2**31 - 1, (1,)))
+
+
+def _episode(g: torch.Generator, batch: int = 2, n: int = 3, m: int = 6, ways: int = 3):
+    support = torch.rand(batch, n, 1, 6, 6, generator=g, dtype=torch.float64)
+    query = torch.rand(batch, m, 1, 6, 6, generator=g, dtype=torch.float64)
+    s_labels = torch.arange(n).remainder(ways).repeat(batch, 1)
+    q_labels = torch.randint(0, ways, (batch, m), generator=g)
+    return support, s_labels, query, q_labels
+
+
+def _tiny_model(seed: int) -> FiLMClassifier:
+    torch.manual_seed(seed)
+    model = FiLMClassifier(TINY).double()
+    # A larger FiLM map than at initialisation, so the context path carries signal.
+    with torch.no_grad():
+        model.cell.film.weight.mul_(5)
+    return model
+
+
+def _settings() -> AdaptSettings:
+    return AdaptSettings(
+        context_weight=5.0,
+        jiio=JIIOConfig(
+            alpha_x=StepSchedule(1.0),
+            solver=SolverConfig(memory=5, max_iter=300, tol=1e-7),
+            refine=TIGHT,
+        ),
+        forward=TIGHT,
+    )
+
+
+def test_support_objective_is_mean_ce_plus_context_penalty() -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed())
+    support, labels, _, _ = _episode(g)
+    v = torch.randn(2, model.context_size, generator=g, dtype=torch.float64)
+    z = query_states(model, support, v, TIGHT)
+    value = support_objective(model, labels, 3, 5.0)(z, v)
+    logits = model.logits(z, v, 3)
+    expected = torch.stack(
+        [F.cross_entropy(logits[b], labels[b]) + 5.0 * v[b].pow(2).mean() for b in range(2)]
+    )
+    torch.testing.assert_close(value, expected)
+
+
+def test_head_context_offsets_the_readout_weights() -> None:
+    model = _tiny_model(_seed())
+    z = torch.randn(2, 5, 8, 3, 3, dtype=torch.float64)
+    v = torch.randn(2, model.context_size, dtype=torch.float64)
+    features = model.features(z)  # (2, 5, C)
+    offset = v[:, 4:].view(2, 3, 8)
+    expected = model.head.linear(features) + torch.einsum("bnc,bkc->bnk", features, offset)
+    torch.testing.assert_close(model.logits(z, v), expected)
+    torch.testing.assert_close(model.logits(z, v, 2), expected[..., :2])
+
+
+def test_jiio_adaptation_reaches_a_stationary_context_and_beats_v0() -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed())
+    support, labels, _, _ = _episode(g, batch=4)
+    objective = support_objective(model, labels, 3, 5.0)
+    result = adapt_context(model, support, labels, 3, _settings())
+    zero = torch.zeros(4, model.context_size, dtype=torch.float64)
+    start = objective(query_states(model, support, zero, TIGHT), zero)
+    assert (result.objective < start - 1e-4).all()
+    # The augmented map does not converge on every random tiny model (a saddle-point
+    # iteration); where it reports convergence, the reduced gradient must vanish.
+    done = result.converged
+    assert done.any(), result.residual_x
+    v = result.x
+    h = 1e-5
+    for i in range(0, model.context_size, 5):
+        e = torch.zeros_like(v)
+        e[:, i] = h
+        up = objective(query_states(model, support, v + e, TIGHT), v + e)
+        down = objective(query_states(model, support, v - e, TIGHT), v - e)
+        assert ((up - down) / (2 * h))[done].abs().max() < 1e-5
+
+
+def test_naive_adaptation_solves_the_same_problem() -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed())
+    support, labels, _, _ = _episode(g, batch=4)
+    settings = dataclasses.replace(
+        _settings(),
+        naive=NaiveConfig(method="adam", steps=300, lr=0.05, forward=TIGHT, adjoint=TIGHT),
+    )
+    jiio = adapt_context(model, support, labels, 3, settings)
+    naive = adapt_context(model, support, labels, 3, settings, method="naive")
+    # Both minimise one smooth objective from v = 0: where JIIO converged they agree.
+    done = jiio.converged
+    assert done.any()
+    torch.testing.assert_close(naive.objective[done], jiio.objective[done], atol=1e-4, rtol=0)
+
+
+def test_class_matched_warm_start_picks_the_class_mean() -> None:
+    mu = torch.randn(2, 4, 3, 2, 2)
+    s_labels = torch.tensor([[0, 1, 0, 1], [1, 1, 0, 0]])
+    q_labels = torch.tensor([[1, 0, 1], [0, 0, 1]])
+    start = class_matched_warm_start(mu, s_labels, q_labels, 2)
+    assert start.shape == (2, 3, 3, 2, 2)
+    torch.testing.assert_close(start[0, 0], (mu[0, 1] + mu[0, 3]) / 2)
+    torch.testing.assert_close(start[1, 2], (mu[1, 0] + mu[1, 1]) / 2)
+
+
+def test_centroid_baseline_matches_a_direct_computation() -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed())
+    support, labels, query, _ = _episode(g, n=6)
+    predicted = centroid_predictions(model, support, labels, query, 3, TIGHT)
+    zero = torch.zeros(2, model.context_size, dtype=torch.float64)
+    fs = model.features(query_states(model, support, zero, TIGHT))
+    fq = model.features(query_states(model, query, zero, TIGHT))
+    for b in range(2):
+        centroids = torch.stack([fs[b][labels[b] == k].mean(0) for k in range(3)])
+        distances = ((fq[b][:, None] - centroids[None]) ** 2).sum(-1)
+        assert torch.equal(predicted[b], distances.argmin(-1))
+
+
+def _query_loss(model: FiLMClassifier, query: Tensor, labels: Tensor, v: Tensor) -> float:
+    logits = query_logits(model, query, v, 3, TIGHT)
+    return float(F.cross_entropy(logits.flatten(0, 1), labels.flatten()))
+
+
+def _perturbed(model: FiLMClassifier, direction: list[Tensor], eps: float) -> FiLMClassifier:
+    clone = FiLMClassifier(TINY).double()
+    clone.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p, d in zip(clone.parameters(), direction, strict=True):
+            p.add_(eps * d)
+    return clone
+
+
+def _central_differences(loss_at: Callable[[float], float], analytic: float) -> float:
+    """Central differences at steps 1e-6 and 1e-7; the one nearer the analytic value.
+
+    The ReLUs make the loss only piecewise smooth: a step that crosses a kink of one unit
+    is off by O(1) of that unit's share, however small the step. Two steps rarely both cross
+    one, and a wrong analytic gradient matches neither.
+    """
+    values = [(loss_at(eps) - loss_at(-eps)) / (2 * eps) for eps in (1e-6, 1e-7)]
+    return min(values, key=lambda value: abs(value - analytic))
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_first_order_meta_gradient_matches_finite_differences(warm_start: bool) -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed())
+    support, s_labels, query, q_labels = _episode(g)
+    settings = _settings()
+    out = meta_loss(
+        model, support, s_labels, query, q_labels, 3, settings, adjoint=TIGHT, warm_start=warm_start
+    )
+    out.loss.backward()
+    v_star = out.inner.x
+    direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in model.parameters()]
+    analytic = sum(
+        float((p.grad * d).sum()) for p, d in zip(model.parameters(), direction, strict=True)
+    )
+    numeric = _central_differences(
+        lambda eps: _query_loss(_perturbed(model, direction, eps), query, q_labels, v_star),
+        analytic,
+    )
+    assert abs(analytic - numeric) <= 1e-6 + 1e-4 * abs(numeric), (analytic, numeric)
+
+
+def test_hypergradient_term_matches_finite_differences() -> None:
+    """With η > 0 the gradient is that of L_q(θ, v* − η (g(θ) − g(θ₀))), z*, μ* of θ₀ fixed."""
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed())
+    support, s_labels, query, q_labels = _episode(g)
+    settings = _settings()
+    eta = 3.0
+    out = meta_loss(
+        model, support, s_labels, query, q_labels, 3, settings, hyper_step=eta, adjoint=TIGHT
+    )
+    out.loss.backward()
+    inner = out.inner
+    g0 = support_gradient(model, support, s_labels, 3, settings, inner).detach()
+    direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in model.parameters()]
+    analytic = sum(
+        float((p.grad * d).sum()) for p, d in zip(model.parameters(), direction, strict=True)
+    )
+
+    def loss_at(eps: float) -> float:
+        m = _perturbed(model, direction, eps)
+        with torch.enable_grad():
+            gp = support_gradient(m, support, s_labels, 3, settings, inner).detach()
+        return _query_loss(m, query, q_labels, inner.x - eta * (gp - g0))
+
+    numeric = _central_differences(loss_at, analytic)
+    assert abs(analytic - numeric) <= 1e-6 + 1e-4 * abs(numeric), (analytic, numeric)
+    # The term matters: the first-order gradient differs.
+    model.zero_grad()
+    meta_loss(model, support, s_labels, query, q_labels, 3, settings, adjoint=TIGHT).loss.backward()
+    first = sum(
+        float((p.grad * d).sum()) for p, d in zip(model.parameters(), direction, strict=True)
+    )
+    assert abs(first - numeric) > 1e-4
