@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from meta_models import write_meta_folders
 from PIL import Image
 
 from jiio_cli.checkpoint import save_checkpoint
@@ -48,6 +49,7 @@ def prepare(tmp: Path) -> None:
         metrics={},
     )
     (tmp / "empty").mkdir(exist_ok=True)
+    write_meta_folders(tmp)
 
 
 def _rec(*args: str) -> Callable[[Path], list[str]]:
@@ -55,6 +57,17 @@ def _rec(*args: str) -> Callable[[Path], list[str]]:
     return lambda t: [
         "reconstruct",
         *(a.replace("{t}", str(t)).replace("{digit}", digit) for a in args),
+        "--device",
+        "cpu",
+    ]
+
+
+def _adapt(*args: str) -> Callable[[Path], list[str]]:
+    return lambda t: [
+        "adapt",
+        "-c",
+        str(t / "meta.safetensors"),
+        *(a.replace("{t}", str(t)) for a in args),
         "--device",
         "cpu",
     ]
@@ -110,4 +123,25 @@ CASES: list[BadInput] = [
         lambda t: ["sample", "-c", str(t / "classifier.safetensors"), "--device", "cpu"],
         2,
     ),
+    BadInput(
+        "adapt: a support class with no images",
+        _adapt("--support", "{t}/support_empty_class", "--query", "{t}/query_empty"),
+        2,
+    ),
+    BadInput(
+        "adapt: support images of mixed sizes",
+        _adapt("--support", "{t}/support_mixed", "--query", "{t}/query_empty"),
+        2,
+    ),
+    BadInput(
+        "adapt: empty query folder",
+        _adapt("--support", "{t}/support_good", "--query", "{t}/query_empty"),
+        2,
+    ),
+    BadInput("adapt: more ways than classes", _adapt("--episodes", "5", "--ways", "300"), 2),
+    BadInput("adapt: neither folders nor --episodes", _adapt(), 2),
+    BadInput(
+        "train: meta with more ways than classes", _train("--task", "meta", "--ways", "900"), 2
+    ),
+    BadInput("train: meta with a malformed --ways", _train("--task", "meta", "--ways", "5,x"), 2),
 ]

@@ -48,10 +48,8 @@ def test_version() -> None:
 
 UNBUILT = [
     (["attack"], "adversarial"),
-    (["adapt"], "adaptation"),
     (["bench", "--task", "attack"], "attack benchmark"),
     (["train", "--task", "adversarial"], "adversarial"),
-    (["train", "--task", "meta"], "meta"),
 ]
 
 

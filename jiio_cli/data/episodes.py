@@ -38,6 +38,7 @@ __all__ = [
     "load_class_folders",
     "load_glyph_pool",
     "load_omniglot_folder",
+    "load_query_folder",
     "pool_from_glyphs",
     "sample_episodes",
 ]
@@ -146,18 +147,19 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
+def _wxh(img: Tensor) -> str:
+    return f"{img.shape[-1]}x{img.shape[-2]}"
+
+
 def _read_same_size(files: list[Path], what: str) -> list[Tensor]:
     """Read greyscale images and insist that all have one size (one line if not)."""
     images = [read_image(p, channels=1)[0] for p in files]
     sizes = {tuple(x.shape[-2:]) for x in images}
     if len(sizes) > 1:
-        first = files[0]
-        odd = next(p for p, x in zip(files, images, strict=True) if x.shape != images[0].shape)
+        k = next(i for i, x in enumerate(images) if x.shape[-2:] != images[0].shape[-2:])
         raise UsageError(
-            f"{what} mixes image sizes: {first.name} is {images[0].shape[-1]}x"
-            f"{images[0].shape[-2]} but {odd} is "
-            f"{images[files.index(odd)].shape[-1]}x{images[files.index(odd)].shape[-2]}; "
-            "give images of one size"
+            f"{what} mixes image sizes: {files[0]} is {_wxh(images[0])} but {files[k]} is "
+            f"{_wxh(images[k])}; give images of one size"
         )
     return images
 
@@ -202,6 +204,34 @@ def load_class_folders(
         start += len(files[f])
         out.append(resize_image(_ink_on_blank(batch), image_size).clamp(0, 1))
     return ClassPool(tuple(out), tuple(f.name for f in folders), tuple(root.name for _ in folders))
+
+
+def load_query_folder(root: Path, image_size: int) -> tuple[Tensor, list[Path], list[str] | None]:
+    """Query images: directly in ``root`` (unlabelled) or in one subfolder per class.
+
+    Returns:
+        images (m, 1, S, S) ink-on-blank, their files, and per image its class folder's
+        name (None when the images are not in class folders).
+
+    Raises:
+        UsageError: missing folder, no image, images of mixed sizes.
+    """
+    if not root.is_dir():
+        raise UsageError(f"query folder {root} does not exist or is not a folder")
+    direct = _image_files(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    labelled = [(f, p) for f in folders for p in _image_files(f)]
+    if direct and labelled:
+        raise UsageError(
+            f"query folder {root} mixes loose images and class subfolders; use one or the other"
+        )
+    if not direct and not labelled:
+        raise UsageError(f"query folder {root} is empty; add the images to classify")
+    files = direct or [p for _, p in labelled]
+    names = None if direct else [f.name for f, _ in labelled]
+    images = torch.stack(_read_same_size(files, f"query folder {root}"))
+    images = torch.stack([_ink_on_blank(x) for x in images])
+    return resize_image(images, image_size).clamp(0, 1), files, names
 
 
 def load_omniglot_folder(root: Path, image_size: int) -> ClassPool:

@@ -176,7 +176,7 @@ def train_meta(
     model = FiLMClassifier(spec.model).to(device)
     train_pool, val_pool = training_pools(spec)
     for ways in spec.ways:
-        check_episode_shape(train_pool, ways, spec.shots, spec.queries, "the training classes")
+        check_episode_shape(train_pool, ways, spec.shots, spec.queries, "the meta-training split")
     settings = adapt_settings(spec)
 
     def step_fn(_indices: torch.Tensor, step: int, generator: torch.Generator) -> StepOutcome:

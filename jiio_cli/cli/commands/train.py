@@ -19,7 +19,7 @@ from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
-from jiio_cli.errors import NotBuiltError, UsageError
+from jiio_cli.errors import UsageError
 from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.corruption import Corruption
 from jiio_cli.training import TrainConfig, checkpoint_paths
@@ -120,6 +120,21 @@ def train(
         int, typer.Option(help="adversarial: epochs over which eps ramps up from 0.")
     ] = 1,
     num_classes: Annotated[int, typer.Option(help="adversarial: number of classes.")] = 10,
+    # --- meta (few-shot) training options: see jiio_cli/cli/commands/train_meta.py ---
+    dataset: Annotated[
+        str, typer.Option(help="meta: glyphs (shipped), omniglot (--data) or sinusoid.")
+    ] = "glyphs",
+    ways: Annotated[str, typer.Option(help="meta: classes per episode, e.g. 5 or 5,20.")] = "5",
+    shots: Annotated[int, typer.Option(help="meta: support images per class.")] = 1,
+    queries: Annotated[int, typer.Option(help="meta: query images per class.")] = 3,
+    tasks_per_step: Annotated[int, typer.Option(help="meta: episodes per update.")] = 8,
+    episodes_per_epoch: Annotated[int, typer.Option(help="meta: episodes per epoch.")] = 400,
+    context_dim: Annotated[int, typer.Option(help="meta: size of the FiLM context.")] = 64,
+    naive_steps: Annotated[int, typer.Option(help="meta: Adam steps with --inner naive.")] = 10,
+    hyper_step: Annotated[
+        float, typer.Option(help="meta: step η of the hypergradient through v* (0: first order).")
+    ] = 10.0,
+    # --- end of meta options ---
     nproc: Annotated[
         int | None,
         typer.Option(help="Train on N processes on this machine (runs torchrun for you)."),
@@ -170,7 +185,31 @@ def train(
             train_adversarial.run(adversarial_opts, common, data, out, resume)
             return
         if task == Task.meta:
-            raise NotBuiltError("train", f"{task.value}")
+            from jiio_cli.cli.commands import train_meta
+
+            if inner == Inner.pgd:
+                raise UsageError("--task meta takes --inner jiio or --inner naive")
+            meta_opts = train_meta.MetaTrainOptions(
+                dataset=dataset,
+                ways=ways,
+                shots=shots,
+                queries=queries,
+                epochs=epochs,
+                batch_size=tasks_per_step,
+                episodes_per_epoch=episodes_per_epoch,
+                lr=lr,
+                image_size=image_size,
+                width=width,
+                context_dim=context_dim,
+                inner=inner.value,
+                inner_iters=inner_iters if inner_iters is not None else 30,
+                naive_steps=naive_steps,
+                hyper_step=hyper_step,
+                jac_weight=jac_weight,
+                save_every=save_every,
+            )
+            train_meta.run(meta_opts, common, data, out, resume)
+            return
         if inner == Inner.pgd:
             raise UsageError("--inner pgd is for --task adversarial; use jiio or naive")
         opts = InverseTrainOptions(

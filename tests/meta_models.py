@@ -1,0 +1,51 @@
+"""A small meta-model checkpoint for tests (adaptation works on any weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from jiio_cli.checkpoint import save_checkpoint
+from jiio_cli.models import FiLMClassifier, MetaConfig
+from jiio_cli.tasks.meta_training import MetaTrainSpec
+from jiio_cli.training import TrainConfig
+
+
+def save_tiny_meta_model(path: Path) -> None:
+    """An untrained 5-way meta-model on 12×12 images, saved like ``jiio train`` does."""
+    config = MetaConfig(context_dim=8, ways=5, channels=8, image_size=12, head_context=True)
+    torch.manual_seed(0)
+    model = FiLMClassifier(config)
+    spec = MetaTrainSpec(model=config, loop=TrainConfig(), inner_iters=10)
+    save_checkpoint(
+        path,
+        {f"model.{k}": v for k, v in model.state_dict().items()},
+        task="meta",
+        model_kind="meta",
+        model_config=config.to_dict(),
+        step=0,
+        metrics={},
+        training_config=spec.to_json(),
+    )
+
+
+def write_meta_folders(tmp: Path) -> None:
+    """Broken few-shot folders: an empty class, mixed image sizes, an empty query folder."""
+    save_tiny_meta_model(tmp / "meta.safetensors")
+    for name, sizes in (
+        ("support_empty_class", [(20, 20), None]),
+        ("support_mixed", [(20, 20), (24, 20)]),
+    ):
+        for k, size in enumerate(sizes):
+            folder = tmp / name / f"class_{k}"
+            folder.mkdir(parents=True, exist_ok=True)
+            if size is not None:
+                Image.fromarray(np.zeros(size, np.uint8)).save(folder / "0.png")
+    good = tmp / "support_good"
+    for k in range(2):
+        (good / f"class_{k}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 20), 40 * k, np.uint8)).save(good / f"class_{k}" / "0.png")
+    (tmp / "query_empty").mkdir(exist_ok=True)
