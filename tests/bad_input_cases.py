@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from classifiers import save_classifier
 from meta_models import write_meta_folders
 from PIL import Image
 
@@ -50,6 +51,15 @@ def prepare(tmp: Path) -> None:
     )
     (tmp / "empty").mkdir(exist_ok=True)
     write_meta_folders(tmp)
+    save_classifier(tmp / "small_classifier.safetensors")
+    (tmp / "flat").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp / "flat" / "a.png")
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp / "labels_12.npz",
+        images=rng.integers(0, 256, (4, 28, 28), np.uint8),
+        labels=np.array([0, 3, 12, 1]),
+    )
 
 
 def _rec(*args: str) -> Callable[[Path], list[str]]:
@@ -57,6 +67,17 @@ def _rec(*args: str) -> Callable[[Path], list[str]]:
     return lambda t: [
         "reconstruct",
         *(a.replace("{t}", str(t)).replace("{digit}", digit) for a in args),
+        "--device",
+        "cpu",
+    ]
+
+
+def _attack(*args: str) -> Callable[[Path], list[str]]:
+    return lambda t: [
+        "attack",
+        "-c",
+        str(t / "small_classifier.safetensors"),
+        *(a.replace("{t}", str(t)) for a in args),
         "--device",
         "cpu",
     ]
@@ -118,6 +139,27 @@ CASES: list[BadInput] = [
     BadInput("train: zero epochs", _train("--epochs", "0"), 2),
     BadInput("train: --resume with nothing to resume", _train("--resume", "--out", "{t}/none"), 2),
     BadInput("train: negative --seed", _train("--seed", "-1"), 2),
+    BadInput("attack: --eps divides by zero", _attack("--eps", "8/0"), 2),
+    BadInput("attack: negative --eps", _attack("--eps", "-1"), 2),
+    BadInput("attack: --eps not a number", _attack("--eps", "abc"), 2),
+    BadInput("attack: L∞ --eps above 1", _attack("--eps", "2", "--norm", "linf"), 2),
+    BadInput("attack: unknown --norm", _attack("--norm", "l3"), 2),
+    BadInput(
+        "attack: generative checkpoint",
+        lambda t: ["attack", "-c", str(MODEL), "--device", "cpu"],
+        2,
+    ),
+    BadInput("attack: labels beyond the classes", _attack("--data", "{t}/labels_12.npz"), 2),
+    BadInput("attack: empty data folder", _attack("--data", "{t}/empty"), 2),
+    BadInput("attack: unlabelled images", _attack("--data", "{t}/flat"), 2),
+    BadInput(
+        "train: adversarial with --inner naive",
+        _train("--task", "adversarial", "--inner", "naive"),
+        2,
+    ),
+    BadInput(
+        "train: adversarial with a bad --eps", _train("--task", "adversarial", "--eps", "1/0"), 2
+    ),
     BadInput(
         "sample: checkpoint of another task",
         lambda t: ["sample", "-c", str(t / "classifier.safetensors"), "--device", "cpu"],

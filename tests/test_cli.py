@@ -47,9 +47,6 @@ def test_version() -> None:
 
 
 UNBUILT = [
-    (["attack"], "adversarial"),
-    (["bench", "--task", "attack"], "attack benchmark"),
-    (["train", "--task", "adversarial"], "adversarial"),
 ]
 
 
