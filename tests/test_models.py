@@ -128,7 +128,10 @@ def test_classifier_shapes(config: ClassifierConfig, state_side: int) -> None:
     z = model.cell(model.init_state(2), x)
     assert z.shape == (2, config.channels, state_side, state_side)
     assert model.head(z).shape == (2, config.num_classes)
-    assert model.features(z).shape == (2, config.channels)
+    assert model.features(z).shape == (2, config.channels * config.pool_grid**2)
+    # The read-out sees where things are: a mirrored state gives other features (a
+    # global mean would not notice).
+    assert not torch.allclose(model.features(z), model.features(z.flip(-1)))
 
 
 @pytest.mark.parametrize("config", [SMALL_META, dataclasses.replace(SMALL_META, stride=1, ways=4)])

@@ -10,7 +10,7 @@ from torch import Tensor
 from .base import DEQModel
 from .cell import ConvDEQCell
 from .config import ModelConfig
-from .heads import ClassifierHead
+from .heads import SpatialClassifierHead
 from .injection import ImageInjection
 from .layers import check_groups, check_positive
 
@@ -29,6 +29,7 @@ class ClassifierConfig(ModelConfig):
         groups: GroupNorm groups; must divide C.
         weight_norm: weight-normalise the cell's convs.
         stride: stride s ∈ {1, 2} of the image injection; z is ⌈S/s⌉×⌈S/s⌉.
+        pool_grid: P, the read-out pools z to a P×P grid before its linear layer.
     """
 
     num_classes: int = 10
@@ -38,10 +39,12 @@ class ClassifierConfig(ModelConfig):
     groups: int = 8
     weight_norm: bool = False
     stride: int = 2
+    pool_grid: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("num_classes", self.num_classes)
+        check_positive("pool_grid", self.pool_grid)
         check_positive("image_channels", self.image_channels)
         check_positive("image_size", self.image_size)
         check_groups(self.channels, self.groups)
@@ -62,7 +65,7 @@ class DEQClassifier(DEQModel):
         config: the configuration.
         cell: :class:`~jiio_cli.models.cell.ConvDEQCell` with an
             :class:`~jiio_cli.models.injection.ImageInjection`; z is (B, C, S/s, S/s).
-        head: :class:`~jiio_cli.models.heads.ClassifierHead`, z ↦ logits (B, K).
+        head: :class:`~jiio_cli.models.heads.SpatialClassifierHead`, z ↦ logits (B, K).
     """
 
     kind: ClassVar[str] = "classifier"
@@ -81,8 +84,8 @@ class DEQClassifier(DEQModel):
         self.cell = ConvDEQCell(
             config.channels, injection, groups=config.groups, weight_norm=config.weight_norm
         )
-        self.head = ClassifierHead(config.channels, config.num_classes, config.groups)
+        self.head = SpatialClassifierHead(config.channels, config.num_classes, config.pool_grid)
 
     def features(self, z: Tensor) -> Tensor:
-        """Pooled features (B, C) of z (B, C, H, W)."""
+        """Pooled features (B, C·P²) of z (B, C, H, W)."""
         return self.head.features(z)

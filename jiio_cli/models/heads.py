@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .layers import check_groups, check_positive, conv3x3, pair
 
-__all__ = ["ClassifierHead", "ImageHead"]
+__all__ = ["ClassifierHead", "ImageHead", "SpatialClassifierHead"]
 
 
 class ImageHead(nn.Module):
@@ -67,4 +67,37 @@ class ClassifierHead(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Logits (*lead, K) of z (*lead, C, H, W)."""
+        return self.linear(self.features(z))
+
+
+class SpatialClassifierHead(nn.Module):
+    """Read-out that keeps coarse spatial layout: ``logits = W · vec(pool_P(z)) + b``.
+
+    z is average-pooled to a P×P grid and flattened to C·P² features. Unlike a global
+    mean after a normalisation (which leaves little more than constants to classify),
+    where the strokes are survives, which is what digits are made of.
+
+    Args:
+        channels: C, channels of z.
+        num_classes: K, number of logits.
+        grid: P, side of the pooled grid.
+
+    Shapes:
+        z: (B, C, H, W) → features (B, C·P²) → logits (B, K).
+    """
+
+    def __init__(self, channels: int, num_classes: int, grid: int = 4) -> None:
+        super().__init__()
+        check_positive("channels", channels)
+        check_positive("num_classes", num_classes)
+        check_positive("grid", grid)
+        self.grid = grid
+        self.linear = nn.Linear(channels * grid * grid, num_classes)
+
+    def features(self, z: Tensor) -> Tensor:
+        """Pooled, flattened features (B, C·P²) of z (B, C, H, W)."""
+        return F.adaptive_avg_pool2d(z, self.grid).flatten(1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Logits (B, K) of z (B, C, H, W)."""
         return self.linear(self.features(z))
