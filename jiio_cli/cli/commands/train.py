@@ -182,7 +182,7 @@ def train(
                 max_train=max_train,
                 save_every=save_every,
             )
-            train_adversarial.run(adversarial_opts, common, data, out, resume)
+            train_adversarial.run(adversarial_opts, common, data, out, resume, context, rank_device)
             return
         if task == Task.meta:
             from jiio_cli.cli.commands import train_meta

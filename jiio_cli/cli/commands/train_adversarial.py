@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonOptions, parse_eps
+from jiio_cli.distributed import DistributedContext
 from jiio_cli.errors import UsageError
 from jiio_cli.models import ClassifierConfig
 from jiio_cli.training import TrainConfig, checkpoint_paths
@@ -51,8 +53,11 @@ def run(
     data: Path | None,
     out: Path | None,
     resume: bool,
+    context: DistributedContext,
+    device: torch.device,
 ) -> None:
-    """Train (or resume) and print the result (table, or JSON with ``--json``)."""
+    """Train (or resume) on ``device`` and print the result (table, or JSON with
+    ``--json``); under torchrun only rank 0 shows progress and prints."""
     eps = parse_eps(opts.eps)
     if opts.norm == "linf" and eps > 1:
         raise UsageError(f"--eps {opts.eps}: an L∞ budget above 1 covers the whole pixel box")
@@ -90,8 +95,11 @@ def run(
     )
     run_dir = out if out is not None else Path("runs") / "adversarial"
     started = time.perf_counter()
-    with training_progress(opts.epochs, enabled=not common.json_output) as progress:
-        state = train_adversarial(spec, common.torch_device, run_dir, resume, progress)
+    show = context.is_main and not common.json_output
+    with training_progress(opts.epochs, enabled=show) as progress:
+        state = train_adversarial(spec, device, run_dir, resume, progress)
+    if not context.is_main:
+        return
     last, best = checkpoint_paths(run_dir, "adversarial")
     evals = [h for h in state.history if "heldout_robust_accuracy" in h]
     result: dict[str, Any] = {
@@ -108,6 +116,7 @@ def run(
         "checkpoint_last": str(last),
         "checkpoint_best": str(best),
         "device": str(common.torch_device),
+        "processes": context.world_size,
         "seed": common.seed,
     }
     emit(result, json_output=common.json_output, title="jiio train --task adversarial")
