@@ -71,6 +71,7 @@ def bench(
     iterations: Annotated[int, typer.Option(help="JIIO iterations for --quality.")] = 300,
     eps: Annotated[str, typer.Option(help="attack: budget, e.g. 1.0 or 8/255.")] = "1.0",
     norm: Annotated[str, typer.Option(help="attack: threat model, linf or l2.")] = "l2",
+    ways: Annotated[int, typer.Option(help="adapt: classes per episode (1 shot).")] = 5,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -103,6 +104,11 @@ def bench(
             from jiio_cli.cli.commands.bench_attack import run_attack_bench
 
             run_attack_bench(checkpoint, eps, norm, opts.batch_size, common)
+            return
+        if task == BenchTask.adapt:
+            from jiio_cli.cli.commands.bench_adapt import run_adapt_bench
+
+            run_adapt_bench(checkpoint, opts.batch_size, opts.naive_steps, ways, common)
             return
         if task != BenchTask.reconstruct:
             raise NotBuiltError("bench", f"{task.value} benchmark")

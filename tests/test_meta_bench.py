@@ -1,0 +1,68 @@
+"""``jiio bench --task adapt``: one document with both methods on the same episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from meta_models import save_tiny_meta_model
+from typer.testing import CliRunner
+
+from jiio_cli.cli.app import app
+
+runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "meta.safetensors"
+    save_tiny_meta_model(path)
+    return path
+
+
+def test_adapt_bench_reports_both_methods_consistently(model: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--task",
+            "adapt",
+            "-c",
+            str(model),
+            "--batch-size",
+            "3",
+            "--naive-steps",
+            "4",
+            "--ways",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    speed = doc["speed"]
+    assert doc["task"] == "adapt" and speed["tasks"] == 3 and speed["ways"] == 3
+    naive = speed["naive"]
+    # Five solved points (the start and 4 steps), the target is the last one.
+    assert len(naive["trace"]) == 5
+    assert naive["trace"][-1]["objective"] == pytest.approx(speed["target_support_objective"])
+    assert naive["seconds_to_target"] <= naive["seconds"] + 1e-9
+    runs = speed["jiio"]["runs"]
+    assert runs and [r["iterations"] for r in runs] == sorted(r["iterations"] for r in runs)
+    # The loop stops at the first budget that reaches the target, and only there.
+    assert all(r["support_objective"] > speed["target_support_objective"] for r in runs[:-1])
+    if speed["ratio"] is not None:
+        assert runs[-1]["support_objective"] <= speed["target_support_objective"]
+        assert speed["ratio"] == pytest.approx(naive["seconds_to_target"] / runs[-1]["seconds"])
+    for r in [naive, *runs]:
+        assert 0 <= r["query_accuracy"] <= 1 and r["f_evals_per_task"] >= r["iterations_per_task"]
+
+
+def test_adapt_bench_refuses_more_ways_than_the_model_serves(model: Path) -> None:
+    result = runner.invoke(
+        app, ["bench", "--task", "adapt", "-c", str(model), "--ways", "9", "--device", "cpu"]
+    )
+    assert result.exit_code == 2 and "at most 5" in result.stderr
