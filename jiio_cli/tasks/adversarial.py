@@ -43,6 +43,7 @@ from jiio_cli.engine import (
     jiio_solve,
     naive_solve,
 )
+from jiio_cli.engine.problem import Objective
 from jiio_cli.models import DEQClassifier
 
 __all__ = [
@@ -101,6 +102,9 @@ class JIIOAttackConfig:
             (None keeps ``alpha``).
         alpha_z, alpha_mu: damping of the z and μ blocks.
         tol: tolerance of the residuals reported for the solve.
+        loss: ``ce`` maximises the cross-entropy; ``margin`` minimises the logit margin
+            h_y − max_{j≠y} h_j, which keeps pushing once a sample is almost fooled.
+        solver: ``anderson`` on [z; x; μ] or ``picard`` (damped plain iteration).
     """
 
     iterations: int = 80
@@ -110,6 +114,8 @@ class JIIOAttackConfig:
     alpha_z: float = 0.8
     alpha_mu: float = 0.6
     tol: float = 1e-4
+    loss: Literal["ce", "margin"] = "ce"
+    solver: Literal["anderson", "picard"] = "anderson"
 
     def engine_config(self, eps: float) -> JIIOConfig:
         scale = max(eps, 1e-12)
@@ -118,7 +124,15 @@ class JIIOAttackConfig:
             alpha_z=self.alpha_z,
             alpha_mu=self.alpha_mu,
             alpha_x=StepSchedule(self.alpha * scale, final),
-            solver=SolverConfig(memory=self.memory, max_iter=self.iterations, tol=self.tol),
+            # The x step never shrinks (sign or normalised steps), so the x residual does
+            # not fall and "best residual" would pick an early, weak iterate: keep the last.
+            solver=SolverConfig(
+                method=self.solver,
+                memory=self.memory,
+                max_iter=self.iterations,
+                tol=self.tol,
+                keep="last",
+            ),
             refine=SolverConfig(memory=5, max_iter=30, tol=self.tol),
         )
 
@@ -184,24 +198,40 @@ class Classification:
     converged: Tensor
 
 
-def attack_objective(model: DEQClassifier, labels: Tensor):
-    """ℓ(z, x) = −CE(h(z), y) per sample (B,): minimising it maximises the loss."""
+def attack_objective(
+    model: DEQClassifier, labels: Tensor, loss: Literal["ce", "margin"] = "ce"
+) -> Objective:
+    """Per-sample ℓ(z, x) (B,) whose minimisation attacks: −CE(h(z), y), or the margin
+    h_y(z) − max_{j≠y} h_j(z) (negative once the sample is misclassified)."""
 
-    def objective(z: Tensor, _x: Tensor) -> Tensor:
+    def cross_entropy(z: Tensor, _x: Tensor) -> Tensor:
         return -F.cross_entropy(model.head(z), labels, reduction="none")
 
-    return objective
+    def margin(z: Tensor, _x: Tensor) -> Tensor:
+        logits = model.head(z)
+        true = logits.gather(1, labels[:, None])[:, 0]
+        others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), -torch.inf)
+        return true - others.amax(dim=1)
+
+    if loss not in ("ce", "margin"):
+        raise ValueError(f"unknown attack loss {loss!r}: expected 'ce' or 'margin'")
+    return cross_entropy if loss == "ce" else margin
 
 
 def attack_problem(
-    model: DEQClassifier, clean: Tensor, labels: Tensor, threat: ThreatModel, start: Tensor
+    model: DEQClassifier,
+    clean: Tensor,
+    labels: Tensor,
+    threat: ThreatModel,
+    start: Tensor,
+    loss: Literal["ce", "margin"] = "ce",
 ) -> InputProblem:
     """The attack as an input-optimisation problem, starting at ``start``."""
     param = next(model.parameters())
     z0 = model.init_state(clean.shape[0], device=clean.device, dtype=param.dtype)
     return InputProblem(
         cell=model.cell,
-        objective=attack_objective(model, labels),
+        objective=attack_objective(model, labels, loss),
         z0=z0,
         x0=start,
         constraint=threat.constraint(clean),
@@ -248,7 +278,7 @@ def jiio_attack(
 ) -> AttackOutcome:
     """Attack by JIIO from the clean images (B, c, S, S) with labels (B,)."""
     config = config or JIIOAttackConfig()
-    problem = attack_problem(model, clean, labels, threat, clean)
+    problem = attack_problem(model, clean, labels, threat, clean, config.loss)
     with torch.no_grad():
         result = jiio_solve(problem, config.engine_config(threat.eps))
     return _outcome(result, config.tol)
