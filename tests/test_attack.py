@@ -16,6 +16,7 @@ from jiio_cli.tasks.adversarial import (
     JIIOAttackConfig,
     PGDConfig,
     ThreatModel,
+    attack_objective,
     classify,
     jiio_attack,
     perturbation_norms,
@@ -168,3 +169,41 @@ def test_adversarial_training_gradient_matches_an_exact_adjoint() -> None:
 
     fd = (ce_at(1.0) - ce_at(-1.0)) / (2 * h)
     assert math.isclose(fd, slope, rel_tol=1e-4, abs_tol=1e-8)
+
+
+def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    true = logits.gather(1, labels[:, None])[:, 0]
+    others = logits.masked_fill(
+        torch.nn.functional.one_hot(labels, logits.shape[1]).bool(), -torch.inf
+    )
+    return true - others.amax(dim=1)
+
+
+def test_attack_objectives_are_minus_ce_and_the_logit_margin() -> None:
+    model = _model(6)
+    images, labels = _batch(6, n=5)
+    state = model.cell(model.init_state(5), images)
+    logits = model.head(state)
+    ce = attack_objective(model, labels, "ce")(state, images)
+    assert torch.allclose(ce, -torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
+    margin = attack_objective(model, labels, "margin")(state, images)
+    for b in range(5):
+        others = [float(logits[b, j]) for j in range(3) if j != int(labels[b])]
+        assert float(margin[b]) == pytest.approx(float(logits[b, labels[b]]) - max(others))
+    # Negative exactly when the sample is misclassified.
+    assert torch.equal(margin < 0, logits.argmax(dim=1) != labels)
+    with pytest.raises(ValueError, match="unknown attack loss"):
+        attack_objective(model, labels, "hinge")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("solver", ["anderson", "picard"])
+def test_margin_attack_stays_feasible_and_lowers_the_margin(solver: str) -> None:
+    model = _model(7)
+    images, labels = _batch(7, n=8)
+    threat = ThreatModel("l2", 1.0)
+    cfg = JIIOAttackConfig(iterations=30, memory=5, loss="margin", solver=solver)  # type: ignore[arg-type]
+    outcome = jiio_attack(model, images, labels, threat, cfg)
+    assert bool((perturbation_norms(outcome.images, images, "l2") <= 1.0).all())
+    clean = _margin(classify(model, images).logits, labels)
+    attacked = _margin(classify(model, outcome.images).logits, labels)
+    assert attacked.mean() < clean.mean()

@@ -38,9 +38,11 @@ __all__ = ["AttackBenchConfig", "attack_time_to_equal_objective"]
 
 @dataclass(frozen=True)
 class AttackBenchConfig:
-    """Budgets of both methods and their fixed settings."""
+    """Budgets of both methods and their fixed settings (those of ``jiio attack``)."""
 
-    jiio: JIIOAttackConfig = dataclasses.field(default_factory=JIIOAttackConfig)
+    jiio: JIIOAttackConfig = dataclasses.field(
+        default_factory=lambda: JIIOAttackConfig(loss="margin")
+    )
     pgd: PGDConfig = dataclasses.field(default_factory=PGDConfig)
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160)
     pgd_budgets: tuple[int, ...] = (5, 10, 20)

@@ -150,6 +150,7 @@ class PGDConfig:
         random_start: start from a uniform random point of the ball (the first restart
             too); otherwise the first restart starts at the clean image.
         solve: forward and adjoint solver settings of every step.
+        loss: ``ce`` (standard PGD) or ``margin`` (see :func:`attack_objective`).
     """
 
     steps: int = 20
@@ -159,6 +160,7 @@ class PGDConfig:
     solve: SolverConfig = field(
         default_factory=lambda: SolverConfig(memory=5, max_iter=40, tol=1e-4)
     )
+    loss: Literal["ce", "margin"] = "ce"
 
     @property
     def relative_step(self) -> float:
@@ -307,7 +309,7 @@ def pgd_attack(
     for restart in range(config.restarts):
         use_random = config.random_start or restart > 0
         start = random_start(clean, threat, generator) if use_random else clean
-        problem = attack_problem(model, clean, labels, threat, start)
+        problem = attack_problem(model, clean, labels, threat, start, config.loss)
         with torch.no_grad():
             result = naive_solve(problem, naive)
             logits = model.head(result.z)

@@ -45,6 +45,16 @@ class Norm(str, Enum):
     l2 = "l2"
 
 
+class Loss(str, Enum):
+    ce = "ce"
+    margin = "margin"
+
+
+class Solver(str, Enum):
+    anderson = "anderson"
+    picard = "picard"
+
+
 class Method(str, Enum):
     jiio = "jiio"
     pgd = "pgd"
@@ -95,7 +105,14 @@ def attack(
     alpha_final: Annotated[
         float, typer.Option(help="JIIO step size after the switch (fraction of eps).")
     ] = 0.05,
+    loss: Annotated[
+        Loss, typer.Option(help="JIIO attack objective: logit margin or cross-entropy.")
+    ] = Loss.margin,
+    solver: Annotated[
+        Solver, typer.Option(help="JIIO solver on [z; x; μ]: anderson or picard.")
+    ] = Solver.anderson,
     pgd_steps: Annotated[int, typer.Option(help="PGD steps per restart.")] = 20,
+    pgd_loss: Annotated[Loss, typer.Option(help="PGD objective (standard PGD: ce).")] = Loss.ce,
     pgd_step_size: Annotated[
         float | None, typer.Option(help="PGD step as a fraction of eps (default 2.5/steps).")
     ] = None,
@@ -159,9 +176,14 @@ def attack(
                     memory=opts.memory,
                     alpha=opts.alpha,
                     alpha_final=opts.alpha_final,
+                    loss=loss.value,  # type: ignore[arg-type]
+                    solver=solver.value,  # type: ignore[arg-type]
                 ),
                 PGDConfig(
-                    steps=opts.pgd_steps, step_size=opts.pgd_step_size, restarts=opts.restarts
+                    steps=opts.pgd_steps,
+                    step_size=opts.pgd_step_size,
+                    restarts=opts.restarts,
+                    loss=pgd_loss.value,  # type: ignore[arg-type]
                 ),
                 opts.batch_size,
                 common.seed,
