@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
 from jiio_cli.cli.output import emit
-from jiio_cli.errors import JiioError
+from jiio_cli.errors import JiioError, UsageError
 
 __all__ = ["sample"]
 
@@ -35,6 +35,14 @@ def sample(
         "samples.png"
     ),
     nrow: Annotated[int, typer.Option(help="Images per grid row.")] = 8,
+    fd: Annotated[
+        bool,
+        typer.Option(
+            "--fd",
+            help="Also report the Fréchet distance of the samples to the 500 held-out "
+            "MNIST-5k digits on the shipped classifier's features (not FID).",
+        ),
+    ] = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -67,14 +75,33 @@ def sample(
         codes = mixture.sample(opts.n, generator=generator)
         images = decode(decoder, codes)
         write_grid(out, images.cpu(), nrow=opts.nrow)
-        emit(
-            {
-                "samples": opts.n,
-                "out": str(out),
-                "checkpoint": str(path),
-                "components": mixture.components,
-                "seed": common.seed,
-            },
-            json_output=common.json_output,
-            title="jiio sample",
-        )
+        result = {
+            "samples": opts.n,
+            "out": str(out),
+            "checkpoint": str(path),
+            "components": mixture.components,
+            "seed": common.seed,
+        }
+        if fd:
+            result.update(_feature_distances(images, dev))
+        emit(result, json_output=common.json_output, title="jiio sample")
+
+
+def _feature_distances(images: torch.Tensor, dev: torch.device) -> dict[str, float | str]:
+    """FD (classifier features) of the samples to held-out digits, and for scale the FD
+    of as many training digits to the same held-out digits."""
+    if images.shape[0] < 2:
+        raise UsageError("--fd needs at least 2 samples (--n 2 or more; 500 is a good choice)")
+    from jiio_cli.data import load_mnist5k
+    from jiio_cli.tasks.feature_distance import classifier_fd
+    from jiio_cli.tasks.loading import default_checkpoint, load_model
+
+    clf_path = default_checkpoint("classifier")
+    classifier, _ = load_model(clf_path, {"adversarial"}, "classifier", dev)
+    heldout, _ = load_mnist5k("heldout")
+    train, _ = load_mnist5k("train")
+    return {
+        "fd_classifier_features": classifier_fd(classifier, images, heldout),
+        "fd_train_digits_reference": classifier_fd(classifier, train[: images.shape[0]], heldout),
+        "fd_classifier": str(clf_path),
+    }
