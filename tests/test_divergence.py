@@ -84,3 +84,35 @@ def test_training_stops_after_consecutive_failures_without_saving(tmp_path: Path
         )
     assert list((tmp_path / "run").iterdir()) == []
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_attack_with_a_nan_classifier_reports_and_writes_nothing(tmp_path: Path) -> None:
+    from classifiers import save_classifier
+
+    path = save_classifier(tmp_path / "clf.safetensors")
+    ckpt = load_checkpoint(path)
+    tensors = dict(ckpt.tensors)
+    key = next(k for k in tensors if k.startswith("model.cell") and k.endswith("weight"))
+    tensors[key] = torch.full_like(tensors[key], math.nan)
+    broken = tmp_path / "nan.safetensors"
+    save_checkpoint(
+        broken,
+        tensors,
+        task=ckpt.task,
+        model_kind=ckpt.model_kind,
+        model_config=ckpt.model_config,
+        step=0,
+        metrics={},
+    )
+    examples = tmp_path / "examples"
+    result = runner.invoke(
+        app,
+        [
+            *("attack", "-c", str(broken), "--max-images", "4", "--iterations", "4"),
+            *("--save-examples", str(examples), "--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "diverged: NaN/Inf on 4 clean image(s)" in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert not examples.exists()

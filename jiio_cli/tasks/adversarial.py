@@ -198,6 +198,7 @@ class Classification:
     predictions: Tensor
     residual: Tensor
     converged: Tensor
+    failed: Tensor
 
 
 def attack_objective(
@@ -354,6 +355,7 @@ def classify(
         predictions=logits.argmax(dim=1),
         residual=residual,
         converged=fwd.stats.converged & ~fwd.stats.failed,
+        failed=fwd.stats.failed | ~torch.isfinite(logits).all(dim=1),
     )
 
 

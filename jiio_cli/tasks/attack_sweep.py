@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQClassifier
 from jiio_cli.tasks.adversarial import (
     AttackOutcome,
@@ -118,10 +119,13 @@ def run_attack_sweep(
     n = images.shape[0]
     clean_pred = torch.empty(n, dtype=torch.long, device=device)
     clean_conv = torch.empty(n, dtype=torch.bool, device=device)
+    clean_failed = torch.empty(n, dtype=torch.bool, device=device)
     for start in range(0, n, batch_size):
         verdict = classify(model, images[start : start + batch_size])
         clean_pred[start : start + batch_size] = verdict.predictions
         clean_conv[start : start + batch_size] = verdict.converged
+        clean_failed[start : start + batch_size] = verdict.failed
+    _refuse_divergence(clean_failed, "clean")
     correct = clean_pred == labels
     clean_acc = float(correct.float().mean())
     result = SweepResult([], float((~clean_conv).float().mean()), clean_pred.cpu())
@@ -133,6 +137,7 @@ def run_attack_sweep(
             adv_pred = torch.empty(n, dtype=torch.long, device=device)
             norms = torch.empty(n, device=device, dtype=images.dtype)
             eval_conv = torch.empty(n, dtype=torch.bool, device=device)
+            eval_failed = torch.empty(n, dtype=torch.bool, device=device)
             att_unconv = torch.empty(n, dtype=torch.bool, device=device)
             iterations = torch.empty(n, device=device)
             f_evals = torch.empty(n, device=device)
@@ -149,6 +154,7 @@ def run_attack_sweep(
                 verdict: Classification = classify(model, outcome.images)
                 adv_pred[sl] = verdict.predictions
                 eval_conv[sl] = verdict.converged
+                eval_failed[sl] = verdict.failed
                 norms[sl] = perturbation_norms(outcome.images, x, threat.norm)
                 att_unconv[sl] = outcome.unconverged
                 iterations[sl] = outcome.iterations.float()
@@ -157,6 +163,7 @@ def run_attack_sweep(
                     kept.append(outcome.images.cpu())
                 if progress is not None:
                     progress(f"{method} {threat.label()}", min(start + batch_size, n), n)
+            _refuse_divergence(eval_failed, f"{method} {threat.label()} adversarial")
             robust = correct & (adv_pred == labels)
             survived_all &= robust
             flipped = correct & (adv_pred != labels)
@@ -185,6 +192,17 @@ def run_attack_sweep(
         if len(methods) > 1:
             result.rows.append(_worst_row(result.rows[-len(methods) :], survived_all, correct))
     return result
+
+
+def _refuse_divergence(failed: Tensor, which: str) -> None:
+    """A NaN/Inf forward solve makes any accuracy meaningless: stop with the indices."""
+    if bool(failed.any()):
+        bad = torch.nonzero(failed).flatten().tolist()
+        shown = ", ".join(str(i) for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        raise JiioError(
+            f"the classifier's forward solve diverged: NaN/Inf on {len(bad)} {which} "
+            f"image(s) (index {shown}); the checkpoint is broken or the solve unstable"
+        )
 
 
 def _worst_row(rows: list[AttackRow], survived: Tensor, correct: Tensor) -> AttackRow:
