@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from classifiers import save_classifier
 from typer.testing import CliRunner
 
@@ -21,9 +22,12 @@ def test_attack_bench_json_is_consistent(tmp_path: Path) -> None:
         [
             *("bench", "--task", "attack", "-c", str(clf), "--batch-size", "4"),
             *("--eps", "0.3", "--norm", "linf", "--device", "cpu", "--json"),
+            *("--plot", str(tmp_path / "plot.png")),
         ],
     )
     assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "plot.png") as picture:
+        assert picture.size == (720, 480)
     speed = json.loads(result.stdout)["speed"]
     assert speed["images"] == 4
     for method in ("jiio", "pgd"):
@@ -47,3 +51,15 @@ def test_attack_bench_json_is_consistent(tmp_path: Path) -> None:
     if speed["ratio"] is not None:
         expected = speed["pgd_seconds_to_target"] / speed["jiio_seconds_to_target"]
         assert speed["ratio"] == pytest.approx(expected)
+
+
+def test_plot_refuses_empty_or_non_finite_series(tmp_path: Path) -> None:
+    from jiio_cli.plot import write_line_plot
+
+    with pytest.raises(ValueError, match="nothing"):
+        write_line_plot(tmp_path / "a.png", {"x": []}, xlabel="s", ylabel="y", title="t")
+    with pytest.raises(ValueError, match="finite"):
+        write_line_plot(
+            tmp_path / "b.png", {"x": [(0.0, float("nan"))]}, xlabel="s", ylabel="y", title="t"
+        )
+    assert not list(tmp_path.iterdir())

@@ -69,6 +69,10 @@ def bench(
     ] = False,
     count: Annotated[int, typer.Option(help="Held-out images for --quality.")] = 500,
     iterations: Annotated[int, typer.Option(help="JIIO iterations for --quality.")] = 300,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also draw objective against time for both methods (PNG)."),
+    ] = None,
     eps: Annotated[str, typer.Option(help="attack: budget, e.g. 1.0 or 8/255.")] = "1.0",
     norm: Annotated[str, typer.Option(help="attack: threat model, linf or l2.")] = "l2",
     ways: Annotated[int, typer.Option(help="adapt: classes per episode (1 shot).")] = 5,
@@ -103,7 +107,7 @@ def bench(
         if task == BenchTask.attack:
             from jiio_cli.cli.commands.bench_attack import run_attack_bench
 
-            run_attack_bench(checkpoint, eps, norm, opts.batch_size, common)
+            run_attack_bench(checkpoint, eps, norm, opts.batch_size, common, plot)
             return
         if task == BenchTask.adapt:
             from jiio_cli.cli.commands.bench_adapt import run_adapt_bench
@@ -137,6 +141,18 @@ def bench(
             batch, CORRUPTIONS[corruption.value], derived_generator(common.seed, 5)
         )
         speed = time_to_equal_objective(decoder, observed, known, cfg)
+        if plot is not None:
+            from jiio_cli.plot import write_line_plot
+
+            naive_points = [(p["seconds"], p["objective"]) for p in speed["naive"]["trace"]]
+            jiio_points = [(r["seconds"], r["objective"]) for r in speed["jiio"]["runs"]]
+            write_line_plot(
+                plot,
+                {"naive (Adam, full solves)": naive_points, "JIIO": jiio_points},
+                xlabel="seconds",
+                ylabel="mean objective",
+                title=f"reconstruct ({corruption.value}), batch {opts.batch_size}",
+            )
         result = {
             "task": "reconstruct",
             "corruption": corruption.value,

@@ -14,7 +14,12 @@ __all__ = ["run_attack_bench"]
 
 
 def run_attack_bench(
-    checkpoint: Path | None, eps_text: str, norm: str, images: int, common: CommonOptions
+    checkpoint: Path | None,
+    eps_text: str,
+    norm: str,
+    images: int,
+    common: CommonOptions,
+    plot: Path | None = None,
 ) -> None:
     """Time both attacks on the first ``images`` held-out digits and print the result."""
     if norm not in ("linf", "l2"):
@@ -33,6 +38,19 @@ def run_attack_bench(
     speed = attack_time_to_equal_objective(
         model, x.to(dev), y.to(dev), threat, AttackBenchConfig(), common.seed
     )
+    if plot is not None:
+        from jiio_cli.plot import write_line_plot
+
+        write_line_plot(
+            plot,
+            {
+                "PGD (full solves)": [(r["seconds"], r["robust_accuracy"]) for r in speed["pgd"]],
+                "JIIO": [(r["seconds"], r["robust_accuracy"]) for r in speed["jiio"]],
+            },
+            xlabel="seconds",
+            ylabel="robust accuracy",
+            title=f"attack ({speed['threat']}), {speed['images']} images",
+        )
     result = {
         "task": "attack",
         "device": str(dev),
