@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from classifiers import save_classifier
+from PIL import Image
 from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
