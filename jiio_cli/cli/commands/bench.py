@@ -2,7 +2,8 @@
 
 Built: ``--task reconstruct`` (time to equal objective on a held-out batch, and with
 ``--quality`` a PSNR table against classical baselines), ``--task attack`` (JIIO attack
-against PGD at growing budgets) and ``--task engine`` (the solver's own cost per
+against PGD at growing budgets), ``--task train`` (training with either inner solve)
+and ``--task engine`` (the solver's own cost per
 iteration).
 """
 
@@ -73,6 +74,11 @@ def bench(
         Path | None,
         typer.Option(help="Also draw objective against time for both methods (PNG)."),
     ] = None,
+    train_task: Annotated[
+        str, typer.Option(help="train: denoise (JIIO vs Adam) or adversarial (JIIO vs PGD).")
+    ] = "denoise",
+    epochs: Annotated[int, typer.Option(help="train: epochs of each run.")] = 1,
+    max_train: Annotated[int, typer.Option(help="train: training images of each run.")] = 640,
     eps: Annotated[str, typer.Option(help="attack: budget, e.g. 1.0 or 8/255.")] = "1.0",
     norm: Annotated[str, typer.Option(help="attack: threat model, linf or l2.")] = "l2",
     ways: Annotated[int, typer.Option(help="adapt: classes per episode (1 shot).")] = 5,
@@ -113,6 +119,11 @@ def bench(
             from jiio_cli.cli.commands.bench_adapt import run_adapt_bench
 
             run_adapt_bench(checkpoint, opts.batch_size, opts.naive_steps, ways, common)
+            return
+        if task == BenchTask.train:
+            from jiio_cli.cli.commands.bench_train import run_train_bench
+
+            run_train_bench(train_task, epochs, max_train, opts.batch_size, common)
             return
         if task != BenchTask.reconstruct:
             raise NotBuiltError("bench", f"{task.value} benchmark")

@@ -1,0 +1,134 @@
+"""Training with the JIIO inner solve against the naive inner solve, side by side.
+
+Both runs use the same task, data subset, seed, epochs and model, one after the other in
+this process, each into its own temporary run folder. Reported per method: wall-clock
+seconds for the whole run (held-out evaluation included, the same for both), seconds
+per training step, the final training loss and the held-out metric after the last
+epoch; and the ratio naive seconds / JIIO seconds.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from jiio_cli.models import ClassifierConfig, DecoderConfig
+from jiio_cli.tasks.adversarial import ThreatModel
+from jiio_cli.tasks.attack_sweep import synchronize
+from jiio_cli.training import TrainConfig, TrainState
+
+__all__ = ["TrainBenchTask", "training_comparison"]
+
+TrainBenchTask = Literal["denoise", "adversarial"]
+
+
+class _StepClock:
+    """Progress callback that adds up the time between events ending in a training step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.last = time.perf_counter()
+        self.train_seconds = 0.0
+        self.other_seconds = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        if event["event"] == "step":
+            self.train_seconds += now - self.last
+        else:
+            self.other_seconds += now - self.last
+        self.last = now
+
+
+def _summary(state: TrainState, clock: _StepClock, metric: str) -> dict[str, Any]:
+    losses = [h["loss"] for h in state.history if "loss" in h]
+    evals = [h for h in state.history if metric in h]
+    return {
+        "seconds": clock.train_seconds,
+        "evaluation_seconds": clock.other_seconds,
+        "steps": state.step,
+        "seconds_per_step": clock.train_seconds / max(state.step, 1),
+        "final_loss": losses[-1] if losses else None,
+        metric: evals[-1][metric] if evals else None,
+    }
+
+
+def _run_denoise(
+    inner: str,
+    loop: TrainConfig,
+    max_train: int,
+    eval_size: int,
+    device: torch.device,
+    out: Path,
+    clock: Any,
+) -> TrainState:
+    from jiio_cli.tasks.corruption import Corruption
+    from jiio_cli.tasks.inverse_training import InverseTrainSpec, train_inverse
+
+    spec = InverseTrainSpec(
+        task="denoise",
+        corruption=Corruption(sigma=0.2),
+        model=DecoderConfig(latent_dim=32, channels=32, half_resolution=True),
+        loop=loop,
+        inner=inner,  # type: ignore[arg-type]
+        max_train=max_train,
+        eval_size=eval_size,
+        density_images=0,
+    )
+    return train_inverse(spec, device, out, False, clock)
+
+
+def _run_adversarial(
+    inner: str,
+    loop: TrainConfig,
+    max_train: int,
+    eval_size: int,
+    device: torch.device,
+    out: Path,
+    clock: Any,
+) -> TrainState:
+    from jiio_cli.tasks.adversarial_training import AdversarialTrainSpec, train_adversarial
+
+    spec = AdversarialTrainSpec(
+        threat=ThreatModel("l2", 1.0),
+        model=ClassifierConfig(),
+        loop=loop,
+        inner=inner,  # type: ignore[arg-type]
+        jacobian_weight=1.0,
+        max_train=max_train,
+        eval_size=eval_size,
+    )
+    return train_adversarial(spec, device, out, False, clock)
+
+
+def training_comparison(
+    task: TrainBenchTask,
+    device: torch.device,
+    *,
+    epochs: int,
+    max_train: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    eval_size: int = 200,
+) -> dict[str, Any]:
+    """Train twice (JIIO and the naive inner solve) and compare time and quality."""
+    loop = replace(TrainConfig(), epochs=epochs, batch_size=batch_size, seed=seed, lr=2e-3)
+    if task == "denoise":
+        runner, naive, metric = _run_denoise, "naive", "heldout_psnr"
+    else:
+        runner, naive, metric = _run_adversarial, "pgd", "heldout_robust_accuracy"
+    report: dict[str, Any] = {"train_task": task, "epochs": epochs, "train_images": max_train}
+    with tempfile.TemporaryDirectory(prefix="jiio-bench-") as scratch:
+        for inner in ("jiio", naive):
+            clock = _StepClock(device)
+            out = Path(scratch) / inner
+            state = runner(inner, loop, max_train, eval_size, device, out, clock)
+            report[inner] = _summary(state, clock, metric)
+    report["ratio"] = report[naive]["seconds"] / report["jiio"]["seconds"]
+    return report
