@@ -9,10 +9,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-__all__ = ["time_call"]
+__all__ = ["StepClock", "time_call"]
 
 
 def time_call(
@@ -38,3 +39,28 @@ def time_call(
             fn()
             samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
+
+
+class StepClock:
+    """Training progress callback that splits wall-clock time into steps and the rest.
+
+    Each event of :func:`~jiio_cli.training.run_training` closes an interval: intervals
+    that end in a ``step`` event are training time, those that end in an ``epoch`` event
+    (held-out evaluation, checkpoints) are the rest.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.last = time.perf_counter()
+        self.train_seconds = 0.0
+        self.other_seconds = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if event["event"] == "step":
+            self.train_seconds += now - self.last
+        else:
+            self.other_seconds += now - self.last
+        self.last = now

@@ -10,16 +10,15 @@ epoch; and the ratio naive seconds / JIIO seconds.
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from jiio_cli.bench.timing import StepClock
 from jiio_cli.models import ClassifierConfig, DecoderConfig
 from jiio_cli.tasks.adversarial import ThreatModel
-from jiio_cli.tasks.attack_sweep import synchronize
 from jiio_cli.training import TrainConfig, TrainState
 
 __all__ = ["TrainBenchTask", "training_comparison"]
@@ -27,26 +26,7 @@ __all__ = ["TrainBenchTask", "training_comparison"]
 TrainBenchTask = Literal["denoise", "adversarial"]
 
 
-class _StepClock:
-    """Progress callback that adds up the time between events ending in a training step."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.last = time.perf_counter()
-        self.train_seconds = 0.0
-        self.other_seconds = 0.0
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        synchronize(self.device)
-        now = time.perf_counter()
-        if event["event"] == "step":
-            self.train_seconds += now - self.last
-        else:
-            self.other_seconds += now - self.last
-        self.last = now
-
-
-def _summary(state: TrainState, clock: _StepClock, metric: str) -> dict[str, Any]:
+def _summary(state: TrainState, clock: StepClock, metric: str) -> dict[str, Any]:
     losses = [h["loss"] for h in state.history if "loss" in h]
     evals = [h for h in state.history if metric in h]
     return {
@@ -126,7 +106,7 @@ def training_comparison(
     report: dict[str, Any] = {"train_task": task, "epochs": epochs, "train_images": max_train}
     with tempfile.TemporaryDirectory(prefix="jiio-bench-") as scratch:
         for inner in ("jiio", naive):
-            clock = _StepClock(device)
+            clock = StepClock(device)
             out = Path(scratch) / inner
             state = runner(inner, loop, max_train, eval_size, device, out, clock)
             report[inner] = _summary(state, clock, metric)

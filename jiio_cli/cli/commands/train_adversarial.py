@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from jiio_cli.bench.timing import StepClock
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonOptions, parse_eps
@@ -96,8 +97,14 @@ def run(
     run_dir = out if out is not None else Path("runs") / "adversarial"
     started = time.perf_counter()
     show = context.is_main and not common.json_output
+    clock = StepClock(device)
     with training_progress(opts.epochs, enabled=show) as progress:
-        state = train_adversarial(spec, device, run_dir, resume, progress)
+
+        def on_event(event: dict[str, Any]) -> None:
+            clock(event)
+            progress(event)
+
+        state = train_adversarial(spec, device, run_dir, resume, on_event)
     if not context.is_main:
         return
     last, best = checkpoint_paths(run_dir, "adversarial")
@@ -113,6 +120,8 @@ def run(
         "heldout_robust_accuracy": evals[-1]["heldout_robust_accuracy"] if evals else None,
         "best_heldout_robust_accuracy": state.best_metric if evals else None,
         "seconds": time.perf_counter() - started,
+        "train_step_seconds": clock.train_seconds,
+        "evaluation_seconds": clock.other_seconds,
         "checkpoint_last": str(last),
         "checkpoint_best": str(best),
         "device": str(common.torch_device),
