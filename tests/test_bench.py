@@ -58,4 +58,8 @@ def test_engine_bench_reports_overhead_ratios() -> None:
     for r in rows:
         # Times are whatever the machine gave (no timing assertions); only their arithmetic.
         assert r["f_vjp_seconds"] > 0 and r["f_seconds"] > 0
+        # History memory per sample from the counts: 2·m stacked states + an m×m Gram.
+        n = 2 * 32 * 16 * 16 + 3 * 16 * 16
+        expected = (2 * r["memory"] * n * 4 + r["memory"] ** 2 * 8) / 2**20
+        assert abs(r["jiio_history_mib_per_sample"] - expected) < 1e-9
         assert abs(r["overhead_ratio"] - r["jiio_iteration_seconds"] / r["f_vjp_seconds"]) < 1e-9

@@ -2,16 +2,32 @@
 
 The overhead ratio (JIIO iteration time over f + VJP time) shows what the augmented
 state and Anderson's history cost on top of the network itself.
+
+Memory: JIIO keeps an Anderson history of m stacked states s = [z; x; μ] (n = 2·dim z +
+dim x floats) twice (the iterates f(s_i) and their residuals), plus an m×m float64 Gram
+matrix, per sample; the naive method keeps the same kind of history over z (or μ) alone,
+one solve at a time, with its own memory (5 here). Both are reported per sample from
+these counts (the history dominates what each method adds on top of the network), and on
+a GPU also as measured peak allocation per sample.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
 from jiio_cli.bench.timing import time_call
-from jiio_cli.engine import InputProblem, JIIOConfig, SolverConfig, jiio_solve, lagrangian_grads
+from jiio_cli.engine import (
+    InputProblem,
+    JIIOConfig,
+    NaiveConfig,
+    SolverConfig,
+    jiio_solve,
+    lagrangian_grads,
+    naive_solve,
+)
 from jiio_cli.models import ConvDEQCell, ImageInjection
 
 __all__ = ["EngineTiming", "time_engine"]
@@ -28,6 +44,10 @@ class EngineTiming:
     f_seconds: float
     f_vjp_seconds: float
     jiio_iteration_seconds: float
+    jiio_history_mib_per_sample: float
+    naive_history_mib_per_sample: float
+    jiio_peak_mib_per_sample: float | None = None
+    naive_peak_mib_per_sample: float | None = None
 
     @property
     def overhead_ratio(self) -> float:
@@ -79,8 +99,45 @@ def time_engine(
         solver=SolverConfig(memory=memory, tol=1e-30, max_iter=2, check_every=10**6),
         refine=cfg.refine,
     )
+    nz, nx = z[0].numel(), x[0].numel()
+    itemsize = z.element_size()
+    mib = 2.0**20
+    jiio_history = (2 * memory * (2 * nz + nx) * itemsize + memory * memory * 8) / mib
+    naive_memory = 5
+    naive_history = (2 * naive_memory * nz * itemsize + naive_memory**2 * 8) / mib
+    jiio_peak = naive_peak = None
+    if device.type == "cuda":
+        naive_cfg = NaiveConfig(
+            steps=1,
+            forward=SolverConfig(memory=naive_memory, max_iter=iterations, tol=1e-30),
+            adjoint=SolverConfig(memory=naive_memory, max_iter=iterations, tol=1e-30),
+        )
+        jiio_peak = _peak_mib(lambda: jiio_solve(problem, cfg), device) / batch
+        naive_peak = _peak_mib(lambda: naive_solve(problem, naive_cfg), device) / batch
     long_t = time_call(lambda: jiio_solve(problem, cfg), device, repeat=repeat, warmup=1)
     short_t = time_call(lambda: jiio_solve(problem, short), device, repeat=repeat, warmup=1)
     # The difference removes set-up and the final refinement from the per-iteration cost.
     per_iter = (long_t - short_t) / (iterations - 2)
-    return EngineTiming(batch, channels, size, memory, f_time, fv_time, per_iter)
+    return EngineTiming(
+        batch,
+        channels,
+        size,
+        memory,
+        f_time,
+        fv_time,
+        per_iter,
+        jiio_history,
+        naive_history,
+        jiio_peak,
+        naive_peak,
+    )
+
+
+def _peak_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak CUDA allocation of ``fn`` above what was allocated before it, in MiB."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2.0**20
