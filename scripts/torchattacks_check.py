@@ -87,7 +87,7 @@ def main() -> None:
             labels,
             [threat],
             ["jiio", "pgd"],
-            JIIOAttackConfig(),
+            JIIOAttackConfig(loss="margin"),  # the defaults of `jiio attack`
             PGDConfig(),
             args.batch_size,
             0,
