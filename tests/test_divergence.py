@@ -19,14 +19,14 @@ DIGIT = ROOT / "sample_data" / "digits" / "digit_2.png"
 runner = CliRunner(env={"NO_COLOR": "1"})
 
 
-def test_reconstruct_with_a_nan_model_writes_nothing(tmp_path: Path) -> None:
-    ckpt = load_checkpoint(ROOT / "models" / "mnist-decoder.safetensors")
+def _nan_copy(source: Path, target: Path) -> Path:
+    """A copy of a checkpoint whose first cell weight is all NaN (the solve must diverge)."""
+    ckpt = load_checkpoint(source)
     tensors = dict(ckpt.tensors)
     key = next(k for k in tensors if k.startswith("model.cell") and k.endswith("weight"))
     tensors[key] = torch.full_like(tensors[key], math.nan)
-    broken = tmp_path / "nan.safetensors"
     save_checkpoint(
-        broken,
+        target,
         tensors,
         task=ckpt.task,
         model_kind=ckpt.model_kind,
@@ -35,6 +35,11 @@ def test_reconstruct_with_a_nan_model_writes_nothing(tmp_path: Path) -> None:
         metrics={},
         training_config=ckpt.training_config,
     )
+    return target
+
+
+def test_reconstruct_with_a_nan_model_writes_nothing(tmp_path: Path) -> None:
+    broken = _nan_copy(ROOT / "models" / "mnist-decoder.safetensors", tmp_path / "nan.safetensors")
     out = tmp_path / "out.png"
     result = runner.invoke(
         app,
@@ -89,21 +94,8 @@ def test_training_stops_after_consecutive_failures_without_saving(tmp_path: Path
 def test_attack_with_a_nan_classifier_reports_and_writes_nothing(tmp_path: Path) -> None:
     from classifiers import save_classifier
 
-    path = save_classifier(tmp_path / "clf.safetensors")
-    ckpt = load_checkpoint(path)
-    tensors = dict(ckpt.tensors)
-    key = next(k for k in tensors if k.startswith("model.cell") and k.endswith("weight"))
-    tensors[key] = torch.full_like(tensors[key], math.nan)
-    broken = tmp_path / "nan.safetensors"
-    save_checkpoint(
-        broken,
-        tensors,
-        task=ckpt.task,
-        model_kind=ckpt.model_kind,
-        model_config=ckpt.model_config,
-        step=0,
-        metrics={},
-    )
+    clean = save_classifier(tmp_path / "clf.safetensors")
+    broken = _nan_copy(clean, tmp_path / "nan.safetensors")
     examples = tmp_path / "examples"
     result = runner.invoke(
         app,
