@@ -134,6 +134,9 @@ def train(
     hyper_step: Annotated[
         float, typer.Option(help="meta: step η of the hypergradient through v* (0: first order).")
     ] = 10.0,
+    context_step: Annotated[
+        float, typer.Option(help="meta: JIIO step α_x on the context (halved at 5/8 of the run).")
+    ] = 1.0,
     # --- end of meta options ---
     nproc: Annotated[
         int | None,
@@ -205,6 +208,7 @@ def train(
                 inner_iters=inner_iters if inner_iters is not None else 30,
                 naive_steps=naive_steps,
                 hyper_step=hyper_step,
+                context_step=context_step,
                 jac_weight=jac_weight,
                 save_every=save_every,
             )

@@ -54,6 +54,7 @@ class MetaTrainOptions(BaseModel):
     inner_iters: int = Field(ge=2)
     naive_steps: int = Field(ge=1)
     hyper_step: float = Field(ge=0)
+    context_step: float = Field(gt=0)
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
 
@@ -106,6 +107,8 @@ def run(
         inner_iters=opts.inner_iters,
         naive_steps=opts.naive_steps,
         hyper_step=opts.hyper_step,
+        alpha_x=opts.context_step,
+        alpha_x_final=opts.context_step / 2,
         jacobian_weight=opts.jac_weight,
         data=str(data) if data is not None else None,
     )
