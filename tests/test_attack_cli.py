@@ -124,3 +124,20 @@ def test_labels_out_of_range_and_empty_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["attack", "-c", str(clf), "--data", str(tmp_path / "empty")])
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_classifier_is_accurate_and_attackable(tmp_path: Path) -> None:
+    """The default checkpoint loads, classifies held-out digits well, and an attack at
+    a large budget lowers its accuracy (first 40 held-out digits: 4 of each class)."""
+    result = runner.invoke(
+        app,
+        [
+            *("attack", "--eps", "0,3", "--norm", "l2", "--max-images", "40"),
+            *("--iterations", "30", "--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert rows[0]["clean_accuracy"] >= 0.9
+    assert rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"]  # ε = 0
+    assert rows[1]["robust_accuracy"] < rows[1]["clean_accuracy"] - 0.2

@@ -25,3 +25,30 @@ def test_features_accept_other_sizes_and_colour() -> None:
     colour = torch.rand(3, 3, 40, 40)
     feats = classifier_features(classifier, colour)
     assert feats.shape == (3, 8 * 16) and bool(torch.isfinite(feats).all())
+
+
+def test_sample_reports_fd_on_the_shipped_classifier(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from jiio_cli.cli.app import app
+
+    result = CliRunner(env={"NO_COLOR": "1"}).invoke(
+        app,
+        [
+            "sample",
+            "--n",
+            "24",
+            "--fd",
+            "--out",
+            str(tmp_path / "g.png"),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["fd_classifier_features"] > 0 and doc["fd_train_digits_reference"] > 0
+    assert doc["fd_classifier"].endswith("mnist-classifier.safetensors")

@@ -93,15 +93,19 @@ def _feature_distances(images: torch.Tensor, dev: torch.device) -> dict[str, flo
     if images.shape[0] < 2:
         raise UsageError("--fd needs at least 2 samples (--n 2 or more; 500 is a good choice)")
     from jiio_cli.data import load_mnist5k
-    from jiio_cli.tasks.feature_distance import classifier_fd
+    from jiio_cli.frechet import frechet_distance
+    from jiio_cli.tasks.feature_distance import classifier_features
     from jiio_cli.tasks.loading import default_checkpoint, load_model
 
     clf_path = default_checkpoint("classifier")
     classifier, _ = load_model(clf_path, {"adversarial"}, "classifier", dev)
     heldout, _ = load_mnist5k("heldout")
     train, _ = load_mnist5k("train")
+    reference = classifier_features(classifier, heldout)
+    samples = classifier_features(classifier, images)
+    real = classifier_features(classifier, train[: images.shape[0]])
     return {
-        "fd_classifier_features": classifier_fd(classifier, images, heldout),
-        "fd_train_digits_reference": classifier_fd(classifier, train[: images.shape[0]], heldout),
+        "fd_classifier_features": frechet_distance(samples, reference),
+        "fd_train_digits_reference": frechet_distance(real, reference),
         "fd_classifier": str(clf_path),
     }
