@@ -87,7 +87,7 @@ def main() -> None:
             labels,
             [threat],
             ["jiio", "pgd"],
-            JIIOAttackConfig(loss="margin"),  # the defaults of `jiio attack`
+            JIIOAttackConfig(loss="margin", solver="picard"),  # `jiio attack`'s defaults
             PGDConfig(),
             args.batch_size,
             0,

@@ -41,7 +41,7 @@ class AttackBenchConfig:
     """Budgets of both methods and their fixed settings (those of ``jiio attack``)."""
 
     jiio: JIIOAttackConfig = dataclasses.field(
-        default_factory=lambda: JIIOAttackConfig(loss="margin")
+        default_factory=lambda: JIIOAttackConfig(loss="margin", solver="picard")
     )
     pgd: PGDConfig = dataclasses.field(default_factory=PGDConfig)
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160)

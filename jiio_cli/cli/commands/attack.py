@@ -109,8 +109,9 @@ def attack(
         Loss, typer.Option(help="JIIO attack objective: logit margin or cross-entropy.")
     ] = Loss.margin,
     solver: Annotated[
-        Solver, typer.Option(help="JIIO solver on [z; x; μ]: anderson or picard.")
-    ] = Solver.anderson,
+        Solver,
+        typer.Option(help="JIIO solver on [z; x; μ]: picard (damped plain iteration) or anderson."),
+    ] = Solver.picard,
     pgd_steps: Annotated[int, typer.Option(help="PGD steps per restart.")] = 20,
     pgd_loss: Annotated[Loss, typer.Option(help="PGD objective (standard PGD: ce).")] = Loss.ce,
     pgd_step_size: Annotated[
