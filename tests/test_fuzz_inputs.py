@@ -69,3 +69,38 @@ def test_random_or_truncated_checkpoints(blob) -> None:
         )
         _one_clean_line(result)
         assert not (Path(tmp) / "o.png").exists()
+
+
+CLASSIFIER = ROOT / "models" / "mnist-classifier.safetensors"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=4000), st.integers(0, 4000)))
+def test_random_or_truncated_classifier_checkpoints(blob) -> None:
+    data = CLASSIFIER.read_bytes()[:blob] if isinstance(blob, int) else blob
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "classifier.safetensors"
+        path.write_bytes(data)
+        examples = Path(tmp) / "examples"
+        result = runner.invoke(
+            app,
+            [
+                *("attack", "--checkpoint", str(path), "--max-images", "2"),
+                *("--save-examples", str(examples), "--device", "cpu"),
+            ],
+        )
+        _one_clean_line(result)
+        assert not examples.exists()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_random_bytes_as_labelled_images(blob: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "data" / "class_0"
+        folder.mkdir(parents=True)
+        (folder / "x.png").write_bytes(blob)
+        result = runner.invoke(
+            app, ["attack", "--data", str(Path(tmp) / "data"), "--device", "cpu"]
+        )
+        _one_clean_line(result)
