@@ -51,6 +51,9 @@ def test_attack_bench_json_is_consistent(tmp_path: Path) -> None:
     if speed["ratio"] is not None:
         expected = speed["pgd_seconds_to_target"] / speed["jiio_seconds_to_target"]
         assert speed["ratio"] == pytest.approx(expected)
+    assert speed["target_mean_loss"] == speed["pgd"][-1]["mean_loss"]
+    loss_hits = [r["seconds"] for r in speed["jiio"] if r["mean_loss"] >= speed["target_mean_loss"]]
+    assert speed["jiio_seconds_to_target_loss"] == (min(loss_hits) if loss_hits else None)
 
 
 def test_plot_refuses_empty_or_non_finite_series(tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ def run_attack_bench(
                 "pgd_seconds": speed["pgd_seconds_to_target"],
                 "jiio_seconds": speed["jiio_seconds_to_target"],
                 "ratio": ratio if ratio is not None else "JIIO did not reach the target",
+                "ratio_by_mean_loss": speed["ratio_by_loss"],
             }
         ],
         title="time to equal robust accuracy",
