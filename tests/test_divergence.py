@@ -108,3 +108,23 @@ def test_attack_with_a_nan_classifier_reports_and_writes_nothing(tmp_path: Path)
     assert "diverged: NaN/Inf on 4 clean image(s)" in result.stderr
     assert "Traceback" not in result.output and result.stdout == ""
     assert not examples.exists()
+
+
+def test_sample_and_bench_with_a_nan_decoder_report_and_write_nothing(tmp_path: Path) -> None:
+    broken = _nan_copy(ROOT / "models" / "mnist-decoder.safetensors", tmp_path / "nan.safetensors")
+    grid = tmp_path / "grid.png"
+    result = runner.invoke(
+        app, ["sample", "-c", str(broken), "--n", "4", "--out", str(grid), "--device", "cpu"]
+    )
+    assert result.exit_code == 1 and "diverged: NaN/Inf for 4 of 4" in result.stderr
+    assert not grid.exists() and "Traceback" not in result.output
+    plot = tmp_path / "plot.png"
+    result = runner.invoke(
+        app,
+        [
+            *("bench", "--task", "reconstruct", "-c", str(broken), "--batch-size", "2"),
+            *("--naive-steps", "2", "--plot", str(plot), "--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 1 and "diverged (NaN/Inf)" in result.stderr
+    assert result.stdout == "" and not plot.exists()

@@ -15,6 +15,7 @@ Two measurements, both on the MNIST-5k held-out split and the given decoder:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig
+from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse import InferenceSettings, reconstruct
@@ -96,6 +98,11 @@ def time_to_equal_objective(
     # Steps cost the same (solves from scratch), so step k ends at (k+1)/(steps+1) of the time.
     naive_times = [naive_seconds * (k + 1) / len(trace) for k in range(len(trace))]
     target = float(trace[-1])
+    if not math.isfinite(target) or bool(naive.failed.any()):
+        raise JiioError(
+            "the decoder's solves diverged (NaN/Inf) in the naive method; the checkpoint "
+            "is broken or the solve unstable: nothing to compare"
+        )
     naive_reach = next(t for t, v in zip(naive_times, trace.tolist(), strict=True) if v <= target)
 
     jiio_points = []

@@ -16,6 +16,7 @@ from torch import Tensor
 from jiio_cli.checkpoint import save_checkpoint
 from jiio_cli.density import GaussianMixture, fit_gmm
 from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
+from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.inverse import InferenceSettings, infer_latents
 from jiio_cli.tasks.loading import load_model
@@ -51,14 +52,26 @@ def fit_latent_density(
 
 
 def decode(decoder: DEQDecoder, codes: Tensor, solver: SolverConfig | None = None) -> Tensor:
-    """Images (N, C, H, W) in [0, 1] for latent codes (N, D): head(z*) with z* = f(z*, x)."""
+    """Images (N, C, H, W) in [0, 1] for latent codes (N, D): head(z*) with z* = f(z*, x).
+
+    Raises:
+        JiioError: the forward solve diverged (NaN/Inf) for some code; the solver would
+            otherwise hand back its last finite iterate, an image of nothing.
+    """
     solver = solver or SolverConfig(memory=5, max_iter=60, tol=1e-4)
     param = next(decoder.parameters())
     codes = codes.to(param.device, param.dtype)
     z0 = decoder.init_state(codes.shape[0], device=param.device, dtype=param.dtype)
     with torch.no_grad():
-        z = forward_solve(decoder.cell, codes, z0, solver).z
-        return decoder.head(z).clamp(0, 1)
+        solution = forward_solve(decoder.cell, codes, z0, solver)
+        images = decoder.head(solution.z)
+        failed = solution.stats.failed | ~torch.isfinite(images).flatten(1).all(dim=1)
+        if bool(failed.any()):
+            raise JiioError(
+                f"the decoder's forward solve diverged: NaN/Inf for {int(failed.sum())} of "
+                f"{codes.shape[0]} samples; the checkpoint is broken or the solve unstable"
+            )
+        return images.clamp(0, 1)
 
 
 def attach_density(
