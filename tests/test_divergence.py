@@ -128,3 +128,12 @@ def test_sample_and_bench_with_a_nan_decoder_report_and_write_nothing(tmp_path: 
     )
     assert result.exit_code == 1 and "diverged (NaN/Inf)" in result.stderr
     assert result.stdout == "" and not plot.exists()
+
+
+def test_adapt_with_a_nan_meta_model_reports(tmp_path: Path) -> None:
+    broken = _nan_copy(ROOT / "models" / "meta-glyphs.safetensors", tmp_path / "nan.safetensors")
+    result = runner.invoke(
+        app, ["adapt", "-c", str(broken), "--episodes", "2", "--device", "cpu", "--json"]
+    )
+    assert result.exit_code == 1 and "diverged: NaN/Inf" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.output

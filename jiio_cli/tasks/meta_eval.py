@@ -25,6 +25,7 @@ from torch import Tensor
 
 from jiio_cli.data.episodes import ClassPool, EpisodeBatch, sample_episodes
 from jiio_cli.engine import InputOptResult
+from jiio_cli.errors import JiioError
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.meta import AdaptSettings, adapt_context, centroid_predictions, query_logits
 from jiio_cli.training import derived_generator
@@ -98,6 +99,17 @@ def matched_naive_steps(jiio_f_evals: float, per_step: float, overhead: float) -
     return max(1, round((jiio_f_evals - overhead) / max(per_step, 1.0)))
 
 
+def refuse_divergence(result: InputOptResult, logits: Tensor) -> None:
+    """Stop with one line when an adaptation or a query solve produced NaN/Inf: accuracy
+    from such a model is noise, not a measurement."""
+    bad = result.failed | ~torch.isfinite(logits).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        raise JiioError(
+            f"the meta-model's solve diverged: NaN/Inf on {int(bad.sum())} of "
+            f"{bad.shape[0]} tasks; the checkpoint is broken or the solve unstable"
+        )
+
+
 def _adapted_predictions(
     model: FiLMClassifier,
     ep: EpisodeBatch,
@@ -108,7 +120,9 @@ def _adapted_predictions(
     _synchronize(device)
     start = time.perf_counter()
     result = adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method)  # type: ignore[arg-type]
-    predicted = query_logits(model, ep.query, result.x, ep.ways, settings.forward).argmax(-1)
+    logits = query_logits(model, ep.query, result.x, ep.ways, settings.forward)
+    refuse_divergence(result, logits)
+    predicted = logits.argmax(-1)
     _synchronize(device)
     return predicted, result, time.perf_counter() - start
 
@@ -203,4 +217,5 @@ def adapt_and_predict(
     """
     result = adapt_context(model, support[None], support_labels[None], ways, settings)
     logits = query_logits(model, query[None], result.x, ways, settings.forward)[0]
+    refuse_divergence(result, logits)
     return logits.argmax(-1), logits.softmax(-1), result
