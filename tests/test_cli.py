@@ -46,8 +46,7 @@ def test_version() -> None:
     assert torch.__version__ in result.stdout
 
 
-UNBUILT = [
-]
+UNBUILT = []
 
 
 @pytest.mark.parametrize(("args", "task"), UNBUILT)
