@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from jiio_cli.engine import SolverConfig, forward_solve, implicit_fixed_point  # noqa: E402
 from jiio_cli.models import DEQClassifier  # noqa: E402
 from jiio_cli.tasks.adversarial import (  # noqa: E402
-    JIIOAttackConfig,
+    COMMAND_ATTACK,
     PGDConfig,
     ThreatModel,
     classify,
@@ -87,7 +87,7 @@ def main() -> None:
             labels,
             [threat],
             ["jiio", "pgd"],
-            JIIOAttackConfig(loss="margin", solver="picard"),  # `jiio attack`'s defaults
+            COMMAND_ATTACK,
             PGDConfig(),
             args.batch_size,
             0,

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from jiio_cli.models import DEQClassifier
 from jiio_cli.tasks.adversarial import (
+    COMMAND_ATTACK,
     AttackOutcome,
     JIIOAttackConfig,
     PGDConfig,
@@ -45,9 +46,7 @@ __all__ = ["AttackBenchConfig", "attack_time_to_equal_objective"]
 class AttackBenchConfig:
     """Budgets of both methods and their fixed settings (those of ``jiio attack``)."""
 
-    jiio: JIIOAttackConfig = dataclasses.field(
-        default_factory=lambda: JIIOAttackConfig(loss="margin", solver="picard")
-    )
+    jiio: JIIOAttackConfig = COMMAND_ATTACK
     pgd: PGDConfig = dataclasses.field(default_factory=PGDConfig)
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160)
     pgd_budgets: tuple[int, ...] = (5, 10, 20)

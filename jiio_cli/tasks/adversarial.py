@@ -47,6 +47,7 @@ from jiio_cli.engine.problem import Objective
 from jiio_cli.models import DEQClassifier
 
 __all__ = [
+    "COMMAND_ATTACK",
     "AttackOutcome",
     "Classification",
     "JIIOAttackConfig",
@@ -135,6 +136,12 @@ class JIIOAttackConfig:
             ),
             refine=SolverConfig(memory=5, max_iter=30, tol=self.tol),
         )
+
+
+COMMAND_ATTACK = JIIOAttackConfig(loss="margin", solver="picard")
+"""The JIIO attack of ``jiio attack`` with its default options (measured strongest; see
+BENCHMARKS.md). ``JIIOAttackConfig()`` itself keeps the Anderson / cross-entropy attack
+that adversarial training uses."""
 
 
 @dataclass(frozen=True)
