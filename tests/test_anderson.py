@@ -20,7 +20,7 @@ def linear_map(batch: int, n: int, rates: list[float], device: torch.device, see
     c = torch.randn(batch, n, generator=gen, dtype=torch.float64)
     a, c = a.to(device), c.to(device)
 
-    def g(s: torch.Tensor, _k: int) -> torch.Tensor:
+    def g(s: torch.Tensor, _k: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bij,bj->bi", a, s) + c
 
     solution = torch.linalg.solve(torch.eye(n, dtype=a.dtype, device=device) - a, c)
@@ -66,7 +66,7 @@ def test_nan_and_divergence_are_reported_not_raised(device: torch.device) -> Non
     def broken(s: torch.Tensor, k: int) -> torch.Tensor:
         out = g(s, k)
         # Sample 1 produces NaN from iteration 3 on; sample 2 has no fixed point (e^s > s).
-        out[1] = torch.where(torch.tensor(k >= 3, device=s.device), torch.nan, out[1])
+        out[1] = torch.where(k >= 3, torch.nan, out[1])
         out[2] = torch.exp(s[2])
         return out
 

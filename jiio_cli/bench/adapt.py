@@ -16,12 +16,10 @@ final contexts, f-evaluations, VJPs and iterations are reported alongside.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig
 from jiio_cli.models import FiLMClassifier
@@ -40,21 +38,21 @@ class AdaptBenchConfig:
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     memory: int = 10
     alpha_x: float = 2.0
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    repeat: int = 1
 
 
 def _timed(
-    model: FiLMClassifier, ep: EpisodeBatch, settings: AdaptSettings, method: str
+    model: FiLMClassifier,
+    ep: EpisodeBatch,
+    settings: AdaptSettings,
+    method: str,
+    repeat: int = 1,
 ) -> tuple[InputOptResult, float]:
-    _synchronize(ep.support.device)
-    start = time.perf_counter()
-    result = adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method)  # type: ignore[arg-type]
-    _synchronize(ep.support.device)
-    return result, time.perf_counter() - start
+    return timed_median(
+        lambda: adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method),  # type: ignore[arg-type]
+        ep.support.device,
+        repeat,
+    )
 
 
 def _accuracy(
@@ -98,7 +96,7 @@ def time_to_equal_support_objective(
         "naive",
     )
 
-    naive, naive_seconds = _timed(model, ep, naive_settings, "naive")
+    naive, naive_seconds = _timed(model, ep, naive_settings, "naive", cfg.repeat)
     trace = naive.trace.cpu().tolist()
     times = [naive_seconds * (k + 1) / len(trace) for k in range(len(trace))]
     target = float(naive.objective.mean())
@@ -108,7 +106,7 @@ def time_to_equal_support_objective(
 
     runs = []
     for budget in cfg.jiio_budgets:
-        result, seconds = _timed(model, ep, jiio_settings(budget), "jiio")
+        result, seconds = _timed(model, ep, jiio_settings(budget), "jiio", cfg.repeat)
         runs.append(
             {
                 "iterations": budget,

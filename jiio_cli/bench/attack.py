@@ -18,7 +18,6 @@ mean loss.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from jiio_cli.bench.timing import timed_median
 from jiio_cli.models import DEQClassifier
 from jiio_cli.tasks.adversarial import (
     COMMAND_ATTACK,
@@ -37,7 +37,6 @@ from jiio_cli.tasks.adversarial import (
     jiio_attack,
     pgd_attack,
 )
-from jiio_cli.tasks.attack_sweep import synchronize
 
 __all__ = ["AttackBenchConfig", "attack_time_to_equal_objective"]
 
@@ -50,6 +49,7 @@ class AttackBenchConfig:
     pgd: PGDConfig = dataclasses.field(default_factory=PGDConfig)
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160)
     pgd_budgets: tuple[int, ...] = (5, 10, 20)
+    repeat: int = 1
 
 
 def _score(model: DEQClassifier, outcome: AttackOutcome, labels: Tensor) -> dict[str, float]:
@@ -62,14 +62,6 @@ def _score(model: DEQClassifier, outcome: AttackOutcome, labels: Tensor) -> dict
         "iterations": float(outcome.iterations.float().mean()),
         "eval_unconverged": float((~verdict.converged).float().mean()),
     }
-
-
-def _timed(fn: Any, device: torch.device) -> tuple[AttackOutcome, float]:
-    synchronize(device)
-    began = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return out, time.perf_counter() - began
 
 
 def attack_time_to_equal_objective(
@@ -94,18 +86,18 @@ def attack_time_to_equal_objective(
     rows: dict[str, list[dict[str, float]]] = {"jiio": [], "pgd": []}
     for steps in config.pgd_budgets:
         pgd = dataclasses.replace(config.pgd, steps=steps)
-        generator = torch.Generator().manual_seed(seed)
-        outcome, seconds = _timed(
-            lambda pgd=pgd, generator=generator: pgd_attack(
-                model, images, labels, threat, pgd, generator
+        outcome, seconds = timed_median(
+            lambda pgd=pgd: pgd_attack(
+                model, images, labels, threat, pgd, torch.Generator().manual_seed(seed)
             ),
             device,
+            config.repeat,
         )
         rows["pgd"].append({"budget": steps, "seconds": seconds, **_score(model, outcome, labels)})
     for iterations in config.jiio_budgets:
         cfg = dataclasses.replace(config.jiio, iterations=iterations)
-        outcome, seconds = _timed(
-            lambda cfg=cfg: jiio_attack(model, images, labels, threat, cfg), device
+        outcome, seconds = timed_median(
+            lambda cfg=cfg: jiio_attack(model, images, labels, threat, cfg), device, config.repeat
         )
         rows["jiio"].append(
             {"budget": iterations, "seconds": seconds, **_score(model, outcome, labels)}

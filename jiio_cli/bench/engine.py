@@ -29,18 +29,21 @@ from jiio_cli.engine import (
     naive_solve,
 )
 from jiio_cli.models import ConvDEQCell, ImageInjection
+from jiio_cli.models.precision import Precision, autocast_cell
 
 __all__ = ["EngineTiming", "time_engine"]
 
 
 @dataclass
 class EngineTiming:
-    """Seconds per call at one problem size."""
+    """Seconds per call at one problem size, solver memory and execution mode."""
 
     batch: int
     channels: int
     size: int
     memory: int
+    mode: str
+    precision: str
     f_seconds: float
     f_vjp_seconds: float
     jiio_iteration_seconds: float
@@ -48,13 +51,22 @@ class EngineTiming:
     naive_history_mib_per_sample: float
     jiio_peak_mib_per_sample: float | None = None
     naive_peak_mib_per_sample: float | None = None
+    graph_failure: str | None = None
 
     @property
     def overhead_ratio(self) -> float:
         return self.jiio_iteration_seconds / self.f_vjp_seconds
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {**asdict(self), "overhead_ratio": self.overhead_ratio}
+    @property
+    def iteration_seconds_per_sample(self) -> float:
+        return self.jiio_iteration_seconds / self.batch
+
+    def as_dict(self) -> dict[str, float | int | str | None]:
+        return {
+            **asdict(self),
+            "overhead_ratio": self.overhead_ratio,
+            "iteration_seconds_per_sample": self.iteration_seconds_per_sample,
+        }
 
 
 def time_engine(
@@ -66,15 +78,23 @@ def time_engine(
     iterations: int = 30,
     repeat: int = 5,
     seed: int = 0,
+    graph: bool = False,
+    precision: Precision = "fp32",
 ) -> EngineTiming:
     """Time f, f + VJP and one JIIO iteration for an image-injected conv DEQ cell.
 
     x is an image (B, 3, size, size) optimised inside the pixel box; z has ``channels``
     channels at full resolution; the objective is a squared error on z's mean channel.
+
+    The iteration time is the marginal cost of an iteration, (t(2T) − t(T)) / T for runs
+    of 2T and T iterations (T = ``iterations``), which removes set-up, the final
+    refinement and, with ``graph``, the warm-up and capture. f and f + VJP are timed
+    eagerly (what a plain PyTorch loop over this cell costs), in ``precision``.
     """
     torch.manual_seed(seed)
-    cell = ConvDEQCell(channels, ImageInjection(3, channels, stride=1, image_size=size))
-    cell = cell.to(device)
+    module = ConvDEQCell(channels, ImageInjection(3, channels, stride=1, image_size=size))
+    module = module.to(device)
+    cell = autocast_cell(module, precision, device)
     x = torch.rand(batch, 3, size, size, device=device)
     z = torch.randn(batch, channels, size, size, device=device) * 0.1
     mu = torch.randn_like(z) * 0.1
@@ -88,17 +108,18 @@ def time_engine(
     fv_time = time_call(lambda: lagrangian_grads(cell, objective, z, x, mu), device, repeat * 4)
 
     problem = InputProblem(cell, objective, torch.zeros_like(z), x)
-    # tol far below reach: every run does exactly ``iterations`` iterations.
-    cfg = JIIOConfig(
-        alpha_x=0.01,
-        solver=SolverConfig(memory=memory, tol=1e-30, max_iter=iterations, check_every=10**6),
-        refine=SolverConfig(memory=2, tol=1e-30, max_iter=1, check_every=10**6),
-    )
-    short = JIIOConfig(
-        alpha_x=0.01,
-        solver=SolverConfig(memory=memory, tol=1e-30, max_iter=2, check_every=10**6),
-        refine=cfg.refine,
-    )
+
+    def config(steps: int) -> JIIOConfig:
+        # tol far below reach: every run does exactly ``steps`` iterations.
+        return JIIOConfig(
+            alpha_x=0.01,
+            solver=SolverConfig(
+                memory=memory, tol=1e-30, max_iter=steps, check_every=10**6, graph=graph
+            ),
+            refine=SolverConfig(memory=2, tol=1e-30, max_iter=1, check_every=10**6),
+        )
+
+    short, long = config(iterations), config(2 * iterations)
     nz, nx = z[0].numel(), x[0].numel()
     itemsize = z.element_size()
     mib = 2.0**20
@@ -112,24 +133,31 @@ def time_engine(
             forward=SolverConfig(memory=naive_memory, max_iter=iterations, tol=1e-30),
             adjoint=SolverConfig(memory=naive_memory, max_iter=iterations, tol=1e-30),
         )
-        jiio_peak = _peak_mib(lambda: jiio_solve(problem, cfg), device) / batch
+        jiio_peak = _peak_mib(lambda: jiio_solve(problem, short), device) / batch
         naive_peak = _peak_mib(lambda: naive_solve(problem, naive_cfg), device) / batch
-    long_t = time_call(lambda: jiio_solve(problem, cfg), device, repeat=repeat, warmup=1)
-    short_t = time_call(lambda: jiio_solve(problem, short), device, repeat=repeat, warmup=1)
-    # The difference removes set-up and the final refinement from the per-iteration cost.
-    per_iter = (long_t - short_t) / (iterations - 2)
+    failure: list[str | None] = [None]
+
+    def run(cfg: JIIOConfig) -> None:
+        failure[0] = jiio_solve(problem, cfg).graph_failure
+
+    long_t = time_call(lambda: run(long), device, repeat=repeat, warmup=1)
+    short_t = time_call(lambda: run(short), device, repeat=repeat, warmup=1)
+    per_iter = (long_t - short_t) / iterations
     return EngineTiming(
-        batch,
-        channels,
-        size,
-        memory,
-        f_time,
-        fv_time,
-        per_iter,
-        jiio_history,
-        naive_history,
-        jiio_peak,
-        naive_peak,
+        batch=batch,
+        channels=channels,
+        size=size,
+        memory=memory,
+        mode="graph" if graph and device.type == "cuda" and failure[0] is None else "eager",
+        precision=precision,
+        f_seconds=f_time,
+        f_vjp_seconds=fv_time,
+        jiio_iteration_seconds=per_iter,
+        jiio_history_mib_per_sample=jiio_history,
+        naive_history_mib_per_sample=naive_history,
+        jiio_peak_mib_per_sample=jiio_peak,
+        naive_peak_mib_per_sample=naive_peak,
+        graph_failure=failure[0],
     )
 
 

@@ -16,13 +16,13 @@ Two measurements, both on the MNIST-5k held-out split and the given decoder:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from jiio_cli.bench.timing import timed_median
 from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
@@ -56,11 +56,8 @@ class ReconstructBenchConfig:
     memory: int = 20
     latent_weight: float = 1e-3
     inner_tol: float = 1e-4
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    repeat: int = 1
+    graph: bool = False
 
 
 def _jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSettings:
@@ -68,7 +65,7 @@ def _jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSet
         latent_weight=cfg.latent_weight,
         jiio=JIIOConfig(
             alpha_x=cfg.alpha_x,
-            solver=SolverConfig(memory=cfg.memory, max_iter=iterations, tol=1e-6),
+            solver=SolverConfig(memory=cfg.memory, max_iter=iterations, tol=1e-6, graph=cfg.graph),
             refine=SolverConfig(memory=5, max_iter=30, tol=cfg.inner_tol),
         ),
     )
@@ -89,11 +86,9 @@ def time_to_equal_objective(
     )
     # Warm-up so that neither method pays one-off costs (allocator, kernels).
     reconstruct(decoder, observed[:2], known[:2], _jiio_settings(cfg, 3))
-    _synchronize(device)
-    t0 = time.perf_counter()
-    _, naive = reconstruct(decoder, observed, known, naive_settings)
-    _synchronize(device)
-    naive_seconds = time.perf_counter() - t0
+    (_, naive), naive_seconds = timed_median(
+        lambda: reconstruct(decoder, observed, known, naive_settings), device, cfg.repeat
+    )
     trace = naive.trace.cpu()
     # Steps cost the same (solves from scratch), so step k ends at (k+1)/(steps+1) of the time.
     naive_times = [naive_seconds * (k + 1) / len(trace) for k in range(len(trace))]
@@ -107,16 +102,20 @@ def time_to_equal_objective(
 
     jiio_points = []
     for budget in cfg.jiio_budgets:
-        _synchronize(device)
-        t0 = time.perf_counter()
-        _, result = reconstruct(decoder, observed, known, _jiio_settings(cfg, budget))
-        _synchronize(device)
+        (_, result), seconds = timed_median(
+            lambda budget=budget: reconstruct(
+                decoder, observed, known, _jiio_settings(cfg, budget)
+            ),
+            device,
+            cfg.repeat,
+        )
         jiio_points.append(
             {
                 "iterations": budget,
-                "seconds": time.perf_counter() - t0,
+                "seconds": seconds,
                 "objective": float(result.objective.mean()),
                 "f_evals": int(result.batch_f_evals),
+                "cuda_graph": result.graph,
             }
         )
         if jiio_points[-1]["objective"] <= target:

@@ -9,11 +9,41 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["StepClock", "time_call"]
+__all__ = ["StepClock", "time_call", "timed_median"]
+
+T = TypeVar("T")
+
+
+def timed_median(fn: Callable[[], T], device: torch.device, repeat: int = 1) -> tuple[T, float]:
+    """Run ``fn`` ``repeat`` times; return its last result and the median seconds per run.
+
+    Each run is timed whole (CUDA events on a GPU, ``perf_counter`` on the CPU) after the
+    device has finished earlier work. No warm-up here: callers warm up once for all runs.
+    """
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    samples: list[float] = []
+    result: T | None = None
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            result = fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            result = fn()
+            samples.append(time.perf_counter() - t0)
+    assert result is not None
+    return result, statistics.median(samples)
 
 
 def time_call(

@@ -43,15 +43,18 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from jiio_cli.engine.cuda_graph import GraphedStep
+
 __all__ = [
     "FixedPointResult",
     "SolverConfig",
     "anderson_weights",
+    "cholesky_solve_unrolled",
     "fixed_point_solve",
     "relative_residual",
 ]
 
-MapFn = Callable[[Tensor, int], Tensor]
+MapFn = Callable[[Tensor, Tensor], Tensor]
 ResidualFn = Callable[[Tensor, Tensor], Tensor]
 
 RESIDUAL_FLOOR = 1e-6
@@ -80,6 +83,9 @@ class SolverConfig:
             convergence when it converged) or ``"last"`` (the last one evaluated: for maps
             that keep making progress without their residual falling, such as attacks
             whose normalised steps never shrink).
+        graph: on a CUDA device, record one iteration as a CUDA graph after two warm-up
+            iterations and replay it (one launch per iteration instead of hundreds);
+            results are the same as eager. Ignored on the CPU.
     """
 
     method: Literal["anderson", "picard"] = "anderson"
@@ -93,6 +99,7 @@ class SolverConfig:
     patience: int | None = None
     blowup: float = 1e3
     keep: Literal["best", "last"] = "best"
+    graph: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in ("anderson", "picard"):
@@ -116,6 +123,8 @@ class FixedPointResult:
         converged: every residual entry ≤ tol, (B,) bool.
         failed: the map produced NaN/Inf for the sample, (B,) bool.
         steps: map evaluations of the whole batch (the cost actually paid).
+        graph: the iterations after warm-up were replayed from a CUDA graph.
+        graph_failure: why capture was abandoned (the solve then ran eagerly), or None.
     """
 
     state: Tensor
@@ -124,6 +133,8 @@ class FixedPointResult:
     converged: Tensor
     failed: Tensor
     steps: int
+    graph: bool = False
+    graph_failure: str | None = None
 
 
 def relative_residual(s: Tensor, gs: Tensor) -> Tensor:
@@ -132,7 +143,45 @@ def relative_residual(s: Tensor, gs: Tensor) -> Tensor:
     return ((gs - s).norm(dim=1) / (gs.norm(dim=1) + floor)).unsqueeze(1)
 
 
-def anderson_weights(gram: Tensor, valid: Tensor, fallback: Tensor, lam: float) -> Tensor:
+def cholesky_solve_unrolled(h: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """Solve h y = rhs for a batch of small SPD matrices with elementwise kernels only.
+
+    A column-by-column Cholesky factorisation and two triangular sweeps, O(m) batched
+    kernels for m×m systems and no linear-algebra library call: the fallback used when a
+    library solve cannot be recorded into a CUDA graph.
+
+    Args:
+        h: (B, m, m) symmetric positive definite.
+        rhs: (B, m).
+
+    Returns:
+        y (B, m) and a (B,) bool flag, False where a pivot was not positive.
+    """
+    batch, m, _ = h.shape
+    tiny = torch.finfo(h.dtype).tiny
+    low = torch.zeros_like(h)
+    ok = torch.ones(batch, dtype=torch.bool, device=h.device)
+    for j in range(m):
+        row = low[:, j, :j]
+        pivot = h[:, j, j] - (row * row).sum(dim=1)
+        ok = ok & (pivot > 0)
+        diag = pivot.clamp_min(tiny).sqrt()
+        low[:, j, j] = diag
+        if j + 1 < m:
+            below = h[:, j + 1 :, j] - torch.einsum("bik,bk->bi", low[:, j + 1 :, :j], row)
+            low[:, j + 1 :, j] = below / diag[:, None]
+    y = torch.zeros_like(rhs)
+    for i in range(m):  # L y = rhs
+        y[:, i] = (rhs[:, i] - (low[:, i, :i] * y[:, :i]).sum(dim=1)) / low[:, i, i]
+    x = torch.zeros_like(rhs)
+    for i in reversed(range(m)):  # Lᵀ x = y
+        x[:, i] = (y[:, i] - (low[:, i + 1 :, i] * x[:, i + 1 :]).sum(dim=1)) / low[:, i, i]
+    return x, ok
+
+
+def anderson_weights(
+    gram: Tensor, valid: Tensor, fallback: Tensor, lam: float, unrolled: bool = False
+) -> Tensor:
     """Mixing weights α (B, m) from the history Gram matrix.
 
     Args:
@@ -142,6 +191,8 @@ def anderson_weights(gram: Tensor, valid: Tensor, fallback: Tensor, lam: float) 
         fallback: (m,) weights used where the solve fails, normally the one-hot vector of
             the newest slot (a plain step).
         lam: relative regularisation λ.
+        unrolled: solve with :func:`cholesky_solve_unrolled` instead of the library's
+            batched Cholesky (same result up to rounding).
 
     Returns:
         α with Σ α = 1 over each sample's valid slots and 0 elsewhere, in ``gram``'s dtype.
@@ -153,11 +204,15 @@ def anderson_weights(gram: Tensor, valid: Tensor, fallback: Tensor, lam: float) 
     reg = lam * diag.sum(dim=1, keepdim=True) / n_valid
     # Unfilled slots get an identity row and a zero right-hand side, hence α = 0 there.
     h = h + torch.diag_embed(torch.where(valid, reg, torch.ones_like(reg)))
-    rhs = valid.to(gram.dtype).unsqueeze(-1)
-    chol, info = torch.linalg.cholesky_ex(h)
-    y = torch.cholesky_solve(rhs, chol).squeeze(-1)
+    rhs = valid.to(gram.dtype)
+    if unrolled:
+        y, factored = cholesky_solve_unrolled(h, rhs)
+    else:
+        chol, info = torch.linalg.cholesky_ex(h)
+        y = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+        factored = info == 0
     alpha = y / y.sum(dim=1, keepdim=True)
-    ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+    ok = factored & torch.isfinite(alpha).all(dim=1)
     return torch.where(ok[:, None], alpha, fallback)
 
 
@@ -170,9 +225,11 @@ def fixed_point_solve(
     """Solve s = g(s) for each row of a batch.
 
     Args:
-        fn: the map ``g(s, k)`` taking the (B, N) state and the iteration index k
-            (so maps with iteration-dependent step sizes can be solved), returning (B, N).
-            It is called without autograd recording on the solver's own tensors.
+        fn: the map ``g(s, k)`` taking the (B, N) state and the iteration index k as a
+            0-dim int64 tensor on the state's device (so maps with iteration-dependent
+            step sizes can be solved without reading it on the host), returning (B, N).
+            It is called without autograd recording on the solver's own tensors. With
+            ``config.graph`` it must follow :mod:`jiio_cli.engine.cuda_graph`'s contract.
         s0: initial state (B, N).
         config: solver settings.
         residual_fn: ``(s, g(s)) -> (B, K)`` residuals; sample b converges when all K
@@ -181,91 +238,140 @@ def fixed_point_solve(
     Returns:
         A :class:`FixedPointResult`.
     """
-    residual_fn = residual_fn or relative_residual
-    batch, n = s0.shape
-    device = s0.device
-    anderson = config.method == "anderson"
-    m = config.memory
-    keep_last = config.keep == "last"
-
-    s = s0.detach().clone()
-    best_s = s.clone()
-    best_score = torch.full((batch,), float("inf"), device=device)
-    best_res: Tensor | None = None
-    active = torch.ones(batch, dtype=torch.bool, device=device)
-    converged = torch.zeros_like(active)
-    failed = torch.zeros_like(active)
-    iterations = torch.zeros(batch, dtype=torch.long, device=device)
-    if anderson:
-        hist_f = s0.new_zeros(batch, m, n)
-        hist_g = s0.new_zeros(batch, m, n)
-        gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
-        one_hot = torch.eye(m, dtype=torch.float64, device=device)
-        valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
-        stale = torch.zeros(batch, dtype=torch.long, device=device)
-        plain_left = torch.zeros(batch, dtype=torch.long, device=device)
-    patience = 2 * m if config.patience is None else config.patience
-    slot, steps = 0, 0
+    loop = _SolverLoop(fn, s0, config, residual_fn or relative_residual)
     restarts = set(config.restart_at)
-
-    with torch.no_grad():
-        for k in range(config.max_iter):
-            if anderson and k in restarts:
-                valid.zero_()
-            gs = fn(s, k)
-            steps += 1
-            res = residual_fn(s, gs)
-            if best_res is None:
-                best_res = torch.full_like(res, float("inf"))
-            finite = torch.isfinite(gs).all(dim=1) & torch.isfinite(res).all(dim=1)
-            score = torch.where(finite, res.amax(dim=1), torch.inf)
-            improved = active & (score < best_score)
-            kept = active if keep_last else improved
-            best_s = torch.where(kept[:, None], s, best_s)
-            best_res = torch.where(kept[:, None], res, best_res)
-            best_score = torch.where(improved, score, best_score)
-            iterations += active
-            done = active & finite & (score <= config.tol)
-            converged |= done
-            failed |= active & ~finite
-            active = active & ~done & finite
-
-            if anderson:
-                g = gs - s
-                hist_f[:, slot].copy_(gs)
-                hist_g[:, slot].copy_(g)
-                valid[:, slot] = True
-                row = torch.einsum("bmn,bn->bm", hist_g, g).to(torch.float64)
-                gram[:, slot, :] = row
-                gram[:, :, slot] = row
-                # Safeguard: a stagnating or blowing-up sample forgets its history and
-                # takes plain steps g(s) for a while before accelerating again.
-                stale = torch.where(improved, 0, stale + 1)
-                restart = (stale >= patience) if patience > 0 else torch.zeros_like(active)
-                restart = restart | (score > config.blowup * best_score)
-                stale = torch.where(restart, 0, stale)
-                plain_left = torch.where(restart, m, (plain_left - 1).clamp_min(0))
-                valid &= (plain_left == 0)[:, None]
-                valid[:, slot] = True
-                alpha = anderson_weights(gram, valid, one_hot[slot], config.lam).to(s.dtype)
-                s_next = torch.einsum("bm,bmn->bn", alpha, hist_f)
-                if config.beta != 1.0:
-                    mixed_g = torch.einsum("bm,bmn->bn", alpha, hist_g)
-                    s_next = s_next - (1.0 - config.beta) * mixed_g
-                slot = (slot + 1) % m
-            else:
-                s_next = s + config.beta * (gs - s)
-            s = torch.where(active[:, None], s_next, s)
-
-            if (k + 1) % config.check_every == 0 and not bool(active.any()):
-                break
-
-    assert best_res is not None
-    return FixedPointResult(
-        state=best_s,
-        residual=best_res,
-        iterations=iterations,
-        converged=converged,
-        failed=failed,
-        steps=steps,
+    step = GraphedStep(
+        loop.step, enabled=config.graph and s0.is_cuda, alternatives=[loop.step_unrolled]
     )
+    steps = 0
+    with torch.no_grad():
+        loop.first_step()
+        steps = 1
+        for k in range(1, config.max_iter):
+            if (k % config.check_every) == 0 and not bool(loop.active.any()):
+                break
+            if loop.anderson and k in restarts:
+                loop.valid.zero_()
+            step()
+            steps += 1
+    return FixedPointResult(
+        state=loop.best_s,
+        residual=loop.best_res,
+        iterations=loop.iterations,
+        converged=loop.converged,
+        failed=loop.failed,
+        steps=steps,
+        graph=step.captured,
+        graph_failure=step.failure,
+    )
+
+
+class _SolverLoop:
+    """Buffers of one solve and its iteration, updated in place (CUDA-graph safe).
+
+    Everything that changes between iterations — the state, best iterates, masks,
+    Anderson's history, its Gram matrix, the history slot and the iteration counter —
+    lives in tensors allocated here, so one recorded iteration can be replayed.
+    """
+
+    def __init__(
+        self, fn: MapFn, s0: Tensor, config: SolverConfig, residual_fn: ResidualFn
+    ) -> None:
+        self.fn = fn
+        self.residual_fn = residual_fn
+        self.config = config
+        batch, n = s0.shape
+        device = s0.device
+        self.anderson = config.method == "anderson"
+        self.keep_last = config.keep == "last"
+        self.unrolled = False
+        m = config.memory
+        self.patience = 2 * m if config.patience is None else config.patience
+
+        self.s = s0.detach().clone()
+        self.best_s = self.s.clone()
+        self.best_score = torch.full((batch,), float("inf"), device=device)
+        self.best_res = torch.empty(0, device=device)
+        self.active = torch.ones(batch, dtype=torch.bool, device=device)
+        self.converged = torch.zeros_like(self.active)
+        self.failed = torch.zeros_like(self.active)
+        self.iterations = torch.zeros(batch, dtype=torch.long, device=device)
+        self.k = torch.zeros((), dtype=torch.long, device=device)
+        if self.anderson:
+            self.hist_f = s0.new_zeros(batch, m, n)
+            self.hist_g = s0.new_zeros(batch, m, n)
+            self.gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
+            self.one_hot = torch.eye(m, dtype=torch.float64, device=device)
+            self.valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
+            self.stale = torch.zeros(batch, dtype=torch.long, device=device)
+            self.plain_left = torch.zeros(batch, dtype=torch.long, device=device)
+            self.slot = torch.zeros(1, dtype=torch.long, device=device)
+
+    def first_step(self) -> None:
+        """Iteration 0, which also sizes the residual buffer."""
+        gs = self.fn(self.s, self.k)
+        res = self.residual_fn(self.s, gs)
+        self.best_res = torch.full_like(res, float("inf"))
+        self._update(gs, res)
+
+    def step(self) -> None:
+        """One iteration k ≥ 1, entirely on the device."""
+        gs = self.fn(self.s, self.k)
+        self._update(gs, self.residual_fn(self.s, gs))
+
+    def step_unrolled(self) -> None:
+        """:meth:`step` with Anderson's small solve in plain kernels (graph fallback)."""
+        self.unrolled = True
+        self.step()
+
+    def _update(self, gs: Tensor, res: Tensor) -> None:
+        cfg, s = self.config, self.s
+        finite = torch.isfinite(gs).all(dim=1) & torch.isfinite(res).all(dim=1)
+        score = torch.where(finite, res.amax(dim=1), torch.inf)
+        active = self.active
+        improved = active & (score < self.best_score)
+        kept = active if self.keep_last else improved
+        self.best_s.copy_(torch.where(kept[:, None], s, self.best_s))
+        self.best_res.copy_(torch.where(kept[:, None], res, self.best_res))
+        self.best_score.copy_(torch.where(improved, score, self.best_score))
+        self.iterations.add_(active)
+        done = active & finite & (score <= cfg.tol)
+        self.converged.logical_or_(done)
+        self.failed.logical_or_(active & ~finite)
+        active.logical_and_(~done & finite)
+        if self.anderson:
+            s_next = self._anderson_step(gs, score, improved)
+        else:
+            s_next = s + cfg.beta * (gs - s)
+        s.copy_(torch.where(active[:, None], s_next, s))
+        self.k.add_(1)
+
+    def _anderson_step(self, gs: Tensor, score: Tensor, improved: Tensor) -> Tensor:
+        cfg, s, slot = self.config, self.s, self.slot
+        m = cfg.memory
+        g = gs - s
+        self.hist_f.index_copy_(1, slot, gs.unsqueeze(1))
+        self.hist_g.index_copy_(1, slot, g.unsqueeze(1))
+        row = torch.einsum("bmn,bn->bm", self.hist_g, g).to(torch.float64)
+        self.gram.index_copy_(1, slot, row.unsqueeze(1))
+        self.gram.index_copy_(2, slot, row.unsqueeze(2))
+        # Safeguard: a stagnating or blowing-up sample forgets its history and takes
+        # plain steps g(s) for a while before accelerating again.
+        stale = torch.where(improved, 0, self.stale + 1)
+        if self.patience > 0:
+            restart = (stale >= self.patience) | (score > cfg.blowup * self.best_score)
+        else:
+            restart = score > cfg.blowup * self.best_score
+        self.stale.copy_(stale.masked_fill(restart, 0))
+        self.plain_left.copy_(torch.where(restart, m, (self.plain_left - 1).clamp_min(0)))
+        self.valid.logical_and_((self.plain_left == 0)[:, None])
+        self.valid.index_fill_(1, slot, True)
+        fallback = self.one_hot.index_select(0, slot)
+        alpha = anderson_weights(self.gram, self.valid, fallback, cfg.lam, self.unrolled)
+        alpha = alpha.to(s.dtype)
+        s_next = torch.einsum("bm,bmn->bn", alpha, self.hist_f)
+        if cfg.beta != 1.0:
+            mixed_g = torch.einsum("bm,bmn->bn", alpha, self.hist_g)
+            s_next = s_next - (1.0 - cfg.beta) * mixed_g
+        self.slot.add_(1).remainder_(m)
+        return s_next

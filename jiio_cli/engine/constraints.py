@@ -37,7 +37,10 @@ _MARGIN_ULPS = 16.0
 
 def _per_sample(value: Tensor | float, like: Tensor) -> Tensor:
     """Broadcast a scalar or (B,) tensor to (B, 1, ..., 1) in ``like``'s dtype/device."""
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if not isinstance(value, Tensor):
+        # A fill, not a host-to-device copy: the projection may run inside a CUDA graph.
+        return like.new_full((like.shape[0], *([1] * (like.ndim - 1))), float(value))
+    t = value.to(dtype=like.dtype, device=like.device)
     if t.ndim == 0:
         t = t.expand(like.shape[0])
     return t.reshape(like.shape[0], *([1] * (like.ndim - 1)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ def forward_solve(cell: Cell, x: Tensor, z0: Tensor, config: SolverConfig) -> Fo
     """Solve z = f(z, x) per sample, starting from z0 (B, *z_shape). No autograd."""
     shape = z0.shape
 
-    def step(s: Tensor, _k: int) -> Tensor:
+    def step(s: Tensor, _k: Tensor) -> Tensor:
         return cell(s.view(shape), x).reshape(shape[0], -1)
 
     with torch.no_grad():
@@ -63,11 +64,13 @@ def adjoint_solve(
 
     flat_rhs = rhs.detach().reshape(shape[0], -1)
 
-    def step(s: Tensor, _k: int) -> Tensor:
+    def step(s: Tensor, _k: Tensor) -> Tensor:
         with torch.enable_grad():
             (vjp,) = torch.autograd.grad(fz, zr, s.view(shape), retain_graph=True)
         return vjp.reshape(shape[0], -1) + flat_rhs
 
     start = torch.zeros_like(flat_rhs) if mu0 is None else mu0.detach().reshape(shape[0], -1)
-    stats = fixed_point_solve(step, start, config)
+    # f's autograd graph was built before the loop, on the caller's stream: its backward
+    # cannot be recorded into a CUDA graph, so the adjoint solve always runs eagerly.
+    stats = fixed_point_solve(step, start, dataclasses.replace(config, graph=False))
     return AdjointSolution(mu=stats.state.view(shape), stats=stats)

@@ -154,17 +154,27 @@ def jiio_solve(
     x_init = constraint.project(problem.x0.detach())
     mu_init = torch.zeros_like(z_init) if mu0 is None else mu0.detach()
     layout = StateLayout.of([z_init, x_init, mu_init])
-    trace = torch.zeros(cfg.max_iter, device=z_init.device, dtype=z_init.dtype)
-    snapshot: list[tuple[Tensor, Tensor]] = []
+    device, dtype = z_init.device, z_init.dtype
+    trace = torch.zeros(cfg.max_iter, device=device, dtype=dtype)
+    # α_x per iteration, looked up on the device by the iteration counter, so that the
+    # map never reads k on the host (and can be replayed as a CUDA graph).
+    alpha_x = torch.tensor(
+        [schedule.value(i, cfg.max_iter) for i in range(cfg.max_iter)], device=device, dtype=dtype
+    )
+    snap_at = config.snapshot_at
+    snap_z = torch.zeros_like(z_init) if snap_at is not None else None
+    snap_x = torch.zeros_like(x_init) if snap_at is not None else None
     a_z, a_mu = config.alpha_z, config.alpha_mu
 
-    def augmented_map(s: Tensor, k: int) -> Tensor:
+    def augmented_map(s: Tensor, k: Tensor) -> Tensor:
         z, x, mu = layout.unpack(s)
         fz, loss, gz, gx = lagrangian_grads(cell, objective, z, x, mu)
-        trace[k] = loss.mean()
-        if config.snapshot_at == k:
-            snapshot.append((z.clone(), x.clone()))
-        a_x = schedule.value(k, cfg.max_iter)
+        trace.index_copy_(0, k.view(1), loss.mean().view(1))
+        if snap_z is not None and snap_x is not None:
+            here = k == snap_at
+            snap_z.copy_(torch.where(here, z, snap_z))
+            snap_x.copy_(torch.where(here, x, snap_x))
+        a_x = alpha_x.index_select(0, k.view(1))
         x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
         return layout.pack([z + a_z * (fz - z), x_new, mu + a_mu * (gz - mu)])
 
@@ -225,5 +235,9 @@ def jiio_solve(
         batch_f_evals=steps_run + fwd.stats.steps + 3,
         trace=trace[:steps_run],
         method="jiio",
-        snapshot=snapshot[0] if snapshot else None,
+        snapshot=(snap_z, snap_x)
+        if snap_z is not None and snap_x is not None and snap_at is not None and snap_at < steps_run
+        else None,
+        graph=loop.graph,
+        graph_failure=loop.graph_failure,
     )

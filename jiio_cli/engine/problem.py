@@ -85,6 +85,8 @@ class InputOptResult:
             ℓ(z_k, x_k) at the iterate (z not yet at its fixed point).
         method: name of the method that produced the result.
         snapshot: optional (z, x) recorded at a chosen iteration (Jacobian regulariser).
+        graph: JIIO's loop was replayed from a CUDA graph (``SolverConfig.graph``).
+        graph_failure: why capture was abandoned (the loop then ran eagerly), or None.
     """
 
     z: Tensor
@@ -103,6 +105,8 @@ class InputOptResult:
     trace: Tensor
     method: str
     snapshot: tuple[Tensor, Tensor] | None = None
+    graph: bool = False
+    graph_failure: str | None = None
 
 
 def lagrangian_grads(

@@ -106,6 +106,7 @@ class JIIOAttackConfig:
         loss: ``ce`` maximises the cross-entropy; ``margin`` minimises the logit margin
             h_y − max_{j≠y} h_j, which keeps pushing once a sample is almost fooled.
         solver: ``anderson`` on [z; x; μ] or ``picard`` (damped plain iteration).
+        graph: replay the iterations as a CUDA graph on a GPU (``SolverConfig.graph``).
     """
 
     iterations: int = 80
@@ -117,6 +118,7 @@ class JIIOAttackConfig:
     tol: float = 1e-4
     loss: Literal["ce", "margin"] = "ce"
     solver: Literal["anderson", "picard"] = "anderson"
+    graph: bool = False
 
     def engine_config(self, eps: float) -> JIIOConfig:
         scale = max(eps, 1e-12)
@@ -133,6 +135,7 @@ class JIIOAttackConfig:
                 max_iter=self.iterations,
                 tol=self.tol,
                 keep="last",
+                graph=self.graph,
             ),
             refine=SolverConfig(memory=5, max_iter=30, tol=self.tol),
         )
@@ -217,10 +220,13 @@ def attack_objective(
     def cross_entropy(z: Tensor, _x: Tensor) -> Tensor:
         return -F.cross_entropy(model.head(z), labels, reduction="none")
 
+    # Built once, outside the objective, which may be captured into a CUDA graph.
+    own_class = F.one_hot(labels, model.config.num_classes).bool() if loss == "margin" else None
+
     def margin(z: Tensor, _x: Tensor) -> Tensor:
         logits = model.head(z)
         true = logits.gather(1, labels[:, None])[:, 0]
-        others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), -torch.inf)
+        others = logits.masked_fill(own_class, -torch.inf)
         return true - others.amax(dim=1)
 
     if loss not in ("ce", "margin"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
@@ -49,6 +49,9 @@ class BenchOptions(BaseModel):
     iterations: int = Field(ge=2)
     memory: int = Field(ge=1, le=100)
     alpha_x: float = Field(gt=0)
+    repeat: int = Field(ge=1, le=100)
+    channels: int = Field(ge=1, le=1024)
+    size: int = Field(ge=4, le=512)
 
 
 def bench(
@@ -82,6 +85,22 @@ def bench(
     eps: Annotated[str, typer.Option(help="attack: budget, e.g. 1.0 or 8/255.")] = "1.0",
     norm: Annotated[str, typer.Option(help="attack: threat model, linf or l2.")] = "l2",
     ways: Annotated[int, typer.Option(help="adapt: classes per episode (1 shot).")] = 5,
+    repeat: Annotated[
+        int, typer.Option(help="Time each run this many times and report the median.")
+    ] = 1,
+    compile_graph: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Replay JIIO's iterations as a CUDA graph (GPU only; the CPU ignores it). "
+            "engine: time both eager and graph.",
+        ),
+    ] = False,
+    precision: Annotated[
+        str, typer.Option(help="engine: arithmetic inside the cell, fp32, bf16 or fp16.")
+    ] = "fp32",
+    channels: Annotated[int, typer.Option(help="engine: channels of the conv cell.")] = 32,
+    size: Annotated[int, typer.Option(help="engine: image side of the conv cell.")] = 16,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -97,28 +116,32 @@ def bench(
             iterations=iterations,
             memory=memory,
             alpha_x=alpha_x,
+            repeat=repeat,
+            channels=channels,
+            size=size,
         )
         dev = common.torch_device
         torch.manual_seed(common.seed)
         if task == BenchTask.engine:
-            from jiio_cli.bench.engine import time_engine
+            from jiio_cli.cli.commands.bench_engine import run_engine_bench
 
-            rows = [time_engine(opts.batch_size, 32, 16, m, dev).as_dict() for m in (5, 20)]
-            result: dict[str, Any] = {"task": "engine", "device": str(dev), "rows": rows}
-            if common.json_output:
-                emit(result, json_output=True)
-            else:
-                print_table(rows, title="jiio bench --task engine (seconds per call)")
+            run_engine_bench(
+                opts.batch_size, opts.channels, opts.size, precision, compile_graph, common
+            )
             return
         if task == BenchTask.attack:
             from jiio_cli.cli.commands.bench_attack import run_attack_bench
 
-            run_attack_bench(checkpoint, eps, norm, opts.batch_size, common, plot)
+            run_attack_bench(
+                checkpoint, eps, norm, opts.batch_size, common, plot, opts.repeat, compile_graph
+            )
             return
         if task == BenchTask.adapt:
             from jiio_cli.cli.commands.bench_adapt import run_adapt_bench
 
-            run_adapt_bench(checkpoint, opts.batch_size, opts.naive_steps, ways, common)
+            run_adapt_bench(
+                checkpoint, opts.batch_size, opts.naive_steps, ways, common, opts.repeat
+            )
             return
         if task == BenchTask.train:
             from jiio_cli.cli.commands.bench_train import run_train_bench
@@ -145,6 +168,8 @@ def bench(
             naive_steps=opts.naive_steps,
             memory=opts.memory,
             alpha_x=opts.alpha_x,
+            repeat=opts.repeat,
+            graph=compile_graph,
         )
         heldout, _ = load_mnist5k("heldout")
         batch = heldout[: opts.batch_size].to(dev)

@@ -19,7 +19,12 @@ __all__ = ["run_adapt_bench"]
 
 
 def run_adapt_bench(
-    checkpoint: Path | None, tasks: int, naive_steps: int, ways: int, common: CommonOptions
+    checkpoint: Path | None,
+    tasks: int,
+    naive_steps: int,
+    ways: int,
+    common: CommonOptions,
+    repeat: int = 1,
 ) -> None:
     """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot)."""
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
@@ -36,7 +41,7 @@ def run_adapt_bench(
     pool = load_glyph_pool("test").resized(model.config.image_size)
     check_episode_shape(pool, ways, 1, 5, "the glyph meta-test alphabets")
     episodes = sample_episodes(pool, tasks, ways, 1, 5, derived_generator(common.seed, 13)).to(dev)
-    cfg = AdaptBenchConfig(naive_steps=naive_steps)
+    cfg = AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat)
     speed = time_to_equal_support_objective(model, episodes, adapt_settings(spec), cfg)
     result: dict[str, Any] = {
         "task": "adapt",

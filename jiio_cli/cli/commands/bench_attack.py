@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -20,6 +21,8 @@ def run_attack_bench(
     images: int,
     common: CommonOptions,
     plot: Path | None = None,
+    repeat: int = 1,
+    graph: bool = False,
 ) -> None:
     """Time both attacks on the first ``images`` held-out digits and print the result."""
     if norm not in ("linf", "l2"):
@@ -35,8 +38,12 @@ def run_attack_bench(
     model, _ = load_model(path, {"adversarial"}, "classifier", dev)
     x, y, _ = load_attack_set(model.config, None, images)
     threat = ThreatModel(norm, eps)  # type: ignore[arg-type]
+    defaults = AttackBenchConfig()
+    bench_config = dataclasses.replace(
+        defaults, jiio=dataclasses.replace(defaults.jiio, graph=graph), repeat=repeat
+    )
     speed = attack_time_to_equal_objective(
-        model, x.to(dev), y.to(dev), threat, AttackBenchConfig(), common.seed
+        model, x.to(dev), y.to(dev), threat, bench_config, common.seed
     )
     if plot is not None:
         from jiio_cli.plot import write_line_plot

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every GPU measurement of BENCHMARKS.md in one run: CUDA-graph tests, engine cost
+# (eager and graph, batch 16/64/256, fp32 and bf16), the reconstruct / attack / adapt
+# benches, bf16-vs-fp32 training, and the out-of-memory message.
+# Usage: OUT=folder bash scripts/gpu_check.sh   (with the project importable as jiio_cli)
+set -u
+export PYTHONUNBUFFERED=1
+LOG="$OUT/log.txt"
+RES="$OUT/results.jsonl"
+JIIO=(python3 -m jiio_cli)
+
+step() {  # step NAME SECONDS COMMAND...: JSON stdout to results.jsonl, the rest to the log
+  local name=$1 limit=$2
+  shift 2
+  echo "=== $name ($(date +%T))" | tee -a "$LOG"
+  local began=$SECONDS
+  timeout "$limit" "$@" > "$OUT/step.out" 2>> "$LOG"
+  local rc=$?
+  echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - began))}" >> "$RES"
+  cat "$OUT/step.out" >> "$RES"
+  tail -c 1500 "$OUT/step.out" | tee -a "$LOG" > /dev/null
+  echo "--- $name rc=$rc in $((SECONDS - began)) s" | tee -a "$LOG"
+}
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+} 2>&1 | tee -a "$LOG"
+
+step tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
+  tests/test_anderson.py tests/test_constraints.py
+cat "$OUT/step.out" | tail -5
+for b in 64 16 256; do
+  step "engine-b$b" 90 "${JIIO[@]}" bench --task engine --batch-size "$b" --channels 64 \
+    --size 32 --compile --device cuda --json
+done
+step engine-b64-bf16 90 "${JIIO[@]}" bench --task engine --batch-size 64 --channels 64 \
+  --size 32 --compile --precision bf16 --device cuda --json
+step reconstruct-eager 90 "${JIIO[@]}" bench --task reconstruct --device cuda --json
+step reconstruct-graph 90 "${JIIO[@]}" bench --task reconstruct --compile --device cuda \
+  --json --plot "$OUT/reconstruct.png"
+step attack-graph 120 "${JIIO[@]}" bench --task attack --eps 1.0 --norm l2 --batch-size 100 \
+  --compile --device cuda --json --plot "$OUT/attack.png"
+step adapt 120 "${JIIO[@]}" bench --task adapt --batch-size 32 --naive-steps 50 --ways 5 \
+  --device cuda --json
+step oom 60 "${JIIO[@]}" bench --task engine --batch-size 4096 --channels 1024 --size 256 \
+  --device cuda
+tail -3 "$LOG"
+step precision 200 python3 scripts/precision_bench.py --device cuda --precisions fp32,bf16
+rm -f "$OUT/step.out"
+echo "done"
