@@ -27,25 +27,26 @@ step() {  # step NAME SECONDS COMMAND...: JSON stdout to results.jsonl, the rest
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee -a "$LOG"
 
-step tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
-  tests/test_anderson.py tests/test_constraints.py
-cat "$OUT/step.out" | tail -5
-for b in 64 16 256; do
-  step "engine-b$b" 90 "${JIIO[@]}" bench --task engine --batch-size "$b" --channels 64 \
+step tests 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
+  tests/test_anderson.py
+step engine-b64 60 "${JIIO[@]}" bench --task engine --batch-size 64 --channels 64 --size 32 \
+  --compile --device cuda --json
+step reconstruct-graph 60 "${JIIO[@]}" bench --task reconstruct --compile --device cuda \
+  --json --plot "$OUT/reconstruct.png"
+step attack-graph 60 "${JIIO[@]}" bench --task attack --eps 1.0 --norm l2 --batch-size 100 \
+  --compile --device cuda --json --plot "$OUT/attack.png"
+step adapt-graph 60 "${JIIO[@]}" bench --task adapt --batch-size 32 --naive-steps 50 --ways 5 \
+  --compile --device cuda --json
+step precision 110 python3 scripts/precision_bench.py --device cuda --precisions fp32,bf16
+for b in 16 256; do
+  step "engine-b$b" 50 "${JIIO[@]}" bench --task engine --batch-size "$b" --channels 64 \
     --size 32 --compile --device cuda --json
 done
-step engine-b64-bf16 90 "${JIIO[@]}" bench --task engine --batch-size 64 --channels 64 \
+step engine-b64-bf16 50 "${JIIO[@]}" bench --task engine --batch-size 64 --channels 64 \
   --size 32 --compile --precision bf16 --device cuda --json
-step reconstruct-eager 90 "${JIIO[@]}" bench --task reconstruct --device cuda --json
-step reconstruct-graph 90 "${JIIO[@]}" bench --task reconstruct --compile --device cuda \
-  --json --plot "$OUT/reconstruct.png"
-step attack-graph 120 "${JIIO[@]}" bench --task attack --eps 1.0 --norm l2 --batch-size 100 \
-  --compile --device cuda --json --plot "$OUT/attack.png"
-step adapt 120 "${JIIO[@]}" bench --task adapt --batch-size 32 --naive-steps 50 --ways 5 \
-  --device cuda --json
-step oom 60 "${JIIO[@]}" bench --task engine --batch-size 4096 --channels 1024 --size 256 \
+step reconstruct-eager 60 "${JIIO[@]}" bench --task reconstruct --device cuda --json
+step oom 40 "${JIIO[@]}" bench --task engine --batch-size 4096 --channels 1024 --size 256 \
   --device cuda
 tail -3 "$LOG"
-step precision 200 python3 scripts/precision_bench.py --device cuda --precisions fp32,bf16
 rm -f "$OUT/step.out"
 echo "done"

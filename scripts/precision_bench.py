@@ -29,6 +29,7 @@ import torch
 
 from jiio_cli.data import load_mnist5k
 from jiio_cli.models import DecoderConfig, DEQDecoder
+from jiio_cli.models.precision import use_strict_fp32
 from jiio_cli.tasks.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse import training_loss
 from jiio_cli.tasks.inverse_training import InverseTrainSpec, inference_settings, train_inverse
@@ -128,6 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     args.precisions = args.precisions.split(",")
     device = torch.device(args.device)
+    if device.type == "cuda":
+        use_strict_fp32()  # fp32 means IEEE float32, as on the command line
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     common = {"device": card, "torch": torch.__version__, "batch_size": args.batch_size}
     common["width"] = args.width

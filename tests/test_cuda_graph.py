@@ -78,7 +78,8 @@ def test_graph_replay_gives_the_eager_fixed_point(method: str, device: torch.dev
     assert graphed.iterations.tolist() == eager.iterations.tolist()
     assert graphed.steps == eager.steps
     torch.testing.assert_close(graphed.state, eager.state, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(graphed.state, solution, rtol=1e-6, atol=1e-8)
+    error = (graphed.state - solution).norm(dim=1) / solution.norm(dim=1)
+    assert error.max() < 1e-6
 
 
 def test_graph_replay_gives_the_eager_jiio_solution(device: torch.device) -> None:

@@ -39,6 +39,7 @@ class AdaptBenchConfig:
     memory: int = 10
     alpha_x: float = 2.0
     repeat: int = 1
+    graph: bool = False
 
 
 def _timed(
@@ -81,7 +82,9 @@ def time_to_equal_support_objective(
     )
 
     def jiio_settings(budget: int) -> AdaptSettings:
-        solver = dataclasses.replace(settings.jiio.solver, max_iter=budget, memory=cfg.memory)
+        solver = dataclasses.replace(
+            settings.jiio.solver, max_iter=budget, memory=cfg.memory, graph=cfg.graph
+        )
         return dataclasses.replace(settings, jiio=dataclasses.replace(settings.jiio, solver=solver))
 
     # Warm-up so that neither method pays one-off costs (allocator, first calls).
@@ -114,6 +117,7 @@ def time_to_equal_support_objective(
                 "support_objective": float(result.objective.mean()),
                 "query_accuracy": _accuracy(model, ep, result, settings.forward),
                 "converged": float(result.converged.float().mean()),
+                "cuda_graph": result.graph,
                 **_counts(result),
             }
         )

@@ -135,10 +135,11 @@ def time_engine(
         )
         jiio_peak = _peak_mib(lambda: jiio_solve(problem, short), device) / batch
         naive_peak = _peak_mib(lambda: naive_solve(problem, naive_cfg), device) / batch
-    failure: list[str | None] = [None]
+    outcome: dict[str, str | bool | None] = {"failure": None, "graph": False}
 
     def run(cfg: JIIOConfig) -> None:
-        failure[0] = jiio_solve(problem, cfg).graph_failure
+        result = jiio_solve(problem, cfg)
+        outcome.update(failure=result.graph_failure, graph=result.graph)
 
     long_t = time_call(lambda: run(long), device, repeat=repeat, warmup=1)
     short_t = time_call(lambda: run(short), device, repeat=repeat, warmup=1)
@@ -148,7 +149,7 @@ def time_engine(
         channels=channels,
         size=size,
         memory=memory,
-        mode="graph" if graph and device.type == "cuda" and failure[0] is None else "eager",
+        mode="graph" if outcome["graph"] else "eager",
         precision=precision,
         f_seconds=f_time,
         f_vjp_seconds=fv_time,
@@ -157,7 +158,7 @@ def time_engine(
         naive_history_mib_per_sample=naive_history,
         jiio_peak_mib_per_sample=jiio_peak,
         naive_peak_mib_per_sample=naive_peak,
-        graph_failure=failure[0],
+        graph_failure=outcome["failure"],  # type: ignore[arg-type]
     )
 
 

@@ -51,7 +51,7 @@ class ReconstructBenchConfig:
     batch_size: int = 64
     naive_steps: int = 50
     naive_lr: float = 0.1
-    jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320)
+    jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     alpha_x: float = 0.02
     memory: int = 20
     latent_weight: float = 1e-3

@@ -44,5 +44,13 @@ DebugOption = Annotated[
 
 
 def common_options(*, device: str, seed: int, json_output: bool, debug: bool) -> CommonOptions:
-    """Validate the shared options; raises pydantic's ValidationError on bad values."""
-    return CommonOptions(device=device, seed=seed, json_output=json_output, debug=debug)
+    """Validate the shared options; raises pydantic's ValidationError on bad values.
+
+    On a CUDA device, float32 is made strict (no TF32; see ``use_strict_fp32``).
+    """
+    common = CommonOptions(device=device, seed=seed, json_output=json_output, debug=debug)
+    if common.torch_device.type == "cuda":
+        from jiio_cli.models.precision import use_strict_fp32
+
+        use_strict_fp32()
+    return common

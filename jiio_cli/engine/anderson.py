@@ -240,9 +240,11 @@ def fixed_point_solve(
     """
     loop = _SolverLoop(fn, s0, config, residual_fn or relative_residual)
     restarts = set(config.restart_at)
-    step = GraphedStep(
-        loop.step, enabled=config.graph and s0.is_cuda, alternatives=[loop.step_unrolled]
-    )
+    use_graph = config.graph and s0.is_cuda
+    # The library's batched Cholesky solve (MAGMA) cannot be recorded into a CUDA graph:
+    # it fails silently there. Graph mode solves Anderson's small system in plain kernels.
+    loop.unrolled = use_graph
+    step = GraphedStep(loop.step, enabled=use_graph)
     steps = 0
     with torch.no_grad():
         loop.first_step()
@@ -318,11 +320,6 @@ class _SolverLoop:
         """One iteration k ≥ 1, entirely on the device."""
         gs = self.fn(self.s, self.k)
         self._update(gs, self.residual_fn(self.s, gs))
-
-    def step_unrolled(self) -> None:
-        """:meth:`step` with Anderson's small solve in plain kernels (graph fallback)."""
-        self.unrolled = True
-        self.step()
 
     def _update(self, gs: Tensor, res: Tensor) -> None:
         cfg, s = self.config, self.s

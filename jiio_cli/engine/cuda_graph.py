@@ -18,7 +18,7 @@ then the solve goes on eagerly, with the same results, and ``failure`` says why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
@@ -34,18 +34,10 @@ class GraphedStep:
     Args:
         step: the in-place iteration (see the module's contract).
         enabled: capture at all (False: every call runs ``step`` eagerly).
-        alternatives: equivalent steps to try capturing, in order, if ``step`` cannot be
-            captured (e.g. without a library call that refuses capture).
     """
 
-    def __init__(
-        self,
-        step: Callable[[], None],
-        enabled: bool,
-        alternatives: Sequence[Callable[[], None]] = (),
-    ) -> None:
+    def __init__(self, step: Callable[[], None], enabled: bool) -> None:
         self.step = step
-        self.alternatives = list(alternatives)
         self.enabled = enabled and torch.cuda.is_available()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failure: str | None = None
@@ -70,20 +62,15 @@ class GraphedStep:
                 self.step()
             torch.cuda.current_stream().wait_stream(side)
             return
-        failures = []
-        for candidate in [self.step, *self.alternatives]:
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    candidate()
-            except Exception as exc:  # any capture failure means: try the next, or eager
-                failures.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
-                torch.cuda.synchronize()
-                continue
-            self.graph = graph
-            self.failure = "; ".join(failures) or None
-            graph.replay()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.step()
+        except Exception as exc:  # any capture failure means: run eagerly
+            self.failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.enabled = False
+            torch.cuda.synchronize()
+            self.step()
             return
-        self.failure = "; ".join(failures)
-        self.enabled = False
-        self.step()
+        self.graph = graph
+        graph.replay()

@@ -140,7 +140,13 @@ def bench(
             from jiio_cli.cli.commands.bench_adapt import run_adapt_bench
 
             run_adapt_bench(
-                checkpoint, opts.batch_size, opts.naive_steps, ways, common, opts.repeat
+                checkpoint,
+                opts.batch_size,
+                opts.naive_steps,
+                ways,
+                common,
+                opts.repeat,
+                compile_graph,
             )
             return
         if task == BenchTask.train:

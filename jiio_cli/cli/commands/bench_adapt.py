@@ -25,6 +25,7 @@ def run_adapt_bench(
     ways: int,
     common: CommonOptions,
     repeat: int = 1,
+    graph: bool = False,
 ) -> None:
     """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot)."""
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
@@ -41,7 +42,7 @@ def run_adapt_bench(
     pool = load_glyph_pool("test").resized(model.config.image_size)
     check_episode_shape(pool, ways, 1, 5, "the glyph meta-test alphabets")
     episodes = sample_episodes(pool, tasks, ways, 1, 5, derived_generator(common.seed, 13)).to(dev)
-    cfg = AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat)
+    cfg = AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat, graph=graph)
     speed = time_to_equal_support_objective(model, episodes, adapt_settings(spec), cfg)
     result: dict[str, Any] = {
         "task": "adapt",
