@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
 from typer.testing import CliRunner
 
+from jiio_cli.bench.timing import timed_median
 from jiio_cli.cli.app import app
 
 runner = CliRunner(env={"NO_COLOR": "1"})
@@ -63,3 +66,56 @@ def test_engine_bench_reports_overhead_ratios() -> None:
         expected = (2 * r["memory"] * n * 4 + r["memory"] ** 2 * 8) / 2**20
         assert abs(r["jiio_history_mib_per_sample"] - expected) < 1e-9
         assert abs(r["overhead_ratio"] - r["jiio_iteration_seconds"] / r["f_vjp_seconds"]) < 1e-9
+
+
+def test_engine_bench_options_reach_the_measurement() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--task",
+            "engine",
+            "--batch-size",
+            "3",
+            "--channels",
+            "8",
+            "--size",
+            "8",
+            "--precision",
+            "bf16",
+            "--compile",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    # On the CPU --compile measures eager only: one row per memory, no graph rows.
+    assert [(r["memory"], r["mode"]) for r in doc["rows"]] == [(5, "eager"), (20, "eager")]
+    for r in doc["rows"]:
+        assert (r["batch"], r["channels"], r["size"], r["precision"]) == (3, 8, 8, "bf16")
+        per_sample = r["jiio_iteration_seconds"] / 3
+        assert abs(r["iteration_seconds_per_sample"] - per_sample) < 1e-12
+        n = 2 * 8 * 8 * 8 + 3 * 8 * 8
+        expected = (2 * r["memory"] * n * 4 + r["memory"] ** 2 * 8) / 2**20
+        assert abs(r["jiio_history_mib_per_sample"] - expected) < 1e-9
+
+
+def test_bench_rejects_a_bad_repeat_count() -> None:
+    result = runner.invoke(app, ["bench", "--task", "engine", "--repeat", "0", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "repeat" in result.output and "Traceback" not in result.output
+
+
+def test_timed_median_returns_the_last_result_and_the_median() -> None:
+    calls: list[int] = []
+
+    def work() -> int:
+        calls.append(len(calls))
+        return len(calls)
+
+    result, seconds = timed_median(work, torch.device("cpu"), repeat=3)
+    assert result == 3 and len(calls) == 3 and seconds >= 0
+    with pytest.raises(ValueError):
+        timed_median(work, torch.device("cpu"), repeat=0)
