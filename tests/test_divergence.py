@@ -137,3 +137,34 @@ def test_adapt_with_a_nan_meta_model_reports(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1 and "diverged: NaN/Inf" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.output
+
+
+def test_attack_and_adapt_benches_with_nan_models_report_and_write_nothing(
+    tmp_path: Path,
+) -> None:
+    from classifiers import save_classifier
+
+    classifier = _nan_copy(save_classifier(tmp_path / "clf.safetensors"), tmp_path / "c.st")
+    plot = tmp_path / "attack.png"
+    result = runner.invoke(
+        app,
+        [
+            *("bench", "--task", "attack", "-c", str(classifier), "--batch-size", "3"),
+            *("--plot", str(plot), "--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "diverged: NaN/Inf on 3 clean image(s)" in result.stderr
+    assert result.stdout == "" and not plot.exists() and "Traceback" not in result.output
+
+    meta = _nan_copy(ROOT / "models" / "meta-glyphs.safetensors", tmp_path / "m.st")
+    result = runner.invoke(
+        app,
+        [
+            *("bench", "--task", "adapt", "-c", str(meta), "--batch-size", "2"),
+            *("--naive-steps", "2", "--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert "diverged: NaN/Inf on 2 of 2 tasks" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.output

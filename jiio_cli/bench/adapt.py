@@ -24,6 +24,7 @@ from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.meta import AdaptSettings, adapt_context, query_logits
+from jiio_cli.tasks.meta_eval import refuse_divergence
 
 __all__ = ["AdaptBenchConfig", "time_to_equal_support_objective"]
 
@@ -60,6 +61,7 @@ def _accuracy(
     model: FiLMClassifier, ep: EpisodeBatch, result: InputOptResult, solver: SolverConfig
 ) -> float:
     logits = query_logits(model, ep.query, result.x, ep.ways, solver)
+    refuse_divergence(result, logits)
     return float((logits.argmax(-1) == ep.query_labels).float().mean())
 
 
@@ -100,6 +102,7 @@ def time_to_equal_support_objective(
     )
 
     naive, naive_seconds = _timed(model, ep, naive_settings, "naive", cfg.repeat)
+    naive_accuracy = _accuracy(model, ep, naive, settings.forward)
     trace = naive.trace.cpu().tolist()
     times = [naive_seconds * (k + 1) / len(trace) for k in range(len(trace))]
     target = float(naive.objective.mean())
@@ -135,7 +138,7 @@ def time_to_equal_support_objective(
             "seconds": naive_seconds,
             "seconds_to_target": naive_reach,
             "support_objective": target,
-            "query_accuracy": _accuracy(model, ep, naive, settings.forward),
+            "query_accuracy": naive_accuracy,
             **_counts(naive),
             "trace": [{"seconds": t, "objective": v} for t, v in zip(times, trace, strict=True)],
         },

@@ -37,6 +37,7 @@ from jiio_cli.tasks.adversarial import (
     jiio_attack,
     pgd_attack,
 )
+from jiio_cli.tasks.attack_sweep import refuse_divergence
 
 __all__ = ["AttackBenchConfig", "attack_time_to_equal_objective"]
 
@@ -52,8 +53,11 @@ class AttackBenchConfig:
     repeat: int = 1
 
 
-def _score(model: DEQClassifier, outcome: AttackOutcome, labels: Tensor) -> dict[str, float]:
+def _score(
+    model: DEQClassifier, outcome: AttackOutcome, labels: Tensor, method: str
+) -> dict[str, float]:
     verdict = classify(model, outcome.images)
+    refuse_divergence(verdict.failed, f"{method} adversarial")
     ce = F.cross_entropy(verdict.logits, labels, reduction="none")
     return {
         "robust_accuracy": float((verdict.predictions == labels).float().mean()),
@@ -79,6 +83,7 @@ def attack_time_to_equal_objective(
     the times at which each method reaches it, and ``ratio`` (None when JIIO never does).
     """
     device = images.device
+    refuse_divergence(classify(model, images).failed, "clean")
     # Warm-up: one-off costs (allocator, kernels) must not land on either method.
     jiio_attack(
         model, images[:2], labels[:2], threat, dataclasses.replace(config.jiio, iterations=3)
@@ -93,14 +98,16 @@ def attack_time_to_equal_objective(
             device,
             config.repeat,
         )
-        rows["pgd"].append({"budget": steps, "seconds": seconds, **_score(model, outcome, labels)})
+        rows["pgd"].append(
+            {"budget": steps, "seconds": seconds, **_score(model, outcome, labels, "pgd")}
+        )
     for iterations in config.jiio_budgets:
         cfg = dataclasses.replace(config.jiio, iterations=iterations)
         outcome, seconds = timed_median(
             lambda cfg=cfg: jiio_attack(model, images, labels, threat, cfg), device, config.repeat
         )
         rows["jiio"].append(
-            {"budget": iterations, "seconds": seconds, **_score(model, outcome, labels)}
+            {"budget": iterations, "seconds": seconds, **_score(model, outcome, labels, "jiio")}
         )
     target = rows["pgd"][-1]["robust_accuracy"]
 

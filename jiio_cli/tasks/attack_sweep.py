@@ -31,7 +31,7 @@ from jiio_cli.tasks.adversarial import (
     pgd_attack,
 )
 
-__all__ = ["AttackRow", "SweepResult", "run_attack_sweep", "synchronize"]
+__all__ = ["AttackRow", "SweepResult", "refuse_divergence", "run_attack_sweep", "synchronize"]
 
 Method = Literal["jiio", "pgd"]
 
@@ -125,7 +125,7 @@ def run_attack_sweep(
         clean_pred[start : start + batch_size] = verdict.predictions
         clean_conv[start : start + batch_size] = verdict.converged
         clean_failed[start : start + batch_size] = verdict.failed
-    _refuse_divergence(clean_failed, "clean")
+    refuse_divergence(clean_failed, "clean")
     correct = clean_pred == labels
     clean_acc = float(correct.float().mean())
     result = SweepResult([], float((~clean_conv).float().mean()), clean_pred.cpu())
@@ -163,7 +163,7 @@ def run_attack_sweep(
                     kept.append(outcome.images.cpu())
                 if progress is not None:
                     progress(f"{method} {threat.label()}", min(start + batch_size, n), n)
-            _refuse_divergence(eval_failed, f"{method} {threat.label()} adversarial")
+            refuse_divergence(eval_failed, f"{method} {threat.label()} adversarial")
             robust = correct & (adv_pred == labels)
             survived_all &= robust
             flipped = correct & (adv_pred != labels)
@@ -194,7 +194,7 @@ def run_attack_sweep(
     return result
 
 
-def _refuse_divergence(failed: Tensor, which: str) -> None:
+def refuse_divergence(failed: Tensor, which: str) -> None:
     """A NaN/Inf forward solve makes any accuracy meaningless: stop with the indices."""
     if bool(failed.any()):
         bad = torch.nonzero(failed).flatten().tolist()
