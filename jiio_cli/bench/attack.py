@@ -48,7 +48,7 @@ class AttackBenchConfig:
 
     jiio: JIIOAttackConfig = COMMAND_ATTACK
     pgd: PGDConfig = dataclasses.field(default_factory=PGDConfig)
-    jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160)
+    jiio_budgets: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 80, 120, 160)
     pgd_budgets: tuple[int, ...] = (5, 10, 20)
     repeat: int = 1
 
