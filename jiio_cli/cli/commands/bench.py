@@ -1,10 +1,10 @@
 """``jiio bench``: JIIO against the naive method, side by side, in one process.
 
-Built: ``--task reconstruct`` (time to equal objective on a held-out batch, and with
-``--quality`` a PSNR table against classical baselines), ``--task attack`` (JIIO attack
-against PGD at growing budgets), ``--task train`` (training with either inner solve)
-and ``--task engine`` (the solver's own cost per
-iteration).
+One module per task does the work: ``bench_reconstruct`` (time to equal objective on a
+held-out batch, and with ``--quality`` a PSNR table against classical baselines),
+``bench_attack`` (JIIO attack against PGD at growing budgets), ``bench_adapt`` (few-shot
+adaptation against the naive inner loop), ``bench_train`` (training with either inner
+solve) and ``bench_engine`` (the solver's own cost per iteration).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
-from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import NotBuiltError
 
 __all__ = ["bench"]
@@ -120,7 +119,6 @@ def bench(
             channels=channels,
             size=size,
         )
-        dev = common.torch_device
         torch.manual_seed(common.seed)
         if task == BenchTask.engine:
             from jiio_cli.cli.commands.bench_engine import run_engine_bench
@@ -156,100 +154,8 @@ def bench(
             return
         if task != BenchTask.reconstruct:
             raise NotBuiltError("bench", f"{task.value} benchmark")
-        from jiio_cli.bench.reconstruct import (
-            CORRUPTIONS,
-            ReconstructBenchConfig,
-            quality_table,
-            time_to_equal_objective,
-        )
-        from jiio_cli.data import load_mnist5k
-        from jiio_cli.tasks.corruption import corrupt
-        from jiio_cli.tasks.loading import default_checkpoint, load_model
-        from jiio_cli.training import derived_generator
+        from jiio_cli.cli.commands.bench_reconstruct import run_reconstruct_bench
 
-        path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
-        decoder, _ = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
-        cfg = ReconstructBenchConfig(
-            batch_size=opts.batch_size,
-            naive_steps=opts.naive_steps,
-            memory=opts.memory,
-            alpha_x=opts.alpha_x,
-            repeat=opts.repeat,
-            graph=compile_graph,
+        run_reconstruct_bench(
+            checkpoint, corruption.value, opts, quality, plot, compile_graph, common
         )
-        heldout, _ = load_mnist5k("heldout")
-        batch = heldout[: opts.batch_size].to(dev)
-        observed, known = corrupt(
-            batch, CORRUPTIONS[corruption.value], derived_generator(common.seed, 5)
-        )
-        speed = time_to_equal_objective(decoder, observed, known, cfg)
-        if plot is not None:
-            from jiio_cli.plot import write_line_plot
-
-            naive_points = [(p["seconds"], p["objective"]) for p in speed["naive"]["trace"]]
-            jiio_points = [(r["seconds"], r["objective"]) for r in speed["jiio"]["runs"]]
-            write_line_plot(
-                plot,
-                {"naive (Adam, full solves)": naive_points, "JIIO": jiio_points},
-                xlabel="seconds",
-                ylabel="mean objective",
-                title=f"reconstruct ({corruption.value}), batch {opts.batch_size}",
-            )
-        result = {
-            "task": "reconstruct",
-            "corruption": corruption.value,
-            "device": str(dev),
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "checkpoint": str(path),
-            "seed": common.seed,
-            "speed": speed,
-        }
-        if quality:
-            from jiio_cli.baselines import tune_tv_weight
-
-            clean = heldout[: opts.count].to(dev)
-            train, _ = load_mnist5k("train")
-            tune = train[:200]
-            noisy, _ = corrupt(tune, CORRUPTIONS["denoise"], derived_generator(common.seed, 6))
-            weight = tune_tv_weight(noisy, tune)
-            result["quality_psnr_db"] = {
-                kind: quality_table(decoder, clean, kind, cfg, opts.iterations, weight, common.seed)
-                for kind in ("inpaint", "denoise")
-            }
-            result["quality_images"] = opts.count
-        if common.json_output:
-            emit(result, json_output=True)
-            return
-        rows = [
-            {
-                "method": "naive (Adam, full solves)",
-                "seconds": speed["naive"]["seconds_to_target"],
-                "objective": speed["target_objective"],
-                "f_evals": speed["naive"]["f_evals"],
-            },
-        ]
-        for run in speed["jiio"]["runs"]:
-            rows.append(
-                {
-                    "method": f"jiio, {run['iterations']} iterations",
-                    "seconds": run["seconds"],
-                    "objective": run["objective"],
-                    "f_evals": run["f_evals"],
-                }
-            )
-        print_table(
-            rows,
-            title=f"jiio bench --task reconstruct ({corruption.value}, "
-            f"batch {opts.batch_size}, {result['device_name']})",
-        )
-        ratio = speed["ratio"]
-        typer.echo(
-            "time-to-equal-objective ratio: "
-            + (f"{ratio:.2f}x" if ratio else "JIIO did not reach the naive objective")
-        )
-        if quality:
-            for kind, table in result["quality_psnr_db"].items():
-                print_table(
-                    [{"method": k, "psnr_db": v} for k, v in table.items()],
-                    title=f"PSNR on {opts.count} held-out digits: {kind}",
-                )
