@@ -186,4 +186,14 @@ CASES: list[BadInput] = [
         "train: meta with more ways than classes", _train("--task", "meta", "--ways", "900"), 2
     ),
     BadInput("train: meta with a malformed --ways", _train("--task", "meta", "--ways", "5,x"), 2),
+    BadInput(
+        "bench: --repeat 0",
+        lambda t: ["bench", "--task", "engine", "--repeat", "0", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
+        "bench: unknown --precision",
+        lambda t: ["bench", "--task", "engine", "--precision", "fp8", "--device", "cpu"],
+        2,
+    ),
 ]
