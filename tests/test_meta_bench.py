@@ -51,12 +51,15 @@ def test_adapt_bench_reports_both_methods_consistently(model: Path) -> None:
     assert naive["trace"][-1]["objective"] == pytest.approx(speed["target_support_objective"])
     assert naive["seconds_to_target"] <= naive["seconds"] + 1e-9
     runs = speed["jiio"]["runs"]
-    assert runs and [r["iterations"] for r in runs] == sorted(r["iterations"] for r in runs)
-    # The loop stops at the first budget that reaches the target, and only there.
-    assert all(r["support_objective"] > speed["target_support_objective"] for r in runs[:-1])
-    if speed["ratio"] is not None:
-        assert runs[-1]["support_objective"] <= speed["target_support_objective"]
-        assert speed["ratio"] == pytest.approx(naive["seconds_to_target"] / runs[-1]["seconds"])
+    budgets = [r["iterations"] for r in runs]
+    assert runs and budgets == sorted(budgets) and len(set(budgets)) == len(budgets)
+    # The ratio comes from the smallest budget that reached the target.
+    hits = [r for r in runs if r["support_objective"] <= speed["target_support_objective"]]
+    if speed["ratio"] is None:
+        assert not hits
+    else:
+        first = hits[0]
+        assert speed["ratio"] == pytest.approx(naive["seconds_to_target"] / first["seconds"])
     for r in [naive, *runs]:
         assert 0 <= r["query_accuracy"] <= 1 and r["f_evals_per_task"] >= r["iterations_per_task"]
 

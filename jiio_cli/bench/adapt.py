@@ -5,11 +5,13 @@ On one batch of held-out episodes and one meta-model, in one process and on one 
 * the naive method (Adam on the context v, every step a full forward and adjoint solve
   from scratch) runs ``naive_steps`` steps; its objective trace is exact (z is solved at
   every v), and since its steps cost the same, step k ends at (k+1)/(steps+1) of its time;
-* JIIO is run from scratch with growing iteration budgets; each run's objective is
-  measured at its returned, refined point.
+* JIIO is run from scratch with doubling iteration budgets, then bisected between the
+  last budget that missed the target and the first that reached it
+  (:mod:`jiio_cli.bench.budget_search`); each run's objective is measured at its
+  returned, refined point.
 
 The ratio is the naive method's time to reach its own final mean support objective over
-the time of the cheapest JIIO run that reaches it. Both methods' query accuracy at their
+the time of the smallest JIIO budget that reaches it. Both methods' query accuracy at their
 final contexts, f-evaluations, VJPs and iterations are reported alongside.
 """
 
@@ -19,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig
@@ -41,6 +44,7 @@ class AdaptBenchConfig:
     alpha_x: float = 2.0
     repeat: int = 1
     graph: bool = False
+    refine: int = 3
 
 
 def _timed(
@@ -110,24 +114,24 @@ def time_to_equal_support_objective(
     # final objective, so the target is always reached.
     naive_reach = next(t for t, v in zip(times, trace, strict=True) if v <= target + 1e-12)
 
-    runs = []
-    for budget in cfg.jiio_budgets:
+    def jiio_run(budget: int) -> dict[str, Any]:
         result, seconds = _timed(model, ep, jiio_settings(budget), "jiio", cfg.repeat)
-        runs.append(
-            {
-                "iterations": budget,
-                "seconds": seconds,
-                "support_objective": float(result.objective.mean()),
-                "query_accuracy": _accuracy(model, ep, result, settings.forward),
-                "converged": float(result.converged.float().mean()),
-                "cuda_graph": result.graph,
-                **_counts(result),
-            }
-        )
-        if runs[-1]["support_objective"] <= target:
-            break
-    reached = [r for r in runs if r["support_objective"] <= target]
-    jiio_reach = reached[0]["seconds"] if reached else None
+        return {
+            "iterations": budget,
+            "seconds": seconds,
+            "support_objective": float(result.objective.mean()),
+            "query_accuracy": _accuracy(model, ep, result, settings.forward),
+            "converged": float(result.converged.float().mean()),
+            "cuda_graph": result.graph,
+            **_counts(result),
+        }
+
+    def reached(run: dict[str, Any]) -> bool:
+        return run["support_objective"] <= target
+
+    runs = search_budgets(jiio_run, reached, cfg.jiio_budgets, cfg.refine)
+    first = first_reaching_run(runs, reached)
+    jiio_reach = first["seconds"] if first else None
     return {
         "tasks": ep.support.shape[0],
         "ways": ep.ways,

@@ -4,10 +4,12 @@ Two measurements, both on the MNIST-5k held-out split and the given decoder:
 
 * **Time to equal objective.** On one batch, the naive method (Adam on the latent code,
   each step a full forward and adjoint solve) runs ``naive_steps`` steps; its objective
-  trace is exact (z is solved at every x). JIIO is run from scratch with growing
-  iteration budgets; each run's objective is measured at its returned, refined point.
-  The ratio is the naive method's time to reach its own final objective over the time of
-  the cheapest JIIO run that reaches the same objective.
+  trace is exact (z is solved at every x). JIIO is run from scratch with doubling
+  iteration budgets, then bisected between the last budget that missed the naive final
+  objective and the first that reached it (:mod:`jiio_cli.bench.budget_search`); each
+  run's objective is measured at its returned, refined point. The ratio is the naive
+  method's time to reach its own final objective over the time of the smallest JIIO
+  budget that reaches the same objective.
 * **Quality.** PSNR against the clean digits for the corrupted input ("no learning"), a
   classical baseline from scikit-image and JIIO with the decoder, per corruption; PSNR
   of the mean squared error over the whole set (see :func:`dataset_psnr`).
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig
 from jiio_cli.errors import JiioError
@@ -58,6 +61,7 @@ class ReconstructBenchConfig:
     inner_tol: float = 1e-4
     repeat: int = 1
     graph: bool = False
+    refine: int = 3
 
 
 def _jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSettings:
@@ -100,28 +104,26 @@ def time_to_equal_objective(
         )
     naive_reach = next(t for t, v in zip(naive_times, trace.tolist(), strict=True) if v <= target)
 
-    jiio_points = []
-    for budget in cfg.jiio_budgets:
+    def jiio_run(budget: int) -> dict[str, Any]:
         (_, result), seconds = timed_median(
-            lambda budget=budget: reconstruct(
-                decoder, observed, known, _jiio_settings(cfg, budget)
-            ),
+            lambda: reconstruct(decoder, observed, known, _jiio_settings(cfg, budget)),
             device,
             cfg.repeat,
         )
-        jiio_points.append(
-            {
-                "iterations": budget,
-                "seconds": seconds,
-                "objective": float(result.objective.mean()),
-                "f_evals": int(result.batch_f_evals),
-                "cuda_graph": result.graph,
-            }
-        )
-        if jiio_points[-1]["objective"] <= target:
-            break
-    reached = [p for p in jiio_points if p["objective"] <= target]
-    jiio_reach = reached[0]["seconds"] if reached else None
+        return {
+            "iterations": budget,
+            "seconds": seconds,
+            "objective": float(result.objective.mean()),
+            "f_evals": int(result.batch_f_evals),
+            "cuda_graph": result.graph,
+        }
+
+    def reached(run: dict[str, Any]) -> bool:
+        return run["objective"] <= target
+
+    jiio_points = search_budgets(jiio_run, reached, cfg.jiio_budgets, cfg.refine)
+    first = first_reaching_run(jiio_points, reached)
+    jiio_reach = first["seconds"] if first else None
     return {
         "batch_size": observed.shape[0],
         "target_objective": target,
