@@ -3,6 +3,7 @@ and the adversarial-training gradient against references."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -51,7 +52,7 @@ def _batch(seed: int, n: int = 4, dtype: torch.dtype = torch.float32):
     seed=st.integers(0, 2**31 - 1),
     norm=st.sampled_from(["linf", "l2"]),
     eps=st.floats(0.0, 3.0, allow_nan=False),
-    method=st.sampled_from(["jiio", "pgd"]),
+    method=st.sampled_from(["jiio", "jiio-candidates", "pgd"]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
 def test_attacks_stay_inside_the_budget_and_the_pixel_box(
@@ -62,6 +63,9 @@ def test_attacks_stay_inside_the_budget_and_the_pixel_box(
     threat = ThreatModel(norm, eps)  # type: ignore[arg-type]
     if method == "jiio":
         outcome = jiio_attack(model, images, labels, threat, _FAST_JIIO)
+    elif method == "jiio-candidates":
+        config = dataclasses.replace(_FAST_JIIO, candidates=3, restarts=2)
+        outcome = jiio_attack(model, images, labels, threat, config)
     else:
         gen = torch.Generator().manual_seed(seed)
         outcome = pgd_attack(model, images, labels, threat, _FAST_PGD, gen)
@@ -105,6 +109,33 @@ def test_attack_raises_the_loss_and_pgd_restarts_never_hurt() -> None:
     better_or_fooled = (loss_at(three.images) >= loss_at(one.images) - 1e-5) | fooled_three
     assert bool(better_or_fooled.all())
     assert bool((three.iterations == 3 * one.iterations).all())
+
+
+def test_jiio_candidates_are_evenly_spaced_iterations() -> None:
+    assert JIIOAttackConfig(iterations=80, candidates=4).checkpoints == (20, 40, 60)
+    assert JIIOAttackConfig(iterations=80, candidates=1).checkpoints == ()
+    assert JIIOAttackConfig(iterations=3, candidates=8).checkpoints == (1, 2)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_jiio_candidates_keep_the_strongest_iterate(norm: str) -> None:
+    seed = int(torch.randint(0, 2**31, ()).item())
+    model = _model(seed % 1000)
+    images, labels = _batch(seed, n=8)
+    threat = ThreatModel(norm, 0.3 if norm == "linf" else 1.5)  # type: ignore[arg-type]
+    base = JIIOAttackConfig(iterations=24, memory=4, loss="margin", solver="picard")
+    last = jiio_attack(model, images, labels, threat, base)
+    best = jiio_attack(model, images, labels, threat, dataclasses.replace(base, candidates=4))
+    # The run is the same; the candidates only add earlier iterates to choose from.
+    margin = attack_objective(model, labels, "margin")
+    with torch.no_grad():
+        m_last, m_best = margin(last.z, last.images), margin(best.z, best.images)
+        fooled_last = model.head(last.z).argmax(1) != labels
+        fooled_best = model.head(best.z).argmax(1) != labels
+    assert bool((fooled_best | ~fooled_last).all())
+    assert bool(((m_best <= m_last + 1e-6) | fooled_best).all())
+    assert bool((best.f_evals >= last.f_evals).all())
+    assert bool((perturbation_norms(best.images, images, threat.norm) <= threat.eps).all())
 
 
 def test_sweep_scores_with_fresh_solves_and_counts_add_up() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 from problems import quadratic_problem
 
@@ -101,3 +104,17 @@ def test_jiio_records_a_trajectory_snapshot() -> None:
     z_snap, x_snap = result.snapshot
     assert z_snap.shape == result.z.shape and x_snap.shape == result.x.shape
     assert not torch.equal(z_snap, result.z)
+
+
+@pytest.mark.parametrize("method", ["anderson", "picard"])
+def test_jiio_checkpoints_are_the_iterates_of_shorter_runs(method: str) -> None:
+    problem, _, _ = quadratic_problem(3, constraint=Box(-0.3, 0.3))
+    solver = SolverConfig(method=method, memory=4, tol=1e-30, max_iter=12, keep="last")
+    long = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=solver, checkpoints=(4, 9, 40)))
+    # 40 is never reached; the others hold x as it entered iterations 4 and 9, which is
+    # the last iterate of runs of 5 and 10 iterations.
+    assert sorted(long.checkpoints) == [4, 9]
+    for at in (4, 9):
+        short_solver = dataclasses.replace(solver, max_iter=at + 1)
+        short = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=short_solver))
+        assert torch.equal(long.checkpoints[at], short.x)

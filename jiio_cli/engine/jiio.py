@@ -85,6 +85,9 @@ class JIIOConfig:
         refine: settings of the final forward and adjoint solves at the returned x
             (its tolerance is also the one the x residual is judged by: ``solver.tol``).
         restart_on_switch: clear the Anderson history when α_x switches.
+        checkpoints: iterations at which to record the iterate x, projected (returned in
+            ``InputOptResult.checkpoints``, for callers that pick among iterates, such as
+            attacks whose last iterate is not always their strongest).
         snapshot_at: record (z, x) at this iteration (for the Jacobian regulariser at a
             trajectory point); None records nothing.
     """
@@ -96,6 +99,7 @@ class JIIOConfig:
     refine: SolverConfig = field(default_factory=lambda: SolverConfig(memory=5, max_iter=30))
     restart_on_switch: bool = True
     snapshot_at: int | None = None
+    checkpoints: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not (0 < self.alpha_z <= 1 and 0 < self.alpha_mu <= 1):
@@ -164,6 +168,7 @@ def jiio_solve(
     snap_at = config.snapshot_at
     snap_z = torch.zeros_like(z_init) if snap_at is not None else None
     snap_x = torch.zeros_like(x_init) if snap_at is not None else None
+    checkpoint_x = [torch.zeros_like(x_init) for _ in config.checkpoints]
     a_z, a_mu = config.alpha_z, config.alpha_mu
 
     def augmented_map(s: Tensor, k: Tensor) -> Tensor:
@@ -174,6 +179,11 @@ def jiio_solve(
             here = k == snap_at
             snap_z.copy_(torch.where(here, z, snap_z))
             snap_x.copy_(torch.where(here, x, snap_x))
+        if checkpoint_x:
+            # Projected, as the returned x is: Anderson's mixing can leave the feasible set.
+            feasible = constraint.project(x)
+            for at, buffer in zip(config.checkpoints, checkpoint_x, strict=True):
+                buffer.copy_(torch.where(k == at, feasible, buffer))
         a_x = alpha_x.index_select(0, k.view(1))
         x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
         return layout.pack([z + a_z * (fz - z), x_new, mu + a_mu * (gz - mu)])
@@ -238,6 +248,11 @@ def jiio_solve(
         snapshot=(snap_z, snap_x)
         if snap_z is not None and snap_x is not None and snap_at is not None and snap_at < steps_run
         else None,
+        checkpoints={
+            at: buffer
+            for at, buffer in zip(config.checkpoints, checkpoint_x, strict=True)
+            if at < steps_run
+        },
         graph=loop.graph,
         graph_failure=loop.graph_failure,
     )

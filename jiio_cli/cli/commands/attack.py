@@ -22,6 +22,7 @@ from jiio_cli.cli.output import print_json, print_table
 from jiio_cli.cli.progress import batch_progress
 from jiio_cli.config import parse_eps_list
 from jiio_cli.errors import UsageError
+from jiio_cli.tasks.adversarial import COMMAND_ATTACK
 
 __all__ = ["attack"]
 
@@ -70,6 +71,7 @@ class AttackOptions(BaseModel):
     memory: int = Field(ge=1, le=100)
     alpha: float = Field(gt=0, le=10)
     alpha_final: float = Field(gt=0, le=10)
+    candidates: int = Field(ge=1, le=100)
     pgd_steps: int = Field(ge=1, le=10_000)
     pgd_step_size: float | None = Field(default=None, gt=0, le=10)
     restarts: int = Field(ge=1, le=100)
@@ -99,19 +101,31 @@ def attack(
     ] = None,
     max_images: Annotated[int | None, typer.Option(help="Attack only the first N images.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 250,
-    iterations: Annotated[int, typer.Option(help="JIIO iterations.")] = 80,
-    memory: Annotated[int, typer.Option(help="JIIO Anderson memory.")] = 20,
-    alpha: Annotated[float, typer.Option(help="JIIO step size as a fraction of eps.")] = 0.25,
+    iterations: Annotated[int, typer.Option(help="JIIO iterations.")] = COMMAND_ATTACK.iterations,
+    memory: Annotated[int, typer.Option(help="JIIO Anderson memory.")] = COMMAND_ATTACK.memory,
+    alpha: Annotated[
+        float, typer.Option(help="JIIO step size as a fraction of eps.")
+    ] = COMMAND_ATTACK.alpha,
     alpha_final: Annotated[
         float, typer.Option(help="JIIO step size after the switch (fraction of eps).")
-    ] = 0.05,
+    ] = COMMAND_ATTACK.alpha_final or COMMAND_ATTACK.alpha,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            help="JIIO iterates compared per image, evenly spaced up to the last (each earlier "
+            "one scored by a forward solve); the strongest is kept. 1: the last only."
+        ),
+    ] = COMMAND_ATTACK.candidates,
     loss: Annotated[
         Loss, typer.Option(help="JIIO attack objective: logit margin or cross-entropy.")
-    ] = Loss.margin,
+    ] = Loss(COMMAND_ATTACK.loss),
     solver: Annotated[
         Solver,
-        typer.Option(help="JIIO solver on [z; x; μ]: picard (damped plain iteration) or anderson."),
-    ] = Solver.picard,
+        typer.Option(
+            help="JIIO solver on the stacked state (z, x, μ): picard (damped plain "
+            "iteration) or anderson."
+        ),
+    ] = Solver(COMMAND_ATTACK.solver),
     pgd_steps: Annotated[int, typer.Option(help="PGD steps per restart.")] = 20,
     pgd_loss: Annotated[Loss, typer.Option(help="PGD objective (standard PGD: ce).")] = Loss.ce,
     pgd_step_size: Annotated[
@@ -140,6 +154,7 @@ def attack(
             memory=memory,
             alpha=alpha,
             alpha_final=alpha_final,
+            candidates=candidates,
             pgd_steps=pgd_steps,
             pgd_step_size=pgd_step_size,
             restarts=restarts,
@@ -179,6 +194,7 @@ def attack(
                     alpha_final=opts.alpha_final,
                     loss=loss.value,  # type: ignore[arg-type]
                     solver=solver.value,  # type: ignore[arg-type]
+                    candidates=opts.candidates,
                 ),
                 PGDConfig(
                     steps=opts.pgd_steps,
