@@ -19,6 +19,7 @@ back onto 𝒳 after every step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -327,31 +328,44 @@ def jiio_attack(
         with torch.no_grad():
             result = jiio_solve(problem, engine)
         outcome = _outcome(result, config.tol)
-        strongest.offer(result.z, result.objective, outcome)
-        for images in result.checkpoints.values():
+        if not result.checkpoints:
+            strongest.offer(result.z, result.objective, outcome)
+            continue
+        # Candidates are judged alike, as the final evaluation will judge them: by a
+        # forward solve from zeros at each one's x (the last iterate's own z is
+        # warm-started, which far outside the model's budget can give another verdict).
+        for images in [result.x, *result.checkpoints.values()]:
             with torch.no_grad():
                 fwd = forward_solve(model.cell, images, torch.zeros_like(result.z), CANDIDATE_SOLVE)
-            candidate = AttackOutcome(
-                images=images,
-                z=fwd.z,
-                mu=None,
-                f_evals=fwd.stats.iterations,
-                iterations=torch.zeros_like(outcome.iterations),
-                unconverged=~fwd.stats.converged,
-            )
+            if images is result.x:
+                candidate = dataclasses.replace(
+                    outcome, f_evals=outcome.f_evals + fwd.stats.iterations
+                )
+            else:
+                candidate = AttackOutcome(
+                    images=images,
+                    z=fwd.z,
+                    mu=None,
+                    f_evals=fwd.stats.iterations,
+                    iterations=torch.zeros_like(outcome.iterations),
+                    unconverged=~fwd.stats.converged,
+                )
             strongest.offer(fwd.z, objective(fwd.z, images), candidate)
     return strongest.best()
 
 
 class _StrongestRun:
-    """Per sample, the strongest of several attack runs: the run that fooled the model
-    (by its own final solve), or else the one with the highest attack loss."""
+    """Per sample, the strongest of several attack runs or candidates: one that fooled
+    the model (by the equilibrium it was offered with) beats one that did not; between
+    two that both did, or both did not, the higher attack loss wins (so among fooling
+    candidates the most confidently misclassified is kept)."""
 
     def __init__(self, model: DEQClassifier, labels: Tensor) -> None:
         self.model = model
         self.labels = labels
         self.outcome: AttackOutcome | None = None
-        self.score = torch.full((labels.shape[0],), -math.inf, device=labels.device)
+        self.fooled = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
+        self.loss = torch.full((labels.shape[0],), -math.inf, device=labels.device)
 
     def offer(self, z: Tensor, objective: Tensor, outcome: AttackOutcome) -> None:
         """Consider a run (or candidate) with equilibrium ``z`` and attack objective (B,)."""
@@ -359,12 +373,11 @@ class _StrongestRun:
             logits = self.model.head(z)
         loss = -objective
         fooled = logits.argmax(dim=1) != self.labels
-        score = torch.where(fooled, torch.full_like(loss, math.inf), loss)
         best = self.outcome
         if best is None:
-            self.outcome, self.score = outcome, score
+            self.outcome, self.fooled, self.loss = outcome, fooled, loss
             return
-        better = score > self.score
+        better = (fooled & ~self.fooled) | ((fooled == self.fooled) & (loss > self.loss))
 
         def pick(new: Tensor, old: Tensor) -> Tensor:
             return torch.where(better.view(-1, *([1] * (new.ndim - 1))), new, old)
@@ -378,7 +391,8 @@ class _StrongestRun:
             iterations=best.iterations + outcome.iterations,
             unconverged=torch.where(better, outcome.unconverged, best.unconverged),
         )
-        self.score = torch.maximum(self.score, score)
+        self.fooled = self.fooled | fooled
+        self.loss = torch.where(better, loss, self.loss)
 
     def best(self) -> AttackOutcome:
         assert self.outcome is not None, "no run was offered"
