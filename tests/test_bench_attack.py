@@ -22,13 +22,15 @@ def test_attack_bench_json_is_consistent(tmp_path: Path) -> None:
         [
             *("bench", "--task", "attack", "-c", str(clf), "--batch-size", "4"),
             *("--eps", "0.3", "--norm", "linf", "--device", "cpu", "--json"),
-            *("--plot", str(tmp_path / "plot.png")),
+            *("--plot", str(tmp_path / "plot.png"), "--candidates", "2"),
         ],
     )
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "plot.png") as picture:
         assert picture.size == (720, 480)
-    speed = json.loads(result.stdout)["speed"]
+    doc = json.loads(result.stdout)
+    assert doc["jiio_candidates"] == 2
+    speed = doc["speed"]
     assert speed["images"] == 4
     for method in ("jiio", "pgd"):
         rows = speed[method]

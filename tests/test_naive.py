@@ -117,4 +117,5 @@ def test_jiio_checkpoints_are_the_iterates_of_shorter_runs(method: str) -> None:
     for at in (4, 9):
         short_solver = dataclasses.replace(solver, max_iter=at + 1)
         short = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=short_solver))
-        assert torch.equal(long.checkpoints[at], short.x)
+        z_at, x_at = long.checkpoints[at]
+        assert torch.equal(x_at, short.x) and z_at.shape == short.z.shape

@@ -85,7 +85,7 @@ class JIIOConfig:
         refine: settings of the final forward and adjoint solves at the returned x
             (its tolerance is also the one the x residual is judged by: ``solver.tol``).
         restart_on_switch: clear the Anderson history when α_x switches.
-        checkpoints: iterations at which to record the iterate x, projected (returned in
+        checkpoints: iterations at which to record the iterate (z, x), x projected (returned in
             ``InputOptResult.checkpoints``, for callers that pick among iterates, such as
             attacks whose last iterate is not always their strongest).
         snapshot_at: record (z, x) at this iteration (for the Jacobian regulariser at a
@@ -169,6 +169,7 @@ def jiio_solve(
     snap_z = torch.zeros_like(z_init) if snap_at is not None else None
     snap_x = torch.zeros_like(x_init) if snap_at is not None else None
     checkpoint_x = [torch.zeros_like(x_init) for _ in config.checkpoints]
+    checkpoint_z = [torch.zeros_like(z_init) for _ in config.checkpoints]
     a_z, a_mu = config.alpha_z, config.alpha_mu
 
     def augmented_map(s: Tensor, k: Tensor) -> Tensor:
@@ -182,8 +183,12 @@ def jiio_solve(
         if checkpoint_x:
             # Projected, as the returned x is: Anderson's mixing can leave the feasible set.
             feasible = constraint.project(x)
-            for at, buffer in zip(config.checkpoints, checkpoint_x, strict=True):
-                buffer.copy_(torch.where(k == at, feasible, buffer))
+            for at, x_buf, z_buf in zip(
+                config.checkpoints, checkpoint_x, checkpoint_z, strict=True
+            ):
+                here = k == at
+                x_buf.copy_(torch.where(here, feasible, x_buf))
+                z_buf.copy_(torch.where(here, z, z_buf))
         a_x = alpha_x.index_select(0, k.view(1))
         x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
         return layout.pack([z + a_z * (fz - z), x_new, mu + a_mu * (gz - mu)])
@@ -249,8 +254,8 @@ def jiio_solve(
         if snap_z is not None and snap_x is not None and snap_at is not None and snap_at < steps_run
         else None,
         checkpoints={
-            at: buffer
-            for at, buffer in zip(config.checkpoints, checkpoint_x, strict=True)
+            at: (z_buf, x_buf)
+            for at, z_buf, x_buf in zip(config.checkpoints, checkpoint_z, checkpoint_x, strict=True)
             if at < steps_run
         },
         graph=loop.graph,

@@ -85,7 +85,8 @@ class InputOptResult:
             ℓ(z_k, x_k) at the iterate (z not yet at its fixed point).
         method: name of the method that produced the result.
         snapshot: optional (z, x) recorded at a chosen iteration (Jacobian regulariser).
-        checkpoints: x at the iterations of ``JIIOConfig.checkpoints`` that the loop reached.
+        checkpoints: (z, x) at the iterations of ``JIIOConfig.checkpoints`` that the loop
+            reached (z is the iterate, not re-solved at x).
         graph: JIIO's loop was replayed from a CUDA graph (``SolverConfig.graph``).
         graph_failure: why capture was abandoned (the loop then ran eagerly), or None.
     """
@@ -106,7 +107,7 @@ class InputOptResult:
     trace: Tensor
     method: str
     snapshot: tuple[Tensor, Tensor] | None = None
-    checkpoints: dict[int, Tensor] = field(default_factory=dict)
+    checkpoints: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     graph: bool = False
     graph_failure: str | None = None
 

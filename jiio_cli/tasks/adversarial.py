@@ -160,7 +160,7 @@ class JIIOAttackConfig:
         return tuple(sorted({t * i // c for i in range(1, c)} - {0, t}))
 
 
-CANDIDATE_SOLVE = SolverConfig(memory=10, max_iter=40, tol=1e-4)
+CANDIDATE_SOLVE = SolverConfig(memory=10, max_iter=30, tol=1e-3)
 """Forward solve that scores an earlier candidate iterate of the JIIO attack."""
 
 COMMAND_ATTACK = JIIOAttackConfig(loss="margin", solver="picard", candidates=4)
@@ -334,7 +334,7 @@ def jiio_attack(
         # Candidates are judged alike, as the final evaluation will judge them: by a
         # forward solve from zeros at each one's x (the last iterate's own z is
         # warm-started, which far outside the model's budget can give another verdict).
-        for images in [result.x, *result.checkpoints.values()]:
+        for images in [result.x, *(x_at for _, x_at in result.checkpoints.values())]:
             with torch.no_grad():
                 fwd = forward_solve(model.cell, images, torch.zeros_like(result.z), CANDIDATE_SOLVE)
             if images is result.x:

@@ -50,6 +50,7 @@ class BenchOptions(BaseModel):
     alpha_x: float = Field(gt=0)
     repeat: int = Field(ge=1, le=100)
     channels: int = Field(ge=1, le=1024)
+    candidates: int = Field(ge=1, le=100)
     size: int = Field(ge=4, le=512)
 
 
@@ -84,6 +85,13 @@ def bench(
     eps: Annotated[str, typer.Option(help="attack: budget, e.g. 1.0 or 8/255.")] = "1.0",
     norm: Annotated[str, typer.Option(help="attack: threat model, linf or l2.")] = "l2",
     ways: Annotated[int, typer.Option(help="adapt: classes per episode (1 shot).")] = 5,
+    candidates: Annotated[
+        int,
+        typer.Option(
+            help="attack: JIIO iterates compared per image (jiio attack's --candidates; "
+            "1 times the bare optimiser)."
+        ),
+    ] = 4,
     repeat: Annotated[
         int, typer.Option(help="Time each run this many times and report the median.")
     ] = 1,
@@ -118,6 +126,7 @@ def bench(
             repeat=repeat,
             channels=channels,
             size=size,
+            candidates=candidates,
         )
         torch.manual_seed(common.seed)
         if task == BenchTask.engine:
@@ -131,7 +140,15 @@ def bench(
             from jiio_cli.cli.commands.bench_attack import run_attack_bench
 
             run_attack_bench(
-                checkpoint, eps, norm, opts.batch_size, common, plot, opts.repeat, compile_graph
+                checkpoint,
+                eps,
+                norm,
+                opts.batch_size,
+                common,
+                plot,
+                opts.repeat,
+                compile_graph,
+                opts.candidates,
             )
             return
         if task == BenchTask.adapt:

@@ -23,6 +23,7 @@ def run_attack_bench(
     plot: Path | None = None,
     repeat: int = 1,
     graph: bool = False,
+    candidates: int | None = None,
 ) -> None:
     """Time both attacks on the first ``images`` held-out digits and print the result."""
     if norm not in ("linf", "l2"):
@@ -39,9 +40,10 @@ def run_attack_bench(
     x, y, _ = load_attack_set(model.config, None, images)
     threat = ThreatModel(norm, eps)  # type: ignore[arg-type]
     defaults = AttackBenchConfig()
-    bench_config = dataclasses.replace(
-        defaults, jiio=dataclasses.replace(defaults.jiio, graph=graph), repeat=repeat
-    )
+    jiio = dataclasses.replace(defaults.jiio, graph=graph)
+    if candidates is not None:
+        jiio = dataclasses.replace(jiio, candidates=candidates)
+    bench_config = dataclasses.replace(defaults, jiio=jiio, repeat=repeat)
     speed = attack_time_to_equal_objective(
         model, x.to(dev), y.to(dev), threat, bench_config, common.seed
     )
@@ -64,6 +66,7 @@ def run_attack_bench(
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "checkpoint": str(path),
         "seed": common.seed,
+        "jiio_candidates": bench_config.jiio.candidates,
         "speed": speed,
     }
     if common.json_output:
