@@ -37,6 +37,15 @@ JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print the result as one JSON document on stdout."),
 ]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="On a GPU, replay JIIO's iterations as a CUDA graph: one launch per iteration, "
+        "same results (the CPU ignores it).",
+    ),
+]
+
 DebugOption = Annotated[
     bool,
     typer.Option("--debug", help="Show the full traceback when something fails."),

@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.options import (
+    CompileOption,
+    DebugOption,
+    DeviceOption,
+    JsonOption,
+    SeedOption,
+    common_options,
+)
 from jiio_cli.cli.output import print_json, print_table
 from jiio_cli.cli.progress import batch_progress
 from jiio_cli.config import parse_eps_list
@@ -137,6 +144,7 @@ def attack(
         typer.Option(help="Folder for adversarial PNGs and a clean/perturbation/adversarial grid."),
     ] = None,
     examples: Annotated[int, typer.Option(help="How many examples --save-examples writes.")] = 16,
+    compile_graph: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -195,6 +203,7 @@ def attack(
                     loss=loss.value,  # type: ignore[arg-type]
                     solver=solver.value,  # type: ignore[arg-type]
                     candidates=opts.candidates,
+                    graph=compile_graph,
                 ),
                 PGDConfig(
                     steps=opts.pgd_steps,

@@ -17,7 +17,14 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.options import (
+    CompileOption,
+    DebugOption,
+    DeviceOption,
+    JsonOption,
+    SeedOption,
+    common_options,
+)
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import JiioError, UsageError
 
@@ -81,6 +88,7 @@ def reconstruct(
     allow_unconverged: Annotated[
         bool, typer.Option(help="Write results and exit 0 even if some solves did not converge.")
     ] = False,
+    compile_graph: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -139,7 +147,9 @@ def reconstruct(
             latent_weight=float(trained_with.get("latent_weight", 1e-3)),
             jiio=JIIOConfig(
                 alpha_x=opts.alpha_x,
-                solver=SolverConfig(memory=20, max_iter=opts.iterations, tol=opts.tol),
+                solver=SolverConfig(
+                    memory=20, max_iter=opts.iterations, tol=opts.tol, graph=compile_graph
+                ),
                 refine=SolverConfig(memory=5, max_iter=50, tol=opts.tol),
             ),
         )
