@@ -186,6 +186,7 @@ CASES: list[BadInput] = [
         "train: meta with more ways than classes", _train("--task", "meta", "--ways", "900"), 2
     ),
     BadInput("train: meta with a malformed --ways", _train("--task", "meta", "--ways", "5,x"), 2),
+    BadInput("train: --max-bad-steps 0", _train("--max-bad-steps", "0"), 2),
     BadInput(
         "bench: --repeat 0",
         lambda t: ["bench", "--task", "engine", "--repeat", "0", "--device", "cpu"],

@@ -38,6 +38,20 @@ def _nan_copy(source: Path, target: Path) -> Path:
     return target
 
 
+def _poison_in_place(path: Path) -> None:
+    """Set the first cell weight of a checkpoint to NaN, keeping everything else (the
+    optimizer state and the training position a resume needs) byte for byte."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    key = next(k for k in tensors if k.startswith("model.cell") and k.endswith("weight"))
+    tensors[key] = torch.full_like(tensors[key], math.nan)
+    save_file(tensors, str(path), metadata=metadata)
+
+
 def test_reconstruct_with_a_nan_model_writes_nothing(tmp_path: Path) -> None:
     broken = _nan_copy(ROOT / "models" / "mnist-decoder.safetensors", tmp_path / "nan.safetensors")
     out = tmp_path / "out.png"
@@ -168,3 +182,28 @@ def test_attack_and_adapt_benches_with_nan_models_report_and_write_nothing(
     assert result.exit_code == 1, result.output
     assert "diverged: NaN/Inf on 2 of 2 tasks" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.output
+
+
+def test_train_command_stops_on_a_diverged_resume_without_writing(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data.npz"
+    np.savez(data, images=(rng.random((32, 12, 12)) * 255).astype(np.uint8))
+    out = tmp_path / "run"
+    args = [
+        *("train", "--task", "denoise", "--sigma", "0.1", "--data", str(data)),
+        *("--image-size", "12", "--width", "8", "--latent-dim", "4", "--batch-size", "8"),
+        *("--inner-iters", "4", "--out", str(out), "--device", "cpu", "--seed", "1"),
+    ]
+    first = runner.invoke(app, [*args, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    last = out / "denoise-last.safetensors"
+    _poison_in_place(last)  # every solve of the resumed run now diverges
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = runner.invoke(app, [*args, "--epochs", "3", "--resume", "--max-bad-steps", "2"])
+    assert result.exit_code == 1, result.output
+    assert "2 consecutive batches failed" in result.stderr
+    assert "Traceback" not in result.output
+    # Nothing was written: the run folder holds the same files, byte for byte.
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -77,6 +77,7 @@ class InverseTrainOptions(BaseModel):
     jac_weight: float = Field(ge=0)
     max_train: int | None = Field(default=None, ge=1)
     save_every: int = Field(ge=0)
+    max_bad_steps: int = Field(ge=1)
     precision: Literal["fp32", "bf16", "fp16"]
 
 
@@ -110,6 +111,13 @@ def train(
     jac_weight: Annotated[float, typer.Option(help="Jacobian regulariser weight.")] = 0.01,
     max_train: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
     save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: off).")] = 0,
+    max_bad_steps: Annotated[
+        int,
+        typer.Option(
+            help="Stop when this many batches in a row fail (NaN/Inf in the solve or the loss); "
+            "failed batches are skipped with a warning."
+        ),
+    ] = 5,
     # --- adversarial training options ---
     eps: Annotated[
         str, typer.Option(help="adversarial: training budget, e.g. 1.0 or 8/255.")
@@ -184,6 +192,7 @@ def train(
                 jac_weight=jac_weight,
                 max_train=max_train,
                 save_every=save_every,
+                max_bad_steps=max_bad_steps,
             )
             train_adversarial.run(adversarial_opts, common, data, out, resume, context, rank_device)
             return
@@ -211,6 +220,7 @@ def train(
                 context_step=context_step,
                 jac_weight=jac_weight,
                 save_every=save_every,
+                max_bad_steps=max_bad_steps,
             )
             train_meta.run(meta_opts, common, data, out, resume)
             return
@@ -230,6 +240,7 @@ def train(
             jac_weight=jac_weight,
             max_train=max_train,
             save_every=save_every,
+            max_bad_steps=max_bad_steps,
             precision=precision,
         )
         if opts.width % 8:
@@ -271,6 +282,7 @@ def train(
                 lr=opts.lr,
                 seed=common.seed,
                 save_every=opts.save_every,
+                max_bad_steps=opts.max_bad_steps,
                 precision=opts.precision,
             ),
             inner=inner.value,  # type: ignore[arg-type]

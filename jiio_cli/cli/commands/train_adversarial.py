@@ -46,6 +46,7 @@ class AdversarialTrainOptions(BaseModel):
     jac_weight: float = Field(ge=0)
     max_train: int | None = Field(default=None, ge=1)
     save_every: int = Field(ge=0)
+    max_bad_steps: int = Field(ge=1)
 
 
 def run(
@@ -85,6 +86,7 @@ def run(
             lr=opts.lr,
             seed=common.seed,
             save_every=opts.save_every,
+            max_bad_steps=opts.max_bad_steps,
         ),
         inner=opts.inner,  # type: ignore[arg-type]
         jiio=JIIOAttackConfig(iterations=opts.inner_iters),

@@ -57,6 +57,7 @@ class MetaTrainOptions(BaseModel):
     context_step: float = Field(gt=0)
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
+    max_bad_steps: int = Field(ge=1)
 
 
 def run(
@@ -98,6 +99,7 @@ def run(
             lr=opts.lr,
             seed=common.seed,
             save_every=opts.save_every,
+            max_bad_steps=opts.max_bad_steps,
         ),
         ways=ways,
         shots=opts.shots,
