@@ -193,6 +193,16 @@ CASES: list[BadInput] = [
         2,
     ),
     BadInput(
+        "bench: malformed --sizes",
+        lambda t: ["bench", "--task", "engine", "--sizes", "64x64", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
+        "bench: engine channels not a multiple of 8",
+        lambda t: ["bench", "--task", "engine", "--channels", "4", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
         "bench: unknown --precision",
         lambda t: ["bench", "--task", "engine", "--precision", "fp8", "--device", "cpu"],
         2,

@@ -105,6 +105,16 @@ def test_engine_bench_options_reach_the_measurement() -> None:
         assert abs(r["jiio_history_mib_per_sample"] - expected) < 1e-9
 
 
+def test_engine_bench_measures_every_listed_size() -> None:
+    result = runner.invoke(
+        app, ["bench", "--task", "engine", "--sizes", "2x8x8,3x16x6", "--device", "cpu", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    shapes = [(r["batch"], r["channels"], r["size"], r["memory"]) for r in rows]
+    assert shapes == [(2, 8, 8, 5), (2, 8, 8, 20), (3, 16, 6, 5), (3, 16, 6, 20)]
+
+
 def test_bench_rejects_a_bad_repeat_count() -> None:
     result = runner.invoke(app, ["bench", "--task", "engine", "--repeat", "0", "--device", "cpu"])
     assert result.exit_code == 2

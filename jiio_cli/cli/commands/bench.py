@@ -108,6 +108,13 @@ def bench(
     ] = "fp32",
     channels: Annotated[int, typer.Option(help="engine: channels of the conv cell.")] = 32,
     size: Annotated[int, typer.Option(help="engine: image side of the conv cell.")] = 16,
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            help="engine: several problem sizes, BATCHxCHANNELSxSIDE comma-separated "
+            "(e.g. 16x64x32,64x64x32,256x64x32); overrides --batch-size, --channels, --size."
+        ),
+    ] = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -130,11 +137,14 @@ def bench(
         )
         torch.manual_seed(common.seed)
         if task == BenchTask.engine:
-            from jiio_cli.cli.commands.bench_engine import run_engine_bench
+            from jiio_cli.cli.commands.bench_engine import parse_sizes, run_engine_bench
 
-            run_engine_bench(
-                opts.batch_size, opts.channels, opts.size, precision, compile_graph, common
+            shapes = (
+                parse_sizes(sizes)
+                if sizes is not None
+                else [(opts.batch_size, opts.channels, opts.size)]
             )
+            run_engine_bench(shapes, precision, compile_graph, common)
             return
         if task == BenchTask.attack:
             from jiio_cli.cli.commands.bench_attack import run_attack_bench

@@ -9,6 +9,7 @@ import typer
 
 from jiio_cli.cli.options import CommonOptions
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.errors import UsageError
 from jiio_cli.models.precision import check_precision
 
 __all__ = ["run_engine_bench"]
@@ -16,15 +17,35 @@ __all__ = ["run_engine_bench"]
 MEMORIES = (5, 20)
 
 
+def parse_sizes(text: str) -> list[tuple[int, int, int]]:
+    """``"16x64x32,64x64x32"`` → [(batch, channels, side), ...]; one-line UsageError."""
+    sizes = []
+    for part in text.split(","):
+        fields = part.strip().lower().split("x")
+        try:
+            batch, channels, side = (int(f) for f in fields)
+        except ValueError:
+            raise UsageError(
+                f"invalid --sizes entry {part.strip()!r}: give BATCHxCHANNELSxSIDE, "
+                "e.g. 64x64x32, comma-separated"
+            ) from None
+        if not (1 <= batch <= 4096 and 1 <= channels <= 1024 and 4 <= side <= 512):
+            raise UsageError(
+                f"invalid --sizes entry {part.strip()!r}: need 1 ≤ batch ≤ 4096, "
+                "1 ≤ channels ≤ 1024 and 4 ≤ side ≤ 512"
+            )
+        sizes.append((batch, channels, side))
+    return sizes
+
+
 def run_engine_bench(
-    batch: int,
-    channels: int,
-    size: int,
+    sizes: list[tuple[int, int, int]],
     precision: str,
     graph: bool,
     common: CommonOptions,
 ) -> None:
-    """Time f, f + VJP and one JIIO iteration at Anderson memories 5 and 20.
+    """Time f, f + VJP and one JIIO iteration at each (batch, channels, side) and Anderson
+    memories 5 and 20.
 
     With ``graph`` on a GPU each memory is timed eagerly and as a replayed CUDA graph.
     """
@@ -32,9 +53,16 @@ def run_engine_bench(
 
     dev = common.torch_device
     check_precision(precision, dev)
+    for _, channels, _ in sizes:
+        if channels % 8:
+            raise UsageError(
+                f"invalid channel count {channels}: the engine bench's conv cell needs a "
+                "multiple of 8 (GroupNorm uses 8 groups)"
+            )
     modes = (False, True) if graph and dev.type == "cuda" else (False,)
     rows = [
-        time_engine(batch, channels, size, m, dev, graph=g, precision=precision).as_dict()  # type: ignore[arg-type]
+        time_engine(b, c, side, m, dev, graph=g, precision=precision).as_dict()  # type: ignore[arg-type]
+        for b, c, side in sizes
         for m in MEMORIES
         for g in modes
     ]
@@ -50,19 +78,21 @@ def run_engine_bench(
         return
     shown = [
         {
-            "memory": r["memory"],
+            "batch": r["batch"],
+            "ch": r["channels"],
+            "side": r["size"],
+            "mem": r["memory"],
             "mode": r["mode"],
-            "f_ms": 1e3 * float(r["f_seconds"]),  # type: ignore[arg-type]
-            "f_vjp_ms": 1e3 * float(r["f_vjp_seconds"]),  # type: ignore[arg-type]
-            "iteration_ms": 1e3 * float(r["jiio_iteration_seconds"]),  # type: ignore[arg-type]
-            "iteration / (f + vjp)": r["overhead_ratio"],
+            "f ms": 1e3 * float(r["f_seconds"]),  # type: ignore[arg-type]
+            "f+vjp ms": 1e3 * float(r["f_vjp_seconds"]),  # type: ignore[arg-type]
+            "iter ms": 1e3 * float(r["jiio_iteration_seconds"]),  # type: ignore[arg-type]
+            "iter/(f+vjp)": r["overhead_ratio"],
         }
         for r in rows
     ]
     print_table(
         shown,
-        title=f"jiio bench --task engine (batch {batch}, {channels} channels, {size}x{size}, "
-        f"{precision}, {result['device_name']})",
+        title=f"jiio bench --task engine ({precision}, {result['device_name']})",
     )
     for r in rows:
         if r["graph_failure"]:
