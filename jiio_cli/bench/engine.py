@@ -20,6 +20,7 @@ import torch
 
 from jiio_cli.bench.timing import time_call
 from jiio_cli.engine import (
+    InputOptResult,
     InputProblem,
     JIIOConfig,
     NaiveConfig,
@@ -135,11 +136,10 @@ def time_engine(
         )
         jiio_peak = _peak_mib(lambda: jiio_solve(problem, short), device) / batch
         naive_peak = _peak_mib(lambda: naive_solve(problem, naive_cfg), device) / batch
-    outcome: dict[str, str | bool | None] = {"failure": None, "graph": False}
+    last: dict[str, InputOptResult] = {}
 
     def run(cfg: JIIOConfig) -> None:
-        result = jiio_solve(problem, cfg)
-        outcome.update(failure=result.graph_failure, graph=result.graph)
+        last["result"] = jiio_solve(problem, cfg)
 
     long_t = time_call(lambda: run(long), device, repeat=repeat, warmup=1)
     short_t = time_call(lambda: run(short), device, repeat=repeat, warmup=1)
@@ -149,7 +149,7 @@ def time_engine(
         channels=channels,
         size=size,
         memory=memory,
-        mode="graph" if outcome["graph"] else "eager",
+        mode="graph" if last["result"].graph else "eager",
         precision=precision,
         f_seconds=f_time,
         f_vjp_seconds=fv_time,
@@ -158,7 +158,7 @@ def time_engine(
         naive_history_mib_per_sample=naive_history,
         jiio_peak_mib_per_sample=jiio_peak,
         naive_peak_mib_per_sample=naive_peak,
-        graph_failure=outcome["failure"],  # type: ignore[arg-type]
+        graph_failure=last["result"].graph_failure,
     )
 
 

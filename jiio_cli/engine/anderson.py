@@ -240,12 +240,7 @@ def fixed_point_solve(
     """
     loop = _SolverLoop(fn, s0, config, residual_fn or relative_residual)
     restarts = set(config.restart_at)
-    use_graph = config.graph and s0.is_cuda
-    # The library's batched Cholesky solve (MAGMA) cannot be recorded into a CUDA graph:
-    # it fails silently there. Graph mode solves Anderson's small system in plain kernels.
-    loop.unrolled = use_graph
-    step = GraphedStep(loop.step, enabled=use_graph)
-    steps = 0
+    step = GraphedStep(loop.step, enabled=loop.unrolled)
     with torch.no_grad():
         loop.first_step()
         steps = 1
@@ -286,7 +281,10 @@ class _SolverLoop:
         device = s0.device
         self.anderson = config.method == "anderson"
         self.keep_last = config.keep == "last"
-        self.unrolled = False
+        # The library's batched Cholesky solve (MAGMA) cannot be recorded into a CUDA
+        # graph: it fails silently there. Graph mode solves Anderson's small system in
+        # plain kernels.
+        self.unrolled = config.graph and s0.is_cuda
         m = config.memory
         self.patience = 2 * m if config.patience is None else config.patience
 

@@ -165,30 +165,29 @@ def jiio_solve(
     alpha_x = torch.tensor(
         [schedule.value(i, cfg.max_iter) for i in range(cfg.max_iter)], device=device, dtype=dtype
     )
-    snap_at = config.snapshot_at
-    snap_z = torch.zeros_like(z_init) if snap_at is not None else None
-    snap_x = torch.zeros_like(x_init) if snap_at is not None else None
-    checkpoint_x = [torch.zeros_like(x_init) for _ in config.checkpoints]
-    checkpoint_z = [torch.zeros_like(z_init) for _ in config.checkpoints]
+    # Iterates recorded for the caller (the snapshot and the checkpoints): one stacked
+    # buffer with a spare last row, and a per-iteration table of the row to write, so
+    # each iteration does one copy (into the spare row when k is not recorded).
+    record_at = sorted({at for at in (*config.checkpoints, config.snapshot_at) if at is not None})
+    rows = {at: i for i, at in enumerate(record_at)}
+    spare = len(record_at)
+    row_at: Tensor | None = None
+    record_z: Tensor | None = None
+    record_x: Tensor | None = None
+    if record_at:
+        row_at = torch.tensor([rows.get(i, spare) for i in range(cfg.max_iter)], device=device)
+        record_z = z_init.new_zeros(spare + 1, *z_init.shape)
+        record_x = x_init.new_zeros(spare + 1, *x_init.shape)
     a_z, a_mu = config.alpha_z, config.alpha_mu
 
     def augmented_map(s: Tensor, k: Tensor) -> Tensor:
         z, x, mu = layout.unpack(s)
         fz, loss, gz, gx = lagrangian_grads(cell, objective, z, x, mu)
         trace.index_copy_(0, k.view(1), loss.mean().view(1))
-        if snap_z is not None and snap_x is not None:
-            here = k == snap_at
-            snap_z.copy_(torch.where(here, z, snap_z))
-            snap_x.copy_(torch.where(here, x, snap_x))
-        if checkpoint_x:
-            # Projected, as the returned x is: Anderson's mixing can leave the feasible set.
-            feasible = constraint.project(x)
-            for at, x_buf, z_buf in zip(
-                config.checkpoints, checkpoint_x, checkpoint_z, strict=True
-            ):
-                here = k == at
-                x_buf.copy_(torch.where(here, feasible, x_buf))
-                z_buf.copy_(torch.where(here, z, z_buf))
+        if row_at is not None and record_z is not None and record_x is not None:
+            row = row_at.index_select(0, k.view(1))
+            record_z.index_copy_(0, row, z.unsqueeze(0))
+            record_x.index_copy_(0, row, x.unsqueeze(0))
         a_x = alpha_x.index_select(0, k.view(1))
         x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
         return layout.pack([z + a_z * (fz - z), x_new, mu + a_mu * (gz - mu)])
@@ -234,6 +233,19 @@ def jiio_solve(
     f_evals = loop.iterations + fwd.stats.iterations + 3
     vjps = loop.iterations + adj.stats.iterations + 2
     steps_run = loop.steps
+
+    def iterate_at(at: int | None) -> tuple[Tensor, Tensor] | None:
+        if record_z is None or record_x is None or at is None or at >= steps_run:
+            return None
+        return record_z[rows[at]], record_x[rows[at]]
+
+    snapshot = iterate_at(config.snapshot_at)
+    checkpoints: dict[int, tuple[Tensor, Tensor]] = {}
+    for at in config.checkpoints:
+        pair = iterate_at(at)
+        if pair is not None:
+            # Projected, as the returned x is: Anderson's mixing can leave the feasible set.
+            checkpoints[at] = (pair[0], constraint.project(pair[1]))
     return InputOptResult(
         z=z_out,
         x=x_out,
@@ -250,14 +262,8 @@ def jiio_solve(
         batch_f_evals=steps_run + fwd.stats.steps + 3,
         trace=trace[:steps_run],
         method="jiio",
-        snapshot=(snap_z, snap_x)
-        if snap_z is not None and snap_x is not None and snap_at is not None and snap_at < steps_run
-        else None,
-        checkpoints={
-            at: (z_buf, x_buf)
-            for at, z_buf, x_buf in zip(config.checkpoints, checkpoint_z, checkpoint_x, strict=True)
-            if at < steps_run
-        },
+        snapshot=snapshot,
+        checkpoints=checkpoints,
         graph=loop.graph,
         graph_failure=loop.graph_failure,
     )

@@ -307,6 +307,7 @@ def _outcome(result: InputOptResult, tol: float) -> AttackOutcome:
     )
 
 
+@torch.no_grad()
 def jiio_attack(
     model: DEQClassifier,
     clean: Tensor,
@@ -325,8 +326,7 @@ def jiio_attack(
     for restart in range(config.restarts):
         start = clean if restart == 0 else random_start(clean, threat, generator)
         problem = attack_problem(model, clean, labels, threat, start, config.loss)
-        with torch.no_grad():
-            result = jiio_solve(problem, engine)
+        result = jiio_solve(problem, engine)
         outcome = _outcome(result, config.tol)
         if not result.checkpoints:
             strongest.offer(result.z, result.objective, outcome)
@@ -334,22 +334,23 @@ def jiio_attack(
         # Candidates are judged alike, as the final evaluation will judge them: by a
         # forward solve from zeros at each one's x (the last iterate's own z is
         # warm-started, which far outside the model's budget can give another verdict).
-        for images in [result.x, *(x_at for _, x_at in result.checkpoints.values())]:
-            with torch.no_grad():
-                fwd = forward_solve(model.cell, images, torch.zeros_like(result.z), CANDIDATE_SOLVE)
-            if images is result.x:
-                candidate = dataclasses.replace(
-                    outcome, f_evals=outcome.f_evals + fwd.stats.iterations
-                )
-            else:
-                candidate = AttackOutcome(
-                    images=images,
-                    z=fwd.z,
-                    mu=None,
-                    f_evals=fwd.stats.iterations,
-                    iterations=torch.zeros_like(outcome.iterations),
-                    unconverged=~fwd.stats.converged,
-                )
+        zeros = torch.zeros_like(result.z)
+        last = forward_solve(model.cell, result.x, zeros, CANDIDATE_SOLVE)
+        strongest.offer(
+            last.z,
+            objective(last.z, result.x),
+            dataclasses.replace(outcome, f_evals=outcome.f_evals + last.stats.iterations),
+        )
+        for _, images in result.checkpoints.values():
+            fwd = forward_solve(model.cell, images, zeros, CANDIDATE_SOLVE)
+            candidate = AttackOutcome(
+                images=images,
+                z=fwd.z,
+                mu=None,
+                f_evals=fwd.stats.iterations,
+                iterations=torch.zeros_like(outcome.iterations),
+                unconverged=~fwd.stats.converged,
+            )
             strongest.offer(fwd.z, objective(fwd.z, images), candidate)
     return strongest.best()
 
