@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from .base import DEQModel
@@ -36,12 +35,6 @@ class MetaConfig(ModelConfig):
             v = [v_film (D); v_head (K·C)] and logits_k = (w_k + v_head,k) · φ(z) + b_k.
             With it, adapting v fits a linear classifier on the DEQ features jointly
             with the FiLM modulation; without it, v only modulates the cell.
-        prototype_head: the read-out is entirely the context's: v = [v_film (D);
-            v_head (K·(C+1))] and logits_k = v_head,k · [φ(z); 1] (no learnt class
-            weights, which mean nothing when classes are relabelled every episode). Each
-            task starts from the prototype context (see :meth:`prototype_context`), where
-            the read-out is the nearest-class-centroid rule, and adaptation moves v from
-            there (as Proto-MAML initialises MAML's last layer from prototypes).
     """
 
     context_dim: int = 64
@@ -53,7 +46,6 @@ class MetaConfig(ModelConfig):
     weight_norm: bool = False
     stride: int = 2
     head_context: bool = False
-    prototype_head: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,36 +101,9 @@ class FiLMClassifier(DEQModel):
 
     @property
     def context_size(self) -> int:
-        """Size of the whole context v: D, plus K·(C+1) with ``prototype_head``, else
-        plus K·C with ``head_context``."""
+        """Size of the whole context v: D, plus K·C with ``head_context``."""
         c = self.config
-        if c.prototype_head:
-            return c.context_dim + c.ways * (c.channels + 1)
         return c.context_dim + (c.ways * c.channels if c.head_context else 0)
-
-    def prototype_context(self, features: Tensor, labels: Tensor, ways: int) -> Tensor:
-        """The starting context v₀ (B, context_size) of tasks under ``prototype_head``.
-
-        With c_k the mean feature of class k's support images, the read-out rows are
-        (w_k, b_k) = (2 c_k, −‖c_k‖²) for k < N and 0 for the unused rows, and v_film = 0.
-        Then logits_k = −‖φ − c_k‖² + ‖φ‖²: the nearest-centroid rule.
-
-        Args:
-            features: support features φ (B, n, C) at v = 0.
-            labels: (B, n) in 0..N−1.
-            ways: N ≤ K.
-        """
-        c = self.config
-        if not c.prototype_head:
-            raise ValueError("prototype_context needs a model with prototype_head")
-        batch = features.shape[0]
-        onehot = torch.nn.functional.one_hot(labels, ways).to(features.dtype)  # (B, n, N)
-        centroids = onehot.transpose(1, 2) @ features / onehot.sum(1).clamp_min(1)[..., None]
-        rows = torch.cat([2 * centroids, -centroids.pow(2).sum(-1, keepdim=True)], dim=-1)
-        head = features.new_zeros(batch, c.ways, c.channels + 1)
-        head[:, :ways] = rows
-        film = features.new_zeros(batch, c.context_dim)
-        return torch.cat([film, head.flatten(1)], dim=1)
 
     def film_context(self, v: Tensor) -> Tensor:
         """The part (B, D) of v (B, context_size) that modulates the cell."""
@@ -162,10 +127,6 @@ class FiLMClassifier(DEQModel):
         c = self.config
         ways = c.ways if ways is None else ways
         features = self.head.features(z)  # (B, n, C)
-        if c.prototype_head:
-            rows = v[:, c.context_dim :].view(v.shape[0], c.ways, c.channels + 1)
-            logits = features @ rows[..., :-1].transpose(1, 2) + rows[..., -1].unsqueeze(1)
-            return logits[..., :ways]
         logits = self.head.linear(features)
         if c.head_context:
             offset = v[:, c.context_dim :].view(v.shape[0], c.ways, c.channels)

@@ -4,11 +4,9 @@ A task (episode) has N classes, support images with labels and query images. The
 (:class:`~jiio_cli.models.FiLMClassifier`) sees each task as one row of n images sharing a
 context vector v ∈ ℝᴰ (PAPER.md §5). Adaptation fits v on the support set:
 
-    v* = argmin_v (1/n) Σ_i CE(h(z*_i)[:N], y_i) + λ·mean((v − v₀)²),  z*_i = f(z*_i, v; image_i)
+    v* = argmin_v  (1/n) Σ_i CE(h(z*_i)[:N], y_i) + λ · mean(v²),   z*_i = f(z*_i, v; image_i)
 
-by JIIO (or, as the baseline, by Adam on v with a full forward and adjoint solve per step),
-starting from v₀: zero, or for a model with a prototype head the context whose read-out is
-the nearest-centroid rule of the support features (:func:`initial_context`).
+by JIIO (or, as the baseline, by Adam on v with a full forward and adjoint solve per step).
 Logits are the first N of the head's K ≥ N outputs, so one model serves N ≤ K ways.
 Queries are then classified by solving their DEQ at v*.
 
@@ -53,9 +51,7 @@ __all__ = [
     "MetaLoss",
     "adapt_context",
     "centroid_predictions",
-    "class_centroids",
     "class_matched_warm_start",
-    "initial_context",
     "meta_loss",
     "query_logits",
     "support_gradient",
@@ -99,53 +95,23 @@ class AdaptSettings:
 
 
 def support_objective(
-    model: FiLMClassifier,
-    labels: Tensor,
-    ways: int,
-    context_weight: float,
-    center: Tensor | None = None,
+    model: FiLMClassifier, labels: Tensor, ways: int, context_weight: float
 ):  # -> Objective
-    """ℓ(z, v) = mean_i CE(h(z_i)[:N], y_i) + λ mean((v − v₀)²) per task row, (B,).
+    """ℓ(z, v) = mean_i CE(h(z_i)[:N], y_i) + λ mean(v²) per task row, (B,).
 
     Args:
         model: the meta-model (its head gives the logits).
         labels: (B, n) support labels in 0..N−1.
         ways: N.
         context_weight: λ.
-        center: v₀ (B, context_size), the task's starting context (see
-            :func:`initial_context`); None means 0.
     """
 
     def objective(z: Tensor, v: Tensor) -> Tensor:
         logits = model.logits(z, v, ways)
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-        offset = v if center is None else v - center
-        return ce.view(labels.shape).mean(dim=1) + context_weight * offset.pow(2).mean(dim=1)
+        return ce.view(labels.shape).mean(dim=1) + context_weight * v.pow(2).mean(dim=1)
 
     return objective
-
-
-def class_centroids(features: Tensor, labels: Tensor, ways: int) -> Tensor:
-    """Mean feature (B, N, C) of each class from features (B, n, C) and labels (B, n)."""
-    onehot = F.one_hot(labels, ways).to(features.dtype)  # (B, n, N)
-    return onehot.transpose(1, 2) @ features / onehot.sum(1).clamp_min(1)[..., None]
-
-
-def initial_context(
-    model: FiLMClassifier, support: Tensor, labels: Tensor, ways: int, solver: SolverConfig
-) -> Tensor:
-    """v₀ (B, context_size): where adaptation starts and what its penalty is centred on.
-
-    Zero, except for models with a prototype head, whose read-out starts at the
-    nearest-centroid rule of the support features at v = 0 (one forward solve of the
-    support images; see :meth:`~jiio_cli.models.FiLMClassifier.prototype_context`).
-    """
-    zero = support.new_zeros(support.shape[0], model.context_size)
-    if not model.config.prototype_head:
-        return zero
-    with torch.no_grad():
-        features = model.features(query_states(model, support, zero, solver))
-        return model.prototype_context(features, labels, ways)
 
 
 def adapt_context(
@@ -155,9 +121,8 @@ def adapt_context(
     ways: int,
     settings: AdaptSettings,
     method: Literal["jiio", "naive"] | None = None,
-    start: Tensor | None = None,
 ) -> InputOptResult:
-    """Fit v on each task's support set; the result's ``x`` is v* (B, context_size).
+    """Fit v on each task's support set; the result's ``x`` is v* (B, D).
 
     Args:
         model: the meta-model.
@@ -166,19 +131,16 @@ def adapt_context(
         ways: N.
         settings: step sizes, budgets and λ.
         method: overrides ``settings.method``.
-        start: v₀ from :func:`initial_context`, if the caller already has it.
     """
-    if start is None:
-        start = initial_context(model, support, labels, ways, settings.forward)
     with torch.no_grad():
         model.bind(support)
         cell = model.context_cell()
     batch = support.shape[0]
     problem = InputProblem(
         cell,
-        support_objective(model, labels, ways, settings.context_weight, start),
+        support_objective(model, labels, ways, settings.context_weight),
         z0=model.init_state(batch),
-        x0=start,
+        x0=support.new_zeros(batch, model.context_size),
     )
     try:
         if (method or settings.method) == "jiio":
@@ -229,7 +191,9 @@ def centroid_predictions(
     with torch.no_grad():
         fs = model.features(query_states(model, support, zero, solver))
         fq = model.features(query_states(model, query, zero, solver))
-        return torch.cdist(fq, class_centroids(fs, labels, ways)).argmin(dim=-1)
+        onehot = F.one_hot(labels, ways).to(fs.dtype)  # (B, n, N)
+        centroids = onehot.transpose(1, 2) @ fs / onehot.sum(1).clamp_min(1)[..., None]
+        return torch.cdist(fq, centroids).argmin(dim=-1)
 
 
 def class_matched_warm_start(
@@ -258,7 +222,6 @@ def support_gradient(
     ways: int,
     settings: AdaptSettings,
     inner: InputOptResult,
-    start: Tensor | None = None,
 ) -> Tensor:
     """∇_v of the support Lagrangian at JIIO's (z*, v*, μ*), differentiable w.r.t. θ, (B, D).
 
@@ -266,14 +229,14 @@ def support_gradient(
     g = 0; its θ-derivative is what carries the dependence of v* on θ: by the implicit
     function theorem dv*/dθ = −H⁻¹ ∂g/∂θ (H the reduced Hessian in v), which the meta-loss
     approximates by the first Neumann term −η ∂g/∂θ (H⁻¹ ≈ η I, as one unrolled gradient
-    step of size η would give). ``start`` is the task's v₀ (the penalty's centre).
+    step of size η would give).
     """
     model.bind(support)
     try:
         cell = model.context_cell()
         z = inner.z.detach()
         v = inner.x.detach().requires_grad_(True)
-        objective = support_objective(model, labels, ways, settings.context_weight, start)
+        objective = support_objective(model, labels, ways, settings.context_weight)
         lagrangian = objective(z, v).sum() + (inner.mu.detach() * cell(z, v)).sum()
         (g,) = torch.autograd.grad(lagrangian, v, create_graph=True)
     finally:
@@ -328,12 +291,10 @@ def meta_loss(
         generator: source of the Hutchinson probes.
         warm_start: start the backward solve from the class-matched support μ*.
     """
-    # v₀ is held constant: the prototypes' own dependence on θ is not differentiated.
-    v0 = initial_context(model, support, support_labels, ways, settings.forward)
-    inner = adapt_context(model, support, support_labels, ways, settings, start=v0)
+    inner = adapt_context(model, support, support_labels, ways, settings)
     context = inner.x.detach()
     if hyper_step > 0:
-        g = support_gradient(model, support, support_labels, ways, settings, inner, v0)
+        g = support_gradient(model, support, support_labels, ways, settings, inner)
         # Value v*, derivative −η ∂g/∂θ: the first Neumann term of −H⁻¹ ∂²J/∂v∂θ.
         context = context - hyper_step * (g - g.detach())
     z_star = query_states(model, query, context, settings.forward)
