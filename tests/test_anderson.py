@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
 from jiio_cli.engine import SolverConfig, anderson_weights, fixed_point_solve
+from jiio_cli.engine.anderson import anderson_coefficients
+
+HISTORIES = ["fp32", "bf16"]
 
 
 def linear_map(batch: int, n: int, rates: list[float], device: torch.device, seed: int):
@@ -27,12 +33,18 @@ def linear_map(batch: int, n: int, rates: list[float], device: torch.device, see
     return g, solution
 
 
-def test_anderson_beats_picard_on_contractive_linear_map(device: torch.device) -> None:
+@pytest.mark.parametrize("history", HISTORIES)
+def test_anderson_beats_picard_on_contractive_linear_map(
+    device: torch.device, history: str
+) -> None:
     seed = int(torch.randint(0, 2**31, ()).item())
     g, solution = linear_map(4, 40, [0.95] * 4, device, seed)
     s0 = torch.zeros(4, 40, dtype=torch.float64, device=device)
+    # 1e-8 is far below what a bfloat16 history could hold as absolute states (~1e-3):
+    # the difference form must still get there.
     tol = 1e-8
-    anderson = fixed_point_solve(g, s0, SolverConfig(memory=10, tol=tol, max_iter=1000))
+    cfg = SolverConfig(memory=10, tol=tol, max_iter=1000, history=history)  # type: ignore[arg-type]
+    anderson = fixed_point_solve(g, s0, cfg)
     picard = fixed_point_solve(g, s0, SolverConfig(method="picard", tol=tol, max_iter=1000))
     assert anderson.converged.all() and picard.converged.all()
     assert (anderson.iterations < picard.iterations).all()
@@ -42,25 +54,29 @@ def test_anderson_beats_picard_on_contractive_linear_map(device: torch.device) -
         assert err.max() < 1e-6
 
 
-def test_converged_sample_is_frozen_bit_identically(device: torch.device) -> None:
+@pytest.mark.parametrize("history", ["fp32", "bf16"])
+def test_converged_sample_is_frozen_bit_identically(device: torch.device, history: str) -> None:
     seed = int(torch.randint(0, 2**31, ()).item())
     rates = [0.2, 0.9, 0.95, 0.97]
     g, _ = linear_map(4, 30, rates, device, seed)
     s0 = torch.zeros(4, 30, dtype=torch.float64, device=device)
     for method in ("anderson", "picard"):
-        cfg = SolverConfig(method=method, memory=5, tol=1e-9, max_iter=2000, check_every=3)
+        cfg = SolverConfig(
+            method=method, memory=5, tol=1e-9, max_iter=2000, check_every=3, history=history
+        )  # type: ignore[arg-type]
         full = fixed_point_solve(g, s0, cfg)
         assert full.converged.all()
         k0 = int(full.iterations[0])
         assert k0 < int(full.iterations[1:].min()), "sample 0 must converge first"
         # Same batch, but the whole batch stops the moment sample 0 converges.
-        cut = fixed_point_solve(g, s0, SolverConfig(method=method, memory=5, tol=1e-9, max_iter=k0))
+        cut = fixed_point_solve(g, s0, dataclasses.replace(cfg, max_iter=k0))
         assert bool(cut.converged[0]) and not bool(cut.converged[1:].any())
         assert torch.equal(cut.state[0], full.state[0])
         assert torch.equal(cut.residual[0], full.residual[0])
 
 
-def test_nan_and_divergence_are_reported_not_raised(device: torch.device) -> None:
+@pytest.mark.parametrize("history", ["fp32", "bf16"])
+def test_nan_and_divergence_are_reported_not_raised(device: torch.device, history: str) -> None:
     g, _ = linear_map(3, 10, [0.5, 0.5, 0.5], device, 0)
 
     def broken(s: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,7 +87,8 @@ def test_nan_and_divergence_are_reported_not_raised(device: torch.device) -> Non
         return out
 
     s0 = torch.zeros(3, 10, dtype=torch.float64, device=device)
-    res = fixed_point_solve(broken, s0, SolverConfig(tol=1e-10, max_iter=60))
+    cfg = SolverConfig(tol=1e-10, max_iter=60, history=history)  # type: ignore[arg-type]
+    res = fixed_point_solve(broken, s0, cfg)
     assert res.converged.tolist() == [True, False, False]
     assert res.failed[1] and not res.failed[0]
     assert torch.isfinite(res.state).all(), "the best finite iterate is returned"
@@ -103,3 +120,32 @@ def test_singular_gram_falls_back_to_plain_step() -> None:
     fallback = torch.eye(3, dtype=torch.float64)[1]
     alpha = anderson_weights(gram, torch.ones(2, 3, dtype=torch.bool), fallback, lam=1e-4)
     assert torch.equal(alpha, torch.tensor([[0.0, 1.0, 0.0]] * 2, dtype=torch.float64))
+
+
+def test_difference_coefficients_solve_the_unconstrained_least_squares() -> None:
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    dg = torch.randn(3, 5, 30, generator=gen, dtype=torch.float64)
+    g = torch.randn(3, 30, generator=gen, dtype=torch.float64)
+    valid = (torch.arange(5) < 3).expand(3, 5)
+    gram, rhs = dg @ dg.transpose(1, 2), torch.einsum("bmn,bn->bm", dg, g)
+    gamma = anderson_coefficients(gram, rhs, valid, lam=0.0)
+    assert (gamma[:, 3:] == 0).all()
+    exact = torch.linalg.lstsq(dg[:, :3].transpose(1, 2), g.unsqueeze(-1)).solution[..., 0]
+    torch.testing.assert_close(gamma[:, :3], exact)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.7])
+def test_difference_form_takes_the_same_steps_as_the_constrained_form(beta: float) -> None:
+    """In exact arithmetic the two Type-II forms agree: m differences = m + 1 pairs.
+
+    With an unregularised, well-conditioned problem and a bfloat16 history the iterates
+    agree to the history's precision after the same number of steps.
+    """
+    seed = int(torch.randint(0, 2**31, ()).item())
+    g, _ = linear_map(2, 12, [0.9, 0.9], torch.device("cpu"), seed)
+    s0 = torch.zeros(2, 12, dtype=torch.float64)
+    common = {"tol": 1e-30, "max_iter": 4, "lam": 0.0, "beta": beta, "keep": "last"}
+    pairs = fixed_point_solve(g, s0, SolverConfig(memory=4, **common))  # type: ignore[arg-type]
+    diffs = fixed_point_solve(g, s0, SolverConfig(memory=3, history="bf16", **common))  # type: ignore[arg-type]
+    scale = pairs.state.norm(dim=1, keepdim=True)
+    assert ((diffs.state - pairs.state).abs() / scale).max() < 2e-2

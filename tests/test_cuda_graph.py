@@ -65,21 +65,31 @@ def test_unrolled_anderson_weights_equal_the_library_ones() -> None:
     assert (unrolled[~valid] == 0).all()
 
 
-@pytest.mark.parametrize("method", ["anderson", "picard"])
-def test_graph_replay_gives_the_eager_fixed_point(method: str, device: torch.device) -> None:
+@pytest.mark.parametrize(
+    ("method", "history"), [("anderson", "fp32"), ("anderson", "bf16"), ("picard", "fp32")]
+)
+def test_graph_replay_gives_the_eager_fixed_point(
+    method: str, history: str, device: torch.device
+) -> None:
     seed = int(torch.randint(0, 2**31, ()).item())
     g, solution = linear_map(4, 30, [0.3, 0.8, 0.9, 0.95], device, seed)
     s0 = torch.zeros(4, 30, dtype=torch.float64, device=device)
-    cfg = SolverConfig(method=method, memory=5, tol=1e-9, max_iter=500, restart_at=(7,))
+    cfg = SolverConfig(
+        method=method, memory=5, tol=1e-9, max_iter=500, restart_at=(7,), history=history
+    )  # type: ignore[arg-type]
     eager = fixed_point_solve(g, s0, cfg)
     graphed = fixed_point_solve(g, s0, dataclasses.replace(cfg, graph=True))
     assert graphed.graph == (device.type == "cuda"), graphed.graph_failure
     assert eager.converged.all() and graphed.converged.all()
-    assert graphed.iterations.tolist() == eager.iterations.tolist()
-    assert graphed.steps == eager.steps
-    torch.testing.assert_close(graphed.state, eager.state, rtol=1e-10, atol=1e-12)
-    error = (graphed.state - solution).norm(dim=1) / solution.norm(dim=1)
-    assert error.max() < 1e-6
+    if history == "fp32":
+        assert graphed.iterations.tolist() == eager.iterations.tolist()
+        assert graphed.steps == eager.steps
+        torch.testing.assert_close(graphed.state, eager.state, rtol=1e-10, atol=1e-12)
+    # (With a bfloat16 history the graph's unrolled Cholesky and the library's can round
+    # a coefficient to different bfloat16 neighbours, so the paths may part slightly.)
+    for result in (eager, graphed):
+        error = (result.state - solution).norm(dim=1) / solution.norm(dim=1)
+        assert error.max() < 1e-6
 
 
 def test_graph_replay_gives_the_eager_jiio_solution(device: torch.device) -> None:

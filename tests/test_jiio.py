@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -25,10 +27,13 @@ TIGHT = SolverConfig(memory=10, tol=1e-8, max_iter=400)
 INNER = SolverConfig(tol=1e-9, max_iter=100)
 
 
-@pytest.mark.parametrize("batch", [1, 8])
-def test_jiio_reaches_the_naive_adam_optimum(batch: int, device: torch.device) -> None:
+@pytest.mark.parametrize(("batch", "history"), [(1, "fp32"), (8, "fp32"), (8, "bf16")])
+def test_jiio_reaches_the_naive_adam_optimum(
+    batch: int, history: str, device: torch.device
+) -> None:
     problem, _, _ = quadratic_problem(batch, device=device)
-    result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=TIGHT))
+    solver = dataclasses.replace(TIGHT, history=history)
+    result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=solver))
     assert result.converged.all()
     for residual in (result.residual_z, result.residual_mu, result.residual_x):
         assert (residual <= TIGHT.tol).all()

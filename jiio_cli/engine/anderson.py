@@ -28,6 +28,22 @@ batched Cholesky in float64; a sample whose factorisation fails takes the plain 
 g(s_k) for that iteration instead (no retries). The next iterate is
 ``s = Σ_i α_i (β g(s_i) + (1 − β) s_i)``.
 
+History precision. With ``history="bf16"`` the two (B, m, N) history buffers are kept
+in bfloat16 (about half the solver's memory at m = 20). Absolute
+states rounded to 8 or 11 bits would cap the attainable residual near 1e-3, so this mode
+uses the equivalent difference form instead: the buffers hold ΔF_i = g(s_{i+1}) − g(s_i)
+and ΔG_i = (g(s_{i+1}) − s_{i+1}) − (g(s_i) − s_i), which shrink as the iteration
+converges, so their rounding error shrinks with them; the newest g(s) and residual stay
+float32. The coefficients solve the unconstrained least squares
+
+    min_γ ‖g_k − ΔG γ‖² + λ̃ ‖γ‖²,   s_{k+1} = s_k + β g_k − (ΔF − (1 − β) ΔG) γ,
+
+the same Type-II step in exact arithmetic (with m differences, i.e. m + 1 iterates).
+(float16 is not offered: differences of a converging iteration fall below its smallest
+normal number, 6·10⁻⁵, and flush to zero; bfloat16 has float32's exponent range.)
+The Gram entries are accumulated in float32 by the matrix product but rounded to the
+history's precision, so λ is raised to at least ``LOW_PRECISION_LAM`` there.
+
 Safeguard: Anderson can stagnate on nonlinear maps (the mixed point stops improving).
 A sample whose best residual has not improved for ``patience`` iterations, or whose
 residual jumps above ``blowup`` × its best, clears its history and takes m plain steps
@@ -48,6 +64,7 @@ from jiio_cli.engine.cuda_graph import GraphedStep
 __all__ = [
     "FixedPointResult",
     "SolverConfig",
+    "anderson_coefficients",
     "anderson_weights",
     "cholesky_solve_unrolled",
     "fixed_point_solve",
@@ -59,6 +76,13 @@ ResidualFn = Callable[[Tensor, Tensor], Tensor]
 
 RESIDUAL_FLOOR = 1e-6
 """RMS floor in relative residuals, so blocks that converge to zero still converge."""
+
+HISTORY_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+"""Storage dtype of Anderson's history per ``SolverConfig.history`` (None: the state's)."""
+
+LOW_PRECISION_LAM = 1e-3
+"""Smallest relative regularisation of the least squares when the Gram matrix is rounded
+to a bfloat16 history (its entries carry relative errors of about 2⁻⁹)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,9 @@ class SolverConfig:
         graph: on a CUDA device, record one iteration as a CUDA graph after two warm-up
             iterations and replay it (one launch per iteration instead of hundreds);
             results are the same as eager. Ignored on the CPU.
+        history: precision of Anderson's history buffers: ``"fp32"`` (the state's own
+            precision) or ``"bf16"`` (difference form, see the module docstring): less
+            memory, slightly less accurate mixing.
     """
 
     method: Literal["anderson", "picard"] = "anderson"
@@ -100,12 +127,17 @@ class SolverConfig:
     blowup: float = 1e3
     keep: Literal["best", "last"] = "best"
     graph: bool = False
+    history: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.method not in ("anderson", "picard"):
             raise ValueError(f"unknown solver method {self.method!r}")
         if self.keep not in ("best", "last"):
             raise ValueError(f"unknown keep rule {self.keep!r}: expected 'best' or 'last'")
+        if self.history not in HISTORY_DTYPES:
+            raise ValueError(
+                f"unknown history precision {self.history!r}: expected fp32 or bf16"
+            )
         if self.memory < 1 or self.max_iter < 1 or self.check_every < 1:
             raise ValueError("memory, max_iter and check_every must be at least 1")
         if not (self.tol > 0 and self.lam >= 0 and 0 < self.beta <= 1):
@@ -216,6 +248,37 @@ def anderson_weights(
     return torch.where(ok[:, None], alpha, fallback)
 
 
+def anderson_coefficients(
+    gram: Tensor, rhs: Tensor, valid: Tensor, lam: float, unrolled: bool = False
+) -> Tensor:
+    """Coefficients γ (B, m) of the difference form: (H + λ̃ I) γ = rhs on valid slots.
+
+    Args:
+        gram: H = ΔG ΔGᵀ (B, m, m); rhs: ΔG g_k (B, m); valid: (B, m) bool.
+        lam: relative regularisation λ (λ̃ = λ · mean of H's valid diagonal).
+        unrolled: solve with :func:`cholesky_solve_unrolled`.
+
+    Returns:
+        γ with zeros on invalid slots, and zeros for a whole sample whose factorisation
+        failed or gave non-finite values (a plain step).
+    """
+    pair = valid[:, :, None] & valid[:, None, :]
+    h = gram * pair
+    diag = torch.diagonal(h, dim1=1, dim2=2)
+    n_valid = valid.sum(dim=1, keepdim=True).clamp_min(1)
+    reg = lam * diag.sum(dim=1, keepdim=True) / n_valid
+    h = h + torch.diag_embed(torch.where(valid, reg, torch.ones_like(reg)))
+    b = rhs * valid
+    if unrolled:
+        gamma, factored = cholesky_solve_unrolled(h, b)
+    else:
+        chol, info = torch.linalg.cholesky_ex(h)
+        gamma = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
+        factored = info == 0
+    ok = factored & torch.isfinite(gamma).all(dim=1)
+    return torch.where(ok[:, None], gamma, torch.zeros_like(gamma))
+
+
 def fixed_point_solve(
     fn: MapFn,
     s0: Tensor,
@@ -248,7 +311,7 @@ def fixed_point_solve(
             if (k % config.check_every) == 0 and not bool(loop.active.any()):
                 break
             if loop.anderson and k in restarts:
-                loop.valid.zero_()
+                loop.forget()
             step()
             steps += 1
     return FixedPointResult(
@@ -297,15 +360,31 @@ class _SolverLoop:
         self.failed = torch.zeros_like(self.active)
         self.iterations = torch.zeros(batch, dtype=torch.long, device=device)
         self.k = torch.zeros((), dtype=torch.long, device=device)
+        history_dtype = HISTORY_DTYPES[config.history]
+        self.differences = self.anderson and history_dtype is not None
+        self.lam = max(config.lam, LOW_PRECISION_LAM) if self.differences else config.lam
         if self.anderson:
-            self.hist_f = s0.new_zeros(batch, m, n)
-            self.hist_g = s0.new_zeros(batch, m, n)
+            dtype = history_dtype or s0.dtype
+            self.hist_f = s0.new_zeros(batch, m, n, dtype=dtype)
+            self.hist_g = s0.new_zeros(batch, m, n, dtype=dtype)
+            if self.differences:
+                # The newest g(s) and residual in full precision, and whether a sample
+                # has a previous iterate of its current run to difference against.
+                self.prev_f = s0.new_zeros(batch, n)
+                self.prev_g = s0.new_zeros(batch, n)
+                self.has_prev = torch.zeros(batch, dtype=torch.bool, device=device)
             self.gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
             self.one_hot = torch.eye(m, dtype=torch.float64, device=device)
             self.valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
             self.stale = torch.zeros(batch, dtype=torch.long, device=device)
             self.plain_left = torch.zeros(batch, dtype=torch.long, device=device)
             self.slot = torch.zeros(1, dtype=torch.long, device=device)
+
+    def forget(self) -> None:
+        """Clear every sample's history (the map changes here)."""
+        self.valid.zero_()
+        if self.differences:
+            self.has_prev.zero_()
 
     def first_step(self) -> None:
         """Iteration 0, which also sizes the residual buffer."""
@@ -341,7 +420,22 @@ class _SolverLoop:
         s.copy_(torch.where(active[:, None], s_next, s))
         self.k.add_(1)
 
+    def _safeguard(self, score: Tensor, improved: Tensor) -> None:
+        """Stagnating or blowing-up samples forget their history and take plain steps
+        g(s) for m iterations before accelerating again."""
+        cfg = self.config
+        stale = torch.where(improved, 0, self.stale + 1)
+        if self.patience > 0:
+            restart = (stale >= self.patience) | (score > cfg.blowup * self.best_score)
+        else:
+            restart = score > cfg.blowup * self.best_score
+        self.stale.copy_(stale.masked_fill(restart, 0))
+        self.plain_left.copy_(torch.where(restart, cfg.memory, (self.plain_left - 1).clamp_min(0)))
+        self.valid.logical_and_((self.plain_left == 0)[:, None])
+
     def _anderson_step(self, gs: Tensor, score: Tensor, improved: Tensor) -> Tensor:
+        if self.differences:
+            return self._difference_step(gs, score, improved)
         cfg, s, slot = self.config, self.s, self.slot
         m = cfg.memory
         g = gs - s
@@ -350,23 +444,46 @@ class _SolverLoop:
         row = torch.einsum("bmn,bn->bm", self.hist_g, g).to(torch.float64)
         self.gram.index_copy_(1, slot, row.unsqueeze(1))
         self.gram.index_copy_(2, slot, row.unsqueeze(2))
-        # Safeguard: a stagnating or blowing-up sample forgets its history and takes
-        # plain steps g(s) for a while before accelerating again.
-        stale = torch.where(improved, 0, self.stale + 1)
-        if self.patience > 0:
-            restart = (stale >= self.patience) | (score > cfg.blowup * self.best_score)
-        else:
-            restart = score > cfg.blowup * self.best_score
-        self.stale.copy_(stale.masked_fill(restart, 0))
-        self.plain_left.copy_(torch.where(restart, m, (self.plain_left - 1).clamp_min(0)))
-        self.valid.logical_and_((self.plain_left == 0)[:, None])
+        self._safeguard(score, improved)
         self.valid.index_fill_(1, slot, True)
         fallback = self.one_hot.index_select(0, slot)
-        alpha = anderson_weights(self.gram, self.valid, fallback, cfg.lam, self.unrolled)
+        alpha = anderson_weights(self.gram, self.valid, fallback, self.lam, self.unrolled)
         alpha = alpha.to(s.dtype)
         s_next = torch.einsum("bm,bmn->bn", alpha, self.hist_f)
         if cfg.beta != 1.0:
             mixed_g = torch.einsum("bm,bmn->bn", alpha, self.hist_g)
             s_next = s_next - (1.0 - cfg.beta) * mixed_g
         self.slot.add_(1).remainder_(m)
+        return s_next
+
+    def _difference_step(self, gs: Tensor, score: Tensor, improved: Tensor) -> Tensor:
+        """The Type-II step in difference form with a low-precision history."""
+        cfg, s, slot = self.config, self.s, self.slot
+        low = self.hist_f.dtype
+        g = gs - s
+        d_g = g - self.prev_g
+        self.hist_f.index_copy_(1, slot, (gs - self.prev_f).to(low).unsqueeze(1))
+        self.hist_g.index_copy_(1, slot, d_g.to(low).unsqueeze(1))
+        self.prev_f.copy_(gs)
+        self.prev_g.copy_(g)
+        # One pass over ΔG for the new Gram row (ΔG·Δg_new) and the right-hand side (ΔG·g).
+        both = torch.bmm(self.hist_g, torch.stack([d_g, g], dim=2).to(low)).to(torch.float64)
+        row, rhs = both[..., 0], both[..., 1]
+        self.gram.index_copy_(1, slot, row.unsqueeze(1))
+        self.gram.index_copy_(2, slot, row.unsqueeze(2))
+        self._safeguard(score, improved)
+        # The newest difference is usable if the sample had a previous iterate and is not
+        # taking plain steps after a safeguard restart.
+        usable = self.has_prev & (self.plain_left == 0)
+        newest = self.one_hot.index_select(0, slot).bool() & usable[:, None]
+        self.valid.logical_or_(newest)
+        self.has_prev.fill_(True)
+        gamma = anderson_coefficients(self.gram, rhs, self.valid, self.lam, self.unrolled)
+        gamma = gamma.to(low).unsqueeze(1)  # (B, 1, m)
+        correction = torch.bmm(gamma, self.hist_f).squeeze(1).to(s.dtype)
+        s_next = gs - correction
+        if cfg.beta != 1.0:
+            mixed_g = torch.bmm(gamma, self.hist_g).squeeze(1).to(s.dtype)
+            s_next = s_next - (1.0 - cfg.beta) * (g - mixed_g)
+        self.slot.add_(1).remainder_(cfg.memory)
         return s_next
