@@ -69,3 +69,28 @@ def test_adapt_bench_refuses_more_ways_than_the_model_serves(model: Path) -> Non
         app, ["bench", "--task", "adapt", "-c", str(model), "--ways", "9", "--device", "cpu"]
     )
     assert result.exit_code == 2 and "at most 5" in result.stderr
+
+
+def _runs(model: Path, *extra: str) -> tuple[dict, dict[int, float]]:
+    args = ["bench", "--task", "adapt", "-c", str(model), "--batch-size", "2"]
+    args += ["--naive-steps", "1", "--ways", "3", "--device", "cpu", "--json", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    return doc, {r["iterations"]: r["support_objective"] for r in doc["speed"]["jiio"]["runs"]}
+
+
+def test_adapt_bench_uses_the_given_step_size_and_memory(model: Path) -> None:
+    doc, small = _runs(model, "--alpha-x", "0.1", "--memory", "3")
+    assert doc["jiio_alpha_x"] == 0.1 and doc["jiio_memory"] == 3
+    _, large = _runs(model, "--alpha-x", "8", "--memory", "3")
+    # The same budget from the same start: a different step size gives another objective.
+    shared = sorted(set(small) & set(large))
+    assert shared
+    for budget in shared:
+        assert small[budget] != pytest.approx(large[budget], rel=1e-6)
+
+
+def test_solver_options_of_other_tasks_are_refused() -> None:
+    result = runner.invoke(app, ["bench", "--task", "attack", "--memory", "5", "--device", "cpu"])
+    assert result.exit_code == 2 and "--memory applies to" in result.stderr

@@ -91,7 +91,8 @@ def time_to_equal_support_objective(
         solver = dataclasses.replace(
             settings.jiio.solver, max_iter=budget, memory=cfg.memory, graph=cfg.graph
         )
-        return dataclasses.replace(settings, jiio=dataclasses.replace(settings.jiio, solver=solver))
+        jiio = dataclasses.replace(settings.jiio, solver=solver, alpha_x=cfg.alpha_x)
+        return dataclasses.replace(settings, jiio=jiio)
 
     # Warm-up so that neither method pays one-off costs (allocator, first calls).
     small = EpisodeBatch(

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
-from jiio_cli.errors import NotBuiltError
+from jiio_cli.errors import NotBuiltError, UsageError
 
 __all__ = ["bench"]
 
@@ -46,8 +46,8 @@ class BenchOptions(BaseModel):
     naive_steps: int = Field(ge=1)
     count: int = Field(ge=1, le=500)
     iterations: int = Field(ge=2)
-    memory: int = Field(ge=1, le=100)
-    alpha_x: float = Field(gt=0)
+    memory: int | None = Field(default=None, ge=1, le=100)
+    alpha_x: float | None = Field(default=None, gt=0)
     repeat: int = Field(ge=1, le=100)
     channels: int = Field(ge=1, le=1024)
     candidates: int = Field(ge=1, le=100)
@@ -66,8 +66,14 @@ def bench(
     ),
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per solve.")] = 64,
     naive_steps: Annotated[int, typer.Option(help="Adam steps of the naive method.")] = 50,
-    memory: Annotated[int, typer.Option(help="Anderson memory of JIIO.")] = 20,
-    alpha_x: Annotated[float, typer.Option(help="JIIO step size on the latent.")] = 0.02,
+    memory: Annotated[
+        int | None,
+        typer.Option(help="reconstruct, adapt: Anderson memory of JIIO (default 20, 10)."),
+    ] = None,
+    alpha_x: Annotated[
+        float | None,
+        typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 2.0)."),
+    ] = None,
     quality: Annotated[
         bool, typer.Option(help="Also the PSNR table against scikit-image baselines.")
     ] = False,
@@ -136,6 +142,10 @@ def bench(
             candidates=candidates,
         )
         torch.manual_seed(common.seed)
+        if task not in (BenchTask.reconstruct, BenchTask.adapt):
+            for name, value in (("--memory", memory), ("--alpha-x", alpha_x)):
+                if value is not None:
+                    raise UsageError(f"{name} applies to --task reconstruct and adapt only")
         if task == BenchTask.engine:
             from jiio_cli.cli.commands.bench_engine import parse_sizes, run_engine_bench
 
@@ -172,6 +182,8 @@ def bench(
                 common,
                 opts.repeat,
                 compile_graph,
+                memory=opts.memory,
+                alpha_x=opts.alpha_x,
             )
             return
         if task == BenchTask.train:

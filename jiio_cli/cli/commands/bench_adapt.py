@@ -6,6 +6,7 @@ read in one place; ``bench`` parses the shared options and calls :func:`run_adap
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,14 @@ def run_adapt_bench(
     common: CommonOptions,
     repeat: int = 1,
     graph: bool = False,
+    *,
+    memory: int | None = None,
+    alpha_x: float | None = None,
 ) -> None:
-    """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot)."""
+    """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot).
+
+    ``memory`` and ``alpha_x`` override JIIO's defaults (:class:`AdaptBenchConfig`).
+    """
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
     from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, sample_episodes
     from jiio_cli.errors import UsageError
@@ -43,6 +50,11 @@ def run_adapt_bench(
     check_episode_shape(pool, ways, 1, 5, "the glyph meta-test alphabets")
     episodes = sample_episodes(pool, tasks, ways, 1, 5, derived_generator(common.seed, 13)).to(dev)
     cfg = AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat, graph=graph)
+    cfg = dataclasses.replace(
+        cfg,
+        memory=cfg.memory if memory is None else memory,
+        alpha_x=cfg.alpha_x if alpha_x is None else alpha_x,
+    )
     speed = time_to_equal_support_objective(model, episodes, adapt_settings(spec), cfg)
     result: dict[str, Any] = {
         "task": "adapt",

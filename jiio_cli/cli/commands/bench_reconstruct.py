@@ -42,11 +42,12 @@ def run_reconstruct_bench(
 
     path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
     decoder, _ = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
+    defaults = ReconstructBenchConfig()
     cfg = ReconstructBenchConfig(
         batch_size=opts.batch_size,
         naive_steps=opts.naive_steps,
-        memory=opts.memory,
-        alpha_x=opts.alpha_x,
+        memory=defaults.memory if opts.memory is None else opts.memory,
+        alpha_x=defaults.alpha_x if opts.alpha_x is None else opts.alpha_x,
         repeat=opts.repeat,
         graph=graph,
     )
