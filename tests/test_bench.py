@@ -105,6 +105,32 @@ def test_engine_bench_options_reach_the_measurement() -> None:
         assert abs(r["jiio_history_mib_per_sample"] - expected) < 1e-9
 
 
+def test_engine_bench_history_precisions_are_measured_and_counted() -> None:
+    result = runner.invoke(
+        app,
+        [
+            *("bench", "--task", "engine", "--sizes", "2x8x8", "--history", "fp32,bf16"),
+            *("--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [(r["memory"], r["history"]) for r in rows] == [
+        (5, "fp32"),
+        (5, "bf16"),
+        (20, "fp32"),
+        (20, "bf16"),
+    ]
+    n = 2 * 8 * 8 * 8 + 3 * 8 * 8
+    for r in rows:
+        m = r["memory"]
+        # bf16: two (m, n) buffers at 2 bytes and the newest pair (2 n) in float32.
+        stored = 2 * m * n * 2 + 2 * n * 4 if r["history"] == "bf16" else 2 * m * n * 4
+        assert abs(r["jiio_history_mib_per_sample"] - (stored + m * m * 8) / 2**20) < 1e-9
+    bad = runner.invoke(app, ["bench", "--task", "engine", "--history", "fp16", "--device", "cpu"])
+    assert bad.exit_code == 2 and "invalid --history" in bad.stderr
+
+
 def test_engine_bench_measures_every_listed_size() -> None:
     result = runner.invoke(
         app, ["bench", "--task", "engine", "--sizes", "2x8x8,3x16x6", "--device", "cpu", "--json"]

@@ -4,9 +4,10 @@ The overhead ratio (JIIO iteration time over f + VJP time) shows what the augmen
 state and Anderson's history cost on top of the network itself.
 
 Memory: JIIO keeps an Anderson history of m stacked states s = [z; x; μ] (n = 2·dim z +
-dim x floats) twice (the iterates f(s_i) and their residuals), plus an m×m float64 Gram
-matrix, per sample; the naive method keeps the same kind of history over z (or μ) alone,
-one solve at a time, with its own memory (5 here). Both are reported per sample from
+dim x floats) twice (the iterates f(s_i) and their residuals, or with a bfloat16 history
+their differences, at 2 bytes a number, plus the newest pair in float32), plus an m×m
+float64 Gram matrix, per sample; the naive method keeps the same kind of history over z
+(or μ) alone, one solve at a time, with its own memory (5 here). Both are reported per sample from
 these counts (the history dominates what each method adds on top of the network), and on
 a GPU also as measured peak allocation per sample.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 
@@ -45,6 +47,7 @@ class EngineTiming:
     memory: int
     mode: str
     precision: str
+    history: str
     f_seconds: float
     f_vjp_seconds: float
     jiio_iteration_seconds: float
@@ -81,6 +84,7 @@ def time_engine(
     seed: int = 0,
     graph: bool = False,
     precision: Precision = "fp32",
+    history: Literal["fp32", "bf16"] = "fp32",
 ) -> EngineTiming:
     """Time f, f + VJP and one JIIO iteration for an image-injected conv DEQ cell.
 
@@ -90,7 +94,8 @@ def time_engine(
     The iteration time is the marginal cost of an iteration, (t(2T) − t(T)) / T for runs
     of 2T and T iterations (T = ``iterations``), which removes set-up, the final
     refinement and, with ``graph``, the warm-up and capture. f and f + VJP are timed
-    eagerly (what a plain PyTorch loop over this cell costs), in ``precision``.
+    eagerly (what a plain PyTorch loop over this cell costs), in ``precision``;
+    ``history`` is the precision of Anderson's history.
     """
     torch.manual_seed(seed)
     module = ConvDEQCell(channels, ImageInjection(3, channels, stride=1, image_size=size))
@@ -115,7 +120,12 @@ def time_engine(
         return JIIOConfig(
             alpha_x=0.01,
             solver=SolverConfig(
-                memory=memory, tol=1e-30, max_iter=steps, check_every=10**6, graph=graph
+                memory=memory,
+                tol=1e-30,
+                max_iter=steps,
+                check_every=10**6,
+                graph=graph,
+                history=history,
             ),
             refine=SolverConfig(memory=2, tol=1e-30, max_iter=1, check_every=10**6),
         )
@@ -124,7 +134,13 @@ def time_engine(
     nz, nx = z[0].numel(), x[0].numel()
     itemsize = z.element_size()
     mib = 2.0**20
-    jiio_history = (2 * memory * (2 * nz + nx) * itemsize + memory * memory * 8) / mib
+    n = 2 * nz + nx
+    if history == "bf16":
+        # Two (m, n) bfloat16 buffers of differences, the newest f(s) and residual in float32.
+        stored = 2 * memory * n * 2 + 2 * n * itemsize
+    else:
+        stored = 2 * memory * n * itemsize
+    jiio_history = (stored + memory * memory * 8) / mib
     naive_memory = 5
     naive_history = (2 * naive_memory * nz * itemsize + naive_memory**2 * 8) / mib
     jiio_peak = naive_peak = None
@@ -151,6 +167,7 @@ def time_engine(
         memory=memory,
         mode="graph" if last["result"].graph else "eager",
         precision=precision,
+        history=history,
         f_seconds=f_time,
         f_vjp_seconds=fv_time,
         jiio_iteration_seconds=per_iter,

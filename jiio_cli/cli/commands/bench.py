@@ -112,6 +112,12 @@ def bench(
     precision: Annotated[
         str, typer.Option(help="engine: arithmetic inside the cell, fp32, bf16 or fp16.")
     ] = "fp32",
+    history: Annotated[
+        str,
+        typer.Option(
+            help="engine: precision of Anderson's history, fp32, bf16, or both (fp32,bf16)."
+        ),
+    ] = "fp32",
     channels: Annotated[int, typer.Option(help="engine: channels of the conv cell.")] = 32,
     size: Annotated[int, typer.Option(help="engine: image side of the conv cell.")] = 16,
     sizes: Annotated[
@@ -147,14 +153,18 @@ def bench(
                 if value is not None:
                     raise UsageError(f"{name} applies to --task reconstruct and adapt only")
         if task == BenchTask.engine:
-            from jiio_cli.cli.commands.bench_engine import parse_sizes, run_engine_bench
+            from jiio_cli.cli.commands.bench_engine import (
+                parse_histories,
+                parse_sizes,
+                run_engine_bench,
+            )
 
             shapes = (
                 parse_sizes(sizes)
                 if sizes is not None
                 else [(opts.batch_size, opts.channels, opts.size)]
             )
-            run_engine_bench(shapes, precision, compile_graph, common)
+            run_engine_bench(shapes, precision, compile_graph, common, parse_histories(history))
             return
         if task == BenchTask.attack:
             from jiio_cli.cli.commands.bench_attack import run_attack_bench

@@ -12,7 +12,7 @@ from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import UsageError
 from jiio_cli.models.precision import check_precision
 
-__all__ = ["run_engine_bench"]
+__all__ = ["parse_histories", "parse_sizes", "run_engine_bench"]
 
 MEMORIES = (5, 20)
 
@@ -38,14 +38,24 @@ def parse_sizes(text: str) -> list[tuple[int, int, int]]:
     return sizes
 
 
+def parse_histories(text: str) -> tuple[str, ...]:
+    """``"fp32,bf16"`` → ("fp32", "bf16"); one-line UsageError for anything else."""
+    names = tuple(part.strip().lower() for part in text.split(","))
+    bad = [name for name in names if name not in ("fp32", "bf16")]
+    if bad or not names:
+        raise UsageError(f"invalid --history {text!r}: give fp32, bf16 or fp32,bf16")
+    return names
+
+
 def run_engine_bench(
     sizes: list[tuple[int, int, int]],
     precision: str,
     graph: bool,
     common: CommonOptions,
+    histories: tuple[str, ...] = ("fp32",),
 ) -> None:
     """Time f, f + VJP and one JIIO iteration at each (batch, channels, side) and Anderson
-    memories 5 and 20.
+    memories 5 and 20, for each history precision in ``histories``.
 
     With ``graph`` on a GPU each memory is timed eagerly and as a replayed CUDA graph.
     """
@@ -61,9 +71,10 @@ def run_engine_bench(
             )
     modes = (False, True) if graph and dev.type == "cuda" else (False,)
     rows = [
-        time_engine(b, c, side, m, dev, graph=g, precision=precision).as_dict()  # type: ignore[arg-type]
+        time_engine(b, c, side, m, dev, graph=g, precision=precision, history=h).as_dict()  # type: ignore[arg-type]
         for b, c, side in sizes
         for m in MEMORIES
+        for h in histories
         for g in modes
     ]
     result: dict[str, Any] = {
@@ -83,10 +94,13 @@ def run_engine_bench(
             "side": r["size"],
             "mem": r["memory"],
             "mode": r["mode"],
+            "history": r["history"],
             "f ms": 1e3 * float(r["f_seconds"]),  # type: ignore[arg-type]
             "f+vjp ms": 1e3 * float(r["f_vjp_seconds"]),  # type: ignore[arg-type]
             "iter ms": 1e3 * float(r["jiio_iteration_seconds"]),  # type: ignore[arg-type]
             "iter/(f+vjp)": r["overhead_ratio"],
+            "history MiB/sample": r["jiio_history_mib_per_sample"],
+            "peak MiB/sample": r["jiio_peak_mib_per_sample"] or "",
         }
         for r in rows
     ]
