@@ -2,7 +2,9 @@
 # Train the shipped decoder and meta-model on one GPU side by side, then measure them there.
 # Usage: OUT=folder bash scripts/gpu_models.sh   (with the project importable as jiio_cli)
 # The meta-model's epoch count is sized from a one-epoch probe so that both trainings end
-# within about TRAIN_SECONDS; every step's stdout (JSON) and stderr land in $OUT.
+# within about TRAIN_SECONDS. Only a few files come back from a lent GPU machine, so the
+# script leaves exactly four in $OUT: results.txt (every step's JSON), log.txt (stderr),
+# decoder.safetensors and meta.safetensors (the best checkpoints).
 set -u
 export PYTHONUNBUFFERED=1
 JIIO=(python3 -m jiio_cli)
@@ -53,4 +55,12 @@ for ways in 5 20; do
 done
 wait $q_pid
 echo "quality rc=$? at $((SECONDS - began))s"
-ls -la "$OUT" "$OUT/decoder" "$OUT/meta"
+for name in meta_probe meta decoder decoder_quality adapt_5 adapt_20; do
+  { echo "=== $name"; cat "$OUT/$name.json" 2>/dev/null; echo; } >> "$OUT/results.txt"
+  { echo "=== $name"; cat "$OUT/$name.log" 2>/dev/null; } >> "$OUT/log.txt"
+  rm -f "$OUT/$name.json" "$OUT/$name.log"
+done
+mv "$OUT/decoder/inpaint-best.safetensors" "$OUT/decoder.safetensors" 2>/dev/null
+mv "$OUT/meta/meta-best.safetensors" "$OUT/meta.safetensors" 2>/dev/null
+rm -rf "$OUT/decoder" "$OUT/meta"
+ls -la "$OUT"

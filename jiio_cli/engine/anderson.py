@@ -135,9 +135,7 @@ class SolverConfig:
         if self.keep not in ("best", "last"):
             raise ValueError(f"unknown keep rule {self.keep!r}: expected 'best' or 'last'")
         if self.history not in HISTORY_DTYPES:
-            raise ValueError(
-                f"unknown history precision {self.history!r}: expected fp32 or bf16"
-            )
+            raise ValueError(f"unknown history precision {self.history!r}: expected fp32 or bf16")
         if self.memory < 1 or self.max_iter < 1 or self.check_every < 1:
             raise ValueError("memory, max_iter and check_every must be at least 1")
         if not (self.tol > 0 and self.lam >= 0 and 0 < self.beta <= 1):
