@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from jiio_cli.cli.app import app
 from jiio_cli.data.episodes import load_class_folders, load_glyph_pool, load_query_folder
 from jiio_cli.tasks.meta import query_logits
-from jiio_cli.tasks.meta_eval import adapt_and_predict, mean_and_ci95
+from jiio_cli.tasks.meta_eval import adapt_and_predict, mean_and_ci95, paired_difference
 from jiio_cli.tasks.meta_loading import load_meta_model
 from jiio_cli.tasks.meta_training import adapt_settings
 
@@ -100,6 +100,19 @@ def test_episode_evaluation_reports_three_methods(task: dict[str, Path]) -> None
         assert 0 <= doc[method]["accuracy"] <= 1 and doc[method]["ci95"] >= 0
     assert doc["jiio"]["f_evals_per_task"] > 8 and doc["naive"]["f_evals_per_task"] > 0
     assert all(s >= 1 for s in doc["naive_steps"])
+    # The paired difference's mean is the difference of the two means (same episodes).
+    for other in ("centroid", "naive"):
+        paired = doc["paired"][f"jiio_minus_{other}"]
+        expected = doc["jiio"]["accuracy"] - doc[other]["accuracy"]
+        assert paired["mean"] == pytest.approx(expected, abs=1e-9) and paired["ci95"] >= 0
+
+
+def test_paired_difference_is_the_interval_of_the_differences() -> None:
+    a, b = torch.rand(40), torch.rand(40)
+    paired = paired_difference(a.tolist(), b.tolist())
+    d = (a - b).double()
+    assert paired["mean"] == pytest.approx(float(d.mean()))
+    assert paired["ci95"] == pytest.approx(1.96 * float(d.std()) / 40**0.5)
 
 
 def test_mean_and_ci95_is_the_normal_interval() -> None:
