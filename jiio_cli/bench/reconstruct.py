@@ -56,7 +56,7 @@ class ReconstructBenchConfig:
     naive_lr: float = 0.1
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     alpha_x: float = 0.02
-    memory: int = 20
+    memory: int = 10
     latent_weight: float = 1e-3
     inner_tol: float = 1e-4
     repeat: int = 1

@@ -68,7 +68,7 @@ def bench(
     naive_steps: Annotated[int, typer.Option(help="Adam steps of the naive method.")] = 50,
     memory: Annotated[
         int | None,
-        typer.Option(help="reconstruct, adapt: Anderson memory of JIIO (default 20, 10)."),
+        typer.Option(help="reconstruct, adapt: Anderson memory of JIIO (default 10 for both)."),
     ] = None,
     alpha_x: Annotated[
         float | None,
