@@ -69,6 +69,9 @@ class TrainConfig:
 
     ``precision`` is ``fp32``, ``bf16`` or ``fp16``; the loop only acts on ``fp16``
     (loss scaling), the task applies autocast to its cell.
+
+    ``max_grad_norm`` > 0 rescales the (all-reduced, unscaled) parameter gradient to at
+    most that Euclidean norm before the Adam step; 0 leaves it alone.
     """
 
     epochs: int = 10
@@ -79,6 +82,7 @@ class TrainConfig:
     save_every: int = 0
     max_bad_steps: int = 5
     precision: str = "fp32"
+    max_grad_norm: float = 0.0
 
 
 @dataclass
@@ -409,6 +413,8 @@ class _Loop:
             return _StepReport(loss_value, metrics, applied=False, failed=True)
         self.scaler.unscale_(self.optimizer)
         finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params)
+        if finite and self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
         if self.scaler.is_enabled():
             self.scaler.step(self.optimizer)  # skips the update itself on inf/NaN gradients
             scale_before = self.scaler.get_scale()

@@ -94,7 +94,7 @@ def test_cli_trains_and_reports_validation_accuracy(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "not empty" in again.stderr
 
 
-@pytest.mark.parametrize("dataset", ["sinusoid", "omniglot"])
+@pytest.mark.parametrize("dataset", ["omniglot"])
 def test_unavailable_datasets_are_usage_errors(dataset: str, tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["train", "--task", "meta", "--dataset", dataset, "--out", str(tmp_path / "r")]

@@ -8,6 +8,7 @@ pydantic rather than Typer so that they produce the same one-line messages every
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ __all__ = [
     "JsonOption",
     "SeedOption",
     "common_options",
+    "explicit_options",
 ]
 
 DeviceOption = Annotated[
@@ -63,3 +65,21 @@ def common_options(*, device: str, seed: int, json_output: bool, debug: bool) ->
 
         use_strict_fp32()
     return common
+
+
+def explicit_options(ctx: typer.Context | None, names: Iterable[str] | None = None) -> set[str]:
+    """Parameter names the user typed on the command line (not defaults).
+
+    Lets a command apply per-dataset defaults to options the user left alone, and reject
+    ones that do not apply instead of silently ignoring them. ``ctx`` is None when the
+    command function is called from Python: then nothing counts as typed.
+
+    Args:
+        ctx: the command's context (a ``ctx: typer.Context`` parameter).
+        names: restrict the check to these parameter names (default: all).
+    """
+    if ctx is None:
+        return set()
+    wanted = ctx.params if names is None else names
+    # Compared by name: the enum lives in the click that typer vendors, not a public module.
+    return {n for n in wanted if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}

@@ -22,6 +22,7 @@ _EPOCH_FIELDS = (
     ("heldout_psnr", "held-out PSNR (dB)", ".2f"),
     ("heldout_clean_accuracy", "held-out clean acc", ".3f"),
     ("heldout_robust_accuracy", "robust acc", ".3f"),
+    ("val_mse", "val MSE", ".4f"),
 )
 
 
@@ -33,7 +34,7 @@ def training_progress(
 
     The bar shows epoch, batch, loss and the task's step numbers (inner objective and
     residual, or the budget and adversarial accuracy), and after each epoch the held-out
-    metric (PSNR, or clean and robust accuracy).
+    metric (PSNR, clean and robust accuracy, or a regressor's validation MSE).
     """
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:

@@ -1,4 +1,4 @@
-"""DEQ model zoo: cells f(z, x), injections, read-out heads and the three task models.
+"""DEQ model zoo: cells f(z, x), injections, read-out heads and the task models.
 
 Every cell has ``forward(z, x) -> z⁺`` with z of shape (B, *state_shape), a
 ``state_shape`` attribute and ``init_state(batch, device, dtype)``; every operation is
@@ -15,6 +15,7 @@ from .heads import ClassifierHead, ImageHead
 from .injection import ImageInjection, LatentInjection
 from .meta import FiLMClassifier, MetaConfig
 from .registry import MODEL_KINDS, build_model, config_from_dict
+from .regressor import FiLMMLPDEQCell, FiLMRegressor, RegressorConfig
 
 __all__ = [
     "MODEL_KINDS",
@@ -26,11 +27,14 @@ __all__ = [
     "DecoderConfig",
     "FiLMClassifier",
     "FiLMConvDEQCell",
+    "FiLMMLPDEQCell",
+    "FiLMRegressor",
     "ImageHead",
     "ImageInjection",
     "LatentInjection",
     "MetaConfig",
     "ModelConfig",
+    "RegressorConfig",
     "ResidualBlock",
     "build_model",
     "config_from_dict",

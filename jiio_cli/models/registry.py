@@ -12,6 +12,7 @@ from .classifier import DEQClassifier
 from .config import ModelConfig
 from .decoder import DEQDecoder
 from .meta import FiLMClassifier
+from .regressor import FiLMRegressor
 
 __all__ = ["MODEL_KINDS", "build_model", "config_from_dict"]
 
@@ -20,6 +21,7 @@ MODEL_KINDS: Mapping[str, type[nn.Module]] = MappingProxyType(
         DEQDecoder.kind: DEQDecoder,
         DEQClassifier.kind: DEQClassifier,
         FiLMClassifier.kind: FiLMClassifier,
+        FiLMRegressor.kind: FiLMRegressor,
     }
 )
 
@@ -43,7 +45,7 @@ def config_from_dict(kind: str, config_dict: Mapping[str, Any] | None = None) ->
 
 
 def build_model(kind: str, config_dict: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build a fresh (untrained) model of ``kind`` ("decoder", "classifier" or "meta").
+    """Build a fresh (untrained) model of ``kind`` ("decoder", "classifier", "meta" or "regressor").
 
     Args:
         kind: the model kind, the ``kind`` class attribute of the model classes.

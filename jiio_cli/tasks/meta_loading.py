@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from jiio_cli.errors import JiioError
+from jiio_cli.checkpoint import load_checkpoint
+from jiio_cli.errors import JiioError, UsageError
 from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
 from jiio_cli.tasks.meta_training import MetaTrainSpec
@@ -42,6 +43,11 @@ def load_meta_model(
         path = DEFAULT_META_MODEL
         if not path.exists():
             raise JiioError(f"the default meta-model {path} is missing; pass --checkpoint PATH")
+    if load_checkpoint(path, expected_task={"meta"}).model_kind == "regressor":
+        raise UsageError(
+            f"checkpoint {path} holds a sinusoid regressor, not a few-shot classifier; "
+            "pass --dataset sinusoid"
+        )
     model, ckpt = load_model(path, {"meta"}, "meta", device)
     assert isinstance(model, FiLMClassifier)
     return model, path, spec_from_json(ckpt.training_config, model.config)

@@ -1,6 +1,6 @@
 """``jiio adapt``: adapt a few-shot meta-model to a new task by optimising its context.
 
-Two modes:
+Three modes:
 
 * ``--support DIR --query DIR``: one new task given as folders (one subfolder per class
   in ``support/``; ``query/`` with loose images, or with class subfolders to be scored).
@@ -9,6 +9,10 @@ Two modes:
   an Omniglot-layout ``--data`` folder), JIIO against the naive inner loop at the same
   number of f-evaluations and the no-adaptation centroid baseline: mean accuracy with a
   95 % confidence interval, support objective, timings and solver counts.
+* ``--dataset sinusoid --episodes N``: the same comparison on N fresh sinusoid
+  regression tasks (a sinusoid meta-model; default ``models/meta-sinusoid.safetensors``),
+  scored by the query MSE, the baseline being no adaptation (v = 0). Options that mean
+  nothing there (``--ways``, ``--data``, ``--support``, ``--query``) are rejected.
 """
 
 from __future__ import annotations
@@ -21,11 +25,35 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.options import (
+    DebugOption,
+    DeviceOption,
+    JsonOption,
+    SeedOption,
+    common_options,
+    explicit_options,
+)
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import UsageError
 
 __all__ = ["adapt"]
+
+
+# Defaults that differ by --dataset (None on the command line: the user left them alone).
+_GLYPH_DEFAULTS: dict[str, int | float] = {
+    "shots": 1,
+    "queries": 5,
+    "iterations": 40,
+    "batch_size": 20,
+    "naive_lr": 0.1,
+}
+# Sinusoid iterations: absent, i.e. the JIIO budget the model was trained with.
+_SINUSOID_DEFAULTS: dict[str, int | float] = {
+    "shots": 10,
+    "queries": 100,
+    "batch_size": 100,
+    "naive_lr": 0.1,
+}
 
 
 class AdaptOptions(BaseModel):
@@ -33,11 +61,12 @@ class AdaptOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    dataset: str = Field(pattern="^(glyphs|sinusoid)$")
     episodes: int | None = Field(default=None, ge=1, le=100_000)
     ways: int = Field(ge=2)
     shots: int = Field(ge=1, le=50)
     queries: int = Field(ge=1, le=100)
-    iterations: int = Field(ge=2, le=10_000)
+    iterations: int | None = Field(ge=2, le=10_000)
     naive_steps: int | None = Field(default=None, ge=1)
     naive_lr: float = Field(gt=0)
     batch_size: int = Field(ge=1, le=1000)
@@ -54,6 +83,10 @@ def adapt(
     query: Annotated[
         Path | None, typer.Option(help="Folder of images to classify (class subfolders: scored).")
     ] = None,
+    dataset: Annotated[
+        str,
+        typer.Option(help="glyphs (classification, the default) or sinusoid (regression)."),
+    ] = "glyphs",
     episodes: Annotated[
         int | None, typer.Option(help="Evaluate on N held-out episodes instead of folders.")
     ] = None,
@@ -62,33 +95,67 @@ def adapt(
         typer.Option(help="--episodes: Omniglot-layout folder (default: glyph meta-test split)."),
     ] = None,
     ways: Annotated[int, typer.Option(help="--episodes: classes per episode.")] = 5,
-    shots: Annotated[int, typer.Option(help="--episodes: support images per class.")] = 1,
-    queries: Annotated[int, typer.Option(help="--episodes: query images per class.")] = 5,
-    iterations: Annotated[int, typer.Option(help="JIIO iterations on the support set.")] = 40,
+    shots: Annotated[
+        int | None,
+        typer.Option(help="--episodes: support images per class, 1 (sinusoid: points, 10)."),
+    ] = None,
+    queries: Annotated[
+        int | None,
+        typer.Option(help="--episodes: query images per class, 5 (sinusoid: points, 100)."),
+    ] = None,
+    iterations: Annotated[
+        int | None,
+        typer.Option(help="JIIO iterations on the support set: 40 (sinusoid: as trained)."),
+    ] = None,
     naive_steps: Annotated[
         int | None,
         typer.Option(help="--episodes: Adam steps of the naive loop (default: JIIO's f-evals)."),
     ] = None,
-    naive_lr: Annotated[float, typer.Option(help="Adam's learning rate on the context.")] = 0.1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Tasks solved together.")] = 20,
+    naive_lr: Annotated[
+        float | None,
+        typer.Option(help="Adam's learning rate on the context: 0.1 (sinusoid: 0.1)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Tasks solved together: 20 (sinusoid 100).")
+    ] = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
+    # Typer fills it in; None when the function is called from Python (nothing typed).
+    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Adapt a meta-model to a new few-shot task (folders) or evaluate it on held-out episodes."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        sinusoid = dataset == "sinusoid"
+        defaults = _SINUSOID_DEFAULTS if sinusoid else _GLYPH_DEFAULTS
+        given = {
+            "shots": shots,
+            "queries": queries,
+            "iterations": iterations,
+            "batch_size": batch_size,
+            "naive_lr": naive_lr,
+        }
+        resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
         opts = AdaptOptions(
+            dataset=dataset,
             episodes=episodes,
             ways=ways,
-            shots=shots,
-            queries=queries,
-            iterations=iterations,
+            shots=resolved["shots"],
+            queries=resolved["queries"],
+            iterations=resolved["iterations"],
             naive_steps=naive_steps,
-            naive_lr=naive_lr,
-            batch_size=batch_size,
+            naive_lr=resolved["naive_lr"],
+            batch_size=resolved["batch_size"],
         )
+        if sinusoid:
+            # --ways has a default, so only a typed one is a misfit; the paths default to None.
+            given_paths = {"data": data, "support": support, "query": query}
+            misfits = explicit_options(ctx, ["ways"])
+            misfits |= {name for name, value in given_paths.items() if value is not None}
+            _evaluate_sinusoid(checkpoint, opts, misfits, common)
+            return
         folders = support is not None or query is not None
         if folders and opts.episodes is not None:
             raise UsageError("give either --support and --query, or --episodes N, not both")
@@ -258,4 +325,87 @@ def _evaluate(
         rows,
         title=f"jiio adapt: {opts.episodes} episodes, {opts.ways}-way {opts.shots}-shot, "
         f"{opts.queries} queries per class ({source})",
+    )
+
+
+def _evaluate_sinusoid(
+    checkpoint: Path | None, opts: AdaptOptions, misfits: set[str], common: Any
+) -> None:
+    """``--dataset sinusoid --episodes N``: JIIO, naive Adam and no adaptation, by query MSE."""
+    if misfits:
+        name = sorted(misfits)[0]
+        raise UsageError(
+            f"--{name} does not apply to --dataset sinusoid (regression tasks are drawn, "
+            "not read, and have no classes); remove it"
+        )
+    if opts.episodes is None:
+        raise UsageError("--dataset sinusoid evaluates on fresh tasks: give --episodes N")
+    import dataclasses
+
+    import torch
+
+    from jiio_cli.tasks.sinusoid_eval import evaluate_tasks
+    from jiio_cli.tasks.sinusoid_training import adapt_settings, load_sinusoid_model
+
+    torch.manual_seed(common.seed)
+    model, path, spec = load_sinusoid_model(checkpoint, common.torch_device)
+    iterations = opts.iterations if opts.iterations is not None else spec.inner_iters
+    settings = adapt_settings(spec, iterations=iterations)
+    settings = dataclasses.replace(
+        settings, naive=dataclasses.replace(settings.naive, lr=opts.naive_lr)
+    )
+    report = evaluate_tasks(
+        model,
+        shots=opts.shots,
+        queries=opts.queries,
+        episodes=opts.episodes,
+        settings=settings,
+        seed=common.seed,
+        batch=opts.batch_size,
+        naive_steps=opts.naive_steps,
+    )
+    document = {
+        "checkpoint": str(path),
+        "dataset": "sinusoid",
+        "shots": opts.shots,
+        "queries": opts.queries,
+        "jiio_iterations": iterations,
+        "naive_lr": opts.naive_lr,
+        "device": str(common.torch_device),
+        "seed": common.seed,
+        **report,
+    }
+    if common.json_output:
+        emit(document, json_output=True)
+        return
+    labels = {
+        "jiio": f"jiio ({iterations} iterations)",
+        "naive": f"naive Adam ({', '.join(map(str, report['naive_steps']))} steps, "
+        f"lr {opts.naive_lr:g})",
+        "no_adaptation": "no adaptation (v = 0)",
+    }
+    rows = []
+    for method, label in labels.items():
+        r = report[method]
+        rows.append(
+            {
+                "method": label,
+                "query MSE": f"{r['mse']:.4f} ± {r['ci95']:.4f}",
+                "support objective": r.get("support_objective", ""),
+                "s / task": r["seconds_per_task"],
+                "f-evals / task": r.get("f_evals_per_task", ""),
+                "VJPs / task": r.get("vjps_per_task", ""),
+            }
+        )
+    print_table(
+        rows,
+        title=f"jiio adapt: {opts.episodes} sinusoid tasks, {opts.shots}-shot, "
+        f"{opts.queries} query points per task (± is the 95 % interval)",
+    )
+    paired = report["paired"]
+    typer.echo(
+        "JIIO minus no adaptation, per task: "
+        f"{paired['jiio_minus_no_adaptation']['mean']:+.4f} ± "
+        f"{paired['jiio_minus_no_adaptation']['ci95']:.4f}; JIIO minus naive: "
+        f"{paired['jiio_minus_naive']['mean']:+.4f} ± {paired['jiio_minus_naive']['ci95']:.4f}"
     )

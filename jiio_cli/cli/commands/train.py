@@ -16,7 +16,14 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.options import (
+    DebugOption,
+    DeviceOption,
+    JsonOption,
+    SeedOption,
+    common_options,
+    explicit_options,
+)
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.errors import UsageError
@@ -130,10 +137,22 @@ def train(
     num_classes: Annotated[int, typer.Option(help="adversarial: number of classes.")] = 10,
     # --- meta (few-shot) training options: see jiio_cli/cli/commands/train_meta.py ---
     dataset: Annotated[
-        str, typer.Option(help="meta: glyphs (shipped), omniglot (--data) or sinusoid.")
+        str,
+        typer.Option(
+            help="meta: glyphs (shipped), omniglot (--data) or sinusoid (regression; "
+            "untyped options take its defaults: shots 5,10, 10 queries, 25 tasks per step, "
+            "episodes per epoch 2500, width 40, context 32, context step 0.3, lr 5e-3, "
+            "no Jacobian term; its path through v* is Gauss-Newton, --hyper-step 0 drops it)."
+        ),
     ] = "glyphs",
     ways: Annotated[str, typer.Option(help="meta: classes per episode, e.g. 5 or 5,20.")] = "5",
-    shots: Annotated[int, typer.Option(help="meta: support images per class.")] = 1,
+    shots: Annotated[
+        str,
+        typer.Option(
+            help="meta: support images per class (sinusoid: points per task; a list such "
+            "as 5,10 alternates between them step by step)."
+        ),
+    ] = "1",
     queries: Annotated[int, typer.Option(help="meta: query images per class.")] = 3,
     tasks_per_step: Annotated[int, typer.Option(help="meta: episodes per update.")] = 8,
     episodes_per_epoch: Annotated[int, typer.Option(help="meta: episodes per epoch.")] = 400,
@@ -157,6 +176,8 @@ def train(
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
+    # Typer fills it in; None when the function is called from Python (nothing typed).
+    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Train a DEQ decoder (generate / denoise / inpaint) with latents inferred by JIIO."""
     with error_boundary(debug=debug):
@@ -222,7 +243,7 @@ def train(
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,
             )
-            train_meta.run(meta_opts, common, data, out, resume)
+            train_meta.run(meta_opts, common, data, out, resume, explicit_options(ctx))
             return
         if inner == Inner.pgd:
             raise UsageError("--inner pgd is for --task adversarial; use jiio or naive")

@@ -1,12 +1,19 @@
-"""The ``meta`` branch of ``jiio train``: meta-train a few-shot FiLM DEQ classifier.
+"""The ``meta`` branch of ``jiio train``: meta-train a few-shot FiLM DEQ model.
 
 Kept apart from :mod:`jiio_cli.cli.commands.train` so that the task's option checks and
 wiring read in one place; ``train`` parses the shared options and calls :func:`run`.
+
+``--dataset glyphs|omniglot`` trains a FiLM DEQ classifier; ``--dataset sinusoid`` a
+FiLM DEQ regressor on sinusoid tasks (:mod:`jiio_cli.tasks.sinusoid_training`). The
+sinusoid run has its own defaults (:data:`SINUSOID_DEFAULTS`) for the options the user
+did not type, and rejects the typed options that mean nothing for it (``--ways``,
+``--image-size``, ``--data``, ...), rather than ignoring them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +25,67 @@ from jiio_cli.config import CommonOptions
 from jiio_cli.errors import UsageError
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
-__all__ = ["MetaTrainOptions", "parse_ways", "run"]
+__all__ = [
+    "SINUSOID_DEFAULTS",
+    "SINUSOID_OPTIONS",
+    "MetaTrainOptions",
+    "parse_shots",
+    "parse_ways",
+    "run",
+]
+
+SINUSOID_DEFAULTS: dict[str, int | float | str] = {
+    "shots": "5,10",
+    "queries": 10,
+    "tasks_per_step": 25,
+    "episodes_per_epoch": 2500,
+    "width": 40,
+    "context_dim": 32,
+    "context_step": 0.3,
+    "jac_weight": 0.0,
+    "lr": 5e-3,
+}
+"""Defaults of ``--dataset sinusoid`` for the options left untyped (``train`` parameter
+names): MAML's 5- and 10-shot settings (alternated step by step, so one model serves
+both), 25 tasks per update and a 40-unit hidden state."""
+
+SINUSOID_MAX_GRAD_NORM = 1.0
+"""Meta-gradient norm clip of sinusoid runs. A rare batch whose inner solve lands badly
+gives a gradient spike; one big step that enlarges the context maps makes the fixed
+α_x step of the next inner solves unstable, and training never recovers (seen at
+lr 1e-2 without a clip). Healthy steps have norms well below 1, so the clip is idle."""
+
+SINUSOID_OPTIONS = frozenset(
+    {
+        *SINUSOID_DEFAULTS,
+        "task",
+        "dataset",
+        "out",
+        "resume",
+        "epochs",
+        "lr",
+        "inner",
+        "inner_iters",
+        "naive_steps",
+        "hyper_step",
+        "save_every",
+        "max_bad_steps",
+        "nproc",
+        "precision",
+        "device",
+        "seed",
+        "json_output",
+        "debug",
+    }
+)
+"""``train`` parameters that apply to ``--dataset sinusoid``; typing any other is an error."""
+
+_SINUSOID_HINTS = {
+    "ways": "regression tasks have no classes",
+    "image_size": "the inputs are scalars t",
+    "data": "the tasks are drawn from a generator, not read",
+    "batch_size": "tasks per update is --tasks-per-step",
+}
 
 
 def parse_ways(text: str) -> tuple[int, ...]:
@@ -34,6 +101,19 @@ def parse_ways(text: str) -> tuple[int, ...]:
     return values
 
 
+def parse_shots(text: str) -> tuple[int, ...]:
+    """``5`` or a list ``5,10`` of support sizes (sinusoid training cycles through them)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"invalid --shots {text!r}: give a number like 5 or a list like 5,10"
+        ) from None
+    if not values or any(not 1 <= v <= 50 for v in values):
+        raise UsageError(f"invalid --shots {text!r}: every value must be between 1 and 50")
+    return values
+
+
 class MetaTrainOptions(BaseModel):
     """Validated options of ``jiio train --task meta``."""
 
@@ -41,7 +121,7 @@ class MetaTrainOptions(BaseModel):
 
     dataset: str = Field(pattern="^(glyphs|omniglot|sinusoid)$")
     ways: str
-    shots: int = Field(ge=1, le=50)
+    shots: str
     queries: int = Field(ge=1, le=100)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
@@ -66,17 +146,29 @@ def run(
     data: Path | None,
     out: Path | None,
     resume: bool,
+    explicit: AbstractSet[str] = frozenset(),
 ) -> None:
-    """Train (or resume) and print the result (table, or JSON with ``--json``)."""
+    """Train (or resume) and print the result (table, or JSON with ``--json``).
+
+    Args:
+        opts: the validated options (``train``'s defaults where untyped).
+        common: device, seed, output mode.
+        data: ``--data``.
+        out: run folder (default ``runs/meta`` or ``runs/meta-sinusoid``).
+        resume: continue the run in ``out``.
+        explicit: ``train`` parameter names the user typed (see
+            :func:`~jiio_cli.cli.options.explicit_options`).
+    """
+    if opts.dataset == "sinusoid":
+        _run_sinusoid(opts, common, out, resume, explicit)
+        return
     ways = parse_ways(opts.ways)
+    shots = parse_shots(opts.shots)
+    if len(shots) > 1:
+        raise UsageError(f"invalid --shots {opts.shots!r}: glyph episodes take one number of shots")
     if opts.width % 8:
         raise UsageError(
             f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
-        )
-    if opts.dataset == "sinusoid":
-        raise UsageError(
-            "--dataset sinusoid: the sinusoid tasks are available from Python "
-            "(jiio_cli.data.sinusoid); meta-training on them is not built yet"
         )
     if data is not None and not data.exists():
         raise UsageError(f"--data {data} does not exist")
@@ -102,7 +194,7 @@ def run(
             max_bad_steps=opts.max_bad_steps,
         ),
         ways=ways,
-        shots=opts.shots,
+        shots=shots[0],
         queries=opts.queries,
         episodes_per_epoch=opts.episodes_per_epoch,
         inner=opts.inner,  # type: ignore[arg-type]
@@ -125,7 +217,7 @@ def run(
         "inner": opts.inner,
         "data": str(data) if data is not None else "glyphs (sample_data/glyphs.npz)",
         "ways": list(ways),
-        "shots": opts.shots,
+        "shots": shots[0],
         "epochs": state.epoch,
         "steps": state.step,
         "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
@@ -138,3 +230,92 @@ def run(
         "seed": common.seed,
     }
     emit(result, json_output=common.json_output, title="jiio train --task meta")
+
+
+def _flag(name: str) -> str:
+    return "--json" if name == "json_output" else "--" + name.replace("_", "-")
+
+
+def _sinusoid_options(opts: MetaTrainOptions, explicit: AbstractSet[str]) -> MetaTrainOptions:
+    """``opts`` with the sinusoid defaults for untyped options; typed misfits rejected."""
+    misfits = sorted(set(explicit) - SINUSOID_OPTIONS)
+    if "hyper_step" in explicit and opts.hyper_step != 0:
+        raise UsageError(
+            f"--hyper-step {opts.hyper_step:g} does not apply to --dataset sinusoid: its path "
+            "through v* is the Gauss-Newton one, with no step; --hyper-step 0 turns it off"
+        )
+    if misfits:
+        name = misfits[0]
+        hint = _SINUSOID_HINTS.get(name, "it belongs to another task")
+        raise UsageError(
+            f"{_flag(name)} does not apply to --task meta --dataset sinusoid ({hint}); remove it"
+        )
+    field_of = {"tasks_per_step": "batch_size"}
+    updates = {
+        field_of.get(name, name): value
+        for name, value in SINUSOID_DEFAULTS.items()
+        if name not in explicit
+    }
+    return MetaTrainOptions.model_validate({**opts.model_dump(), **updates})
+
+
+def _run_sinusoid(
+    opts: MetaTrainOptions,
+    common: CommonOptions,
+    out: Path | None,
+    resume: bool,
+    explicit: AbstractSet[str],
+) -> None:
+    """``jiio train --task meta --dataset sinusoid``: see the module docstring."""
+    opts = _sinusoid_options(opts, explicit)
+    shots = parse_shots(opts.shots)
+    from jiio_cli.models import RegressorConfig
+    from jiio_cli.tasks.sinusoid_training import SinusoidTrainSpec, train_sinusoid
+
+    spec = SinusoidTrainSpec(
+        model=RegressorConfig(hidden=opts.width, context_dim=opts.context_dim),
+        loop=TrainConfig(
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            seed=common.seed,
+            save_every=opts.save_every,
+            max_bad_steps=opts.max_bad_steps,
+            max_grad_norm=SINUSOID_MAX_GRAD_NORM,
+        ),
+        shots=shots,
+        queries=opts.queries,
+        episodes_per_epoch=opts.episodes_per_epoch,
+        inner=opts.inner,  # type: ignore[arg-type]
+        inner_iters=opts.inner_iters,
+        naive_steps=opts.naive_steps,
+        alpha_x=opts.context_step,
+        alpha_x_final=opts.context_step / 2,
+        hypergradient="hyper_step" not in explicit,  # typed, it can only be 0 (see above)
+        jacobian_weight=opts.jac_weight,
+    )
+    run_dir = out if out is not None else Path("runs") / "meta-sinusoid"
+    started = time.perf_counter()
+    with training_progress(opts.epochs, enabled=not common.json_output) as progress:
+        state = train_sinusoid(spec, common.torch_device, run_dir, resume, progress)
+    last, best = checkpoint_paths(run_dir, "meta")
+    evals = [h for h in state.history if "val_mse" in h]
+    result: dict[str, Any] = {
+        "task": "meta",
+        "dataset": "sinusoid",
+        "inner": opts.inner,
+        "hypergradient": spec.hypergradient,
+        "shots": list(shots),
+        "queries": opts.queries,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
+        **({k: v for k, v in evals[-1].items() if k.startswith("val_mse")} if evals else {}),
+        "best_val_mse": -state.best_metric if evals else None,
+        "seconds": time.perf_counter() - started,
+        "checkpoint_last": str(last),
+        "checkpoint_best": str(best),
+        "device": str(common.torch_device),
+        "seed": common.seed,
+    }
+    emit(result, json_output=common.json_output, title="jiio train --task meta --dataset sinusoid")
