@@ -48,11 +48,13 @@ _GLYPH_DEFAULTS: dict[str, int | float] = {
     "naive_lr": 0.1,
 }
 # Sinusoid iterations: absent, i.e. the JIIO budget the model was trained with.
+# naive_lr 0.03: the best of 0.01-1 for the shipped model's 5-shot tasks, both at JIIO's
+# f-evaluations and at 100 steps, on tasks of --seed 1 (the reported figures use --seed 0).
 _SINUSOID_DEFAULTS: dict[str, int | float] = {
     "shots": 10,
     "queries": 100,
     "batch_size": 100,
-    "naive_lr": 0.1,
+    "naive_lr": 0.03,
 }
 
 
@@ -113,7 +115,7 @@ def adapt(
     ] = None,
     naive_lr: Annotated[
         float | None,
-        typer.Option(help="Adam's learning rate on the context: 0.1 (sinusoid: 0.1)."),
+        typer.Option(help="Adam's learning rate on the context: 0.1 (sinusoid: 0.03)."),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Tasks solved together: 20 (sinusoid 100).")
@@ -390,7 +392,8 @@ def _evaluate_sinusoid(
         rows.append(
             {
                 "method": label,
-                "query MSE": f"{r['mse']:.4f} ± {r['ci95']:.4f}",
+                # Significant digits: a good model's MSE is far below 10⁻³.
+                "query MSE": f"{r['mse']:.3g} ± {r['ci95']:.2g}",
                 "support objective": r.get("support_objective", ""),
                 "s / task": r["seconds_per_task"],
                 "f-evals / task": r.get("f_evals_per_task", ""),
@@ -405,7 +408,7 @@ def _evaluate_sinusoid(
     paired = report["paired"]
     typer.echo(
         "JIIO minus no adaptation, per task: "
-        f"{paired['jiio_minus_no_adaptation']['mean']:+.4f} ± "
-        f"{paired['jiio_minus_no_adaptation']['ci95']:.4f}; JIIO minus naive: "
-        f"{paired['jiio_minus_naive']['mean']:+.4f} ± {paired['jiio_minus_naive']['ci95']:.4f}"
+        f"{paired['jiio_minus_no_adaptation']['mean']:+.3g} ± "
+        f"{paired['jiio_minus_no_adaptation']['ci95']:.2g}; JIIO minus naive: "
+        f"{paired['jiio_minus_naive']['mean']:+.3g} ± {paired['jiio_minus_naive']['ci95']:.2g}"
     )
