@@ -371,6 +371,7 @@ class _SolverLoop:
                 self.prev_f = s0.new_zeros(batch, n)
                 self.prev_g = s0.new_zeros(batch, n)
                 self.has_prev = torch.zeros(batch, dtype=torch.bool, device=device)
+                self.slot_mask = torch.eye(m, dtype=torch.bool, device=device)
             self.gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
             self.one_hot = torch.eye(m, dtype=torch.float64, device=device)
             self.valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
@@ -473,7 +474,7 @@ class _SolverLoop:
         # The newest difference is usable if the sample had a previous iterate and is not
         # taking plain steps after a safeguard restart.
         usable = self.has_prev & (self.plain_left == 0)
-        newest = self.one_hot.index_select(0, slot).bool() & usable[:, None]
+        newest = self.slot_mask.index_select(0, slot) & usable[:, None]
         self.valid.logical_or_(newest)
         self.has_prev.fill_(True)
         gamma = anderson_coefficients(self.gram, rhs, self.valid, self.lam, self.unrolled)
