@@ -25,6 +25,8 @@ def test_reconstruct_bench_json_is_consistent() -> None:
             "2",
             "--naive-steps",
             "3",
+            "--x-weight",
+            "4",
             "--device",
             "cpu",
             "--json",
@@ -35,6 +37,7 @@ def test_reconstruct_bench_json_is_consistent() -> None:
     speed = doc["speed"]
     naive, jiio = speed["naive"], speed["jiio"]
     assert doc["task"] == "reconstruct" and speed["batch_size"] == 2
+    assert doc["jiio_x_weight"] == 4 and doc["jiio_memory"] == 10
     assert len(naive["trace"]) == 3 + 1
     times = [p["seconds"] for p in naive["trace"]]
     assert times == sorted(times) and abs(times[-1] - naive["seconds"]) < 1e-9

@@ -27,13 +27,16 @@ TIGHT = SolverConfig(memory=10, tol=1e-8, max_iter=400)
 INNER = SolverConfig(tol=1e-9, max_iter=100)
 
 
-@pytest.mark.parametrize(("batch", "history"), [(1, "fp32"), (8, "fp32"), (8, "bf16")])
+@pytest.mark.parametrize(
+    ("batch", "history", "x_weight"),
+    [(1, "fp32", 1.0), (8, "fp32", 1.0), (8, "bf16", 1.0), (8, "fp32", 10.0), (8, "fp32", 0.3)],
+)
 def test_jiio_reaches_the_naive_adam_optimum(
-    batch: int, history: str, device: torch.device
+    batch: int, history: str, x_weight: float, device: torch.device
 ) -> None:
     problem, _, _ = quadratic_problem(batch, device=device)
     solver = dataclasses.replace(TIGHT, history=history)
-    result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=solver))
+    result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=solver, x_weight=x_weight))
     assert result.converged.all()
     for residual in (result.residual_z, result.residual_mu, result.residual_x):
         assert (residual <= TIGHT.tol).all()
@@ -71,6 +74,26 @@ def test_jiio_statistics_are_consistent(device: torch.device) -> None:
     assert result.converged.all() and not result.failed.any()
     # The objective trace ends near the optimum.
     assert abs(float(result.trace[-1]) - float(result.objective.mean())) < 1e-6
+
+
+def test_x_weight_changes_the_iterates_not_the_answer(device: torch.device) -> None:
+    problem, _, _ = quadratic_problem(4, device=device)
+    plain = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=TIGHT))
+    weighted = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=TIGHT, x_weight=10.0))
+    assert plain.converged.all() and weighted.converged.all()
+    # Anderson mixes differently (its least squares weighs x more) ...
+    assert not torch.equal(plain.iterations, weighted.iterations) or not torch.equal(
+        plain.trace, weighted.trace
+    )
+    # ... towards the same stationary point, reported unweighted.
+    assert torch.allclose(weighted.x, plain.x, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(weighted.objective, plain.objective, rtol=1e-8)
+
+
+@pytest.mark.parametrize("x_weight", [0.0, -1.0, float("nan")])
+def test_x_weight_must_be_positive(x_weight: float) -> None:
+    with pytest.raises(ValueError, match="x_weight"):
+        JIIOConfig(x_weight=x_weight)
 
 
 def test_step_schedule_switches_where_the_paper_does() -> None:

@@ -91,6 +91,22 @@ def test_adapt_bench_uses_the_given_step_size_and_memory(model: Path) -> None:
         assert small[budget] != pytest.approx(large[budget], rel=1e-6)
 
 
-def test_solver_options_of_other_tasks_are_refused() -> None:
-    result = runner.invoke(app, ["bench", "--task", "attack", "--memory", "5", "--device", "cpu"])
-    assert result.exit_code == 2 and "--memory applies to" in result.stderr
+def test_adapt_bench_uses_the_given_x_weight(model: Path) -> None:
+    plain, unweighted = _runs(model, "--x-weight", "1", "--memory", "3")
+    weighted_doc, weighted = _runs(model, "--x-weight", "50", "--memory", "3")
+    assert plain["jiio_x_weight"] == 1 and weighted_doc["jiio_x_weight"] == 50
+    shared = sorted(set(unweighted) & set(weighted))
+    assert shared
+    # Anderson mixes differently from the same start, so the objectives differ.
+    assert any(unweighted[b] != pytest.approx(weighted[b], rel=1e-6) for b in shared)
+
+
+@pytest.mark.parametrize("option", ["--memory", "--x-weight"])
+def test_solver_options_of_other_tasks_are_refused(option: str) -> None:
+    result = runner.invoke(app, ["bench", "--task", "attack", option, "5", "--device", "cpu"])
+    assert result.exit_code == 2 and f"{option} applies to" in result.stderr
+
+
+def test_x_weight_must_be_positive_on_the_command_line() -> None:
+    result = runner.invoke(app, ["bench", "--task", "adapt", "--x-weight", "0", "--device", "cpu"])
+    assert result.exit_code == 2 and "x_weight" in result.stderr.replace("-", "_")

@@ -42,6 +42,7 @@ class AdaptBenchConfig:
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     memory: int = 10
     alpha_x: float = 2.0
+    x_weight: float = 30.0
     repeat: int = 1
     graph: bool = False
     refine: int = 3
@@ -91,7 +92,9 @@ def time_to_equal_support_objective(
         solver = dataclasses.replace(
             settings.jiio.solver, max_iter=budget, memory=cfg.memory, graph=cfg.graph
         )
-        jiio = dataclasses.replace(settings.jiio, solver=solver, alpha_x=cfg.alpha_x)
+        jiio = dataclasses.replace(
+            settings.jiio, solver=solver, alpha_x=cfg.alpha_x, x_weight=cfg.x_weight
+        )
         return dataclasses.replace(settings, jiio=jiio)
 
     # Warm-up so that neither method pays one-off costs (allocator, first calls).

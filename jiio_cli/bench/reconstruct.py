@@ -57,6 +57,7 @@ class ReconstructBenchConfig:
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     alpha_x: float = 0.02
     memory: int = 10
+    x_weight: float = 10.0
     latent_weight: float = 1e-3
     inner_tol: float = 1e-4
     repeat: int = 1
@@ -69,6 +70,7 @@ def _jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSet
         latent_weight=cfg.latent_weight,
         jiio=JIIOConfig(
             alpha_x=cfg.alpha_x,
+            x_weight=cfg.x_weight,
             solver=SolverConfig(memory=cfg.memory, max_iter=iterations, tol=1e-6, graph=cfg.graph),
             refine=SolverConfig(memory=5, max_iter=30, tol=cfg.inner_tol),
         ),

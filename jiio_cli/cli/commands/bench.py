@@ -48,6 +48,7 @@ class BenchOptions(BaseModel):
     iterations: int = Field(ge=2)
     memory: int | None = Field(default=None, ge=1, le=100)
     alpha_x: float | None = Field(default=None, gt=0)
+    x_weight: float | None = Field(default=None, gt=0, le=1e4)
     repeat: int = Field(ge=1, le=100)
     channels: int = Field(ge=1, le=1024)
     candidates: int = Field(ge=1, le=100)
@@ -73,6 +74,13 @@ def bench(
     alpha_x: Annotated[
         float | None,
         typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 2.0)."),
+    ] = None,
+    x_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="reconstruct, adapt: weight of the x block in JIIO's Anderson least squares "
+            "(1 = the paper's unweighted state; default 10, 30)."
+        ),
     ] = None,
     quality: Annotated[
         bool, typer.Option(help="Also the PSNR table against scikit-image baselines.")
@@ -142,6 +150,7 @@ def bench(
             iterations=iterations,
             memory=memory,
             alpha_x=alpha_x,
+            x_weight=x_weight,
             repeat=repeat,
             channels=channels,
             size=size,
@@ -149,7 +158,11 @@ def bench(
         )
         torch.manual_seed(common.seed)
         if task not in (BenchTask.reconstruct, BenchTask.adapt):
-            for name, value in (("--memory", memory), ("--alpha-x", alpha_x)):
+            for name, value in (
+                ("--memory", memory),
+                ("--alpha-x", alpha_x),
+                ("--x-weight", x_weight),
+            ):
                 if value is not None:
                     raise UsageError(f"{name} applies to --task reconstruct and adapt only")
         if task == BenchTask.engine:
@@ -194,6 +207,7 @@ def bench(
                 compile_graph,
                 memory=opts.memory,
                 alpha_x=opts.alpha_x,
+                x_weight=opts.x_weight,
             )
             return
         if task == BenchTask.train:

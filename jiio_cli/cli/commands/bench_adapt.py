@@ -30,10 +30,11 @@ def run_adapt_bench(
     *,
     memory: int | None = None,
     alpha_x: float | None = None,
+    x_weight: float | None = None,
 ) -> None:
     """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot).
 
-    ``memory`` and ``alpha_x`` override JIIO's defaults (:class:`AdaptBenchConfig`).
+    ``memory``, ``alpha_x`` and ``x_weight`` override JIIO's defaults (:class:`AdaptBenchConfig`).
     """
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
     from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, sample_episodes
@@ -54,6 +55,7 @@ def run_adapt_bench(
         cfg,
         memory=cfg.memory if memory is None else memory,
         alpha_x=cfg.alpha_x if alpha_x is None else alpha_x,
+        x_weight=cfg.x_weight if x_weight is None else x_weight,
     )
     speed = time_to_equal_support_objective(model, episodes, adapt_settings(spec), cfg)
     result: dict[str, Any] = {
@@ -64,6 +66,7 @@ def run_adapt_bench(
         "seed": common.seed,
         "jiio_alpha_x": cfg.alpha_x,
         "jiio_memory": cfg.memory,
+        "jiio_x_weight": cfg.x_weight,
         "speed": speed,
     }
     if common.json_output:

@@ -48,6 +48,7 @@ def run_reconstruct_bench(
         naive_steps=opts.naive_steps,
         memory=defaults.memory if opts.memory is None else opts.memory,
         alpha_x=defaults.alpha_x if opts.alpha_x is None else opts.alpha_x,
+        x_weight=defaults.x_weight if opts.x_weight is None else opts.x_weight,
         repeat=opts.repeat,
         graph=graph,
     )
@@ -74,6 +75,9 @@ def run_reconstruct_bench(
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "checkpoint": str(path),
         "seed": common.seed,
+        "jiio_alpha_x": cfg.alpha_x,
+        "jiio_memory": cfg.memory,
+        "jiio_x_weight": cfg.x_weight,
         "speed": speed,
     }
     if quality:
