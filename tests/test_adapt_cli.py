@@ -107,6 +107,16 @@ def test_episode_evaluation_reports_three_methods(task: dict[str, Path]) -> None
         assert paired["mean"] == pytest.approx(expected, abs=1e-9) and paired["ci95"] >= 0
 
 
+def test_episode_table_prints_the_paired_differences(task: dict[str, Path]) -> None:
+    args = ["adapt", "-c", str(task["model"]), "--episodes", "2", "--ways", "3"]
+    args += ["--queries", "1", "--iterations", "6", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "no adaptation (feature centroids)" in result.stdout
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("JIIO minus"))
+    assert "centroid: " in line and "naive: " in line and line.count("points") == 2
+
+
 def test_paired_difference_is_the_interval_of_the_differences() -> None:
     a, b = torch.rand(40), torch.rand(40)
     paired = paired_difference(a.tolist(), b.tolist())

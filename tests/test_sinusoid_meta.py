@@ -423,6 +423,16 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_adapt_table_prints_the_paired_differences(tiny_checkpoint: Path) -> None:
+    args = ["adapt", "--dataset", "sinusoid", "-c", str(tiny_checkpoint), "--episodes",
+            "2", "--shots", "5", "--queries", "5", "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "no adaptation (v = 0)" in result.stdout
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("JIIO minus"))
+    assert "no adaptation: " in line and "naive: " in line
+
+
 def test_adapt_json_reports_the_three_methods(tiny_checkpoint: Path) -> None:
     args = ["adapt", "--dataset", "sinusoid", "-c", str(tiny_checkpoint), "--episodes",
             "6", "--shots", "5", "--queries", "10", "--batch-size", "3", "--device", "cpu",

@@ -18,6 +18,7 @@ Three modes:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -310,24 +311,42 @@ def _evaluate(
         "naive": f"naive Adam ({', '.join(map(str, report['naive_steps']))} steps)",
         "centroid": "no adaptation (feature centroids)",
     }
-    rows = []
-    for method, label in labels.items():
-        r = report[method]
-        rows.append(
-            {
-                "method": label,
-                "accuracy": f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} %",
-                "support objective": r.get("support_objective", ""),
-                "s / task": r["seconds_per_task"],
-                "f-evals / task": r.get("f_evals_per_task", ""),
-                "VJPs / task": r.get("vjps_per_task", ""),
-            }
-        )
-    print_table(
-        rows,
+    _print_comparison(
+        report,
+        labels,
+        ("accuracy", lambda r: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} %"),
+        lambda d: f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} points",
         title=f"jiio adapt: {opts.episodes} episodes, {opts.ways}-way {opts.shots}-shot, "
         f"{opts.queries} queries per class ({source})",
     )
+
+
+def _print_comparison(
+    report: dict[str, Any],
+    labels: dict[str, str],
+    metric: tuple[str, Callable[[dict[str, Any]], str]],
+    difference: Callable[[dict[str, float]], str],
+    title: str,
+) -> None:
+    """The methods' table, then JIIO's paired differences to the others (same episodes)."""
+    name, show = metric
+    rows = [
+        {
+            "method": label,
+            name: show(report[method]),
+            "support objective": report[method].get("support_objective", ""),
+            "s / task": report[method]["seconds_per_task"],
+            "f-evals / task": report[method].get("f_evals_per_task", ""),
+            "VJPs / task": report[method].get("vjps_per_task", ""),
+        }
+        for method, label in labels.items()
+    ]
+    print_table(rows, title=f"{title} (± is the 95 % interval)")
+    parts = [
+        f"{key.removeprefix('jiio_minus_').replace('_', ' ')}: {difference(d)}"
+        for key, d in report["paired"].items()
+    ]
+    typer.echo("JIIO minus, paired per episode: " + "; ".join(parts))
 
 
 def _evaluate_sinusoid(
@@ -386,29 +405,12 @@ def _evaluate_sinusoid(
         f"lr {opts.naive_lr:g})",
         "no_adaptation": "no adaptation (v = 0)",
     }
-    rows = []
-    for method, label in labels.items():
-        r = report[method]
-        rows.append(
-            {
-                "method": label,
-                # Significant digits: a good model's MSE is far below 10⁻³.
-                "query MSE": f"{r['mse']:.3g} ± {r['ci95']:.2g}",
-                "support objective": r.get("support_objective", ""),
-                "s / task": r["seconds_per_task"],
-                "f-evals / task": r.get("f_evals_per_task", ""),
-                "VJPs / task": r.get("vjps_per_task", ""),
-            }
-        )
-    print_table(
-        rows,
+    _print_comparison(
+        report,
+        labels,
+        # Significant digits: a good model's MSE is far below 10⁻³.
+        ("query MSE", lambda r: f"{r['mse']:.3g} ± {r['ci95']:.2g}"),
+        lambda d: f"{d['mean']:+.3g} ± {d['ci95']:.2g}",
         title=f"jiio adapt: {opts.episodes} sinusoid tasks, {opts.shots}-shot, "
-        f"{opts.queries} query points per task (± is the 95 % interval)",
-    )
-    paired = report["paired"]
-    typer.echo(
-        "JIIO minus no adaptation, per task: "
-        f"{paired['jiio_minus_no_adaptation']['mean']:+.3g} ± "
-        f"{paired['jiio_minus_no_adaptation']['ci95']:.2g}; JIIO minus naive: "
-        f"{paired['jiio_minus_naive']['mean']:+.3g} ± {paired['jiio_minus_naive']['ci95']:.2g}"
+        f"{opts.queries} query points per task",
     )
