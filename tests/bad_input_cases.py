@@ -21,6 +21,8 @@ from jiio_cli.checkpoint import save_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "sample_data" / "digits"
 MODEL = ROOT / "models" / "mnist-decoder.safetensors"
+GLYPH_META_MODEL = ROOT / "models" / "meta-glyphs.safetensors"
+SINUSOID_MODEL = ROOT / "models" / "meta-sinusoid.safetensors"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ def _adapt(*args: str) -> Callable[[Path], list[str]]:
         "--device",
         "cpu",
     ]
+
+
+def _sinusoid(*args: str, model: Path = SINUSOID_MODEL) -> Callable[[Path], list[str]]:
+    return lambda t: ["adapt", "--dataset", "sinusoid", "-c", str(model), *args, "--device", "cpu"]
 
 
 def _train(*args: str) -> Callable[[Path], list[str]]:
@@ -182,6 +188,24 @@ CASES: list[BadInput] = [
     ),
     BadInput("adapt: more ways than classes", _adapt("--episodes", "5", "--ways", "300"), 2),
     BadInput("adapt: neither folders nor --episodes", _adapt(), 2),
+    BadInput("adapt: sinusoid without --episodes", _sinusoid(), 2),
+    BadInput("adapt: sinusoid with --ways", _sinusoid("--episodes", "4", "--ways", "3"), 2),
+    BadInput("adapt: sinusoid with zero shots", _sinusoid("--episodes", "4", "--shots", "0"), 2),
+    BadInput(
+        "adapt: glyph model for sinusoid tasks",
+        _sinusoid("--episodes", "4", model=GLYPH_META_MODEL),
+        2,
+    ),
+    BadInput(
+        "adapt: sinusoid model for glyph episodes",
+        lambda t: ["adapt", "-c", str(SINUSOID_MODEL), "--episodes", "4", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
+        "train: sinusoid with --ways",
+        _train("--task", "meta", "--dataset", "sinusoid", "--ways", "5", "--out", "{t}/sin"),
+        2,
+    ),
     BadInput(
         "train: meta with more ways than classes", _train("--task", "meta", "--ways", "900"), 2
     ),
@@ -200,6 +224,16 @@ CASES: list[BadInput] = [
     BadInput(
         "bench: engine channels not a multiple of 8",
         lambda t: ["bench", "--task", "engine", "--channels", "4", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
+        "bench: --x-weight 0",
+        lambda t: ["bench", "--task", "adapt", "--x-weight", "0", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
+        "bench: --x-weight for the attack bench",
+        lambda t: ["bench", "--task", "attack", "--x-weight", "10", "--device", "cpu"],
         2,
     ),
     BadInput(
