@@ -21,8 +21,7 @@ task used for training or model selection (the task space is continuous anyway).
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -32,59 +31,19 @@ from jiio_cli.data.sinusoid import SinusoidBatch, sample_sinusoid_tasks
 from jiio_cli.engine import InputOptResult
 from jiio_cli.errors import JiioError
 from jiio_cli.models import FiLMRegressor
-from jiio_cli.tasks.meta_eval import matched_naive_steps, mean_and_ci95, paired_difference
+from jiio_cli.tasks.episode_tally import (
+    MethodTally,
+    matched_naive_settings,
+    tally_report,
+    timed,
+)
 from jiio_cli.tasks.sinusoid_meta import RegressionAdaptSettings, adapt_context, predictions
 from jiio_cli.training import derived_generator
 
-__all__ = ["METHODS", "RegressionTally", "evaluate_tasks", "evaluation_tasks"]
+__all__ = ["METHODS", "evaluate_tasks", "evaluation_tasks"]
 
 METHODS = ("jiio", "naive", "no_adaptation")
 EVAL_STREAM = 13
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass
-class RegressionTally:
-    """Running totals of one method over the task batches."""
-
-    mses: list[float] = field(default_factory=list)
-    objectives: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    f_evals: float = 0.0
-    vjps: float = 0.0
-    iterations: float = 0.0
-    tasks: int = 0
-
-    def add(self, mse: Tensor, seconds: float, result: InputOptResult | None) -> None:
-        """Add a batch: per-task query MSE (B,), its wall time and its support solve."""
-        self.mses += mse.tolist()
-        self.seconds += seconds
-        self.tasks += mse.shape[0]
-        if result is not None:
-            self.objectives += result.objective.tolist()
-            self.f_evals += float(result.f_evals.float().sum())
-            self.vjps += float(result.vjps.float().sum())
-            self.iterations += float(result.iterations.float().sum())
-
-    def summary(self) -> dict[str, Any]:
-        """Mean query MSE, its 95 % interval half-width, timings and solver counts."""
-        mean, ci = mean_and_ci95(self.mses)
-        out: dict[str, Any] = {
-            "mse": mean,
-            "ci95": ci,
-            "seconds": self.seconds,
-            "seconds_per_task": self.seconds / max(self.tasks, 1),
-        }
-        if self.objectives:
-            out["support_objective"] = sum(self.objectives) / len(self.objectives)
-            out["f_evals_per_task"] = self.f_evals / self.tasks
-            out["vjps_per_task"] = self.vjps / self.tasks
-            out["iterations_per_task"] = self.iterations / self.tasks
-        return out
 
 
 def evaluation_tasks(seed: int, shots: int) -> torch.Generator:
@@ -113,13 +72,12 @@ def _adapted(
     model: FiLMRegressor, tasks: SinusoidBatch, settings: RegressionAdaptSettings, method: str
 ) -> tuple[Tensor, InputOptResult, float]:
     """Per-task query MSE (B,), the support solve and the seconds both took."""
-    device = tasks.support_t.device
-    _synchronize(device)
-    start = time.perf_counter()
-    result = adapt_context(model, tasks.support_t, tasks.support_y, settings, method)  # type: ignore[arg-type]
-    predicted = predictions(model, tasks.query_t, result.x, settings.forward)
-    _synchronize(device)
-    seconds = time.perf_counter() - start
+
+    def work() -> tuple[Tensor, InputOptResult]:
+        result = adapt_context(model, tasks.support_t, tasks.support_y, settings, method)  # type: ignore[arg-type]
+        return predictions(model, tasks.query_t, result.x, settings.forward), result
+
+    (predicted, result), seconds = timed(tasks.support_t.device, work)
     _refuse_divergence(result, predicted)
     return _query_mse(predicted, tasks.query_y), result, seconds
 
@@ -158,7 +116,7 @@ def evaluate_tasks(
     """
     device = next(model.parameters()).device
     generator = evaluation_tasks(seed, shots)
-    tallies = {m: RegressionTally() for m in METHODS}
+    tallies = {m: MethodTally("mse") for m in METHODS}
     steps_used: list[int] = []
     # Warm-up: no method pays one-off costs (allocator, first calls) inside the timing.
     warm = sample_sinusoid_tasks(1, shots, queries, derived_generator(seed, EVAL_STREAM + 1))
@@ -169,37 +127,20 @@ def evaluate_tasks(
         mse, result, seconds = _adapted(model, tasks, settings, "jiio")
         tallies["jiio"].add(mse, seconds, result)
 
-        steps = naive_steps
-        if steps is None:
-            # Each Adam step costs one forward solve (from scratch) + 3 evaluations; the
-            # final solve is one more step's worth. Measure the forward cost on this batch.
-            probe = dataclasses.replace(
-                settings, naive=dataclasses.replace(settings.naive, steps=1)
-            )
-            one = adapt_context(model, tasks.support_t, tasks.support_y, probe, "naive")
-            per_step = float(one.f_evals.float().mean()) / 2
-            steps = matched_naive_steps(float(result.f_evals.float().mean()), per_step, per_step)
-        steps_used.append(steps)
-        naive_settings = dataclasses.replace(
-            settings, naive=dataclasses.replace(settings.naive, steps=steps)
+        naive_settings, steps = matched_naive_settings(
+            settings,
+            result,
+            partial(adapt_context, model, tasks.support_t, tasks.support_y, method="naive"),
+            naive_steps,
         )
+        steps_used.append(steps)
         mse, result, seconds = _adapted(model, tasks, naive_settings, "naive")
         tallies["naive"].add(mse, seconds, result)
 
-        _synchronize(device)
-        start = time.perf_counter()
         zero = tasks.support_t.new_zeros(count, model.context_size)
-        predicted = predictions(model, tasks.query_t, zero, settings.forward)
-        _synchronize(device)
-        _refuse_divergence(None, predicted)
-        tallies["no_adaptation"].add(
-            _query_mse(predicted, tasks.query_y), time.perf_counter() - start, None
+        predicted, seconds = timed(
+            device, partial(predictions, model, tasks.query_t, zero, settings.forward)
         )
-    report: dict[str, Any] = {m: t.summary() for m, t in tallies.items()}
-    report["paired"] = {
-        f"jiio_minus_{other}": paired_difference(tallies["jiio"].mses, tallies[other].mses)
-        for other in ("no_adaptation", "naive")
-    }
-    report["naive_steps"] = sorted(set(steps_used))
-    report["episodes"] = episodes
-    return report
+        _refuse_divergence(None, predicted)
+        tallies["no_adaptation"].add(_query_mse(predicted, tasks.query_y), seconds, None)
+    return tally_report(tallies, ("no_adaptation", "naive"), steps_used, episodes)
