@@ -27,8 +27,9 @@ from jiio_cli.data.episodes import (
     load_omniglot_folder,
     sample_episodes,
 )
-from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
+from jiio_cli.engine import SolverConfig
 from jiio_cli.models import FiLMClassifier, MetaConfig
+from jiio_cli.tasks.inner_solvers import inner_solvers
 from jiio_cli.tasks.meta import AdaptSettings, adapt_context, meta_loss, query_logits
 from jiio_cli.training import StepOutcome, TrainConfig, TrainState, derived_generator, run_training
 
@@ -92,20 +93,12 @@ def adapt_settings(
     spec: MetaTrainSpec, *, iterations: int | None = None, method: str | None = None
 ) -> AdaptSettings:
     """The inner-solve settings of a run (``iterations`` overrides the JIIO budget)."""
-    solve = SolverConfig(memory=5, max_iter=30, tol=1e-4)
+    jiio, naive = inner_solvers(spec, iterations)
     return AdaptSettings(
         method=(method or spec.inner),  # type: ignore[arg-type]
         context_weight=spec.context_weight,
-        jiio=JIIOConfig(
-            alpha_x=StepSchedule(spec.alpha_x, spec.alpha_x_final),
-            solver=SolverConfig(
-                memory=spec.inner_memory, max_iter=iterations or spec.inner_iters, tol=1e-4
-            ),
-            refine=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-        ),
-        naive=NaiveConfig(
-            method="adam", steps=spec.naive_steps, lr=spec.naive_lr, forward=solve, adjoint=solve
-        ),
+        jiio=jiio,
+        naive=naive,
         forward=SolverConfig(memory=5, max_iter=40, tol=1e-4),
     )
 

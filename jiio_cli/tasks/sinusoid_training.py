@@ -24,9 +24,10 @@ import torch
 
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.data.sinusoid import sample_sinusoid_tasks
-from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
+from jiio_cli.engine import SolverConfig
 from jiio_cli.errors import JiioError, UsageError
 from jiio_cli.models import FiLMRegressor, RegressorConfig
+from jiio_cli.tasks.inner_solvers import inner_solvers
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
 from jiio_cli.tasks.sinusoid_meta import (
     RegressionAdaptSettings,
@@ -111,20 +112,12 @@ def adapt_settings(
     spec: SinusoidTrainSpec, *, iterations: int | None = None, method: str | None = None
 ) -> RegressionAdaptSettings:
     """The inner-solve settings of a run (``iterations`` overrides the JIIO budget)."""
-    solve = SolverConfig(memory=5, max_iter=30, tol=1e-4)
+    jiio, naive = inner_solvers(spec, iterations)
     return RegressionAdaptSettings(
         method=(method or spec.inner),  # type: ignore[arg-type]
         penalty=spec.penalty,
-        jiio=JIIOConfig(
-            alpha_x=StepSchedule(spec.alpha_x, spec.alpha_x_final),
-            solver=SolverConfig(
-                memory=spec.inner_memory, max_iter=iterations or spec.inner_iters, tol=1e-4
-            ),
-            refine=solve,
-        ),
-        naive=NaiveConfig(
-            method="adam", steps=spec.naive_steps, lr=spec.naive_lr, forward=solve, adjoint=solve
-        ),
+        jiio=jiio,
+        naive=naive,
         forward=SolverConfig(memory=5, max_iter=40, tol=1e-4),
         adjoint=SolverConfig(memory=5, max_iter=40, tol=1e-5),
     )
