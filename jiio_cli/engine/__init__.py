@@ -12,6 +12,7 @@ from jiio_cli.engine.anderson import (
     fixed_point_solve,
     relative_residual,
 )
+from jiio_cli.engine.backtracking import Backtracking, jiio_solve_backtracking, replace_rows
 from jiio_cli.engine.constraints import (
     Box,
     Constraint,
@@ -42,6 +43,7 @@ from jiio_cli.engine.state import MultiScaleCell, StateLayout
 __all__ = [
     "PAPER_ALPHA_X",
     "AdjointSolution",
+    "Backtracking",
     "Box",
     "Constraint",
     "FixedPointResult",
@@ -66,9 +68,11 @@ __all__ = [
     "implicit_fixed_point",
     "jacobian_penalty",
     "jiio_solve",
+    "jiio_solve_backtracking",
     "lagrangian_grads",
     "naive_solve",
     "optimal_value_surrogate",
     "relative_residual",
+    "replace_rows",
     "x_step_residual",
 ]

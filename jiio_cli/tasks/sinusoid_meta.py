@@ -39,7 +39,6 @@ Both parts are assembled into one scalar surrogate whose value is L_q and whose
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -56,9 +55,9 @@ from jiio_cli.engine import (
     adjoint_solve,
     forward_solve,
     jacobian_penalty,
-    jiio_solve,
     naive_solve,
 )
+from jiio_cli.engine.backtracking import Backtracking, jiio_solve_backtracking
 from jiio_cli.engine.problem import Cell, Objective
 from jiio_cli.models import FiLMRegressor
 
@@ -153,7 +152,13 @@ def adapt_context(
         method: overrides ``settings.method``.
     """
     if (method or settings.method) == "jiio":
-        return _jiio_with_backtracking(model, t, y, settings, RETRIES)
+
+        def problem_for(rows: Tensor | None) -> InputProblem:
+            if rows is None:
+                return support_problem(model, t, y, settings.penalty)
+            return support_problem(model, t[rows], y[rows], settings.penalty)
+
+        return jiio_solve_backtracking(problem_for, settings.jiio, SUPPORT_BACKTRACKING)
     return naive_solve(support_problem(model, t, y, settings.penalty), settings.naive)
 
 
@@ -177,6 +182,11 @@ RETRIES = 2
 BACKTRACK = 0.25
 """Factor of α_x from one attempt at a diverged row to the next (0.3 → 0.075 → 0.019)."""
 
+SUPPORT_BACKTRACKING = Backtracking(
+    retries=RETRIES, shrink=BACKTRACK, diverged_residual=DIVERGED_RESIDUAL
+)
+"""The engine's backtracking safeguard with the three settings above."""
+
 
 def support_problem(model: FiLMRegressor, t: Tensor, y: Tensor, penalty: float) -> InputProblem:
     """The support problem of the tasks (t, y) from v = 0, z = 0 (cell bound without grad)."""
@@ -192,62 +202,6 @@ def support_problem(model: FiLMRegressor, t: Tensor, y: Tensor, penalty: float) 
         support_objective(model, y, penalty),
         z0=z0,
         x0=t.new_zeros(t.shape[0], model.context_size),
-    )
-
-
-def _shrunk(schedule: StepSchedule) -> StepSchedule:
-    """The schedule with every step size multiplied by :data:`BACKTRACK`."""
-    final = None if schedule.final is None else schedule.final * BACKTRACK
-    return StepSchedule(schedule.initial * BACKTRACK, final, schedule.switch_at)
-
-
-def _jiio_with_backtracking(
-    model: FiLMRegressor, t: Tensor, y: Tensor, settings: RegressionAdaptSettings, retries: int
-) -> InputOptResult:
-    """JIIO on every row; rows that diverged are solved again with a smaller α_x (recursively)."""
-    result = jiio_solve(support_problem(model, t, y, settings.penalty), settings.jiio)
-    # NaN residuals compare False, so they count as diverged too.
-    diverged = ~(result.residual_x <= DIVERGED_RESIDUAL)
-    if retries == 0 or not bool(diverged.any()):
-        return result
-    rows = diverged.nonzero().flatten()
-    shrunk = dataclasses.replace(
-        settings, jiio=dataclasses.replace(settings.jiio, alpha_x=_shrunk(settings.jiio.schedule))
-    )
-    again = _jiio_with_backtracking(model, t[rows], y[rows], shrunk, retries - 1)
-    return _merge_rows(result, rows, again)
-
-
-def _merge_rows(result: InputOptResult, rows: Tensor, again: InputOptResult) -> InputOptResult:
-    """``result`` with the given rows replaced by ``again``'s, their costs added up."""
-
-    def put(full: Tensor, part: Tensor) -> Tensor:
-        out = full.clone()
-        out[rows] = part
-        return out
-
-    def add(full: Tensor, part: Tensor) -> Tensor:
-        out = full.clone()
-        out[rows] += part
-        return out
-
-    return dataclasses.replace(
-        result,
-        z=put(result.z, again.z),
-        x=put(result.x, again.x),
-        mu=put(result.mu, again.mu),
-        objective=put(result.objective, again.objective),
-        residual_z=put(result.residual_z, again.residual_z),
-        residual_mu=put(result.residual_mu, again.residual_mu),
-        residual_x=put(result.residual_x, again.residual_x),
-        converged=put(result.converged, again.converged),
-        failed=put(result.failed, again.failed),
-        iterations=add(result.iterations, again.iterations),
-        f_evals=add(result.f_evals, again.f_evals),
-        vjps=add(result.vjps, again.vjps),
-        batch_f_evals=result.batch_f_evals + again.batch_f_evals,
-        snapshot=None,
-        checkpoints={},
     )
 
 
