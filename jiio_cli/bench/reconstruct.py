@@ -37,6 +37,7 @@ __all__ = [
     "CORRUPTIONS",
     "ReconstructBenchConfig",
     "dataset_psnr",
+    "jiio_settings",
     "quality_table",
     "time_to_equal_objective",
 ]
@@ -65,7 +66,8 @@ class ReconstructBenchConfig:
     refine: int = 3
 
 
-def _jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSettings:
+def jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSettings:
+    """The bench's JIIO inference settings with an iteration budget."""
     return InferenceSettings(
         latent_weight=cfg.latent_weight,
         jiio=JIIOConfig(
@@ -91,7 +93,7 @@ def time_to_equal_objective(
         ),
     )
     # Warm-up so that neither method pays one-off costs (allocator, kernels).
-    reconstruct(decoder, observed[:2], known[:2], _jiio_settings(cfg, 3))
+    reconstruct(decoder, observed[:2], known[:2], jiio_settings(cfg, 3))
     (_, naive), naive_seconds = timed_median(
         lambda: reconstruct(decoder, observed, known, naive_settings), device, cfg.repeat
     )
@@ -108,7 +110,7 @@ def time_to_equal_objective(
 
     def jiio_run(budget: int) -> dict[str, Any]:
         (_, result), seconds = timed_median(
-            lambda: reconstruct(decoder, observed, known, _jiio_settings(cfg, budget)),
+            lambda: reconstruct(decoder, observed, known, jiio_settings(cfg, budget)),
             device,
             cfg.repeat,
         )
@@ -162,7 +164,7 @@ def quality_table(
     recon = []
     for start in range(0, clean.shape[0], cfg.batch_size):
         sl = slice(start, start + cfg.batch_size)
-        images, _ = reconstruct(decoder, observed[sl], known[sl], _jiio_settings(cfg, iterations))
+        images, _ = reconstruct(decoder, observed[sl], known[sl], jiio_settings(cfg, iterations))
         recon.append(images)
     jiio_images = torch.cat(recon)
     if kind == "inpaint":
