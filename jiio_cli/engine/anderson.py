@@ -372,6 +372,9 @@ class _SolverLoop:
                 self.prev_g = s0.new_zeros(batch, n)
                 self.has_prev = torch.zeros(batch, dtype=torch.bool, device=device)
                 self.slot_mask = torch.eye(m, dtype=torch.bool, device=device)
+                # [Δg_new; g] in the history's precision, written in place each iteration
+                # (the right-hand sides of the one ΔG pass below).
+                self.pair = s0.new_zeros(batch, 2, n, dtype=history_dtype)
             self.gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
             self.one_hot = torch.eye(m, dtype=torch.float64, device=device)
             self.valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
@@ -466,7 +469,9 @@ class _SolverLoop:
         self.prev_f.copy_(gs)
         self.prev_g.copy_(g)
         # One pass over ΔG for the new Gram row (ΔG·Δg_new) and the right-hand side (ΔG·g).
-        both = torch.bmm(self.hist_g, torch.stack([d_g, g], dim=2).to(low)).to(torch.float64)
+        self.pair[:, 0].copy_(d_g)
+        self.pair[:, 1].copy_(g)
+        both = torch.bmm(self.hist_g, self.pair.transpose(1, 2)).to(torch.float64)
         row, rhs = both[..., 0], both[..., 1]
         self.gram.index_copy_(1, slot, row.unsqueeze(1))
         self.gram.index_copy_(2, slot, row.unsqueeze(2))
