@@ -34,7 +34,9 @@ INNER = SolverConfig(tol=1e-9, max_iter=100)
 def test_jiio_reaches_the_naive_adam_optimum(
     batch: int, history: str, x_weight: float, device: torch.device
 ) -> None:
-    problem, _, _ = quadratic_problem(batch, device=device)
+    # γ = 1 keeps the reduced objective's minimiser unique: with weaker regularisation
+    # about 1 draw in 80 has a second stationary point, which any method may reach.
+    problem, _, _ = quadratic_problem(batch, gamma=1.0, device=device)
     solver = dataclasses.replace(TIGHT, history=history)
     result = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=solver, x_weight=x_weight))
     assert result.converged.all()
@@ -77,7 +79,7 @@ def test_jiio_statistics_are_consistent(device: torch.device) -> None:
 
 
 def test_x_weight_changes_the_iterates_not_the_answer(device: torch.device) -> None:
-    problem, _, _ = quadratic_problem(4, device=device)
+    problem, _, _ = quadratic_problem(4, gamma=1.0, device=device)
     plain = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=TIGHT))
     weighted = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=TIGHT, x_weight=10.0))
     assert plain.converged.all() and weighted.converged.all()
@@ -208,7 +210,9 @@ def _diverging_problem(kind: str) -> InputProblem:
 @pytest.mark.parametrize("kind", ["expansive", "nan"])
 def test_diverging_problems_are_reported_not_raised(kind: str) -> None:
     problem = _diverging_problem(kind)
-    cfg = JIIOConfig(alpha_x=0.3, solver=SolverConfig(max_iter=200, tol=1e-6))
+    # 500 iterations: at 200, about 1 random draw in 60 leaves a healthy row just above
+    # the tolerance, and this test is about the failing rows.
+    cfg = JIIOConfig(alpha_x=0.3, solver=SolverConfig(max_iter=500, tol=1e-6))
     for result in (
         jiio_solve(problem, cfg),
         naive_solve(
