@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Callable
-
-import torch
 from torch import Tensor, nn
 
 from .block import ResidualBlock
-from .layers import check_positive, param_device_dtype
+from .film_base import FiLMCell
 
 __all__ = ["FiLMConvDEQCell"]
 
 
-class FiLMConvDEQCell(nn.Module):
+class FiLMConvDEQCell(FiLMCell):
     """Conv DEQ cell ``z⁺ = f(z, v)`` modulated by a context vector v (FiLM).
 
     The images are fixed data, not optimised: :meth:`bind` computes their injection
@@ -70,9 +65,6 @@ class FiLMConvDEQCell(nn.Module):
         film_init_scale: float = 0.1,
     ) -> None:
         super().__init__()
-        check_positive("context_dim", context_dim)
-        if not film_init_scale >= 0.0:
-            raise ValueError(f"film_init_scale must be >= 0, got {film_init_scale!r}")
         inj_channels = getattr(image_injection, "channels", None)
         inj_size = getattr(image_injection, "spatial_size", None)
         if inj_channels != channels:
@@ -82,24 +74,24 @@ class FiLMConvDEQCell(nn.Module):
         if inj_size is None:
             raise ValueError("image injection must expose spatial_size (H, W)")
         self.channels = channels
-        self.context_dim = context_dim
         self.image_injection = image_injection
         self.block = ResidualBlock(channels, hidden_channels, groups, weight_norm)
-        # No bias: v = 0 must stay the identity modulation after training too.
-        self.film = nn.Linear(context_dim, 2 * channels, bias=False)
-        nn.init.normal_(self.film.weight, std=film_init_scale / math.sqrt(context_dim))
+        self._init_film(context_dim, channels, film_init_scale)
         self._unbound_shape: tuple[int, ...] = (channels, *inj_size)
-        self._bound: Tensor | None = None
 
     @property
     def state_shape(self) -> tuple[int, ...]:
         """Per-row shape of z, (C, H, W) or (n, C, H, W) for bound task batches."""
-        return self._unbound_shape if self._bound is None else tuple(self._bound.shape[1:])
+        return self._unbound_shape if self._bound is None else tuple(self._bound[0].shape[1:])
 
     @property
     def bound(self) -> Tensor | None:
         """The bound image injection, (B, C, H, W) or (B, n, C, H, W), or None."""
-        return self._bound
+        return None if self._bound is None else self._bound[0]
+
+    @property
+    def _data_name(self) -> str:
+        return "images"
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell:
         """Compute and store the injection of the images the cell will look at.
@@ -117,54 +109,18 @@ class FiLMConvDEQCell(nn.Module):
         if images.ndim == 5:
             batch, n = images.shape[:2]
             u = self.image_injection(images.flatten(0, 1))
-            self._bound = u.view(batch, n, *u.shape[1:])
+            self._bound = (u.view(batch, n, *u.shape[1:]),)
         elif images.ndim == 4:
-            self._bound = self.image_injection(images)
+            self._bound = (self.image_injection(images),)
         else:
             raise ValueError(
                 f"bind expects images (B, c, H, W) or (B, n, c, H, W), got {tuple(images.shape)}"
             )
         return self
 
-    def unbind(self) -> None:
-        """Drop the bound injection (and the autograd graph it holds)."""
-        self._bound = None
-
-    def modulation(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """FiLM parameters (γ, β), each (B, C), of contexts x = v (B, D)."""
-        if x.ndim != 2 or x.shape[1] != self.context_dim:
-            raise ValueError(
-                f"context must have shape (B, {self.context_dim}), got {tuple(x.shape)}"
-            )
-        scale, shift = self.film(x).chunk(2, dim=1)
-        return scale, shift
-
-    def forward(self, z: Tensor, x: Tensor) -> Tensor:
-        """Apply f: z (B, C, H, W) or (B, n, C, H, W), x = v (B, D) → z⁺ like z."""
-        u = self._bound
-        if u is None:
-            raise RuntimeError("FiLMConvDEQCell: call bind(images) before evaluating the cell")
-        return self.apply_with(u, z, x)
-
-    def frozen(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """f(z, v) with the currently bound injection captured, independent of later binds.
-
-        Backward hooks (implicit differentiation) evaluate f after the forward pass is
-        over, when the cell may already be bound to other images or unbound.
-        """
-        u = self._bound
-        if u is None:
-            raise RuntimeError("FiLMConvDEQCell: call bind(images) before freezing the cell")
-        return functools.partial(self.apply_with, u)
-
-    def apply_with(self, u: Tensor, z: Tensor, x: Tensor) -> Tensor:
+    def apply_with(self, u: Tensor, z: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
         """f(z, v) for the injection u (shaped like z); see the class docstring."""
-        if z.shape != u.shape:
-            raise ValueError(
-                f"z has shape {tuple(z.shape)} but the bound images give {tuple(u.shape)}"
-            )
-        if x.shape[0] != z.shape[0]:
-            raise ValueError(f"z has {z.shape[0]} rows but the context has {x.shape[0]}")
+        self._check_rows(u, z, x)
         scale, shift = self.modulation(x)
         if z.ndim == 4:
             return self.block(z, u, scale, shift)
@@ -174,19 +130,3 @@ class FiLMConvDEQCell(nn.Module):
         shift = shift[:, None].expand(batch, n, -1).flatten(0, 1)
         out = self.block(z.flatten(0, 1), u.flatten(0, 1), scale, shift)
         return out.view(z.shape)
-
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, *state_shape); device/dtype default to the parameters'.
-
-        Raises:
-            ValueError: when images are bound for a different number of rows.
-        """
-        if self._bound is not None and self._bound.shape[0] != batch:
-            raise ValueError(f"images are bound for {self._bound.shape[0]} rows, asked for {batch}")
-        device, dtype = param_device_dtype(self, device, dtype)
-        return torch.zeros(batch, *self.state_shape, device=device, dtype=dtype)

@@ -7,7 +7,6 @@ the regression counterpart of :class:`~jiio_cli.models.meta.FiLMClassifier`).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from torch import Tensor, nn
 
 from .base import DEQModel
 from .config import ModelConfig
-from .layers import check_positive, param_device_dtype
+from .film_base import FiLMCell
+from .layers import check_positive
 
 __all__ = ["FiLMMLPDEQCell", "FiLMRegressor", "RegressorConfig"]
 
@@ -59,7 +59,7 @@ class RegressorConfig(ModelConfig):
             raise ValueError(f"injection_hidden must be >= 0, got {self.injection_hidden}")
 
 
-class FiLMMLPDEQCell(nn.Module):
+class FiLMMLPDEQCell(FiLMCell):
     """MLP DEQ cell ``z⁺ = f(z, v; t)`` with the input injection modulated by v (FiLM).
 
     The task's points t are data, bound with :meth:`bind`, which computes their injection
@@ -101,9 +101,7 @@ class FiLMMLPDEQCell(nn.Module):
     ) -> None:
         super().__init__()
         check_positive("hidden", hidden)
-        check_positive("context_dim", context_dim)
         self.hidden = hidden
-        self.context_dim = context_dim
         if injection_hidden > 0:
             self.injection: nn.Module = nn.Sequential(
                 nn.Linear(input_dim, injection_hidden),
@@ -114,10 +112,7 @@ class FiLMMLPDEQCell(nn.Module):
             self.injection = nn.Linear(input_dim, hidden)
         self.recurrent = nn.Parameter(torch.empty(hidden, hidden))
         nn.init.normal_(self.recurrent, std=0.5 / math.sqrt(hidden))
-        # No bias: v = 0 must stay the identity modulation after training too.
-        self.film = nn.Linear(context_dim, 2 * hidden, bias=False)
-        nn.init.normal_(self.film.weight, std=film_init_scale / math.sqrt(context_dim))
-        self._bound: tuple[Tensor, Tensor] | None = None
+        self._init_film(context_dim, hidden, film_init_scale)
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -145,64 +140,16 @@ class FiLMMLPDEQCell(nn.Module):
         self._bound = (self.injection(t), self.contractive_weight())
         return self
 
-    def unbind(self) -> None:
-        """Drop the bound injection (and the autograd graph it holds)."""
-        self._bound = None
+    @property
+    def _data_name(self) -> str:
+        return "points"
 
-    def modulation(self, v: Tensor) -> tuple[Tensor, Tensor]:
-        """FiLM parameters (γ, β), each (B, H), of contexts v (B, D)."""
-        if v.ndim != 2 or v.shape[1] != self.context_dim:
-            raise ValueError(
-                f"context must have shape (B, {self.context_dim}), got {tuple(v.shape)}"
-            )
-        scale, shift = self.film(v).chunk(2, dim=1)
-        return scale, shift
-
-    def forward(self, z: Tensor, v: Tensor) -> Tensor:
-        """Apply f: z (B, n, H), v (B, D) → z⁺ (B, n, H) for the bound points."""
-        if self._bound is None:
-            raise RuntimeError("FiLMMLPDEQCell: call bind(t) before evaluating the cell")
-        return self.apply_with(*self._bound, z, v)
-
-    def frozen(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """f(z, v) with the bound points captured, independent of later binds.
-
-        Backward hooks (implicit differentiation) evaluate f after the forward pass is
-        over, when the cell may already be bound to other points or unbound.
-        """
-        if self._bound is None:
-            raise RuntimeError("FiLMMLPDEQCell: call bind(t) before freezing the cell")
-        return functools.partial(self.apply_with, *self._bound)
-
-    def apply_with(self, u: Tensor, weight: Tensor, z: Tensor, v: Tensor) -> Tensor:
+    def apply_with(self, u: Tensor, weight: Tensor, z: Tensor, v: Tensor) -> Tensor:  # type: ignore[override]
         """f(z, v) for the injection u (B, n, H) and recurrent weight W̄ (H, H)."""
-        if z.shape != u.shape:
-            raise ValueError(
-                f"z has shape {tuple(z.shape)} but the bound points give {tuple(u.shape)}"
-            )
-        if v.shape[0] != z.shape[0]:
-            raise ValueError(f"z has {z.shape[0]} rows but the context has {v.shape[0]}")
+        self._check_rows(u, z, v)
         scale, shift = self.modulation(v)
         drive = (1 + scale[:, None]) * u + shift[:, None]
         return torch.tanh(z @ weight.T + drive)
-
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, *state_shape); device/dtype default to the parameters'.
-
-        Raises:
-            ValueError: when points are bound for a different number of rows.
-        """
-        if self._bound is not None and self._bound[0].shape[0] != batch:
-            raise ValueError(
-                f"points are bound for {self._bound[0].shape[0]} rows, asked for {batch}"
-            )
-        device, dtype = param_device_dtype(self, device, dtype)
-        return torch.zeros(batch, *self.state_shape, device=device, dtype=dtype)
 
 
 class FiLMRegressor(DEQModel):
