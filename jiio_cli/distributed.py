@@ -59,6 +59,7 @@ T = TypeVar("T")
 
 # Held-out evaluation runs on rank 0 while the others wait in a collective: allow for it.
 _COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+_LEAVE_TIMEOUT = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,23 @@ def start_distributed(device: torch.device) -> tuple[DistributedContext, torch.d
 
 
 def _leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group at exit, all ranks together.
+
+    A rank that tears its Gloo group down while another is still using the group's
+    connections can abort in C++ ("terminate called without an active exception"),
+    failing a run that had finished; a barrier first lines the ranks up. A rank whose
+    partner is gone (it failed, torchrun is stopping the job) gives up after a minute.
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=_LEAVE_TIMEOUT)
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass  # the other ranks are gone; tearing down alone is all that is left
+    dist.destroy_process_group()
 
 
 def current_context() -> DistributedContext:

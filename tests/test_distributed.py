@@ -114,10 +114,20 @@ def test_shards_partition_the_batch() -> None:
 def test_all_reduced_gradient_equals_single_process_gradient(runs: Path) -> None:
     reduced = torch.load(runs / "grad2.pt")
     spec = make_spec(Path(runs / "blobs.npz"))
-    single = batch_gradient(spec, rank=0, world_size=1)
+    # One thread, as in the workers: the float32 sums then run in the same order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = batch_gradient(spec, rank=0, world_size=1)
+    finally:
+        torch.set_num_threads(threads)
     scale = float(single.abs().max())
     assert scale > 0
-    torch.testing.assert_close(reduced, single, rtol=1e-4, atol=1e-5 * scale)
+    # The solves inside stop at relative residuals of 1e-4, and a shard of another
+    # batch size rounds differently, which can move a sample's stopping iteration by
+    # one: agreement to 1e-4 of the gradient's scale is what the solves promise (about
+    # 1 fresh dataset in 20 differed by 3e-5 of the scale in a few entries).
+    torch.testing.assert_close(reduced, single, rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_both_ranks_hold_identical_parameters(runs: Path) -> None:
