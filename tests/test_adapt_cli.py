@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
 from jiio_cli.data.episodes import load_class_folders, load_glyph_pool, load_query_folder
+from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
 from jiio_cli.tasks.meta import query_logits
-from jiio_cli.tasks.meta_eval import adapt_and_predict, mean_and_ci95, paired_difference
+from jiio_cli.tasks.meta_eval import adapt_and_predict
 from jiio_cli.tasks.meta_loading import load_meta_model
 from jiio_cli.tasks.meta_training import adapt_settings
 

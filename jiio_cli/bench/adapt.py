@@ -26,8 +26,8 @@ from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig
 from jiio_cli.models import FiLMClassifier
+from jiio_cli.tasks.episode_tally import refuse_divergence
 from jiio_cli.tasks.meta import AdaptSettings, adapt_context, query_logits
-from jiio_cli.tasks.meta_eval import refuse_divergence
 
 __all__ = ["AdaptBenchConfig", "time_to_equal_support_objective"]
 
@@ -66,7 +66,7 @@ def _accuracy(
     model: FiLMClassifier, ep: EpisodeBatch, result: InputOptResult, solver: SolverConfig
 ) -> float:
     logits = query_logits(model, ep.query, result.x, ep.ways, solver)
-    refuse_divergence(result, logits)
+    refuse_divergence(result, logits, "meta-model")
     return float((logits.argmax(-1) == ep.query_labels).float().mean())
 
 

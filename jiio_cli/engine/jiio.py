@@ -123,9 +123,10 @@ class JIIOConfig:
         return a if isinstance(a, StepSchedule) else StepSchedule(float(a))
 
 
-def _block_residual(delta: Tensor, new: Tensor) -> Tensor:
-    """‖delta‖ / (‖new‖ + floor·√n) per sample for (B, n) blocks."""
-    floor = RESIDUAL_FLOOR * delta.shape[1] ** 0.5
+def _block_residual(delta: Tensor, new: Tensor, scale: float = 1.0) -> Tensor:
+    """‖delta‖ / (‖new‖ + floor·√n) per sample for (B, n) blocks stored multiplied by
+    ``scale`` (the ratio is that of the unscaled block: the floor scales with them)."""
+    floor = scale * RESIDUAL_FLOOR * delta.shape[1] ** 0.5
     return delta.norm(dim=1) / (new.norm(dim=1) + floor)
 
 
@@ -192,10 +193,12 @@ def jiio_solve(
         record_x = x_init.new_zeros(spare + 1, *x_init.shape)
     a_z, a_mu = config.alpha_z, config.alpha_mu
     x_weight = config.x_weight
+    # The paper's unweighted state: skip two elementwise passes over x per iteration.
+    unweighted = x_weight == 1.0
 
     def augmented_map(s: Tensor, k: Tensor) -> Tensor:
         z, x_weighted, mu = layout.unpack(s)
-        x = x_weighted / x_weight
+        x = x_weighted if unweighted else x_weighted / x_weight
         fz, loss, gz, gx = lagrangian_grads(cell, objective, z, x, mu)
         trace.index_copy_(0, k.view(1), loss.mean().view(1))
         if row_at is not None and record_z is not None and record_x is not None:
@@ -204,7 +207,8 @@ def jiio_solve(
             record_x.index_copy_(0, row, x.unsqueeze(0))
         a_x = alpha_x.index_select(0, k.view(1))
         x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
-        return layout.pack([z + a_z * (fz - z), x_weight * x_new, mu + a_mu * (gz - mu)])
+        x_state = x_new if unweighted else x_weight * x_new
+        return layout.pack([z + a_z * (fz - z), x_state, mu + a_mu * (gz - mu)])
 
     nz, nx, _ = layout.sizes
 
@@ -218,7 +222,7 @@ def jiio_solve(
             [
                 _block_residual(dz / a_z, z + dz / a_z),
                 _block_residual(dmu / a_mu, mu + dmu / a_mu),
-                _block_residual(dx / x_weight, x_new / x_weight),
+                _block_residual(dx, x_new, x_weight),
             ],
             dim=1,
         )

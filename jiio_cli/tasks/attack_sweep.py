@@ -9,9 +9,9 @@ of correctly classified clean samples that the attack flips.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -30,16 +30,11 @@ from jiio_cli.tasks.adversarial import (
     perturbation_norms,
     pgd_attack,
 )
+from jiio_cli.tasks.wall_clock import timed
 
-__all__ = ["AttackRow", "SweepResult", "refuse_divergence", "run_attack_sweep", "synchronize"]
+__all__ = ["AttackRow", "SweepResult", "refuse_divergence", "run_attack_sweep"]
 
 Method = Literal["jiio", "pgd"]
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so that wall-clock timings are honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -146,11 +141,9 @@ def run_attack_sweep(
             for start in range(0, n, batch_size):
                 sl = slice(start, start + batch_size)
                 x, y = images[sl], labels[sl]
-                synchronize(device)
-                began = time.perf_counter()
-                outcome = _run_method(method, model, x, y, threat, jiio, pgd, generator)
-                synchronize(device)
-                seconds += time.perf_counter() - began
+                run = partial(_run_method, method, model, x, y, threat, jiio, pgd, generator)
+                outcome, took = timed(device, run)
+                seconds += took
                 verdict: Classification = classify(model, outcome.images)
                 adv_pred[sl] = verdict.predictions
                 eval_conv[sl] = verdict.converged

@@ -3,15 +3,14 @@
 Shared by the glyph few-shot evaluation (:mod:`jiio_cli.tasks.meta_eval`, scored by query
 accuracy per episode) and the sinusoid one (:mod:`jiio_cli.tasks.sinusoid_eval`, scored by
 query MSE per task): the running totals of each method, the mean and 95 % interval of a
-per-task score, JIIO's paired differences to the other methods, the naive loop's step
-budget matched to JIIO's function evaluations, and device-synchronised wall-clock timing.
+per-task score, JIIO's paired differences to the other methods and the naive loop's step
+budget matched to JIIO's function evaluations.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from jiio_cli.engine import InputOptResult, NaiveConfig
+from jiio_cli.errors import JiioError
 
 __all__ = [
     "MethodTally",
@@ -28,27 +28,27 @@ __all__ = [
     "matched_naive_steps",
     "mean_and_ci95",
     "paired_difference",
-    "synchronize",
+    "refuse_divergence",
     "tally_report",
-    "timed",
 ]
 
 T = TypeVar("T")
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a wall-clock reading covers it (CUDA)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def refuse_divergence(result: InputOptResult | None, outputs: Tensor, model: str) -> None:
+    """Stop with one line when a support solve (``result``, if any) or the query outputs
+    (B, …) hold NaN/Inf: a score computed from them is noise, not a measurement.
 
-
-def timed(device: torch.device, work: Callable[[], T]) -> tuple[T, float]:
-    """``work()`` and the seconds it took, the device synchronised on both sides."""
-    synchronize(device)
-    start = time.perf_counter()
-    out = work()
-    synchronize(device)
-    return out, time.perf_counter() - start
+    ``model`` names the model in the message (``meta-model``, ``sinusoid model``).
+    """
+    bad = ~torch.isfinite(outputs).flatten(1).all(dim=1)
+    if result is not None:
+        bad = bad | result.failed
+    if bool(bad.any()):
+        raise JiioError(
+            f"the {model}'s solve diverged: NaN/Inf on {int(bad.sum())} of "
+            f"{bad.shape[0]} tasks; the checkpoint is broken or the solve unstable"
+        )
 
 
 def mean_and_ci95(values: list[float]) -> tuple[float, float]:

@@ -17,48 +17,24 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from jiio_cli.data.episodes import ClassPool, EpisodeBatch, sample_episodes
 from jiio_cli.engine import InputOptResult
-from jiio_cli.errors import JiioError
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.episode_tally import (
     MethodTally,
     matched_naive_settings,
-    matched_naive_steps,
-    mean_and_ci95,
-    paired_difference,
+    refuse_divergence,
     tally_report,
-    timed,
 )
 from jiio_cli.tasks.meta import AdaptSettings, adapt_context, centroid_predictions, query_logits
+from jiio_cli.tasks.wall_clock import timed
 from jiio_cli.training import derived_generator
 
-# The tally and interval helpers live in episode_tally (shared with the sinusoid
-# evaluation); they are re-exported for callers that import them from this module.
-__all__ = [
-    "MethodTally",
-    "adapt_and_predict",
-    "evaluate_episodes",
-    "matched_naive_steps",
-    "mean_and_ci95",
-    "paired_difference",
-]
+__all__ = ["adapt_and_predict", "evaluate_episodes"]
 
 METHODS = ("jiio", "naive", "centroid")
-
-
-def refuse_divergence(result: InputOptResult, logits: Tensor) -> None:
-    """Stop with one line when an adaptation or a query solve produced NaN/Inf: accuracy
-    from such a model is noise, not a measurement."""
-    bad = result.failed | ~torch.isfinite(logits).flatten(1).all(dim=1)
-    if bool(bad.any()):
-        raise JiioError(
-            f"the meta-model's solve diverged: NaN/Inf on {int(bad.sum())} of "
-            f"{bad.shape[0]} tasks; the checkpoint is broken or the solve unstable"
-        )
 
 
 def _adapted_predictions(
@@ -72,7 +48,7 @@ def _adapted_predictions(
     def work() -> tuple[Tensor, InputOptResult]:
         result = adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method)  # type: ignore[arg-type]
         logits = query_logits(model, ep.query, result.x, ep.ways, settings.forward)
-        refuse_divergence(result, logits)
+        refuse_divergence(result, logits, "meta-model")
         return logits.argmax(-1), result
 
     (predicted, result), seconds = timed(ep.support.device, work)
@@ -171,5 +147,5 @@ def adapt_and_predict(
     """
     result = adapt_context(model, support[None], support_labels[None], ways, settings)
     logits = query_logits(model, query[None], result.x, ways, settings.forward)[0]
-    refuse_divergence(result, logits)
+    refuse_divergence(result, logits, "meta-model")
     return logits.argmax(-1), logits.softmax(-1), result

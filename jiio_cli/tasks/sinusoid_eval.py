@@ -29,15 +29,15 @@ from torch import Tensor
 
 from jiio_cli.data.sinusoid import SinusoidBatch, sample_sinusoid_tasks
 from jiio_cli.engine import InputOptResult
-from jiio_cli.errors import JiioError
 from jiio_cli.models import FiLMRegressor
 from jiio_cli.tasks.episode_tally import (
     MethodTally,
     matched_naive_settings,
+    refuse_divergence,
     tally_report,
-    timed,
 )
 from jiio_cli.tasks.sinusoid_meta import RegressionAdaptSettings, adapt_context, predictions
+from jiio_cli.tasks.wall_clock import timed
 from jiio_cli.training import derived_generator
 
 __all__ = ["METHODS", "evaluate_tasks", "evaluation_tasks"]
@@ -56,18 +56,6 @@ def _query_mse(predicted: Tensor, target: Tensor) -> Tensor:
     return (predicted - target).pow(2).flatten(1).mean(dim=1)
 
 
-def _refuse_divergence(result: InputOptResult | None, predicted: Tensor) -> None:
-    """Stop with one line when a solve produced NaN/Inf: an MSE from it is not a measurement."""
-    bad = ~torch.isfinite(predicted).flatten(1).all(dim=1)
-    if result is not None:
-        bad = bad | result.failed
-    if bool(bad.any()):
-        raise JiioError(
-            f"the sinusoid model's solve diverged: NaN/Inf on {int(bad.sum())} of "
-            f"{bad.shape[0]} tasks; the checkpoint is broken or the solve unstable"
-        )
-
-
 def _adapted(
     model: FiLMRegressor, tasks: SinusoidBatch, settings: RegressionAdaptSettings, method: str
 ) -> tuple[Tensor, InputOptResult, float]:
@@ -78,7 +66,7 @@ def _adapted(
         return predictions(model, tasks.query_t, result.x, settings.forward), result
 
     (predicted, result), seconds = timed(tasks.support_t.device, work)
-    _refuse_divergence(result, predicted)
+    refuse_divergence(result, predicted, "sinusoid model")
     return _query_mse(predicted, tasks.query_y), result, seconds
 
 
@@ -141,6 +129,6 @@ def evaluate_tasks(
         predicted, seconds = timed(
             device, partial(predictions, model, tasks.query_t, zero, settings.forward)
         )
-        _refuse_divergence(None, predicted)
+        refuse_divergence(None, predicted, "sinusoid model")
         tallies["no_adaptation"].add(_query_mse(predicted, tasks.query_y), seconds, None)
     return tally_report(tallies, ("no_adaptation", "naive"), steps_used, episodes)

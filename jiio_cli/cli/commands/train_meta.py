@@ -88,30 +88,32 @@ _SINUSOID_HINTS = {
 }
 
 
-def parse_ways(text: str) -> tuple[int, ...]:
-    """``5`` or a list ``5,20`` (training episodes cycle through the values)."""
+def _int_list(
+    text: str, option: str, example: str, low: int, high: int | None = None
+) -> tuple[int, ...]:
+    """Parse ``N`` or ``N,M,...`` for ``option``, each value in [low, high] (no upper bound
+    when ``high`` is None); one line naming the option otherwise."""
     try:
         values = tuple(int(part) for part in text.split(","))
     except ValueError:
+        first = example.split(",")[0]
         raise UsageError(
-            f"invalid --ways {text!r}: give a number like 5 or a list like 5,20"
+            f"invalid {option} {text!r}: give a number like {first} or a list like {example}"
         ) from None
-    if not values or any(v < 2 for v in values):
-        raise UsageError(f"invalid --ways {text!r}: every value must be at least 2")
+    if not values or any(v < low or (high is not None and v > high) for v in values):
+        bound = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise UsageError(f"invalid {option} {text!r}: every value must be {bound}")
     return values
+
+
+def parse_ways(text: str) -> tuple[int, ...]:
+    """``5`` or a list ``5,20`` (training episodes cycle through the values)."""
+    return _int_list(text, "--ways", "5,20", 2)
 
 
 def parse_shots(text: str) -> tuple[int, ...]:
     """``5`` or a list ``5,10`` of support sizes (sinusoid training cycles through them)."""
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(
-            f"invalid --shots {text!r}: give a number like 5 or a list like 5,10"
-        ) from None
-    if not values or any(not 1 <= v <= 50 for v in values):
-        raise UsageError(f"invalid --shots {text!r}: every value must be between 1 and 50")
-    return values
+    return _int_list(text, "--shots", "5,10", 1, 50)
 
 
 class MetaTrainOptions(BaseModel):
