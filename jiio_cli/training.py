@@ -414,7 +414,9 @@ class _Loop:
         self.scaler.unscale_(self.optimizer)
         finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params)
         if finite and self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
+            # The norm before clipping, so that a user can see how often the clip acts.
+            metrics["grad_norm"] = float(norm)
         if self.scaler.is_enabled():
             self.scaler.step(self.optimizer)  # skips the update itself on inf/NaN gradients
             scale_before = self.scaler.get_scale()

@@ -125,6 +125,8 @@ CASES: list[BadInput] = [
         "reconstruct: pickle file as checkpoint", _rec("{digit}", "-c", "{t}/pickle.safetensors"), 1
     ),
     BadInput("reconstruct: output over the input", _rec("{digit}", "--out", "{digit}"), 2),
+    BadInput("reconstruct: --x-weight 0", _rec("{digit}", "--x-weight", "0"), 2),
+    BadInput("reconstruct: --memory 0", _rec("{digit}", "--memory", "0"), 2),
     BadInput(
         "reconstruct: unsupported output format",
         _rec("{digit}", "--out", "{t}/out.bmpx", "--allow-unconverged"),
@@ -139,6 +141,12 @@ CASES: list[BadInput] = [
     BadInput("train: --sigma range low > high", _train("--sigma", "0.3:0.1"), 2),
     BadInput("train: denoise without noise", _train("--task", "denoise", "--sigma", "0"), 2),
     BadInput("train: inpaint without holes", _train("--task", "inpaint", "--hole-size", "0"), 2),
+    BadInput("train: negative --max-grad-norm", _train("--max-grad-norm", "-1"), 2),
+    BadInput(
+        "train: negative --max-grad-norm (meta)",
+        _train("--task", "meta", "--max-grad-norm", "-1"),
+        2,
+    ),
     BadInput("train: missing --data", _train("--data", "{t}/nothing"), 2),
     BadInput("train: empty data folder", _train("--data", "{t}/empty", "--out", "{t}/run"), 2),
     BadInput("train: width not a multiple of 8", _train("--width", "12"), 2),

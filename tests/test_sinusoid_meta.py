@@ -520,3 +520,10 @@ def test_training_loop_clips_the_gradient_norm(
     tensors = load_checkpoint(tmp_path / "run" / "toy-last.safetensors").tensors
     moments = torch.cat([tensors["optim.0.exp_avg"].flatten(), tensors["optim.1.exp_avg"]])
     assert float(moments.norm()) == pytest.approx(expected, rel=1e-4)
+    # The history keeps the norm before clipping (four entries of 10⁴), only when clipping.
+    extra = load_checkpoint(tmp_path / "run" / "toy-last.safetensors").extra
+    (record,) = [h for h in json.loads(extra["history"]) if "loss" in h]
+    if clip > 0:
+        assert record["grad_norm"] == pytest.approx(2e4, rel=1e-6)
+    else:
+        assert "grad_norm" not in record

@@ -77,6 +77,7 @@ def print_table(
     *,
     title: str | None = None,
     columns: Sequence[str] | None = None,
+    caption: str | None = None,
 ) -> None:
     """Print records as a rich table on stdout.
 
@@ -84,12 +85,14 @@ def print_table(
         rows: one mapping per row.
         title: shown above the table.
         columns: column order; defaults to the keys in order of first appearance.
+        caption: shown under the table.
     """
     if columns is None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for column in columns:
-        table.add_column(column)
+        # Headers keep their full names on a narrow terminal; values wrap instead.
+        table.add_column(column, min_width=len(column))
     for row in rows:
         table.add_row(*(_cell(row.get(column, "")) for column in columns))
     # A fresh console per call writes to whatever sys.stdout is now (tests swap it).

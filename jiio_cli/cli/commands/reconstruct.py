@@ -42,6 +42,8 @@ class ReconstructOptions(BaseModel):
     iterations: int = Field(ge=2, le=10_000)
     tol: float = Field(gt=0, lt=1)
     alpha_x: float = Field(gt=0, le=10)
+    memory: int = Field(ge=1, le=100)
+    x_weight: float = Field(gt=0, le=1e4, allow_inf_nan=False)
 
 
 def _output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
@@ -85,6 +87,14 @@ def reconstruct(
     iterations: Annotated[int, typer.Option(help="JIIO iteration cap.")] = 300,
     tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-2,
     alpha_x: Annotated[float, typer.Option(help="JIIO step size on the latent code.")] = 0.02,
+    memory: Annotated[int, typer.Option(help="Anderson history length of the solve.")] = 10,
+    x_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the latent code in Anderson's least squares (1: unweighted); "
+            "changes the path, not the solution."
+        ),
+    ] = 10.0,
     allow_unconverged: Annotated[
         bool, typer.Option(help="Write results and exit 0 even if some solves did not converge.")
     ] = False,
@@ -98,7 +108,14 @@ def reconstruct(
     model's resolution for the solve and the result is resized back."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        opts = ReconstructOptions(sigma=sigma, iterations=iterations, tol=tol, alpha_x=alpha_x)
+        opts = ReconstructOptions(
+            sigma=sigma,
+            iterations=iterations,
+            tol=tol,
+            alpha_x=alpha_x,
+            memory=memory,
+            x_weight=x_weight,
+        )
         from jiio_cli.data import read_image, read_mask, resize_image, resize_mask, write_image
         from jiio_cli.engine import JIIOConfig, SolverConfig
         from jiio_cli.metrics import psnr, ssim
@@ -147,8 +164,9 @@ def reconstruct(
             latent_weight=float(trained_with.get("latent_weight", 1e-3)),
             jiio=JIIOConfig(
                 alpha_x=opts.alpha_x,
+                x_weight=opts.x_weight,
                 solver=SolverConfig(
-                    memory=20, max_iter=opts.iterations, tol=opts.tol, graph=compile_graph
+                    memory=opts.memory, max_iter=opts.iterations, tol=opts.tol, graph=compile_graph
                 ),
                 refine=SolverConfig(memory=5, max_iter=50, tol=opts.tol),
             ),
@@ -215,10 +233,14 @@ def reconstruct(
             table_rows = [
                 {"image": Path(r["image"]).name}
                 | {k: v for k, v in r.items() if k not in ("output", "image")}
-                | {"seconds": seconds / len(rows)}
                 for r in rows
             ]
-            print_table(table_rows, title="jiio reconstruct")
+            count = f"{len(rows)} image{'s' if len(rows) > 1 else ''}"
+            print_table(
+                table_rows,
+                title="jiio reconstruct",
+                caption=f"{seconds:.2f} s for {count} on {dev}, solved as one batch",
+            )
             for note in notes:
                 typer.echo(f"note: {note}", err=True)
         if failed:

@@ -85,6 +85,7 @@ class InverseTrainOptions(BaseModel):
     max_train: int | None = Field(default=None, ge=1)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
+    max_grad_norm: float = Field(ge=0)
     precision: Literal["fp32", "bf16", "fp16"]
 
 
@@ -125,6 +126,14 @@ def train(
             "failed batches are skipped with a warning."
         ),
     ] = 5,
+    max_grad_norm: Annotated[
+        float | None,
+        typer.Option(
+            help="Rescale the parameter gradient to at most this norm before each Adam step "
+            "(0: off; default off, sinusoid meta-training 1). The history records the norm "
+            "before clipping as grad_norm."
+        ),
+    ] = None,
     # --- adversarial training options ---
     eps: Annotated[
         str, typer.Option(help="adversarial: training budget, e.g. 1.0 or 8/255.")
@@ -214,6 +223,7 @@ def train(
                 max_train=max_train,
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,
+                max_grad_norm=max_grad_norm or 0.0,
             )
             train_adversarial.run(adversarial_opts, common, data, out, resume, context, rank_device)
             return
@@ -242,6 +252,7 @@ def train(
                 jac_weight=jac_weight,
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,
+                max_grad_norm=max_grad_norm,
             )
             train_meta.run(meta_opts, common, data, out, resume, explicit_options(ctx))
             return
@@ -262,6 +273,7 @@ def train(
             max_train=max_train,
             save_every=save_every,
             max_bad_steps=max_bad_steps,
+            max_grad_norm=max_grad_norm or 0.0,
             precision=precision,
         )
         if opts.width % 8:
@@ -304,6 +316,7 @@ def train(
                 seed=common.seed,
                 save_every=opts.save_every,
                 max_bad_steps=opts.max_bad_steps,
+                max_grad_norm=opts.max_grad_norm,
                 precision=opts.precision,
             ),
             inner=inner.value,  # type: ignore[arg-type]

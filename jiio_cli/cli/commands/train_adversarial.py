@@ -47,6 +47,7 @@ class AdversarialTrainOptions(BaseModel):
     max_train: int | None = Field(default=None, ge=1)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
+    max_grad_norm: float = Field(ge=0)
 
 
 def run(
@@ -87,6 +88,7 @@ def run(
             seed=common.seed,
             save_every=opts.save_every,
             max_bad_steps=opts.max_bad_steps,
+            max_grad_norm=opts.max_grad_norm,
         ),
         inner=opts.inner,  # type: ignore[arg-type]
         jiio=JIIOAttackConfig(iterations=opts.inner_iters),

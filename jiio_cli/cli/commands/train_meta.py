@@ -70,6 +70,7 @@ SINUSOID_OPTIONS = frozenset(
         "hyper_step",
         "save_every",
         "max_bad_steps",
+        "max_grad_norm",
         "nproc",
         "precision",
         "device",
@@ -140,6 +141,7 @@ class MetaTrainOptions(BaseModel):
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
+    max_grad_norm: float | None = Field(default=None, ge=0)
 
 
 def run(
@@ -194,6 +196,7 @@ def run(
             seed=common.seed,
             save_every=opts.save_every,
             max_bad_steps=opts.max_bad_steps,
+            max_grad_norm=opts.max_grad_norm or 0.0,
         ),
         ways=ways,
         shots=shots[0],
@@ -283,7 +286,9 @@ def _run_sinusoid(
             seed=common.seed,
             save_every=opts.save_every,
             max_bad_steps=opts.max_bad_steps,
-            max_grad_norm=SINUSOID_MAX_GRAD_NORM,
+            max_grad_norm=(
+                SINUSOID_MAX_GRAD_NORM if opts.max_grad_norm is None else opts.max_grad_norm
+            ),
         ),
         shots=shots,
         queries=opts.queries,
