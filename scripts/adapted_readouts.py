@@ -9,10 +9,12 @@ settings, then each query is classified five ways, and each rule's accuracy is p
 with its paired difference to the no-adaptation baseline (nearest class centroid of the
 DEQ features at v = 0, ``cent0``):
 
-- ``head``: the adapted model's logits (what ``jiio adapt`` reports);
+- ``head``: the adapted head's logits (what ``jiio adapt`` reports for a model with the
+  ``head`` read-out; for a ``centroids`` model it is the inner objective's classifier);
 - ``cent0``: nearest centroid at v = 0;
 - ``centv``: nearest centroid of the features at v* (does adapting the FiLM context make
-  the features themselves more discriminative?);
+  the features themselves more discriminative? what ``jiio adapt`` reports for a model
+  with the ``centroids`` read-out);
 - ``ens``, ``ens0``: the head's log-probabilities plus those of ``centv`` / ``cent0``.
 """
 

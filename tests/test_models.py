@@ -503,3 +503,12 @@ def test_bad_cell_wiring_is_reported() -> None:
 def test_models_reject_a_config_of_another_kind() -> None:
     with pytest.raises(TypeError, match="DecoderConfig"):
         DEQDecoder(ClassifierConfig())  # type: ignore[arg-type]
+
+
+def test_meta_config_readout_is_checked_and_defaults_to_the_head() -> None:
+    assert MetaConfig.from_dict({"context_dim": 4}).readout == "head"  # older checkpoints
+    with pytest.raises(ValueError, match="readout"):
+        MetaConfig(readout="nearest")
+    model = FiLMClassifier(MetaConfig(context_dim=4, ways=3, channels=8, readout="centroids"))
+    assert "log_distance_scale" in model.state_dict()
+    assert "log_distance_scale" not in FiLMClassifier(MetaConfig(context_dim=4)).state_dict()

@@ -65,7 +65,7 @@ def _timed(
 def _accuracy(
     model: FiLMClassifier, ep: EpisodeBatch, result: InputOptResult, solver: SolverConfig
 ) -> float:
-    logits = query_logits(model, ep.query, result.x, ep.ways, solver)
+    logits = query_logits(model, ep.query, result.x, ep.ways, solver, ep.support, ep.support_labels)
     refuse_divergence(result, logits, "meta-model")
     return float((logits.argmax(-1) == ep.query_labels).float().mean())
 

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import Tensor
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from .base import DEQModel
 from .config import ModelConfig
@@ -15,7 +17,11 @@ from .heads import ClassifierHead
 from .injection import ImageInjection
 from .layers import check_groups, check_positive
 
-__all__ = ["FiLMClassifier", "MetaConfig"]
+__all__ = ["READOUTS", "FiLMClassifier", "MetaConfig"]
+
+
+READOUTS = ("head", "centroids")
+"""How a :class:`FiLMClassifier` classifies queries at the adapted context."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,12 @@ class MetaConfig(ModelConfig):
             v = [v_film (D); v_head (K·C)] and logits_k = (w_k + v_head,k) · φ(z) + b_k.
             With it, adapting v fits a linear classifier on the DEQ features jointly
             with the FiLM modulation; without it, v only modulates the cell.
+        readout: how queries are classified once v* is fitted. ``head``: the logits
+            above at v*. ``centroids``: the support images' features at v* give one
+            centroid c_k per class and logits_k(q) = −s·‖φ(q; v*) − c_k‖², with a learnt
+            scale s > 0; the head (and its context part) then only serves the inner
+            objective, as the task loss that moves the FiLM part of v. Checkpoints
+            written before this option read as ``head``.
     """
 
     context_dim: int = 64
@@ -46,6 +58,7 @@ class MetaConfig(ModelConfig):
     weight_norm: bool = False
     stride: int = 2
     head_context: bool = False
+    readout: str = "head"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,6 +69,8 @@ class MetaConfig(ModelConfig):
         check_groups(self.channels, self.groups)
         if self.stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {self.stride}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
 
 
 class FiLMClassifier(DEQModel):
@@ -98,6 +113,9 @@ class FiLMClassifier(DEQModel):
             weight_norm=config.weight_norm,
         )
         self.head = ClassifierHead(config.channels, config.ways, config.groups)
+        if config.readout == "centroids":
+            # log s: distances of pooled features are O(1) at initialisation.
+            self.log_distance_scale = nn.Parameter(torch.zeros(()))
 
     @property
     def context_size(self) -> int:
@@ -132,6 +150,29 @@ class FiLMClassifier(DEQModel):
             offset = v[:, c.context_dim :].view(v.shape[0], c.ways, c.channels)
             logits = logits + features @ offset.transpose(1, 2)
         return logits[..., :ways]
+
+    def centroid_logits(
+        self, query_z: Tensor, support_z: Tensor, support_labels: Tensor, ways: int
+    ) -> Tensor:
+        """Logits (B, m, N) = −s·‖φ(q) − c_k‖² of the centroid read-out.
+
+        Args:
+            query_z: query states (B, m, C, H, W); support_z: support states (B, n, C, H, W),
+                both at the task's context.
+            support_labels: (B, n) in 0..N−1; each class needs at least one image.
+            ways: N.
+        """
+        query, support = self.features(query_z), self.features(support_z)
+        onehot = F.one_hot(support_labels, ways).to(support.dtype)  # (B, n, N)
+        centroids = onehot.transpose(1, 2) @ support / onehot.sum(1).clamp_min(1)[..., None]
+        # ‖q − c‖² expanded, so that the gradient stays finite where q = c (cdist's is not).
+        distances = (
+            query.pow(2).sum(-1, keepdim=True)
+            - 2 * query @ centroids.transpose(1, 2)
+            + centroids.pow(2).sum(-1)[:, None, :]
+        )
+        scale = self.log_distance_scale.exp() if self.config.readout == "centroids" else 1.0
+        return -scale * distances
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell:
         """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell."""

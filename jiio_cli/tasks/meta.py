@@ -8,7 +8,9 @@ context vector v ∈ ℝᴰ (PAPER.md §5). Adaptation fits v on the support set
 
 by JIIO (or, as the baseline, by Adam on v with a full forward and adjoint solve per step).
 Logits are the first N of the head's K ≥ N outputs, so one model serves N ≤ K ways.
-Queries are then classified by solving their DEQ at v*.
+Queries are then classified by solving their DEQ at v*: by the head, or, for a model with
+the ``centroids`` read-out, by their distances to the class centroids of the support
+features at v* (the head then only serves the inner objective).
 
 Meta-training minimises L_q = CE(query) at v*. Its gradient has two parts:
 
@@ -164,11 +166,28 @@ def query_states(
 
 
 def query_logits(
-    model: FiLMClassifier, images: Tensor, context: Tensor, ways: int, solver: SolverConfig
+    model: FiLMClassifier,
+    images: Tensor,
+    context: Tensor,
+    ways: int,
+    solver: SolverConfig,
+    support: Tensor | None = None,
+    support_labels: Tensor | None = None,
 ) -> Tensor:
-    """Logits (B, m, N) of images (B, m, c, S, S) at the adapted contexts (B, D)."""
+    """Logits (B, m, N) of images (B, m, c, S, S) at the adapted contexts (B, D).
+
+    A model with the ``centroids`` read-out also needs the task's support images
+    (B, n, c, S, S) and labels (B, n): their fixed points at the same contexts give the
+    class centroids (solved in one batch with the queries).
+    """
     with torch.no_grad():
-        return model.logits(query_states(model, images, context, solver), context, ways)
+        if model.config.readout == "head":
+            return model.logits(query_states(model, images, context, solver), context, ways)
+        if support is None or support_labels is None:
+            raise ValueError("the centroids read-out needs the support images and labels")
+        states = query_states(model, torch.cat([support, images], dim=1), context, solver)
+        n = support.shape[1]
+        return model.centroid_logits(states[:, n:], states[:, :n], support_labels, ways)
 
 
 def centroid_predictions(
@@ -297,17 +316,21 @@ def meta_loss(
         g = support_gradient(model, support, support_labels, ways, settings, inner)
         # Value v*, derivative −η ∂g/∂θ: the first Neumann term of −H⁻¹ ∂²J/∂v∂θ.
         context = context - hyper_step * (g - g.detach())
-    z_star = query_states(model, query, context, settings.forward)
+    centroids = model.config.readout == "centroids"
+    # The centroid read-out differentiates through the support fixed points at v* too:
+    # support and query images are solved as one row of n + m images.
+    images = torch.cat([support, query], dim=1) if centroids else query
+    z_star = query_states(model, images, context, settings.forward)
     # Bound with autograd (the outer loss trains the image injection too) and frozen, because
     # the implicit backward evaluates f after this function has returned.
-    model.bind(query)
+    model.bind(images)
     cell = model.context_cell()
     model.unbind()
-    start = (
-        class_matched_warm_start(inner.mu, support_labels, query_labels, ways)
-        if warm_start
-        else None
-    )
+    start = None
+    if warm_start:
+        start = class_matched_warm_start(inner.mu, support_labels, query_labels, ways)
+        if centroids:
+            start = torch.cat([inner.mu, start], dim=1)
     z = implicit_fixed_point(
         cell,
         z_star,
@@ -315,7 +338,11 @@ def meta_loss(
         adjoint or SolverConfig(memory=5, max_iter=30, tol=1e-4),
         warm_start=start,
     )
-    logits = model.logits(z, context, ways)
+    if centroids:
+        n = support.shape[1]
+        logits = model.centroid_logits(z[:, n:], z[:, :n], support_labels, ways)
+    else:
+        logits = model.logits(z, context, ways)
     ce = F.cross_entropy(logits.flatten(0, 1), query_labels.flatten())
     loss = ce
     if jacobian_weight > 0:

@@ -47,7 +47,9 @@ def _adapted_predictions(
 
     def work() -> tuple[Tensor, InputOptResult]:
         result = adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method)  # type: ignore[arg-type]
-        logits = query_logits(model, ep.query, result.x, ep.ways, settings.forward)
+        logits = query_logits(
+            model, ep.query, result.x, ep.ways, settings.forward, ep.support, ep.support_labels
+        )
         refuse_divergence(result, logits, "meta-model")
         return logits.argmax(-1), result
 
@@ -146,6 +148,8 @@ def adapt_and_predict(
         (predicted labels (m,), class probabilities (m, N), the support solve).
     """
     result = adapt_context(model, support[None], support_labels[None], ways, settings)
-    logits = query_logits(model, query[None], result.x, ways, settings.forward)[0]
+    logits = query_logits(
+        model, query[None], result.x, ways, settings.forward, support[None], support_labels[None]
+    )[0]
     refuse_divergence(result, logits, "meta-model")
     return logits.argmax(-1), logits.softmax(-1), result

@@ -150,7 +150,9 @@ def episode_accuracy(
         count = min(batch, episodes - start)
         ep = sample_episodes(pool, count, ways, shots, queries, generator).to(device)
         result = adapt_context(model, ep.support, ep.support_labels, ways, settings)
-        logits = query_logits(model, ep.query, result.x, ways, settings.forward)
+        logits = query_logits(
+            model, ep.query, result.x, ways, settings.forward, ep.support, ep.support_labels
+        )
         correct += float((logits.argmax(-1) == ep.query_labels).float().sum())
         total += ep.query_labels.numel()
     return correct / max(total, 1)

@@ -173,6 +173,14 @@ def train(
     context_step: Annotated[
         float, typer.Option(help="meta: JIIO step α_x on the context (halved at 5/8 of the run).")
     ] = 1.0,
+    readout: Annotated[
+        str,
+        typer.Option(
+            help="meta: how queries are classified at the adapted context: head (the "
+            "adapted linear read-out) or centroids (distances to the support features' "
+            "class means at the adapted context)."
+        ),
+    ] = "head",
     # --- end of meta options ---
     nproc: Annotated[
         int | None,
@@ -249,6 +257,7 @@ def train(
                 naive_steps=naive_steps,
                 hyper_step=hyper_step,
                 context_step=context_step,
+                readout=readout,
                 jac_weight=jac_weight,
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,

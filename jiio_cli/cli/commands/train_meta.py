@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -138,6 +138,7 @@ class MetaTrainOptions(BaseModel):
     naive_steps: int = Field(ge=1)
     hyper_step: float = Field(ge=0)
     context_step: float = Field(gt=0)
+    readout: Literal["head", "centroids"] = "head"
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
@@ -188,6 +189,7 @@ def run(
             channels=opts.width,
             image_size=opts.image_size,
             head_context=True,
+            readout=opts.readout,
         ),
         loop=TrainConfig(
             epochs=opts.epochs,
