@@ -181,6 +181,10 @@ def train(
             "class means at the adapted context)."
         ),
     ] = "head",
+    context_penalty: Annotated[
+        float,
+        typer.Option(help="meta (glyphs, omniglot): λ of the inner penalty λ·mean(v²)."),
+    ] = 1.0,
     # --- end of meta options ---
     nproc: Annotated[
         int | None,
@@ -258,6 +262,7 @@ def train(
                 hyper_step=hyper_step,
                 context_step=context_step,
                 readout=readout,
+                context_penalty=context_penalty,
                 jac_weight=jac_weight,
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,

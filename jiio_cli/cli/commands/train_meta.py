@@ -139,6 +139,7 @@ class MetaTrainOptions(BaseModel):
     hyper_step: float = Field(ge=0)
     context_step: float = Field(gt=0)
     readout: Literal["head", "centroids"] = "head"
+    context_penalty: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
@@ -211,6 +212,7 @@ def run(
         alpha_x=opts.context_step,
         alpha_x_final=opts.context_step / 2,
         jacobian_weight=opts.jac_weight,
+        context_weight=opts.context_penalty,
         data=str(data) if data is not None else None,
     )
     run_dir = out if out is not None else Path("runs") / "meta"
