@@ -147,6 +147,8 @@ CASES: list[BadInput] = [
         _train("--task", "meta", "--max-grad-norm", "-1"),
         2,
     ),
+    BadInput("train: unknown --readout", _train("--task", "meta", "--readout", "knn"), 2),
+    BadInput("train: --context-penalty 0", _train("--task", "meta", "--context-penalty", "0"), 2),
     BadInput("train: missing --data", _train("--data", "{t}/nothing"), 2),
     BadInput("train: empty data folder", _train("--data", "{t}/empty", "--out", "{t}/run"), 2),
     BadInput("train: width not a multiple of 8", _train("--width", "12"), 2),
