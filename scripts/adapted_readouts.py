@@ -24,10 +24,10 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
+from jiio_cli.models.meta import class_means
 from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
 from jiio_cli.tasks.meta import adapt_context, query_states
 from jiio_cli.tasks.meta_loading import load_meta_model
@@ -35,10 +35,9 @@ from jiio_cli.tasks.meta_training import adapt_settings, split_pool
 from jiio_cli.training import derived_generator
 
 
-def _centroid_logits(fq: Tensor, fs: Tensor, onehot: Tensor) -> Tensor:
+def _centroid_logits(fq: Tensor, fs: Tensor, labels: Tensor, ways: int) -> Tensor:
     """−‖f_q − c_k‖² for queries (B, m, C) and class centroids of the support (B, n, C)."""
-    centroids = onehot.transpose(1, 2) @ fs / onehot.sum(1)[..., None]
-    return -torch.cdist(fq, centroids).pow(2)
+    return -torch.cdist(fq, class_means(fs, labels, ways)).pow(2)
 
 
 def main() -> None:
@@ -65,7 +64,6 @@ def main() -> None:
         count = min(20, args.episodes - begin)
         ep = sample_episodes(pool, count, args.ways, 1, queries, generator)
         v = adapt_context(model, ep.support, ep.support_labels, args.ways, settings, "jiio").x
-        onehot = F.one_hot(ep.support_labels, args.ways).to(v.dtype)
 
         def features(images: Tensor, context: Tensor) -> Tensor:
             return model.features(query_states(model, images, context, settings.forward))
@@ -73,9 +71,13 @@ def main() -> None:
         with torch.no_grad():
             zq = query_states(model, ep.query, v, settings.forward)
             head = model.logits(zq, v, args.ways).log_softmax(-1)
-            at_v = _centroid_logits(model.features(zq), features(ep.support, v), onehot)
+            at_v = _centroid_logits(
+                model.features(zq), features(ep.support, v), ep.support_labels, args.ways
+            )
             zero = torch.zeros_like(v)
-            at_zero = _centroid_logits(features(ep.query, zero), features(ep.support, zero), onehot)
+            at_zero = _centroid_logits(
+                features(ep.query, zero), features(ep.support, zero), ep.support_labels, args.ways
+            )
         logits = {
             "head": head,
             "cent0": at_zero,

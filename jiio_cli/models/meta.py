@@ -17,11 +17,20 @@ from .heads import ClassifierHead
 from .injection import ImageInjection
 from .layers import check_groups, check_positive
 
-__all__ = ["READOUTS", "FiLMClassifier", "MetaConfig"]
+__all__ = ["READOUTS", "FiLMClassifier", "MetaConfig", "class_means"]
 
 
 READOUTS = ("head", "centroids")
 """How a :class:`FiLMClassifier` classifies queries at the adapted context."""
+
+
+def class_means(values: Tensor, labels: Tensor, ways: int) -> Tensor:
+    """Per-task class means (B, N, D) of values (B, n, D) with labels (B, n) in 0..N−1.
+
+    A class with no image gets zeros.
+    """
+    onehot = F.one_hot(labels, ways).to(values.dtype)  # (B, n, N)
+    return onehot.transpose(1, 2) @ values / onehot.sum(1).clamp_min(1)[..., None]
 
 
 @dataclass(frozen=True)
@@ -162,9 +171,8 @@ class FiLMClassifier(DEQModel):
             support_labels: (B, n) in 0..N−1; each class needs at least one image.
             ways: N.
         """
-        query, support = self.features(query_z), self.features(support_z)
-        onehot = F.one_hot(support_labels, ways).to(support.dtype)  # (B, n, N)
-        centroids = onehot.transpose(1, 2) @ support / onehot.sum(1).clamp_min(1)[..., None]
+        query = self.features(query_z)
+        centroids = class_means(self.features(support_z), support_labels, ways)
         # ‖q − c‖² expanded, so that the gradient stays finite where q = c (cdist's is not).
         distances = (
             query.pow(2).sum(-1, keepdim=True)
@@ -173,6 +181,23 @@ class FiLMClassifier(DEQModel):
         )
         scale = self.log_distance_scale.exp() if self.config.readout == "centroids" else 1.0
         return -scale * distances
+
+    def readout_logits(
+        self, z: Tensor, v: Tensor, ways: int, support_labels: Tensor | None = None
+    ) -> Tensor:
+        """Query logits (B, m, N) by the model's read-out, at contexts v (B, context_size).
+
+        With the ``head`` read-out z holds the query states (B, m, C, H, W). With
+        ``centroids`` it holds a task row's support states first, then its queries
+        (B, n + m, C, H, W), and ``support_labels`` (B, n) say which class each support
+        state is.
+        """
+        if self.config.readout == "head":
+            return self.logits(z, v, ways)
+        if support_labels is None:
+            raise ValueError("the centroids read-out needs the support images and labels")
+        n = support_labels.shape[1]
+        return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways)
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell:
         """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell."""

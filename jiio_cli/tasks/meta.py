@@ -47,6 +47,7 @@ from jiio_cli.engine import (
     naive_solve,
 )
 from jiio_cli.models import FiLMClassifier
+from jiio_cli.models.meta import class_means
 
 __all__ = [
     "AdaptSettings",
@@ -181,13 +182,19 @@ def query_logits(
     class centroids (solved in one batch with the queries).
     """
     with torch.no_grad():
-        if model.config.readout == "head":
-            return model.logits(query_states(model, images, context, solver), context, ways)
-        if support is None or support_labels is None:
-            raise ValueError("the centroids read-out needs the support images and labels")
-        states = query_states(model, torch.cat([support, images], dim=1), context, solver)
-        n = support.shape[1]
-        return model.centroid_logits(states[:, n:], states[:, :n], support_labels, ways)
+        rows = _readout_rows(model, support, images)
+        states = query_states(model, rows, context, solver)
+        return model.readout_logits(states, context, ways, support_labels)
+
+
+def _readout_rows(model: FiLMClassifier, support: Tensor | None, query: Tensor) -> Tensor:
+    """The images whose fixed points the read-out needs: the queries (B, m, c, S, S), and
+    for the ``centroids`` read-out the support images before them (B, n + m, c, S, S)."""
+    if model.config.readout == "head":
+        return query
+    if support is None:
+        raise ValueError("the centroids read-out needs the support images and labels")
+    return torch.cat([support, query], dim=1)
 
 
 def centroid_predictions(
@@ -210,8 +217,7 @@ def centroid_predictions(
     with torch.no_grad():
         fs = model.features(query_states(model, support, zero, solver))
         fq = model.features(query_states(model, query, zero, solver))
-        onehot = F.one_hot(labels, ways).to(fs.dtype)  # (B, n, N)
-        centroids = onehot.transpose(1, 2) @ fs / onehot.sum(1).clamp_min(1)[..., None]
+        centroids = class_means(fs, labels, ways)
         return torch.cdist(fq, centroids).argmin(dim=-1)
 
 
@@ -228,8 +234,7 @@ def class_matched_warm_start(
         (B, m, *s).
     """
     flat = mu.flatten(2)
-    onehot = F.one_hot(support_labels, ways).to(mu.dtype)  # (B, n, N)
-    per_class = onehot.transpose(1, 2) @ flat / onehot.sum(1).clamp_min(1)[..., None]
+    per_class = class_means(flat, support_labels, ways)
     picked = torch.gather(per_class, 1, query_labels[..., None].expand(-1, -1, flat.shape[-1]))
     return picked.view(*query_labels.shape, *mu.shape[2:])
 
@@ -316,10 +321,9 @@ def meta_loss(
         g = support_gradient(model, support, support_labels, ways, settings, inner)
         # Value v*, derivative −η ∂g/∂θ: the first Neumann term of −H⁻¹ ∂²J/∂v∂θ.
         context = context - hyper_step * (g - g.detach())
-    centroids = model.config.readout == "centroids"
     # The centroid read-out differentiates through the support fixed points at v* too:
     # support and query images are solved as one row of n + m images.
-    images = torch.cat([support, query], dim=1) if centroids else query
+    images = _readout_rows(model, support, query)
     z_star = query_states(model, images, context, settings.forward)
     # Bound with autograd (the outer loss trains the image injection too) and frozen, because
     # the implicit backward evaluates f after this function has returned.
@@ -329,7 +333,7 @@ def meta_loss(
     start = None
     if warm_start:
         start = class_matched_warm_start(inner.mu, support_labels, query_labels, ways)
-        if centroids:
+        if images.shape[1] > query.shape[1]:  # the support rows come first
             start = torch.cat([inner.mu, start], dim=1)
     z = implicit_fixed_point(
         cell,
@@ -338,11 +342,7 @@ def meta_loss(
         adjoint or SolverConfig(memory=5, max_iter=30, tol=1e-4),
         warm_start=start,
     )
-    if centroids:
-        n = support.shape[1]
-        logits = model.centroid_logits(z[:, n:], z[:, :n], support_labels, ways)
-    else:
-        logits = model.logits(z, context, ways)
+    logits = model.readout_logits(z, context, ways, support_labels)
     ce = F.cross_entropy(logits.flatten(0, 1), query_labels.flatten())
     loss = ce
     if jacobian_weight > 0:
