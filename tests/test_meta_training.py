@@ -100,3 +100,20 @@ def test_unavailable_datasets_are_usage_errors(dataset: str, tmp_path: Path) -> 
         app, ["train", "--task", "meta", "--dataset", dataset, "--out", str(tmp_path / "r")]
     )
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [("--head-context", True), ("--no-head-context", False)]
+)
+def test_cli_head_context_flag_reaches_the_model(tmp_path: Path, flag: str, expected: bool) -> None:
+    args = ["train", "--task", "meta", "--ways", "3", "--queries", "1", "--epochs", "1",
+            "--episodes-per-epoch", "2", "--tasks-per-step", "2", "--image-size", "8",
+            "--width", "8", "--context-dim", "4", "--inner-iters", "3", "--readout",
+            "centroids", flag, "--out", str(tmp_path / "run"), "--device", "cpu",
+            "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, _, _ = load_meta_model(tmp_path / "run" / "meta-last.safetensors", torch.device("cpu"))
+    assert model.config.head_context is expected
+    # Without the read-out offset the context is the FiLM code alone.
+    assert model.context_size == 4 + (3 * 8 if expected else 0)

@@ -185,6 +185,14 @@ def train(
         float,
         typer.Option(help="meta (glyphs, omniglot): λ of the inner penalty λ·mean(v²)."),
     ] = 1.0,
+    head_context: Annotated[
+        bool,
+        typer.Option(
+            help="meta (glyphs, omniglot): the context also offsets the head's read-out "
+            "weights; with --no-head-context it only modulates the DEQ cell, so fitting "
+            "the support has to change the features."
+        ),
+    ] = True,
     # --- end of meta options ---
     nproc: Annotated[
         int | None,
@@ -263,6 +271,7 @@ def train(
                 context_step=context_step,
                 readout=readout,
                 context_penalty=context_penalty,
+                head_context=head_context,
                 jac_weight=jac_weight,
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,

@@ -140,6 +140,7 @@ class MetaTrainOptions(BaseModel):
     context_step: float = Field(gt=0)
     readout: Literal["head", "centroids"] = "head"
     context_penalty: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    head_context: bool = True
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
@@ -189,7 +190,7 @@ def run(
             ways=max(ways),
             channels=opts.width,
             image_size=opts.image_size,
-            head_context=True,
+            head_context=opts.head_context,
             readout=opts.readout,
         ),
         loop=TrainConfig(
