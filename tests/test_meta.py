@@ -47,9 +47,10 @@ def _episode(g: torch.Generator, batch: int = 2, n: int = 3, m: int = 6, ways: i
     return support, s_labels, query, q_labels
 
 
-def _tiny_model(seed: int, readout: str = "head") -> FiLMClassifier:
+def _tiny_model(seed: int, readout: str = "head", support_loss: str = "head") -> FiLMClassifier:
     torch.manual_seed(seed)
-    model = FiLMClassifier(dataclasses.replace(TINY, readout=readout)).double()
+    config = dataclasses.replace(TINY, readout=readout, support_loss=support_loss)
+    model = FiLMClassifier(config).double()
     # A larger FiLM map than at initialisation, so the context path carries signal.
     with torch.no_grad():
         model.cell.film.weight.mul_(5)
@@ -82,6 +83,36 @@ def test_support_objective_is_mean_ce_plus_context_penalty() -> None:
     torch.testing.assert_close(value, expected)
 
 
+@pytest.mark.parametrize("shots", [1, 2])
+def test_centroid_support_loss_is_the_readout_applied_to_the_support(shots: int) -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed(), "centroids", "centroids")
+    with torch.no_grad():
+        model.log_distance_scale.fill_(0.3)
+    support, labels, _, _ = _episode(g, n=3 * shots)
+    v = torch.randn(2, model.context_size, generator=g, dtype=torch.float64)
+    z = query_states(model, support, v, TIGHT)
+    value = support_objective(model, labels, 3, 5.0)(z, v)
+    features = model.features(z)
+    for b in range(2):
+        centroids = torch.stack([features[b][labels[b] == k].mean(0) for k in range(3)])
+        logits = -math.exp(0.3) * ((features[b][:, None] - centroids[None]) ** 2).sum(-1)
+        expected = F.cross_entropy(logits, labels[b]) + 5.0 * v[b].pow(2).mean()
+        torch.testing.assert_close(value[b], expected)
+    if shots == 1:
+        # Each image is its own centroid: the loss only pushes the classes apart.
+        distances = torch.cdist(features, features).pow(2)
+        spread = torch.log1p(torch.exp(-math.exp(0.3) * distances).sum(-1) - 1).mean(-1)
+        torch.testing.assert_close(value, spread + 5.0 * v.pow(2).mean(-1))
+
+
+def test_centroid_support_loss_needs_the_centroid_readout() -> None:
+    with pytest.raises(ValueError, match="readout"):
+        dataclasses.replace(TINY, support_loss="centroids")
+    with pytest.raises(ValueError, match="support_loss"):
+        dataclasses.replace(TINY, readout="centroids", support_loss="knn")
+
+
 def test_head_context_offsets_the_readout_weights() -> None:
     model = _tiny_model(_seed())
     z = torch.randn(2, 5, 8, 3, 3, dtype=torch.float64)
@@ -94,7 +125,7 @@ def test_head_context_offsets_the_readout_weights() -> None:
 
 
 def _adapted_draw(
-    settings: AdaptSettings,
+    settings: AdaptSettings, readout: str = "head", support_loss: str = "head"
 ) -> tuple[FiLMClassifier, Tensor, Tensor, InputOptResult]:
     """A fresh tiny model and 4-task episode on which JIIO converges on some row.
 
@@ -105,7 +136,7 @@ def _adapted_draw(
     """
     for _ in range(3):
         g = torch.Generator().manual_seed(_seed())
-        model = _tiny_model(_seed())
+        model = _tiny_model(_seed(), readout, support_loss)
         support, labels, _, _ = _episode(g, batch=4)
         result = adapt_context(model, support, labels, 3, settings)
         if bool(result.converged.any()):
@@ -113,8 +144,13 @@ def _adapted_draw(
     pytest.fail(f"JIIO converged on no row of three random draws: {result.residual_x}")
 
 
-def test_jiio_adaptation_reaches_a_stationary_context_and_beats_v0() -> None:
-    model, support, labels, result = _adapted_draw(_settings())
+@pytest.mark.parametrize(
+    ("readout", "support_loss"), [("head", "head"), ("centroids", "centroids")]
+)
+def test_jiio_adaptation_reaches_a_stationary_context_and_beats_v0(
+    readout: str, support_loss: str
+) -> None:
+    model, support, labels, result = _adapted_draw(_settings(), readout, support_loss)
     objective = support_objective(model, labels, 3, 5.0)
     zero = torch.zeros(4, model.context_size, dtype=torch.float64)
     start = objective(query_states(model, support, zero, TIGHT), zero)
@@ -298,11 +334,14 @@ def test_first_order_meta_gradient_matches_finite_differences(
     )
 
 
-@pytest.mark.parametrize("readout", ["head", "centroids"])
-def test_hypergradient_term_matches_finite_differences(readout: str) -> None:
+@pytest.mark.parametrize(
+    ("readout", "support_loss"),
+    [("head", "head"), ("centroids", "head"), ("centroids", "centroids")],
+)
+def test_hypergradient_term_matches_finite_differences(readout: str, support_loss: str) -> None:
     """With η > 0 the gradient is that of L_q(θ, v* − η (g(θ) − g(θ₀))), z*, μ* of θ₀ fixed."""
     g = torch.Generator().manual_seed(_seed())
-    model = _tiny_model(_seed(), readout)
+    model = _tiny_model(_seed(), readout, support_loss)
     support, s_labels, query, q_labels = _episode(g)
     settings = _settings()
     eta = 3.0

@@ -17,11 +17,14 @@ from .heads import ClassifierHead
 from .injection import ImageInjection
 from .layers import check_groups, check_positive
 
-__all__ = ["READOUTS", "FiLMClassifier", "MetaConfig", "class_means"]
+__all__ = ["READOUTS", "SUPPORT_LOSSES", "FiLMClassifier", "MetaConfig", "class_means"]
 
 
 READOUTS = ("head", "centroids")
 """How a :class:`FiLMClassifier` classifies queries at the adapted context."""
+
+SUPPORT_LOSSES = ("head", "centroids")
+"""Which classifier's cross-entropy on the support set the context v is fitted to."""
 
 
 def class_means(values: Tensor, labels: Tensor, ways: int) -> Tensor:
@@ -56,6 +59,14 @@ class MetaConfig(ModelConfig):
             scale s > 0; the head (and its context part) then only serves the inner
             objective, as the task loss that moves the FiLM part of v. Checkpoints
             written before this option read as ``head``.
+        support_loss: the classifier whose support cross-entropy the inner problem
+            minimises over v. ``head``: the (context-offset) head's logits. ``centroids``
+            (needs ``readout="centroids"``): the centroid read-out applied to the support
+            images themselves, logits_ik = −s·‖φ(x_i; v) − c_k(v)‖² with c_k the class means
+            of the support features at v; with one shot each image is its own centroid,
+            so the loss log(1 + Σ_{k≠y_i} exp(−s‖φ_i − c_k‖²)) spreads the classes apart in
+            feature space, and fitting v is the same kind of problem as classifying the
+            queries. Checkpoints written before this option read as ``head``.
     """
 
     context_dim: int = 64
@@ -68,6 +79,7 @@ class MetaConfig(ModelConfig):
     stride: int = 2
     head_context: bool = False
     readout: str = "head"
+    support_loss: str = "head"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,6 +92,12 @@ class MetaConfig(ModelConfig):
             raise ValueError(f"stride must be 1 or 2, got {self.stride}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.support_loss not in SUPPORT_LOSSES:
+            raise ValueError(
+                f"support_loss must be one of {SUPPORT_LOSSES}, got {self.support_loss!r}"
+            )
+        if self.support_loss == "centroids" and self.readout != "centroids":
+            raise ValueError("support_loss 'centroids' needs readout 'centroids'")
 
 
 class FiLMClassifier(DEQModel):

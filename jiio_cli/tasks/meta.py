@@ -100,17 +100,24 @@ class AdaptSettings:
 def support_objective(
     model: FiLMClassifier, labels: Tensor, ways: int, context_weight: float
 ):  # -> Objective
-    """ℓ(z, v) = mean_i CE(h(z_i)[:N], y_i) + λ mean(v²) per task row, (B,).
+    """ℓ(z, v) = mean_i CE(logits_i, y_i) + λ mean(v²) per task row, (B,).
+
+    The logits are the head's, h(z_i)[:N], or with ``support_loss="centroids"`` the
+    centroid read-out of the support states against their own class means,
+    −s‖φ(z_i) − c_k‖² (see :class:`~jiio_cli.models.MetaConfig`).
 
     Args:
-        model: the meta-model (its head gives the logits).
+        model: the meta-model.
         labels: (B, n) support labels in 0..N−1.
         ways: N.
         context_weight: λ.
     """
 
     def objective(z: Tensor, v: Tensor) -> Tensor:
-        logits = model.logits(z, v, ways)
+        if model.config.support_loss == "centroids":
+            logits = model.centroid_logits(z, z, labels, ways)
+        else:
+            logits = model.logits(z, v, ways)
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
         return ce.view(labels.shape).mean(dim=1) + context_weight * v.pow(2).mean(dim=1)
 

@@ -193,6 +193,14 @@ def train(
             "the support has to change the features."
         ),
     ] = True,
+    support_loss: Annotated[
+        str,
+        typer.Option(
+            help="meta (glyphs, omniglot): the support cross-entropy the context is fitted "
+            "to: head (the head's logits) or centroids (the centroid read-out applied to "
+            "the support images themselves; needs --readout centroids)."
+        ),
+    ] = "head",
     # --- end of meta options ---
     nproc: Annotated[
         int | None,
@@ -272,6 +280,7 @@ def train(
                 readout=readout,
                 context_penalty=context_penalty,
                 head_context=head_context,
+                support_loss=support_loss,
                 jac_weight=jac_weight,
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,
