@@ -149,6 +149,17 @@ CASES: list[BadInput] = [
     ),
     BadInput("train: unknown --readout", _train("--task", "meta", "--readout", "knn"), 2),
     BadInput("train: --context-penalty 0", _train("--task", "meta", "--context-penalty", "0"), 2),
+    BadInput("train: unknown --support-loss", _train("--task", "meta", "--support-loss", "knn"), 2),
+    BadInput(
+        "train: --support-loss centroids with the head read-out",
+        _train("--task", "meta", "--support-loss", "centroids"),
+        2,
+    ),
+    BadInput(
+        "train: --no-head-context for sinusoids",
+        _train("--task", "meta", "--dataset", "sinusoid", "--no-head-context"),
+        2,
+    ),
     BadInput("train: missing --data", _train("--data", "{t}/nothing"), 2),
     BadInput("train: empty data folder", _train("--data", "{t}/empty", "--out", "{t}/run"), 2),
     BadInput("train: width not a multiple of 8", _train("--width", "12"), 2),

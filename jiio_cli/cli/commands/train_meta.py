@@ -246,8 +246,15 @@ def run(
     emit(result, json_output=common.json_output, title="jiio train --task meta")
 
 
+_SWITCHES = frozenset({"head_context"})
+"""``train`` parameters typed as ``--name`` or ``--no-name``."""
+
+
 def _flag(name: str) -> str:
-    return "--json" if name == "json_output" else "--" + name.replace("_", "-")
+    if name == "json_output":
+        return "--json"
+    flag = name.replace("_", "-")
+    return f"--{flag}/--no-{flag}" if name in _SWITCHES else f"--{flag}"
 
 
 def _sinusoid_options(opts: MetaTrainOptions, explicit: AbstractSet[str]) -> MetaTrainOptions:
