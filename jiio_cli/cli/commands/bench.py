@@ -73,7 +73,7 @@ def bench(
     ] = None,
     alpha_x: Annotated[
         float | None,
-        typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 2.0)."),
+        typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 1.0)."),
     ] = None,
     x_weight: Annotated[
         float | None,
