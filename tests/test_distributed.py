@@ -36,8 +36,15 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 # Shards of different sizes run convolutions of different batch sizes: the same sums in
-# another order. Losses agree to float32 rounding, amplified a little by 12 steps of Adam.
-LOSS_RTOL = 1e-4
+# another order. A step taken from identical parameters (the first of a run, the first
+# after a resume) sees only the data, its sharding and the corruption draws, so its loss
+# agrees to float32 rounding. Later steps apply Adam to gradients that agree to about
+# 1e-4 of their scale (the solves' tolerance; see the gradient test), and Adam divides
+# each entry by its running RMS, so entries near zero can move either way and the loss
+# curves can drift apart: usually they agree to 1e-6 (at most 2e-5 in 16 fresh draws), but
+# one CI run saw 0.55 % at step 12.
+STEP_RTOL = 1e-4
+CURVE_RTOL = 2e-2
 
 
 def _toy_dataset(path: Path, count: int = 40) -> Path:
@@ -141,7 +148,8 @@ def test_both_ranks_hold_identical_parameters(runs: Path) -> None:
 def test_two_processes_match_one_process(runs: Path) -> None:
     one, two = _losses(runs / "full1"), _losses(runs / "full2")
     assert len(one) == len(two) == 12
-    np.testing.assert_allclose(two, one, rtol=LOSS_RTOL)
+    np.testing.assert_allclose(two[0], one[0], rtol=STEP_RTOL)
+    np.testing.assert_allclose(two, one, rtol=CURVE_RTOL)
     assert one[0] != one[-1]  # the run moved: matching losses are not a constant
 
 
@@ -149,7 +157,8 @@ def test_resume_two_processes_to_one(runs: Path) -> None:
     resumed, full = _losses(runs / "cut2"), _losses(runs / "full2")
     assert len(resumed) == len(full) == 12
     assert resumed[:CUT_AFTER] == full[:CUT_AFTER]
-    np.testing.assert_allclose(resumed, full, rtol=LOSS_RTOL)
+    np.testing.assert_allclose(resumed[CUT_AFTER], full[CUT_AFTER], rtol=STEP_RTOL)
+    np.testing.assert_allclose(resumed, full, rtol=CURVE_RTOL)
     for key, value in _params(runs / "full2").items():
         torch.testing.assert_close(_params(runs / "cut2")[key], value, rtol=0, atol=1e-3)
 
@@ -158,7 +167,8 @@ def test_resume_one_process_to_two(runs: Path) -> None:
     resumed, full = _losses(runs / "cut1"), _losses(runs / "full1")
     assert len(resumed) == len(full) == 12
     assert resumed[:CUT_AFTER] == full[:CUT_AFTER]
-    np.testing.assert_allclose(resumed, full, rtol=LOSS_RTOL)
+    np.testing.assert_allclose(resumed[CUT_AFTER], full[CUT_AFTER], rtol=STEP_RTOL)
+    np.testing.assert_allclose(resumed, full, rtol=CURVE_RTOL)
     for key, value in _params(runs / "full1").items():
         torch.testing.assert_close(_params(runs / "cut1")[key], value, rtol=0, atol=1e-3)
 
