@@ -15,7 +15,6 @@ solve to 1e-5 per step), which tells a ceiling of the decoder from a limit of JI
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ import torch
 from jiio_cli.bench.reconstruct import ReconstructBenchConfig, dataset_psnr, jiio_settings
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import NaiveConfig, SolverConfig
-from jiio_cli.tasks.inverse import reconstruct
+from jiio_cli.tasks.inverse import InferenceSettings, reconstruct
 from jiio_cli.tasks.loading import default_checkpoint, load_model
 
 
@@ -54,8 +53,8 @@ def main() -> None:
             forward=solve,
             adjoint=solve,
         )
-        settings = dataclasses.replace(
-            jiio_settings(ReconstructBenchConfig(), 1), method="naive", naive=naive
+        settings = InferenceSettings(
+            method="naive", latent_weight=ReconstructBenchConfig().latent_weight, naive=naive
         )
         images, _ = reconstruct(decoder, clean, known, settings)
         psnr = dataset_psnr(images, clean)

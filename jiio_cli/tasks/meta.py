@@ -113,11 +113,17 @@ def support_objective(
         context_weight: λ.
     """
 
+    def centroid_logits(z: Tensor, _v: Tensor) -> Tensor:
+        return model.centroid_logits(z, z, labels, ways)
+
+    def head_logits(z: Tensor, v: Tensor) -> Tensor:
+        return model.logits(z, v, ways)
+
+    # Chosen once: the objective is evaluated at every iteration of the solve.
+    logits_of = centroid_logits if model.config.support_loss == "centroids" else head_logits
+
     def objective(z: Tensor, v: Tensor) -> Tensor:
-        if model.config.support_loss == "centroids":
-            logits = model.centroid_logits(z, z, labels, ways)
-        else:
-            logits = model.logits(z, v, ways)
+        logits = logits_of(z, v)
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
         return ce.view(labels.shape).mean(dim=1) + context_weight * v.pow(2).mean(dim=1)
 
