@@ -191,6 +191,7 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
         (["--task", "inpaint", "--hole-size", "0"], "--hole-size"),
         (["--data", "no/such/folder"], "does not exist"),
         (["--width", "12"], "multiple of 8"),
+        (["--state-resolution", "quarter"], "--state-resolution"),
         (["--epochs", "0"], "--epochs"),
     ],
 )

@@ -146,3 +146,26 @@ def test_sample_needs_a_density(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1 and "no latent density" in result.stderr
     assert not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize(("flag", "side"), [("half", 6), ("full", 12)])
+def test_state_resolution_option_reaches_the_model(tmp_path: Path, flag: str, side: int) -> None:
+    from typer.testing import CliRunner
+
+    from jiio_cli.cli.app import app
+    from jiio_cli.tasks.loading import load_model
+
+    data = _toy_dataset(tmp_path / "blobs.npz", count=32)
+    run = tmp_path / "run"
+    args = ["train", "--task", "generate", "--data", str(data), "--image-size", "12"]
+    args += ["--width", "8", "--latent-dim", "4", "--epochs", "1", "--batch-size", "16"]
+    args += ["--inner-iters", "4", "--state-resolution", flag, "--out", str(run)]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    decoder, ckpt = load_model(
+        checkpoint_paths(run, "generate")[0], {"generate"}, "decoder", torch.device("cpu")
+    )
+    assert ckpt.model_config["half_resolution"] is (flag == "half")
+    assert decoder.cell.state_shape == (8, side, side)
+    image = decoder.head(decoder.cell.init_state(2))
+    assert image.shape == (2, 1, 12, 12)

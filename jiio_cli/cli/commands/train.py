@@ -78,6 +78,7 @@ class InverseTrainOptions(BaseModel):
     channels: int = Field(ge=1, le=4)
     latent_dim: int = Field(ge=1)
     width: int = Field(ge=8)
+    state_resolution: Literal["half", "full"]
     hole_size: int = Field(ge=0)
     mask_ratio: float = Field(ge=0, lt=1)
     inner_iters: int = Field(ge=2)
@@ -109,6 +110,13 @@ def train(
     channels: Annotated[int, typer.Option(help="Image channels (1 grey, 3 colour).")] = 1,
     latent_dim: Annotated[int, typer.Option(help="Latent code size.")] = 32,
     width: Annotated[int, typer.Option(help="DEQ cell channels.")] = 32,
+    state_resolution: Annotated[
+        str,
+        typer.Option(
+            help="Decoder tasks: the DEQ state at half the image side (upsampled in the "
+            "read-out; 4× fewer pixels per channel) or at full resolution."
+        ),
+    ] = "half",
     inner: Annotated[
         Inner,
         typer.Option(help="Inner solve: jiio, or naive (latent tasks) / pgd (adversarial)."),
@@ -298,6 +306,7 @@ def train(
             channels=channels,
             latent_dim=latent_dim,
             width=width,
+            state_resolution=state_resolution,
             hole_size=hole_size if hole_size is not None else 0,
             mask_ratio=mask_ratio,
             inner_iters=inner_iters if inner_iters is not None else 40,
@@ -339,7 +348,7 @@ def train(
                 channels=opts.width,
                 image_channels=opts.channels,
                 image_size=opts.image_size,
-                half_resolution=True,
+                half_resolution=opts.state_resolution == "half",
             ),
             loop=TrainConfig(
                 epochs=opts.epochs,
