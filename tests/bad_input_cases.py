@@ -141,6 +141,11 @@ CASES: list[BadInput] = [
     BadInput("train: --sigma range low > high", _train("--sigma", "0.3:0.1"), 2),
     BadInput("train: denoise without noise", _train("--task", "denoise", "--sigma", "0"), 2),
     BadInput("train: inpaint without holes", _train("--task", "inpaint", "--hole-size", "0"), 2),
+    BadInput(
+        "train: --state-resolution for a classifier",
+        _train("--task", "adversarial", "--state-resolution", "full"),
+        2,
+    ),
     BadInput("train: negative --max-grad-norm", _train("--max-grad-norm", "-1"), 2),
     BadInput(
         "train: negative --max-grad-norm (meta)",

@@ -236,6 +236,8 @@ def train(
         context, rank_device = start_distributed(common.torch_device)
         if precision != "fp32" and task in (Task.adversarial, Task.meta):
             raise UsageError(f"--precision {precision} is built for generate, denoise, inpaint")
+        if task in (Task.adversarial, Task.meta) and explicit_options(ctx, ["state_resolution"]):
+            raise UsageError("--state-resolution shapes a decoder: generate, denoise, inpaint")
         if task == Task.adversarial:
             from jiio_cli.cli.commands import train_adversarial
 
