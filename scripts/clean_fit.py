@@ -19,13 +19,17 @@ from pathlib import Path
 
 import torch
 
-from jiio_cli.bench.reconstruct import ReconstructBenchConfig, dataset_psnr, jiio_settings
+from jiio_cli.bench.reconstruct import (
+    ReconstructBenchConfig,
+    dataset_psnr,
+    jiio_settings,
+    quality_observations,
+)
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import NaiveConfig, SolverConfig
-from jiio_cli.tasks.corruption import Corruption, corrupt
+from jiio_cli.tasks.corruption import Corruption
 from jiio_cli.tasks.inverse import InferenceSettings, reconstruct
 from jiio_cli.tasks.loading import default_checkpoint, load_model
-from jiio_cli.training import derived_generator
 
 
 def main() -> None:
@@ -43,8 +47,7 @@ def main() -> None:
     if args.sigma < 0:
         parser.error("--sigma must be >= 0")
     if args.sigma > 0:
-        # The bench's draw (seed 0, stream 4) for its quality table.
-        observed, known = corrupt(clean, Corruption(sigma=args.sigma), derived_generator(0, 4))
+        observed, known = quality_observations(clean, Corruption(sigma=args.sigma), seed=0)
         label = f"denoising (sigma {args.sigma:g}) PSNR"
     else:
         observed, known = clean, torch.ones(clean.shape[0], 1, *clean.shape[2:])

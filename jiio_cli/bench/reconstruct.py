@@ -38,6 +38,7 @@ __all__ = [
     "ReconstructBenchConfig",
     "dataset_psnr",
     "jiio_settings",
+    "quality_observations",
     "quality_table",
     "time_to_equal_objective",
 ]
@@ -147,6 +148,14 @@ def time_to_equal_objective(
     }
 
 
+def quality_observations(clean: Tensor, corruption: Corruption, seed: int) -> tuple[Tensor, Tensor]:
+    """The corrupted held-out images (observed, known) that :func:`quality_table` scores.
+
+    One fixed random stream per seed, so a script can reproduce the table's draws.
+    """
+    return corrupt(clean, corruption, derived_generator(seed, 4))
+
+
 def quality_table(
     decoder: DEQDecoder,
     clean: Tensor,
@@ -159,8 +168,7 @@ def quality_table(
     """PSNR (dB) of no learning, the classical baseline and JIIO for one corruption."""
     from jiio_cli.baselines import denoise_tv_batch, inpaint_biharmonic_batch
 
-    corruption = CORRUPTIONS[kind]
-    observed, known = corrupt(clean, corruption, derived_generator(seed, 4))
+    observed, known = quality_observations(clean, CORRUPTIONS[kind], seed)
     recon = []
     for start in range(0, clean.shape[0], cfg.batch_size):
         sl = slice(start, start + cfg.batch_size)
