@@ -40,12 +40,12 @@ def main() -> None:
     parser.add_argument("--adam-steps", type=int, default=0)
     parser.add_argument("--sigma", type=float, default=0.0)
     args = parser.parse_args()
+    if args.sigma < 0:
+        parser.error("--sigma must be >= 0")
     device = torch.device("cpu")
     path = args.checkpoint or default_checkpoint("decoder")
     decoder, _ = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", device)
     clean = load_mnist5k("heldout")[0][: args.images]
-    if args.sigma < 0:
-        parser.error("--sigma must be >= 0")
     if args.sigma > 0:
         observed, known = quality_observations(clean, Corruption(sigma=args.sigma), seed=0)
         label = f"denoising (sigma {args.sigma:g}) PSNR"
