@@ -146,6 +146,12 @@ CASES: list[BadInput] = [
         _train("--task", "adversarial", "--state-resolution", "full"),
         2,
     ),
+    BadInput("train: unknown --augment", _train("--augment", "rotate:3"), 2),
+    BadInput(
+        "train: --augment for meta-learning",
+        _train("--task", "meta", "--augment", "shift:1"),
+        2,
+    ),
     BadInput("train: negative --max-grad-norm", _train("--max-grad-norm", "-1"), 2),
     BadInput(
         "train: negative --max-grad-norm (meta)",

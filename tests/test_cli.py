@@ -192,6 +192,8 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
         (["--data", "no/such/folder"], "does not exist"),
         (["--width", "12"], "multiple of 8"),
         (["--state-resolution", "quarter"], "--state-resolution"),
+        (["--augment", "rotate:3"], "--augment"),
+        (["--augment", "shift:0"], "--augment"),
         (["--epochs", "0"], "--epochs"),
     ],
 )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from jiio_cli.data.augment import Augmentation
 from jiio_cli.errors import UsageError
 from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.corruption import Corruption, corrupt
@@ -58,9 +60,10 @@ def test_short_training_decreases_the_loss(tmp_path: Path, task: str) -> None:
     assert last.exists() and best.exists()
 
 
-def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("augmentation", [Augmentation(), Augmentation("elastic", 1.0)])
+def test_resume_equals_uninterrupted(tmp_path: Path, augmentation: Augmentation) -> None:
     data = _toy_dataset(tmp_path / "blobs.npz")
-    spec = _spec(data, epochs=2)
+    spec = InverseTrainSpec(**{**_spec(data, epochs=2).__dict__, "augmentation": augmentation})
     full = train_inverse(spec, torch.device("cpu"), tmp_path / "full", False)
     # Interrupt mid-epoch (after 4 of 6 steps), then resume to the end.
     train_inverse(spec, torch.device("cpu"), tmp_path / "cut", False, stop_after_steps=4)
@@ -169,3 +172,29 @@ def test_state_resolution_option_reaches_the_model(tmp_path: Path, flag: str, si
     assert decoder.cell.state_shape == (8, side, side)
     image = decoder.head(decoder.cell.init_state(2))
     assert image.shape == (2, 1, 12, 12)
+
+
+def test_augment_option_reaches_the_run_and_changes_its_batches(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jiio_cli.cli.app import app
+    from jiio_cli.tasks.loading import load_model
+
+    data = _toy_dataset(tmp_path / "blobs.npz", count=32)
+    base = ["train", "--task", "generate", "--data", str(data), "--image-size", "12"]
+    base += ["--width", "8", "--latent-dim", "4", "--epochs", "1", "--batch-size", "16"]
+    base += ["--inner-iters", "4", "--device", "cpu", "--json"]
+    losses = {}
+    for flag in ("none", "shift:2"):
+        run = tmp_path / flag.replace(":", "")
+        result = CliRunner().invoke(app, [*base, "--augment", flag, "--out", str(run)])
+        assert result.exit_code == 0, result.output
+        _, ckpt = load_model(
+            checkpoint_paths(run, "generate")[0], {"generate"}, "decoder", torch.device("cpu")
+        )
+        stored = ckpt.training_config["augmentation"]
+        assert Augmentation(stored["kind"], stored["amount"]).describe() == flag
+        history = json.loads(ckpt.extra["history"])
+        losses[flag] = [h["loss"] for h in history if "loss" in h]
+    # Same seed and data: only the shifted training images can make the losses differ.
+    assert losses["none"] != losses["shift:2"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from jiio_cli.data import list_image_files, load_image_dataset, load_mnist5k
+from jiio_cli.data.augment import Augmentation, augment
 from jiio_cli.data.streaming import (
     IN_MEMORY_LIMIT_BYTES,
     StreamingImageFolder,
@@ -48,11 +49,13 @@ from jiio_cli.training import (
 
 __all__ = [
     "InverseTrainSpec",
+    "augment_shard",
     "corrupt_shard",
     "default_corruption",
     "evaluate_psnr",
     "inference_settings",
     "load_training_data",
+    "shard_noise_and_mask",
     "train_inverse",
 ]
 
@@ -67,6 +70,7 @@ class InverseTrainSpec:
     corruption: Corruption
     model: DecoderConfig
     loop: TrainConfig
+    augmentation: Augmentation = field(default_factory=Augmentation)
     inner: Literal["jiio", "naive"] = "jiio"
     inner_iterations: int = 40
     inner_memory: int = 20
@@ -189,30 +193,59 @@ def _adapt(images: Tensor, size: int, channels: int) -> Tensor:
     return out.expand(-1, channels, -1, -1).contiguous() if channels != 1 else out
 
 
+def shard_noise_and_mask(
+    clean: Tensor, corruption: Corruption, shard: BatchShard
+) -> tuple[Tensor, Tensor]:
+    """This rank's rows of a global batch's noise (σ ε) ⊙ m and mask m.
+
+    ``corrupt`` is applied to zeros of the global batch's shape with the batch's shared
+    generator, giving (σ ε) ⊙ m and m for every sample; this rank keeps its rows.
+
+    Args:
+        clean: this rank's images (n, C, H, W), n = shard.size (for shape, device, dtype).
+        corruption: the observation model.
+        shard: where these rows sit in the global batch.
+
+    Returns:
+        (noise (n, C, H, W), known (n, 1, H, W)).
+    """
+    zeros = torch.zeros(shard.global_size, *clean.shape[1:])
+    noise, known = corrupt(zeros, corruption, shard.generator)
+    rows = slice(shard.start, shard.stop)
+    return noise[rows].to(clean.device, clean.dtype), known[rows].to(clean.device, clean.dtype)
+
+
 def corrupt_shard(
     clean: Tensor, corruption: Corruption, shard: BatchShard
 ) -> tuple[Tensor, Tensor]:
     """Observe this rank's rows of a global batch, with draws made for the whole batch.
 
-    ``corrupt`` is applied to zeros of the global batch's shape with the batch's shared
-    generator, giving (σ ε) ⊙ m and m for every sample; this rank keeps its rows. Since
-    m ∈ {0, 1}, u ⊙ m + (σ ε) ⊙ m equals (u + σ ε) ⊙ m exactly, so the observations
-    are bit for bit those of a single process corrupting the whole batch.
-
-    Args:
-        clean: this rank's images (n, C, H, W), n = shard.size.
-        corruption: the observation model.
-        shard: where these rows sit in the global batch.
+    Since m ∈ {0, 1}, u ⊙ m + (σ ε) ⊙ m equals (u + σ ε) ⊙ m exactly, so the
+    observations are bit for bit those of a single process corrupting the whole batch.
 
     Returns:
         (observed (n, C, H, W), known (n, 1, H, W)).
     """
-    zeros = torch.zeros(shard.global_size, *clean.shape[1:])
-    noise, known = corrupt(zeros, corruption, shard.generator)
-    rows = slice(shard.start, shard.stop)
-    noise = noise[rows].to(clean.device, clean.dtype)
-    known = known[rows].to(clean.device, clean.dtype)
+    noise, known = shard_noise_and_mask(clean, corruption, shard)
     return clean * known + noise, known
+
+
+def augment_shard(clean: Tensor, augmentation: Augmentation, shard: BatchShard) -> Tensor:
+    """This rank's rows of a global batch's augmented images (draws for the whole batch).
+
+    The random offsets or fields are drawn for every sample of the global batch from the
+    shared generator and this rank's rows applied, so the augmented images do not depend
+    on the world size. ``none`` returns ``clean`` and draws nothing.
+    """
+    if augmentation.is_identity:
+        return clean
+    if shard.size == shard.global_size:
+        return augment(clean, augmentation, shard.generator)
+    # Other ranks' rows are zeros here: each image is augmented on its own, so they only
+    # stand in to make the same draws as one process does.
+    full = clean.new_zeros(shard.global_size, *clean.shape[1:])
+    full[shard.start : shard.stop] = clean
+    return augment(full, augmentation, shard.generator)[shard.start : shard.stop]
 
 
 def evaluate_psnr(
@@ -267,7 +300,10 @@ def train_inverse(
     def step_fn(shard: BatchShard, _step: int) -> StepOutcome:
         indices = shard.indices
         clean = train[indices.to(device) if isinstance(train, Tensor) else indices].to(device)
-        observed, known = corrupt_shard(clean, spec.corruption, shard)
+        noise, known = shard_noise_and_mask(clean, spec.corruption, shard)
+        # Drawn after the corruption, so runs without augmentation keep their draws.
+        clean = augment_shard(clean, spec.augmentation, shard)
+        observed = clean * known + noise
         result = training_loss(
             decoder,
             clean,

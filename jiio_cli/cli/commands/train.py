@@ -117,6 +117,13 @@ def train(
             "read-out; 4× fewer pixels per channel) or at full resolution."
         ),
     ] = "half",
+    augment: Annotated[
+        str,
+        typer.Option(
+            help="Decoder tasks: training-image augmentation, none, shift:N (random whole-pixel "
+            "shifts of up to N) or elastic:A (a smooth random warp, about A pixels)."
+        ),
+    ] = "none",
     inner: Annotated[
         Inner,
         typer.Option(help="Inner solve: jiio, or naive (latent tasks) / pgd (adversarial)."),
@@ -238,6 +245,8 @@ def train(
             raise UsageError(f"--precision {precision} is built for generate, denoise, inpaint")
         if task in (Task.adversarial, Task.meta) and explicit_options(ctx, ["state_resolution"]):
             raise UsageError("--state-resolution shapes a decoder: generate, denoise, inpaint")
+        if task in (Task.adversarial, Task.meta) and explicit_options(ctx, ["augment"]):
+            raise UsageError("--augment is built for generate, denoise, inpaint")
         if task == Task.adversarial:
             from jiio_cli.cli.commands import train_adversarial
 
@@ -324,11 +333,17 @@ def train(
                 f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
             )
         # Imported here so that `jiio --help` stays fast.
+        from jiio_cli.data.augment import parse_augmentation
         from jiio_cli.tasks.inverse_training import (
             InverseTrainSpec,
             default_corruption,
             train_inverse,
         )
+
+        try:
+            augmentation = parse_augmentation(augment)
+        except ValueError as error:
+            raise UsageError(f"invalid --augment {augment!r}: {error}") from None
 
         base = default_corruption(task.value)  # type: ignore[arg-type]
         corruption = Corruption(
@@ -345,6 +360,7 @@ def train(
         spec = InverseTrainSpec(
             task=task.value,  # type: ignore[arg-type]
             corruption=corruption,
+            augmentation=augmentation,
             model=DecoderConfig(
                 latent_dim=opts.latent_dim,
                 channels=opts.width,
