@@ -148,6 +148,11 @@ CASES: list[BadInput] = [
     ),
     BadInput("train: unknown --augment", _train("--augment", "rotate:3"), 2),
     BadInput(
+        "train: an option of another task",
+        _train("--task", "adversarial", "--latent-dim", "8"),
+        2,
+    ),
+    BadInput(
         "train: --augment for meta-learning",
         _train("--task", "meta", "--augment", "shift:1"),
         2,

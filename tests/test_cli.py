@@ -202,3 +202,37 @@ def test_train_rejects_bad_options_in_one_line(args: list[str], needle: str) -> 
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and needle in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_every_train_option_belongs_to_a_task() -> None:
+    import inspect
+
+    from jiio_cli.cli.commands.train import train
+    from jiio_cli.cli.commands.train_scope import TASK_OPTIONS
+
+    owned = set().union(*TASK_OPTIONS.values())
+    parameters = set(inspect.signature(train).parameters) - {"ctx"}
+    assert parameters == owned
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["--task", "adversarial", "--latent-dim", "8"],
+            "--latent-dim does not apply to --task adversarial "
+            "(it is for --task generate, denoise, inpaint)",
+        ),
+        (["--task", "meta", "--batch-size", "4"], "--batch-size does not apply to --task meta"),
+        (
+            ["--task", "inpaint", "--ways", "5"],
+            "--ways does not apply to --task inpaint (it is for --task meta)",
+        ),
+        (["--task", "denoise", "--eps", "8/255"], "(it is for --task adversarial)"),
+        (["--task", "meta", "--no-resume", "--augment", "shift:1"], "--augment does not apply"),
+    ],
+)
+def test_train_rejects_options_of_another_task(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, ["train", *args, "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and needle in result.stderr

@@ -193,4 +193,7 @@ def test_unknown_precision_is_refused() -> None:
     result = runner.invoke(
         app, ["train", "--task", "adversarial", "--precision", "bf16", "--device", "cpu"]
     )
-    assert result.exit_code == 2 and "--precision bf16" in result.stderr
+    assert (
+        result.exit_code == 2
+        and "--precision does not apply to --task adversarial" in result.stderr
+    )

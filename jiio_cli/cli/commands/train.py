@@ -1,7 +1,10 @@
 """``jiio train``: train a DEQ model for one of the tasks.
 
-Built: ``generate``, ``denoise``, ``inpaint`` (a DEQ decoder whose latent codes are
-inferred per batch by JIIO, or by the naive method with ``--inner naive``).
+``generate``, ``denoise``, ``inpaint`` train a DEQ decoder whose latent codes are inferred
+per batch by JIIO (or by the naive method with ``--inner naive``); ``adversarial`` a DEQ
+classifier against JIIO's inner attack (:mod:`.train_adversarial`); ``meta`` a few-shot
+meta-model (:mod:`.train_meta`). One signature serves every task; an option typed for a
+task that does not read it is an error (:mod:`.train_scope`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
+from jiio_cli.cli.commands.train_scope import reject_misplaced_options
 from jiio_cli.cli.options import (
     DebugOption,
     DeviceOption,
@@ -241,12 +245,7 @@ def train(
         from jiio_cli.distributed import start_distributed
 
         context, rank_device = start_distributed(common.torch_device)
-        if precision != "fp32" and task in (Task.adversarial, Task.meta):
-            raise UsageError(f"--precision {precision} is built for generate, denoise, inpaint")
-        if task in (Task.adversarial, Task.meta) and explicit_options(ctx, ["state_resolution"]):
-            raise UsageError("--state-resolution shapes a decoder: generate, denoise, inpaint")
-        if task in (Task.adversarial, Task.meta) and explicit_options(ctx, ["augment"]):
-            raise UsageError("--augment is built for generate, denoise, inpaint")
+        reject_misplaced_options(task.value, explicit_options(ctx))
         if task == Task.adversarial:
             from jiio_cli.cli.commands import train_adversarial
 

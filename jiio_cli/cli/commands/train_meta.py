@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jiio_cli.cli.commands.train_scope import option_flag
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonOptions
@@ -72,7 +73,6 @@ SINUSOID_OPTIONS = frozenset(
         "max_bad_steps",
         "max_grad_norm",
         "nproc",
-        "precision",
         "device",
         "seed",
         "json_output",
@@ -246,17 +246,6 @@ def run(
     emit(result, json_output=common.json_output, title="jiio train --task meta")
 
 
-_SWITCHES = frozenset({"head_context"})
-"""``train`` parameters typed as ``--name`` or ``--no-name``."""
-
-
-def _flag(name: str) -> str:
-    if name == "json_output":
-        return "--json"
-    flag = name.replace("_", "-")
-    return f"--{flag}/--no-{flag}" if name in _SWITCHES else f"--{flag}"
-
-
 def _sinusoid_options(opts: MetaTrainOptions, explicit: AbstractSet[str]) -> MetaTrainOptions:
     """``opts`` with the sinusoid defaults for untyped options; typed misfits rejected."""
     misfits = sorted(set(explicit) - SINUSOID_OPTIONS)
@@ -269,7 +258,8 @@ def _sinusoid_options(opts: MetaTrainOptions, explicit: AbstractSet[str]) -> Met
         name = misfits[0]
         hint = _SINUSOID_HINTS.get(name, "it belongs to another task")
         raise UsageError(
-            f"{_flag(name)} does not apply to --task meta --dataset sinusoid ({hint}); remove it"
+            f"{option_flag(name)} does not apply to --task meta --dataset sinusoid "
+            f"({hint}); remove it"
         )
     field_of = {"tasks_per_step": "batch_size"}
     updates = {
