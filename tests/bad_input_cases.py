@@ -113,6 +113,7 @@ CASES: list[BadInput] = [
         "reconstruct: mask with no known pixel", _rec("{digit}", "--mask", "{t}/black_mask.png"), 2
     ),
     BadInput("reconstruct: negative --sigma", _rec("{digit}", "--sigma", "-0.1"), 2),
+    BadInput("reconstruct: negative --range-error", _rec("{digit}", "--range-error", "-1"), 2),
     BadInput(
         "reconstruct: checkpoint of another task",
         _rec("{digit}", "-c", "{t}/classifier.safetensors"),

@@ -108,6 +108,11 @@ def test_trained_decoder_can_sample(tmp_path: Path) -> None:
         _spec(data, epochs=1, task="generate"), torch.device("cpu"), tmp_path / "run", False
     )
     best = checkpoint_paths(tmp_path / "run", "generate")[1]
+    from jiio_cli.checkpoint import load_checkpoint
+    from jiio_cli.tasks.range_error import stored_range_error
+
+    # The end of training also fits the decoder's range error (a finite τ² >= 0).
+    assert stored_range_error(load_checkpoint(best).extra) is not None
     grid = tmp_path / "grid.png"
     runner = CliRunner(env={"NO_COLOR": "1"})
     args = [

@@ -31,6 +31,7 @@ from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse import InferenceSettings, reconstruct
+from jiio_cli.tasks.range_error import posterior_image
 from jiio_cli.training import derived_generator
 
 __all__ = [
@@ -164,20 +165,28 @@ def quality_table(
     iterations: int,
     tv_weight: float | None,
     seed: int,
+    range_error: float = 0.0,
 ) -> dict[str, Any]:
-    """PSNR (dB) of no learning, the classical baseline and JIIO for one corruption."""
+    """PSNR (dB) of no learning, the classical baseline and JIIO for one corruption.
+
+    The JIIO row is the posterior-mean image of the range-error model with τ² =
+    ``range_error`` (:func:`~jiio_cli.tasks.range_error.posterior_image`: observed pixels
+    kept for the noise-free hole, the noisy ones mixed in by τ²/(τ² + σ²) for
+    denoising); a second row scores the decoder's output G alone.
+    """
     from jiio_cli.baselines import denoise_tv_batch, inpaint_biharmonic_batch
 
-    observed, known = quality_observations(clean, CORRUPTIONS[kind], seed)
+    corruption = CORRUPTIONS[kind]
+    observed, known = quality_observations(clean, corruption, seed)
     recon = []
     for start in range(0, clean.shape[0], cfg.batch_size):
         sl = slice(start, start + cfg.batch_size)
         images, _ = reconstruct(decoder, observed[sl], known[sl], jiio_settings(cfg, iterations))
         recon.append(images)
-    jiio_images = torch.cat(recon)
+    decoded = torch.cat(recon)
+    sigma = corruption.sigma_range[0]
+    jiio_images = posterior_image(decoded, observed, known, sigma, range_error)
     if kind == "inpaint":
-        # Known pixels are observed exactly: keep them, as the baseline does.
-        jiio_images = torch.where(known.bool(), observed, jiio_images)
         classical = inpaint_biharmonic_batch(observed.cpu(), known.bool().cpu()).to(clean.device)
         classical_name = "skimage inpaint_biharmonic"
     else:
@@ -188,6 +197,7 @@ def quality_table(
         "no learning (corrupted input)": observed.clamp(0, 1),
         classical_name: classical,
         "jiio (DEQ decoder)": jiio_images,
+        "jiio, decoder output only": decoded,
     }
     # PSNR of the mean squared error over the set: a hole on blank background leaves an
     # image unchanged (per-image PSNR = ∞), which would make a mean of PSNRs meaningless.

@@ -3,7 +3,9 @@
 A decoder trained with inferred latents has no prior of its own. After training, the
 codes of (clean) training images are inferred by JIIO and a Gaussian mixture is fitted
 to them; sampling draws codes from that mixture and decodes them (a forward DEQ solve
-and the image head). The mixture is stored in the checkpoint under ``density.``.
+and the image head). The mixture is stored in the checkpoint under ``density.``; the
+same fits give the decoder's range error τ² (:mod:`jiio_cli.tasks.range_error`), stored
+in its metadata.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.inverse import InferenceSettings, infer_latents
 from jiio_cli.tasks.loading import load_model
+from jiio_cli.tasks.range_error import FIT_IMAGES, RANGE_ERROR_KEY, estimate_range_error
 
-__all__ = ["DENSITY_PREFIX", "attach_density", "decode", "fit_latent_density", "infer_codes"]
+__all__ = ["DENSITY_PREFIX", "attach_density", "decode", "infer_codes"]
 
 DENSITY_PREFIX = "density."
 
@@ -37,18 +40,6 @@ def infer_codes(
         _, result = infer_latents(decoder, batch, known, settings)
         codes.append(result.x)
     return torch.cat(codes)
-
-
-def fit_latent_density(
-    decoder: DEQDecoder,
-    images: Tensor,
-    settings: InferenceSettings,
-    components: int = 10,
-    generator: torch.Generator | None = None,
-) -> GaussianMixture:
-    """Fit a Gaussian mixture to the inferred codes of ``images``."""
-    codes = infer_codes(decoder, images, settings)
-    return fit_gmm(codes.double(), components=components, generator=generator, restarts=2)
 
 
 def decode(decoder: DEQDecoder, codes: Tensor, solver: SolverConfig | None = None) -> Tensor:
@@ -83,17 +74,26 @@ def attach_density(
 ) -> GaussianMixture:
     """Fit the latent mixture of a decoder checkpoint on ``images`` and store it there.
 
-    The checkpoint is rewritten atomically with the mixture under ``density.``.
+    The checkpoint is rewritten atomically with the mixture under ``density.`` and the
+    decoder's range error τ², fitted on the first :data:`FIT_IMAGES` of ``images``
+    (:func:`~jiio_cli.tasks.range_error.estimate_range_error`), in its metadata.
     """
     decoder, ckpt = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", device)
+    latent_weight = float((ckpt.training_config or {}).get("latent_weight", 1e-3))
     settings = InferenceSettings(
-        latent_weight=float((ckpt.training_config or {}).get("latent_weight", 1e-3)),
+        latent_weight=latent_weight,
         jiio=JIIOConfig(alpha_x=0.02, solver=SolverConfig(memory=20, max_iter=iterations)),
     )
     components = min(components, images.shape[0])
-    mixture = fit_latent_density(
-        decoder, images.to(device), settings, components, torch.Generator().manual_seed(0)
+    images = images.to(device)
+    codes = infer_codes(decoder, images, settings)
+    mixture = fit_gmm(
+        codes.double(),
+        components=components,
+        generator=torch.Generator().manual_seed(0),
+        restarts=2,
     )
+    variance = estimate_range_error(decoder, images[:FIT_IMAGES], latent_weight)
     tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith(DENSITY_PREFIX)}
     tensors.update(mixture.to_tensors(DENSITY_PREFIX))
     save_checkpoint(
@@ -105,6 +105,6 @@ def attach_density(
         step=ckpt.step,
         metrics=ckpt.metrics,
         training_config=ckpt.training_config,
-        extra=ckpt.extra,
+        extra={**ckpt.extra, RANGE_ERROR_KEY: repr(variance)},
     )
     return mixture

@@ -36,12 +36,13 @@ def run_reconstruct_bench(
     from jiio_cli.data import load_mnist5k
     from jiio_cli.tasks.corruption import corrupt
     from jiio_cli.tasks.loading import default_checkpoint, load_model
+    from jiio_cli.tasks.range_error import stored_range_error
     from jiio_cli.training import derived_generator
 
     dev = common.torch_device
 
     path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
-    decoder, _ = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
+    decoder, ckpt = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
     defaults = ReconstructBenchConfig()
     cfg = ReconstructBenchConfig(
         batch_size=opts.batch_size,
@@ -88,11 +89,15 @@ def run_reconstruct_bench(
         tune = train[:200]
         noisy, _ = corrupt(tune, CORRUPTIONS["denoise"], derived_generator(common.seed, 6))
         weight = tune_tv_weight(noisy, tune)
+        variance = stored_range_error(ckpt.extra) or 0.0
         result["quality_psnr_db"] = {
-            kind: quality_table(decoder, clean, kind, cfg, opts.iterations, weight, common.seed)
+            kind: quality_table(
+                decoder, clean, kind, cfg, opts.iterations, weight, common.seed, variance
+            )
             for kind in ("inpaint", "denoise")
         }
         result["quality_images"] = opts.count
+        result["quality_range_error"] = variance
     if common.json_output:
         emit(result, json_output=True)
         return

@@ -1,9 +1,11 @@
 """``jiio reconstruct``: inpaint and/or denoise images with a trained DEQ decoder.
 
-The latent code of each image is inferred by JIIO from its known pixels; the decoded
-image is the reconstruction. Images whose size differs from the model's are resized
-for the solve and the reconstruction is resized back; known pixels of a noise-free
-input are then pasted back so that what was observed is kept exactly.
+The latent code of each image is inferred by JIIO from its known pixels and decoded.
+Images whose size differs from the model's are resized for the solve and the decoded
+image is resized back. The observed pixels are then combined with it by the decoder's
+range-error model (:mod:`jiio_cli.tasks.range_error`): kept exactly when the input is
+noise-free, mixed in by τ²/(τ² + σ²) when it is noisy, τ² being the decoder's error on
+clean training images stored in the checkpoint (``--range-error`` overrides it).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ReconstructOptions(BaseModel):
     alpha_x: float = Field(gt=0, le=10)
     memory: int = Field(ge=1, le=100)
     x_weight: float = Field(gt=0, le=1e4, allow_inf_nan=False)
+    range_error: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
 
 
 def _output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
@@ -95,6 +98,14 @@ def reconstruct(
             "changes the path, not the solution."
         ),
     ] = 10.0,
+    range_error: Annotated[
+        float | None,
+        typer.Option(
+            help="τ², the decoder's mean squared error per pixel on clean images; with "
+            "--sigma S a share τ²/(τ² + S²) of each noisy observed pixel is mixed into the "
+            "result (0: the decoder's output alone). Default: the checkpoint's estimate."
+        ),
+    ] = None,
     allow_unconverged: Annotated[
         bool, typer.Option(help="Write results and exit 0 even if some solves did not converge.")
     ] = False,
@@ -115,6 +126,7 @@ def reconstruct(
             alpha_x=alpha_x,
             memory=memory,
             x_weight=x_weight,
+            range_error=range_error,
         )
         from jiio_cli.data import read_image, read_mask, resize_image, resize_mask, write_image
         from jiio_cli.engine import JIIOConfig, SolverConfig
@@ -122,6 +134,7 @@ def reconstruct(
         from jiio_cli.tasks.inverse import reconstruct as run_reconstruction
         from jiio_cli.tasks.inverse_training import InferenceSettings
         from jiio_cli.tasks.loading import default_checkpoint, load_model
+        from jiio_cli.tasks.range_error import posterior_image, stored_range_error
 
         dev = common.torch_device
         torch.manual_seed(common.seed)
@@ -159,6 +172,13 @@ def reconstruct(
         kn = torch.stack(known).to(dev)
         obs = obs * kn
 
+        variance = opts.range_error
+        if variance is None:
+            variance = stored_range_error(ckpt.extra)
+            if variance is None:
+                variance = 0.0
+                if opts.sigma > 0:
+                    notes.append("the checkpoint has no range error: the decoder's output is used")
         trained_with = ckpt.training_config or {}
         settings = InferenceSettings(
             latent_weight=float(trained_with.get("latent_weight", 1e-3)),
@@ -184,8 +204,10 @@ def reconstruct(
             full = (
                 resize_image(recon[i].cpu(), (h, w)) if (h, w) != (size, size) else recon[i].cpu()
             )
-            if opts.sigma == 0:
-                full = torch.where(known_full[i].bool(), originals[i], full)
+            if masks or opts.sigma > 0:  # without either, the output is the projection itself
+                full = posterior_image(
+                    full[None], originals[i][None], known_full[i][None], opts.sigma, variance
+                )[0]
             ok = bool(result.converged[i]) and not bool(result.failed[i])
             row: dict[str, Any] = {
                 "image": str(image_path),
@@ -219,6 +241,7 @@ def reconstruct(
             "iterations": max(r["iterations"] for r in rows),
             "converged": not failed and all(r["converged"] for r in rows),
             "seconds": seconds,
+            "range_error": variance,
             "device": str(dev),
             "checkpoint": str(path),
             "notes": notes,
