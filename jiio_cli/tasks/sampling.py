@@ -3,9 +3,9 @@
 A decoder trained with inferred latents has no prior of its own. After training, the
 codes of (clean) training images are inferred by JIIO and a Gaussian mixture is fitted
 to them; sampling draws codes from that mixture and decodes them (a forward DEQ solve
-and the image head). The mixture is stored in the checkpoint under ``density.``; the
-same fits give the decoder's range error τ² (:mod:`jiio_cli.tasks.range_error`), stored
-in its metadata.
+and the image head). The mixture is stored in the checkpoint under ``density.``, and
+beside it, in the metadata, the decoder's range error τ² fitted on some of the same
+training images (:mod:`jiio_cli.tasks.range_error`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ The latent code of each image is inferred by JIIO from its known pixels and deco
 Images whose size differs from the model's are resized for the solve and the decoded
 image is resized back. The observed pixels are then combined with it by the decoder's
 range-error model (:mod:`jiio_cli.tasks.range_error`): kept exactly when the input is
-noise-free, mixed in by τ²/(τ² + σ²) when it is noisy, τ² being the decoder's error on
-clean training images stored in the checkpoint (``--range-error`` overrides it).
+noise-free, mixed in by τ²/(τ² + σ²) when it is noisy, with the decoder's range-error
+variance τ² fitted on noisy training digits and stored in the checkpoint
+(``--range-error`` overrides it).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def reconstruct(
     range_error: Annotated[
         float | None,
         typer.Option(
-            help="τ², the decoder's mean squared error per pixel on clean images; with "
+            help="τ², the variance per pixel of the decoder's range error; with "
             "--sigma S a share τ²/(τ² + S²) of each noisy observed pixel is mixed into the "
             "result (0: the decoder's output alone). Default: the checkpoint's estimate."
         ),
