@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jiio_cli.cli.commands.train_scope import option_flag
+from jiio_cli.cli.commands.train_scope import COMMON_OPTIONS, option_flag
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonOptions
@@ -56,28 +56,8 @@ gives a gradient spike; one big step that enlarges the context maps makes the fi
 α_x step of the next inner solves unstable, and training never recovers (seen at
 lr 1e-2 without a clip). Healthy steps have norms well below 1, so the clip is idle."""
 
-SINUSOID_OPTIONS = frozenset(
-    {
-        *SINUSOID_DEFAULTS,
-        "task",
-        "dataset",
-        "out",
-        "resume",
-        "epochs",
-        "lr",
-        "inner",
-        "inner_iters",
-        "naive_steps",
-        "hyper_step",
-        "save_every",
-        "max_bad_steps",
-        "max_grad_norm",
-        "nproc",
-        "device",
-        "seed",
-        "json_output",
-        "debug",
-    }
+SINUSOID_OPTIONS = COMMON_OPTIONS | frozenset(
+    {*SINUSOID_DEFAULTS, "dataset", "naive_steps", "hyper_step"}
 )
 """``train`` parameters that apply to ``--dataset sinusoid``; typing any other is an error."""
 

@@ -13,7 +13,7 @@ from collections.abc import Set as AbstractSet
 
 from jiio_cli.errors import UsageError
 
-__all__ = ["TASK_OPTIONS", "option_flag", "reject_misplaced_options"]
+__all__ = ["COMMON_OPTIONS", "TASK_OPTIONS", "option_flag", "reject_misplaced_options"]
 
 COMMON_OPTIONS = frozenset(
     {
