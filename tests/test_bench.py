@@ -57,6 +57,35 @@ def test_reconstruct_bench_json_is_consistent() -> None:
     assert all(r["f_evals"] >= r["iterations"] for r in runs)
 
 
+def test_quality_table_rows_are_consistent() -> None:
+    from jiio_cli.bench.reconstruct import ReconstructBenchConfig, quality_table
+    from jiio_cli.data import load_mnist5k
+    from jiio_cli.tasks.loading import default_checkpoint, load_model
+
+    decoder, _ = load_model(
+        default_checkpoint("decoder"), {"inpaint"}, "decoder", torch.device("cpu")
+    )
+    clean = load_mnist5k("heldout")[0][:6]
+    cfg = ReconstructBenchConfig(batch_size=4)
+    tables = {
+        (kind, tau): quality_table(decoder, clean, kind, cfg, 20, 0.15, seed=0, range_error=tau)
+        for kind in ("inpaint", "denoise")
+        for tau in (0.0, 0.01)
+    }
+    for table in tables.values():
+        assert len(table) == 4 and "no learning (corrupted input)" in table
+        assert all(torch.isfinite(torch.tensor(v)) for v in table.values())
+    jiio, alone = "jiio (DEQ decoder)", "jiio, decoder output only"
+    # Keeping the exactly known pixels can only lower the error of the hole's image.
+    for tau in (0.0, 0.01):
+        assert tables["inpaint", tau][jiio] > tables["inpaint", tau][alone]
+    assert tables["inpaint", 0.0] == tables["inpaint", 0.01]
+    # τ² = 0 trusts the decoder; τ² > 0 mixes the noisy pixels in and changes the image.
+    assert tables["denoise", 0.0][jiio] == tables["denoise", 0.0][alone]
+    assert tables["denoise", 0.01][jiio] != tables["denoise", 0.01][alone]
+    assert tables["denoise", 0.01][alone] == tables["denoise", 0.0][alone]
+
+
 def test_engine_bench_reports_overhead_ratios() -> None:
     result = runner.invoke(
         app, ["bench", "--task", "engine", "--batch-size", "2", "--device", "cpu", "--json"]
