@@ -235,9 +235,12 @@ def train(
     # Typer fills it in; None when the function is called from Python (nothing typed).
     ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
-    """Train a DEQ decoder (generate / denoise / inpaint) with latents inferred by JIIO."""
+    """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
+    classifier (adversarial) or a few-shot meta-model (meta)."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        # Before launching workers, so that a misplaced option is one line, not one per rank.
+        reject_misplaced_options(task.value, explicit_options(ctx))
         if nproc is not None:  # become the launcher: torchrun re-runs this command N times
             from jiio_cli.cli.launch import launch_workers
 
@@ -245,7 +248,6 @@ def train(
         from jiio_cli.distributed import start_distributed
 
         context, rank_device = start_distributed(common.torch_device)
-        reject_misplaced_options(task.value, explicit_options(ctx))
         if task == Task.adversarial:
             from jiio_cli.cli.commands import train_adversarial
 
