@@ -26,11 +26,16 @@ from torch import Tensor
 
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
-from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig
+from jiio_cli.engine import NaiveConfig, SolverConfig
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
-from jiio_cli.tasks.inverse import InferenceSettings, reconstruct
+from jiio_cli.tasks.inverse import (
+    InferenceSettings,
+    reconstruct,
+    reconstruct_in_batches,
+    reconstruction_settings,
+)
 from jiio_cli.tasks.range_error import posterior_image
 from jiio_cli.training import derived_generator
 
@@ -70,14 +75,14 @@ class ReconstructBenchConfig:
 
 def jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSettings:
     """The bench's JIIO inference settings with an iteration budget."""
-    return InferenceSettings(
+    return reconstruction_settings(
+        iterations,
         latent_weight=cfg.latent_weight,
-        jiio=JIIOConfig(
-            alpha_x=cfg.alpha_x,
-            x_weight=cfg.x_weight,
-            solver=SolverConfig(memory=cfg.memory, max_iter=iterations, tol=1e-6, graph=cfg.graph),
-            refine=SolverConfig(memory=5, max_iter=30, tol=cfg.inner_tol),
-        ),
+        alpha_x=cfg.alpha_x,
+        memory=cfg.memory,
+        x_weight=cfg.x_weight,
+        refine_tol=cfg.inner_tol,
+        graph=cfg.graph,
     )
 
 
@@ -178,12 +183,8 @@ def quality_table(
 
     corruption = CORRUPTIONS[kind]
     observed, known = quality_observations(clean, corruption, seed)
-    recon = []
-    for start in range(0, clean.shape[0], cfg.batch_size):
-        sl = slice(start, start + cfg.batch_size)
-        images, _ = reconstruct(decoder, observed[sl], known[sl], jiio_settings(cfg, iterations))
-        recon.append(images)
-    decoded = torch.cat(recon)
+    settings = jiio_settings(cfg, iterations)
+    decoded = reconstruct_in_batches(decoder, observed, known, settings, cfg.batch_size)
     sigma = corruption.sigma_range[0]
     jiio_images = posterior_image(decoded, observed, known, sigma, range_error)
     if kind == "inpaint":

@@ -42,7 +42,9 @@ __all__ = [
     "TrainLossResult",
     "infer_latents",
     "reconstruct",
+    "reconstruct_in_batches",
     "reconstruction_problem",
+    "reconstruction_settings",
     "training_loss",
 ]
 
@@ -180,3 +182,49 @@ def reconstruct(
     with torch.no_grad():
         images = decoder.head(result.z).clamp(0, 1)
     return images, result
+
+
+def reconstruct_in_batches(
+    decoder: DEQDecoder,
+    observed: Tensor,
+    known: Tensor,
+    settings: InferenceSettings,
+    batch_size: int = 128,
+) -> Tensor:
+    """Reconstructed images (N, C, H, W) of N observations, solved ``batch_size`` at a time."""
+    images = [
+        reconstruct(
+            decoder,
+            observed[start : start + batch_size],
+            known[start : start + batch_size],
+            settings,
+        )[0]
+        for start in range(0, observed.shape[0], batch_size)
+    ]
+    return torch.cat(images)
+
+
+def reconstruction_settings(
+    iterations: int,
+    latent_weight: float = 1e-3,
+    alpha_x: float = 0.02,
+    memory: int = 10,
+    x_weight: float = 10.0,
+    refine_tol: float = 1e-4,
+    graph: bool = False,
+) -> InferenceSettings:
+    """JIIO settings for reconstructing at test time with a fixed iteration budget.
+
+    The defaults are those of ``jiio bench --task reconstruct`` (α_x 0.02, Anderson
+    memory 10, x weight 10; tolerance 1e-6 so that the budget, not the tolerance, ends
+    the loop), with a warm-started refinement of z* and μ* to ``refine_tol``.
+    """
+    return InferenceSettings(
+        latent_weight=latent_weight,
+        jiio=JIIOConfig(
+            alpha_x=alpha_x,
+            x_weight=x_weight,
+            solver=SolverConfig(memory=memory, max_iter=iterations, tol=1e-6, graph=graph),
+            refine=SolverConfig(memory=5, max_iter=30, tol=refine_tol),
+        ),
+    )

@@ -31,10 +31,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from jiio_cli.engine import JIIOConfig, SolverConfig
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
-from jiio_cli.tasks.inverse import InferenceSettings, reconstruct
+from jiio_cli.tasks.inverse import reconstruct_in_batches, reconstruction_settings
 
 __all__ = [
     "FIT_IMAGES",
@@ -111,25 +110,13 @@ def estimate_range_error(
     """Fit τ² of a decoder on clean images (N, C, H, W) (see the module docstring).
 
     The images are observed with noise σ drawn from a generator seeded by ``seed``, and
-    denoised with the solver settings of ``jiio reconstruct`` (α_x 0.02, Anderson memory
-    10, x weight 10) for ``iterations`` iterations.
+    denoised with :func:`~jiio_cli.tasks.inverse.reconstruction_settings` (α_x 0.02,
+    Anderson memory 10, x weight 10) for ``iterations`` iterations.
     """
     observed, known = corrupt(clean, Corruption(sigma=sigma), torch.Generator().manual_seed(seed))
-    settings = InferenceSettings(
-        latent_weight=latent_weight,
-        jiio=JIIOConfig(
-            alpha_x=0.02,
-            x_weight=10.0,
-            solver=SolverConfig(memory=10, max_iter=iterations, tol=1e-6),
-            refine=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-        ),
-    )
-    decoded = []
-    for start in range(0, clean.shape[0], 128):
-        sl = slice(start, start + 128)
-        images, _ = reconstruct(decoder, observed[sl], known[sl], settings)
-        decoded.append(images)
-    return fit_range_error(torch.cat(decoded), observed, clean, sigma)
+    settings = reconstruction_settings(iterations, latent_weight=latent_weight)
+    decoded = reconstruct_in_batches(decoder, observed, known, settings)
+    return fit_range_error(decoded, observed, clean, sigma)
 
 
 def stored_range_error(extra: Mapping[str, str]) -> float | None:
