@@ -2,23 +2,76 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import check_groups, check_positive, conv3x3, pair
+from .layers import check_groups, check_positive, conv3x3, interpolation_matrix, pair
 
-__all__ = ["ClassifierHead", "ImageHead", "SpatialClassifierHead"]
+__all__ = [
+    "ClassifierHead",
+    "ImageHead",
+    "SpatialClassifierHead",
+    "conv_tap_matrices",
+    "shifted_taps",
+]
+
+
+def shifted_taps(matrix: Tensor, taps: int) -> Tensor:
+    """Rows of U shifted for the taps of a zero-padded convolution, (taps, n_out, n_in).
+
+    Tap i reads output row p + i − taps//2 of the upsampled signal, or zeros past the edge.
+    """
+    n_out = matrix.shape[0]
+    half = taps // 2
+    padded = F.pad(matrix, (0, 0, half, half))
+    return torch.stack([padded[i : i + n_out] for i in range(taps)])
+
+
+@functools.lru_cache(maxsize=64)
+def conv_tap_matrices(
+    state_size: tuple[int, int],
+    image_size: tuple[int, int],
+    kernel: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """A (H, k·h) and B (k·w, W): the shifted interpolation matrices of every conv tap
+    side by side, so that each side of :meth:`ImageHead.upsampled_conv` is one product.
+    Cached; callers must not modify them."""
+    (h, w), (big_h, big_w), (k_h, k_w) = state_size, image_size, kernel
+    with torch.inference_mode(False), torch.no_grad():
+        a = shifted_taps(interpolation_matrix(h, big_h, device, dtype), k_h)  # (k, H, h)
+        b = shifted_taps(interpolation_matrix(w, big_w, device, dtype), k_w)  # (k, W, w)
+        return (
+            a.permute(1, 0, 2).reshape(big_h, k_h * h),
+            b.permute(0, 2, 1).reshape(k_w * w, big_w),
+        )
 
 
 class ImageHead(nn.Module):
     """Decode a state into an image in [0, 1]: ``σ(conv₃ₓ₃(upsample(z)))``.
 
+    When z is smaller than the image (a half-resolution state) it is bilinearly
+    upsampled first. Both steps are linear, so the head is computed in the cheaper
+    order: with U_H, U_W the interpolation matrices and A_i, B_j their rows shifted for
+    the conv's taps (i, j ∈ {0, 1, 2}, zero padding),
+
+        image_o = σ(b_o + Σ_{i,j} A_i (Σ_c w_{o,c,i,j} z_c) B_jᵀ),
+
+    a 1×1 convolution from C to 9c channels at the state's resolution, then two small
+    matrix products per tap, instead of upsampling all C channels and convolving at the
+    image's resolution. The result is the same function up to rounding
+    (``tests/test_heads.py`` checks it against the upsample-then-convolve form, values
+    and gradients); on the CPU the upsampling and its backward were most of the cost of
+    a JIIO iteration on the shipped decoder.
+
     Args:
         channels: C, channels of z.
         image_channels: c, channels of the image.
-        image_size: output (H, W), or one int for square images. When z is smaller
-            (a half-resolution state) it is bilinearly upsampled first.
+        image_size: output (H, W), or one int for square images.
 
     Shapes:
         z: (B, C, h, w) → image: (B, c, H, W).
@@ -35,9 +88,29 @@ class ImageHead(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Map z (B, C, h, w) to an image (B, c, H, W) with values in [0, 1]."""
-        if tuple(z.shape[2:]) != self.image_size:
-            z = F.interpolate(z, size=self.image_size, mode="bilinear", align_corners=False)
-        return torch.sigmoid(self.conv(z))
+        if tuple(z.shape[2:]) == self.image_size:
+            return torch.sigmoid(self.conv(z))
+        return torch.sigmoid(self.upsampled_conv(z))
+
+    def reference_upsampled_conv(self, z: Tensor) -> Tensor:
+        """conv₃ₓ₃(upsample(z)) computed literally, for tests."""
+        up = F.interpolate(z, size=self.image_size, mode="bilinear", align_corners=False)
+        return self.conv(up)
+
+    def upsampled_conv(self, z: Tensor) -> Tensor:
+        """conv₃ₓ₃(upsample(z)) (B, c, H, W) in the factorised order (see the class)."""
+        batch, _, h, w = z.shape
+        out_ch, in_ch, k_h, k_w = self.conv.weight.shape
+        a, b = conv_tap_matrices((h, w), self.image_size, (k_h, k_w), z.device, z.dtype)
+        # Output channel (o, i, j) of the 1×1 conv holds tap (i, j) of output o.
+        weight = self.conv.weight.permute(0, 2, 3, 1).reshape(out_ch * k_h * k_w, in_ch, 1, 1)
+        t = F.conv2d(z, weight.to(z.dtype))  # (B, c·k·k, h, w)
+        # (B, c, i, j, h, w) -> (B, c, i, h, j, w): contract (j, w) with B, then (i, h) with A.
+        t = t.view(batch, out_ch, k_h, k_w, h, w).permute(0, 1, 2, 4, 3, 5)
+        u = t.reshape(batch, out_ch, k_h * h, k_w * w) @ b  # (B, c, k·h, W)
+        image = a @ u  # (B, c, H, W)
+        bias = self.conv.bias
+        return image if bias is None else image + bias.to(z.dtype).view(1, out_ch, 1, 1)
 
 
 class ClassifierHead(nn.Module):

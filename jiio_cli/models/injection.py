@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import math
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import check_groups, check_positive, conv3x3, pair
+from .layers import bilinear_resize, check_groups, check_positive, conv3x3, pair
 
 __all__ = ["ImageInjection", "LatentInjection"]
 
@@ -25,7 +24,8 @@ class LatentInjection(nn.Module):
     """Inject a latent vector into a feature map.
 
     ``u = GN(conv(upsample(reshape(W x + b))))``: a linear layer writes x onto a coarse
-    grid of size (⌈H/k⌉, ⌈W/k⌉), bilinear upsampling brings it to (H, W) and a 3×3 conv
+    grid of size (⌈H/k⌉, ⌈W/k⌉), bilinear upsampling (as two matrix products,
+    :func:`~jiio_cli.models.layers.bilinear_resize`) brings it to (H, W) and a 3×3 conv
     smooths the upsampling artefacts. Going through a coarse grid keeps the linear layer
     k² times smaller than a direct map to (C, H, W).
 
@@ -84,8 +84,7 @@ class LatentInjection(nn.Module):
                 f"LatentInjection expects x of shape (B, {self.latent_dim}), got {tuple(x.shape)}"
             )
         grid = self.linear(x).view(x.shape[0], self.channels, *self.coarse_size)
-        if self.coarse_size != self.spatial_size:
-            grid = F.interpolate(grid, size=self.spatial_size, mode="bilinear", align_corners=False)
+        grid = bilinear_resize(grid, self.spatial_size)
         return self.norm(self.conv(grid))
 
 

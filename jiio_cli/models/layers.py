@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 __all__ = [
     "SMALL_INIT_STD",
+    "bilinear_resize",
     "check_groups",
     "check_positive",
     "conv3x3",
     "has_weight_norm",
+    "interpolation_matrix",
     "pair",
     "param_device_dtype",
 ]
@@ -100,3 +105,36 @@ def param_device_dtype(
     if dtype is None:
         dtype = param.dtype if param is not None else torch.get_default_dtype()
     return device, dtype
+
+
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(
+    size_in: int, size_out: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """The (size_out, size_in) matrix U of 1-D linear interpolation (align_corners=False).
+
+    Bilinear resizing is separable: ``F.interpolate(z, (H, W), mode="bilinear")`` equals
+    U_H z U_Wᵀ per channel. U is read off by interpolating the identity, so it follows
+    PyTorch's own source-index rule (edge clamping included). Cached per size, device
+    and dtype; callers must not modify it.
+    """
+    # A normal tensor even if first asked for under inference mode, so autograd can
+    # save it later.
+    with torch.inference_mode(False), torch.no_grad():
+        eye = torch.eye(size_in, device=device, dtype=dtype).unsqueeze(0)
+        return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].T
+
+
+def bilinear_resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` as U_H x U_Wᵀ.
+
+    The same function (up to rounding) for x (…, h, w) → (…, H, W); two small matrix
+    products are several times cheaper than the interpolation kernel and its backward
+    on the CPU for the small grids the models resize.
+    """
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    u_h = interpolation_matrix(h, size[0], x.device, x.dtype)
+    u_w = interpolation_matrix(w, size[1], x.device, x.dtype)
+    return u_h @ x @ u_w.T
