@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from jiio_cli.engine import SolverConfig, fixed_input_map, forward_solve
 from jiio_cli.models import (
     ClassifierConfig,
     ConvDEQCell,
@@ -26,6 +27,7 @@ from jiio_cli.models import (
     config_from_dict,
 )
 from jiio_cli.models.layers import has_weight_norm
+from jiio_cli.models.precision import AutocastCell
 
 Cell = Callable[[Tensor, Tensor], Tensor]
 
@@ -512,3 +514,39 @@ def test_meta_config_readout_is_checked_and_defaults_to_the_head() -> None:
     model = FiLMClassifier(MetaConfig(context_dim=4, ways=3, channels=8, readout="centroids"))
     assert "log_distance_scale" in model.state_dict()
     assert "log_distance_scale" not in FiLMClassifier(MetaConfig(context_dim=4)).state_dict()
+
+
+@pytest.mark.parametrize("case", [decoder_case, classifier_case])
+def test_fixed_input_map_computes_the_injection_once_and_equals_f(
+    case: Callable[..., tuple[nn.Module, Tensor]],
+) -> None:
+    config = SMALL_DEC if case is decoder_case else SMALL_CLS
+    model, x = case(config, 3, seed=int(torch.randint(0, 10_000, ())))
+    cell = model.cell
+    calls: list[int] = []
+    cell.injection.register_forward_hook(lambda *_: calls.append(1))
+    z = torch.randn(3, *cell.state_shape)
+    with torch.no_grad():
+        step = fixed_input_map(cell, x)
+        first, second = step(z), step(2 * z)
+        assert len(calls) == 1
+        assert torch.equal(first, cell(z, x))
+        assert torch.equal(second, cell(2 * z, x))
+        # A forward solve takes the same iterates as through the plain f(z, x).
+        config = SolverConfig(memory=5, max_iter=40, tol=1e-6)
+        fast = forward_solve(cell, x, torch.zeros_like(z), config)
+        plain = forward_solve(lambda z_, x_: cell(z_, x_), x, torch.zeros_like(z), config)
+    assert torch.equal(fast.z, plain.z)
+    assert torch.equal(fast.stats.iterations, plain.stats.iterations)
+
+
+def test_fixed_input_map_under_autocast_matches_the_autocast_cell() -> None:
+    model, x = decoder_case(SMALL_DEC, 2)
+    cell = AutocastCell(model.cell, torch.bfloat16, "cpu")
+    z = torch.randn(2, *model.cell.state_shape)
+    with torch.no_grad():
+        out = fixed_input_map(cell, x)(z)
+        assert out.dtype == z.dtype
+        assert torch.equal(out, cell(z, x))
+    # A plain callable without the method is called as f(z, x).
+    assert torch.equal(fixed_input_map(lambda a, b: a + b.sum(), x)(z), z + x.sum())

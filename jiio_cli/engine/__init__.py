@@ -37,7 +37,12 @@ from jiio_cli.engine.jiio import (
     x_step_residual,
 )
 from jiio_cli.engine.naive import NaiveConfig, naive_solve
-from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
+from jiio_cli.engine.problem import (
+    InputOptResult,
+    InputProblem,
+    fixed_input_map,
+    lagrangian_grads,
+)
 from jiio_cli.engine.state import MultiScaleCell, StateLayout
 
 __all__ = [
@@ -63,6 +68,7 @@ __all__ = [
     "adjoint_solve",
     "anderson_weights",
     "apply_step_rule",
+    "fixed_input_map",
     "fixed_point_solve",
     "forward_solve",
     "implicit_fixed_point",

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from jiio_cli.engine.anderson import FixedPointResult, SolverConfig, fixed_point_solve
-from jiio_cli.engine.problem import Cell
+from jiio_cli.engine.problem import Cell, fixed_input_map
 
 __all__ = ["AdjointSolution", "ForwardSolution", "adjoint_solve", "forward_solve"]
 
@@ -31,11 +31,18 @@ class AdjointSolution:
 
 
 def forward_solve(cell: Cell, x: Tensor, z0: Tensor, config: SolverConfig) -> ForwardSolution:
-    """Solve z = f(z, x) per sample, starting from z0 (B, *z_shape). No autograd."""
+    """Solve z = f(z, x) per sample, starting from z0 (B, *z_shape). No autograd.
+
+    x is fixed during the solve, so a cell that can compute its injection once does
+    (:func:`~jiio_cli.engine.problem.fixed_input_map`).
+    """
     shape = z0.shape
 
+    with torch.no_grad():
+        f_at_x = fixed_input_map(cell, x)
+
     def step(s: Tensor, _k: Tensor) -> Tensor:
-        return cell(s.view(shape), x).reshape(shape[0], -1)
+        return f_at_x(s.view(shape)).reshape(shape[0], -1)
 
     with torch.no_grad():
         stats = fixed_point_solve(step, z0.reshape(shape[0], -1), config)

@@ -17,13 +17,33 @@ from torch import Tensor
 
 from jiio_cli.engine.constraints import Constraint, NoConstraint, StepRule
 
-__all__ = ["Cell", "InputOptResult", "InputProblem", "Objective", "lagrangian_grads"]
+__all__ = [
+    "Cell",
+    "InputOptResult",
+    "InputProblem",
+    "Objective",
+    "fixed_input_map",
+    "lagrangian_grads",
+]
 
 Cell = Callable[[Tensor, Tensor], Tensor]
 """f(z, x) -> z', with z of shape (B, *z_shape) and x of shape (B, *x_shape)."""
 
 Objective = Callable[[Tensor, Tensor], Tensor]
 """ℓ(z, x) -> (B,) per-sample objective (targets, masks, regularisers bound in)."""
+
+
+def fixed_input_map(cell: Cell, x: Tensor) -> Callable[[Tensor], Tensor]:
+    """z ↦ f(z, x) for one fixed x (B, *x_shape), as a forward solve iterates it.
+
+    A cell whose input enters through an injection u = inj(x) may offer
+    ``with_fixed_input(x)``, returning that map with u computed once; it must equal
+    f(·, x). Every other cell is called as f(z, x) at each evaluation.
+    """
+    bind = getattr(cell, "with_fixed_input", None)
+    if callable(bind):
+        return bind(x)
+    return lambda z: cell(z, x)
 
 
 @dataclass

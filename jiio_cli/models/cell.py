@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -75,7 +77,14 @@ class ConvDEQCell(nn.Module):
 
     def forward(self, z: Tensor, x: Tensor) -> Tensor:
         """Apply f: z (B, C, H, W), x (B, *x_shape) → z⁺ (B, C, H, W)."""
+        return self._step(z, self.injection(x))
+
+    def with_fixed_input(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """z ↦ f(z, x) with u = inj(x) computed once (for solves at a fixed x)."""
         u = self.injection(x)
+        return lambda z: self._step(z, u)
+
+    def _step(self, z: Tensor, u: Tensor) -> Tensor:
         if z.shape != u.shape:
             raise ValueError(
                 f"z has shape {tuple(z.shape)} but the injection gives {tuple(u.shape)}"

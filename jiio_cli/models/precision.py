@@ -15,12 +15,13 @@ and needs no scaling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-from jiio_cli.engine.problem import Cell
+from jiio_cli.engine.problem import Cell, fixed_input_map
 from jiio_cli.errors import UsageError
 
 __all__ = [
@@ -93,6 +94,18 @@ class AutocastCell:
             out = self.cell(z, x)
         # The solvers mix and compare states across iterations: keep them in one dtype.
         return out.to(z.dtype)
+
+    def with_fixed_input(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """z ↦ f(z, x) under autocast, the injection computed once if the cell can."""
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            inner = fixed_input_map(self.cell, x)
+
+        def step(z: Tensor) -> Tensor:
+            with torch.autocast(self.device_type, dtype=self.dtype):
+                out = inner(z)
+            return out.to(z.dtype)
+
+        return step
 
 
 def autocast_cell(cell: Cell, precision: Precision, device: torch.device) -> Cell:
