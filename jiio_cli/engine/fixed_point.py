@@ -38,13 +38,11 @@ def forward_solve(cell: Cell, x: Tensor, z0: Tensor, config: SolverConfig) -> Fo
     """
     shape = z0.shape
 
-    with torch.no_grad():
-        f_at_x = fixed_input_map(cell, x)
-
     def step(s: Tensor, _k: Tensor) -> Tensor:
         return f_at_x(s.view(shape)).reshape(shape[0], -1)
 
     with torch.no_grad():
+        f_at_x = fixed_input_map(cell, x)
         stats = fixed_point_solve(step, z0.reshape(shape[0], -1), config)
     return ForwardSolution(z=stats.state.view(shape), stats=stats)
 

@@ -92,11 +92,6 @@ class ImageHead(nn.Module):
             return torch.sigmoid(self.conv(z))
         return torch.sigmoid(self.upsampled_conv(z))
 
-    def reference_upsampled_conv(self, z: Tensor) -> Tensor:
-        """conv₃ₓ₃(upsample(z)) computed literally, for tests."""
-        up = F.interpolate(z, size=self.image_size, mode="bilinear", align_corners=False)
-        return self.conv(up)
-
     def upsampled_conv(self, z: Tensor) -> Tensor:
         """conv₃ₓ₃(upsample(z)) (B, c, H, W) in the factorised order (see the class)."""
         batch, _, h, w = z.shape
