@@ -1,0 +1,153 @@
+"""Other inner objectives for the meta-model's context at test time, against no adaptation.
+
+Usage: python scripts/context_objectives.py transductive BETA,LAMBDA [BETA,LAMBDA ...]
+           [--iterations 40] [--episodes 100]
+       python scripts/context_objectives.py augmented HEAD,LAMBDA [HEAD,LAMBDA ...]
+           [--copies 4] [--warp 1.0] [--iterations 60] [--episodes 100]
+
+Both fit the shipped meta-model's context v by JIIO (its own solver settings, with the
+budget given) on 5-way 1-shot episodes of the meta-train characters held out for
+validation, and classify the queries by the centroid read-out at v*. Each setting's
+accuracy is printed with its paired differences (points) to the no-adaptation baselines
+(centroids at v = 0; for ``augmented`` also the centroids of the copies at v = 0):
+
+- ``transductive``: the head's support cross-entropy + β · the mean entropy of the
+  queries' centroid read-out + λ · mean(v²); support and queries are solved as one row.
+- ``augmented``: each support image gets ``--copies`` elastically warped copies (the
+  training augmentation's warp of ``--warp`` pixels); v minimises the centroid
+  read-out's cross-entropy of every copy (plus HEAD times the head's) + λ · mean(v²),
+  and the read-out uses the centroids of all copies. A second baseline, the centroids of
+  the same copies at v = 0, is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jiio_cli.data.augment import Augmentation, augment
+from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
+from jiio_cli.engine import InputProblem, jiio_solve
+from jiio_cli.models import FiLMClassifier
+from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
+from jiio_cli.tasks.meta import query_states
+from jiio_cli.tasks.meta_loading import load_meta_model
+from jiio_cli.tasks.meta_training import adapt_settings, split_pool
+from jiio_cli.training import derived_generator
+
+WAYS = 5
+QUERIES = 5
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> list[float]:
+    return (logits.argmax(-1) == labels).float().mean(dim=1).tolist()
+
+
+def per_task_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return ce.view(labels.shape).mean(dim=1)
+
+
+def context_objective(
+    model: FiLMClassifier,
+    labels: Tensor,
+    n_fit: int,
+    transductive: bool,
+    weight: float,
+    lam: float,
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """ℓ(z, v) per task for a row whose first ``n_fit`` states are the labelled images."""
+
+    def objective(z: Tensor, v: Tensor) -> Tensor:
+        fit = z[:, :n_fit]
+        if transductive:
+            loss = per_task_ce(model.logits(fit, v, WAYS), labels)
+            log_p = model.centroid_logits(z[:, n_fit:], fit, labels, WAYS).log_softmax(-1)
+            loss = loss + weight * -(log_p.exp() * log_p).sum(-1).mean(dim=1)
+        else:
+            loss = per_task_ce(model.centroid_logits(fit, fit, labels, WAYS), labels)
+            if weight > 0:
+                loss = loss + weight * per_task_ce(model.logits(fit, v, WAYS), labels)
+        return loss + lam * v.pow(2).mean(dim=1)
+
+    return objective
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("objective", choices=("transductive", "augmented"))
+    parser.add_argument("settings", nargs="+", help="pairs WEIGHT,LAMBDA")
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--warp", type=float, default=1.0)
+    args = parser.parse_args()
+    pairs = [tuple(float(t) for t in text.split(",")) for text in args.settings]
+    transductive = args.objective == "transductive"
+    iterations = args.iterations or (40 if transductive else 60)
+    model, _, spec = load_meta_model(None, torch.device("cpu"))
+    pool = split_pool(load_glyph_pool("train").resized(model.config.image_size))[1]
+    settings = adapt_settings(spec, iterations=iterations)
+    episodes_gen = derived_generator(0, 11, WAYS, 1)
+    warp_gen = torch.Generator().manual_seed(123)
+    warp = Augmentation("elastic", args.warp)
+    scores: dict[str, list[float]] = {"centroids at v = 0": []}
+    if not transductive:
+        scores["centroids of the copies at v = 0"] = []
+    for pair in pairs:
+        scores[f"{args.objective} {pair[0]:g},{pair[1]:g}"] = []
+    for begin in range(0, args.episodes, 20):
+        count = min(20, args.episodes - begin)
+        ep = sample_episodes(pool, count, WAYS, 1, QUERIES, episodes_gen)
+        n = ep.support.shape[1]
+        support, labels = ep.support, ep.support_labels
+        if not transductive:
+            flat = ep.support.flatten(0, 1)
+            copies = [augment(flat, warp, warp_gen).view_as(ep.support) for _ in range(args.copies)]
+            support = torch.cat([ep.support, *copies], dim=1)
+            labels = labels.repeat(1, args.copies + 1)
+        n_fit = support.shape[1]
+        rows = torch.cat([support, ep.query], dim=1)
+        with torch.no_grad():
+            zero = rows.new_zeros(count, model.context_size)
+            z0 = query_states(model, rows, zero, settings.forward)
+            query0 = z0[:, n_fit:]
+            base = model.centroid_logits(query0, z0[:, :n], ep.support_labels, WAYS)
+            scores["centroids at v = 0"] += accuracy(base, ep.query_labels)
+            if not transductive:
+                copies0 = model.centroid_logits(query0, z0[:, :n_fit], labels, WAYS)
+                scores["centroids of the copies at v = 0"] += accuracy(copies0, ep.query_labels)
+        for weight, lam in pairs:
+            objective = context_objective(model, labels, n_fit, transductive, weight, lam)
+            solved = rows if transductive else support
+            with torch.no_grad():
+                model.bind(solved)
+                try:
+                    problem = InputProblem(
+                        model.context_cell(),
+                        objective,
+                        z0=model.init_state(count),
+                        x0=zero.clone(),
+                    )
+                    context = jiio_solve(problem, settings.jiio).x
+                finally:
+                    model.unbind()
+                z = query_states(model, rows, context, settings.forward)
+                logits = model.centroid_logits(z[:, n_fit:], z[:, :n_fit], labels, WAYS)
+            scores[f"{args.objective} {weight:g},{lam:g}"] += accuracy(logits, ep.query_labels)
+    baselines = [name for name in scores if name.startswith("centroids")]
+    for name, values in scores.items():
+        mean, ci = mean_and_ci95(values)
+        line = f"{name:36s} {100 * mean:6.2f} ± {100 * ci:.2f} %"
+        for base in baselines:
+            diff = paired_difference(values, scores[base])
+            line += f"   minus {base}: {100 * diff['mean']:+.2f} ± {100 * diff['ci95']:.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
