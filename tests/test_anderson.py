@@ -149,3 +149,41 @@ def test_difference_form_takes_the_same_steps_as_the_constrained_form(beta: floa
     diffs = fixed_point_solve(g, s0, SolverConfig(memory=3, history="bf16", **common))  # type: ignore[arg-type]
     scale = pairs.state.norm(dim=1, keepdim=True)
     assert ((diffs.state - pairs.state).abs() / scale).max() < 2e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_all_finite_agrees_with_the_elementwise_test(dtype: torch.dtype) -> None:
+    from jiio_cli.engine import all_finite
+
+    big = torch.finfo(dtype).max
+    rows = torch.randn(9, 50).to(dtype)
+    rows[1, 3] = float("nan")
+    rows[2, 0] = float("inf")
+    rows[3, 49] = -float("inf")
+    rows[4, 1], rows[4, 2] = float("inf"), -float("inf")  # their sum is NaN
+    rows[5] = big  # finite entries whose sum overflows the dtype itself
+    rows[6] = -big
+    rows[7, :25] = big
+    rows[7, 25:] = -big
+    if dtype == torch.float64:
+        # float64 entries this large may overflow the float64 sum: the documented limit.
+        rows[5:8] = 1e300
+    expected = torch.isfinite(rows).all(dim=1)
+    assert torch.equal(all_finite(rows), expected)
+    assert expected.tolist() == [True, False, False, False, False, True, True, True, True]
+
+
+def test_a_map_may_return_the_same_buffer_every_call(device: torch.device) -> None:
+    g, solution = linear_map(4, 12, [0.9, 0.5, 0.95, 0.7], device, seed=3)
+    buffer = torch.empty(4, 12, dtype=torch.float64, device=device)
+
+    def g_in_place(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return buffer.copy_(g(s, k))
+
+    for history in HISTORIES:
+        cfg = SolverConfig(memory=5, tol=1e-10, max_iter=200, history=history)
+        fresh = fixed_point_solve(g, torch.zeros_like(buffer), cfg)
+        reused = fixed_point_solve(g_in_place, torch.zeros_like(buffer), cfg)
+        assert torch.equal(fresh.state, reused.state)
+        assert torch.equal(fresh.iterations, reused.iterations)
+        assert torch.allclose(reused.state, solution, atol=1e-8)

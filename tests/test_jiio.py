@@ -232,3 +232,75 @@ def test_diverging_problems_are_reported_not_raised(kind: str) -> None:
             assert torch.isinf(result.residual_z[[1, 3]]).all()
             assert result.failed[[1, 3]].all() and not result.failed[[0, 2]].any()
             assert torch.isfinite(result.x[[0, 2]]).all()
+
+
+def _literal_residuals(s, gs, nz, nx, a_z, a_mu, w):
+    """The augmented map's block residuals written out plainly."""
+
+    def relative(delta: torch.Tensor, new: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return delta.norm(dim=1) / (new.norm(dim=1) + scale * 1e-6 * delta.shape[1] ** 0.5)
+
+    dz, dx, dmu = torch.split(gs - s, [nz, nx, nz], dim=1)
+    z, _, mu = torch.split(s, [nz, nx, nz], dim=1)
+    x_new = torch.split(gs, [nz, nx, nz], dim=1)[1]
+    return torch.stack(
+        [
+            relative(dz / a_z, z + dz / a_z),
+            relative(dmu / a_mu, mu + dmu / a_mu),
+            relative(dx, x_new, w),
+        ],
+        dim=1,
+    )
+
+
+@pytest.mark.parametrize("x_weight", [1.0, 10.0])
+def test_augmented_residuals_are_those_of_the_undamped_steps(x_weight: float) -> None:
+    from jiio_cli.engine.jiio import augmented_residuals
+
+    nz, nx = 30, 7
+    s = torch.randn(5, 2 * nz + nx, dtype=torch.float64)
+    gs = s + 0.1 * torch.randn_like(s)
+    gs[0] = s[0]  # a converged row: zero residuals
+    gs[1, nz : nz + nx] = 0.0  # an x step that lands on 0: the floor keeps it finite
+    got = augmented_residuals(s, gs, (nz, nx), 0.8, 0.6, x_weight)
+    want = _literal_residuals(s, gs, nz, nx, 0.8, 0.6, x_weight)
+    assert torch.allclose(got, want, rtol=1e-12, atol=0.0)
+    assert (got[0] == 0).all() and torch.isfinite(got).all()
+
+
+def _literal_jiio_loop(problem: InputProblem, cfg: JIIOConfig):
+    """The augmented map written out plainly (fresh tensors, packed by concatenation),
+    solved by the same fixed-point loop with the same residuals: JIIO's loop."""
+    from jiio_cli.engine import fixed_point_solve, lagrangian_grads
+
+    z0, x0 = problem.z0, problem.x0
+    nz, nx = z0.shape[1], x0.shape[1]
+    w, a_z, a_mu = cfg.x_weight, cfg.alpha_z, cfg.alpha_mu
+    alpha = float(cfg.alpha_x)  # type: ignore[arg-type]
+
+    def augmented(s: torch.Tensor, _k: torch.Tensor) -> torch.Tensor:
+        z, xw, mu = torch.split(s, [nz, nx, nz], dim=1)
+        fz, _, gz, gx = lagrangian_grads(problem.cell, problem.objective, z, xw / w, mu)
+        x_new = xw / w - alpha * gx
+        return torch.cat([z + a_z * (fz - z), w * x_new, mu + a_mu * (gz - mu)], dim=1)
+
+    def residuals(s: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
+        return _literal_residuals(s, gs, nz, nx, a_z, a_mu, w)
+
+    s0 = torch.cat([z0, w * x0, torch.zeros_like(z0)], dim=1)
+    loop_cfg = dataclasses.replace(cfg.solver, tol=0.1 * cfg.solver.tol)
+    return fixed_point_solve(augmented, s0, loop_cfg, residuals)
+
+
+@pytest.mark.parametrize("x_weight", [1.0, 10.0])
+def test_jiio_loop_equals_the_literal_augmented_map(x_weight: float, device: torch.device):
+    # jiio_solve writes the map into one reused buffer: the iterates must be those of the
+    # plain formulas, up to rounding (40 iterations, no stopping, float64).
+    problem, _, _ = quadratic_problem(6, gamma=1.0, device=device)
+    solver = SolverConfig(memory=5, tol=1e-30, max_iter=40)
+    cfg = JIIOConfig(alpha_x=0.3, solver=solver, x_weight=x_weight)
+    literal = _literal_jiio_loop(problem, cfg)
+    nz, nx = problem.z0.shape[1], problem.x0.shape[1]
+    x_ref = torch.split(literal.state, [nz, nx, nz], dim=1)[1] / x_weight
+    result = jiio_solve(problem, cfg)
+    assert torch.allclose(result.x, x_ref, rtol=1e-8, atol=1e-10)

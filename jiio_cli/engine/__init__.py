@@ -8,6 +8,7 @@ return an :class:`InputOptResult`.
 from jiio_cli.engine.anderson import (
     FixedPointResult,
     SolverConfig,
+    all_finite,
     anderson_weights,
     fixed_point_solve,
     relative_residual,
@@ -66,6 +67,7 @@ __all__ = [
     "StepRule",
     "StepSchedule",
     "adjoint_solve",
+    "all_finite",
     "anderson_weights",
     "apply_step_rule",
     "fixed_input_map",

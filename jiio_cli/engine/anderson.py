@@ -64,6 +64,7 @@ from jiio_cli.engine.cuda_graph import GraphedStep
 __all__ = [
     "FixedPointResult",
     "SolverConfig",
+    "all_finite",
     "anderson_coefficients",
     "anderson_weights",
     "cholesky_solve_unrolled",
@@ -165,6 +166,19 @@ class FixedPointResult:
     steps: int
     graph: bool = False
     graph_failure: str | None = None
+
+
+def all_finite(s: Tensor) -> Tensor:
+    """Whether each row of a (B, N) tensor is free of NaN and ±Inf, (B,) bool.
+
+    One float64 row sum instead of an elementwise test: a NaN or an infinity makes the
+    sum non-finite, and float64 cannot overflow on a sum of float32 (or lower
+    precision) entries, so the answer is exact for those; a float64 row would need
+    entries near 1e300 to overflow, far beyond any iterate worth continuing. The sum is
+    one read of the row, where ``isfinite(s).all(1)`` takes several elementwise passes
+    and a (B, N) temporary.
+    """
+    return torch.isfinite(s.sum(dim=1, dtype=torch.float64))
 
 
 def relative_residual(s: Tensor, gs: Tensor) -> Tensor:
@@ -289,8 +303,10 @@ def fixed_point_solve(
         fn: the map ``g(s, k)`` taking the (B, N) state and the iteration index k as a
             0-dim int64 tensor on the state's device (so maps with iteration-dependent
             step sizes can be solved without reading it on the host), returning (B, N).
-            It is called without autograd recording on the solver's own tensors. With
-            ``config.graph`` it must follow :mod:`jiio_cli.engine.cuda_graph`'s contract.
+            It is called without autograd recording on the solver's own tensors. The
+            solver copies what it keeps of g(s) before the next call, so a map may write
+            its value into the same buffer every time. With ``config.graph`` it must
+            follow :mod:`jiio_cli.engine.cuda_graph`'s contract.
         s0: initial state (B, N).
         config: solver settings.
         residual_fn: ``(s, g(s)) -> (B, K)`` residuals; sample b converges when all K
@@ -402,12 +418,13 @@ class _SolverLoop:
 
     def _update(self, gs: Tensor, res: Tensor) -> None:
         cfg, s = self.config, self.s
-        finite = torch.isfinite(gs).all(dim=1) & torch.isfinite(res).all(dim=1)
+        finite = all_finite(gs) & torch.isfinite(res).all(dim=1)
         score = torch.where(finite, res.amax(dim=1), torch.inf)
         active = self.active
         improved = active & (score < self.best_score)
         kept = active if self.keep_last else improved
-        self.best_s.copy_(torch.where(kept[:, None], s, self.best_s))
+        # In place (out= the tensor being updated): no (B, N) temporary and copy per call.
+        torch.where(kept[:, None], s, self.best_s, out=self.best_s)
         self.best_res.copy_(torch.where(kept[:, None], res, self.best_res))
         self.best_score.copy_(torch.where(improved, score, self.best_score))
         self.iterations.add_(active)
@@ -419,7 +436,7 @@ class _SolverLoop:
             s_next = self._anderson_step(gs, score, improved)
         else:
             s_next = s + cfg.beta * (gs - s)
-        s.copy_(torch.where(active[:, None], s_next, s))
+        torch.where(active[:, None], s_next, s, out=s)
         self.k.add_(1)
 
     def _safeguard(self, score: Tensor, improved: Tensor) -> None:

@@ -36,7 +36,14 @@ from jiio_cli.engine.fixed_point import adjoint_solve, forward_solve
 from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
 from jiio_cli.engine.state import StateLayout
 
-__all__ = ["PAPER_ALPHA_X", "JIIOConfig", "StepSchedule", "jiio_solve", "x_step_residual"]
+__all__ = [
+    "PAPER_ALPHA_X",
+    "JIIOConfig",
+    "StepSchedule",
+    "augmented_residuals",
+    "jiio_solve",
+    "x_step_residual",
+]
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,28 @@ def _block_residual(delta: Tensor, new: Tensor, scale: float = 1.0) -> Tensor:
     return delta.norm(dim=1) / (new.norm(dim=1) + floor)
 
 
+def augmented_residuals(
+    s: Tensor, gs: Tensor, sizes: tuple[int, int], a_z: float, a_mu: float, x_weight: float
+) -> Tensor:
+    """Block residuals (B, 3) of the augmented map at s = [z; w·x; μ] with F(s) = gs.
+
+    The damping is undone, so the entries are those of the undamped steps:
+    ‖f(z) − z‖ / ‖f(z)‖, ‖u_z − μ‖ / ‖u_z‖ and ‖x⁺ − x‖ / ‖x⁺‖ (each denominator with
+    the floor of ``_block_residual``), where f(z) = z + d_z / α_z and u_z = μ + d_μ / α_μ
+    for d = gs − s. ``sizes`` are the per-sample sizes of the z and x blocks (μ has z's).
+    """
+    nz, nx = sizes
+    d = gs - s
+    dz, dx, dmu = torch.split(d, [nz, nx, nz], dim=1)
+    z, _, mu = torch.split(s, [nz, nx, nz], dim=1)
+    x_new = gs[:, nz : nz + nx]
+    floor = RESIDUAL_FLOOR * nz**0.5
+    # ‖d_z / α_z‖ as ‖d_z‖ / α_z: one pass per block, for the denominator only.
+    res_z = (dz.norm(dim=1) / a_z) / (torch.add(z, dz, alpha=1 / a_z).norm(dim=1) + floor)
+    res_mu = (dmu.norm(dim=1) / a_mu) / (torch.add(mu, dmu, alpha=1 / a_mu).norm(dim=1) + floor)
+    return torch.stack([res_z, res_mu, _block_residual(dx, x_new, x_weight)], dim=1)
+
+
 def x_step_residual(problem: InputProblem, x: Tensor, grad_x: Tensor, alpha: float) -> Tensor:
     """Relative length of one projected x step, ‖x − Π(x − α step(∇))‖ / ‖Π(...)‖, (B,)."""
     x_new = problem.constraint.project(x - alpha * apply_step_rule(grad_x, problem.step_rule))
@@ -196,6 +225,12 @@ def jiio_solve(
     # The paper's unweighted state: skip two elementwise passes over x per iteration.
     unweighted = x_weight == 1.0
 
+    s0 = layout.pack([z_init, x_weight * x_init, mu_init])
+    # The map writes its value into this one buffer at every iteration (the solver copies
+    # what it keeps), with no (B, N) temporaries for the damped blocks or the packing.
+    out = torch.empty_like(s0)
+    out_z, out_x, out_mu = layout.unpack(out)
+
     def augmented_map(s: Tensor, k: Tensor) -> Tensor:
         z, x_weighted, mu = layout.unpack(s)
         x = x_weighted if unweighted else x_weighted / x_weight
@@ -207,28 +242,22 @@ def jiio_solve(
             record_x.index_copy_(0, row, x.unsqueeze(0))
         a_x = alpha_x.index_select(0, k.view(1))
         x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
-        x_state = x_new if unweighted else x_weight * x_new
-        return layout.pack([z + a_z * (fz - z), x_state, mu + a_mu * (gz - mu)])
+        # z + α_z (f − z) and μ + α_μ (u_z − μ), each one pass (lerp wants one dtype: a
+        # cell may return another than the state's, which the state's then rounds).
+        torch.lerp(z, fz.to(z.dtype), a_z, out=out_z)
+        torch.lerp(mu, gz, a_mu, out=out_mu)
+        if unweighted:
+            out_x.copy_(x_new)
+        else:
+            torch.mul(x_new, x_weight, out=out_x)
+        return out
 
     nz, nx, _ = layout.sizes
 
-    def block_residuals(s: Tensor, gs: Tensor) -> Tensor:
-        d = gs - s
-        # Undo the damping so that residuals measure f(z) − z and u_z − μ themselves.
-        dz, dx, dmu = torch.split(d, [nz, nx, nz], dim=1)
-        z, _, mu = torch.split(s, [nz, nx, nz], dim=1)
-        _, x_new, _ = torch.split(gs, [nz, nx, nz], dim=1)
-        return torch.stack(
-            [
-                _block_residual(dz / a_z, z + dz / a_z),
-                _block_residual(dmu / a_mu, mu + dmu / a_mu),
-                _block_residual(dx, x_new, x_weight),
-            ],
-            dim=1,
-        )
+    def residuals(s: Tensor, gs: Tensor) -> Tensor:
+        return augmented_residuals(s, gs, (nz, nx), a_z, a_mu, x_weight)
 
-    s0 = layout.pack([z_init, x_weight * x_init, mu_init])
-    loop = fixed_point_solve(augmented_map, s0, loop_cfg, block_residuals)
+    loop = fixed_point_solve(augmented_map, s0, loop_cfg, residuals)
     z_loop, x_loop_weighted, mu_loop = layout.unpack(loop.state)
     x_loop = x_loop_weighted / x_weight
 
