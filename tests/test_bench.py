@@ -57,6 +57,36 @@ def test_reconstruct_bench_json_is_consistent() -> None:
     assert all(r["f_evals"] >= r["iterations"] for r in runs)
 
 
+def test_reconstruct_bench_solves_the_problem_the_checkpoint_was_trained_for(tmp_path) -> None:
+    from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+    from jiio_cli.tasks.loading import default_checkpoint
+
+    source = load_checkpoint(default_checkpoint("decoder"))
+    assert (source.training_config or {}).get("latent_weight") == 1e-3
+    args = ["bench", "--task", "reconstruct", "--batch-size", "2", "--naive-steps", "2"]
+    args += ["--device", "cpu", "--json"]
+    targets = {}
+    for weight in (1e-3, 0.5):
+        path = save_checkpoint(
+            tmp_path / f"decoder-{weight}.safetensors",
+            source.tensors,
+            task=source.task,
+            model_kind=source.model_kind,
+            model_config=source.model_config,
+            step=source.step,
+            metrics={},
+            training_config={**(source.training_config or {}), "latent_weight": weight},
+            extra=source.extra,
+        )
+        result = runner.invoke(app, [*args, "--checkpoint", str(path)])
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert doc["latent_weight"] == weight
+        targets[weight] = doc["speed"]["target_objective"]
+    # The same start and steps under a 500× stronger latent penalty: another objective.
+    assert targets[0.5] != targets[1e-3]
+
+
 def test_quality_table_rows_are_consistent() -> None:
     from jiio_cli.bench.reconstruct import ReconstructBenchConfig, quality_table
     from jiio_cli.data import load_mnist5k

@@ -44,7 +44,10 @@ def run_reconstruct_bench(
     path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
     decoder, ckpt = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
     defaults = ReconstructBenchConfig()
+    # The problem the model was trained for, as `jiio reconstruct` solves it.
+    trained_with = ckpt.training_config or {}
     cfg = ReconstructBenchConfig(
+        latent_weight=float(trained_with.get("latent_weight", defaults.latent_weight)),
         batch_size=opts.batch_size,
         naive_steps=opts.naive_steps,
         memory=defaults.memory if opts.memory is None else opts.memory,
@@ -79,6 +82,7 @@ def run_reconstruct_bench(
         "jiio_alpha_x": cfg.alpha_x,
         "jiio_memory": cfg.memory,
         "jiio_x_weight": cfg.x_weight,
+        "latent_weight": cfg.latent_weight,
         "speed": speed,
     }
     if quality:
