@@ -52,6 +52,28 @@ def per_task_ce(logits: Tensor, labels: Tensor) -> Tensor:
     return ce.view(labels.shape).mean(dim=1)
 
 
+def soft_kmeans_logits(
+    model: FiLMClassifier, query_z: Tensor, support_z: Tensor, labels: Tensor
+) -> Tensor:
+    """Centroid logits after one soft k-means step with the unlabelled queries.
+
+    c_k ← (Σ_{s ∈ k} φ(s) + Σ_q p_qk φ(q)) / (n_k + Σ_q p_qk), p the centroid read-out's
+    probabilities: a transductive rule that does not adapt the model.
+    """
+    p = model.centroid_logits(query_z, support_z, labels, WAYS).softmax(-1)  # (B, m, N)
+    query, support = model.features(query_z), model.features(support_z)
+    one_hot = F.one_hot(labels, WAYS).to(p.dtype)  # (B, n, N)
+    sums = one_hot.transpose(1, 2) @ support + p.transpose(1, 2) @ query
+    counts = one_hot.sum(1) + p.sum(1)
+    centroids = sums / counts[:, :, None]
+    distances = (
+        query.pow(2).sum(-1, keepdim=True)
+        - 2 * query @ centroids.transpose(1, 2)
+        + centroids.pow(2).sum(-1)[:, None, :]
+    )
+    return -model.log_distance_scale.exp() * distances
+
+
 def context_objective(
     model: FiLMClassifier,
     labels: Tensor,
@@ -96,7 +118,9 @@ def main() -> None:
     warp_gen = torch.Generator().manual_seed(123)
     warp = Augmentation("elastic", args.warp)
     scores: dict[str, list[float]] = {"centroids at v = 0": []}
-    if not transductive:
+    if transductive:
+        scores["soft k-means centroids at v = 0"] = []
+    else:
         scores["centroids of the copies at v = 0"] = []
     for pair in pairs:
         scores[f"{args.objective} {pair[0]:g},{pair[1]:g}"] = []
@@ -118,6 +142,9 @@ def main() -> None:
             query0 = z0[:, n_fit:]
             base = model.centroid_logits(query0, z0[:, :n], ep.support_labels, WAYS)
             scores["centroids at v = 0"] += accuracy(base, ep.query_labels)
+            if transductive:
+                refined = soft_kmeans_logits(model, query0, z0[:, :n], ep.support_labels)
+                scores["soft k-means centroids at v = 0"] += accuracy(refined, ep.query_labels)
             if not transductive:
                 copies0 = model.centroid_logits(query0, z0[:, :n_fit], labels, WAYS)
                 scores["centroids of the copies at v = 0"] += accuracy(copies0, ep.query_labels)
@@ -139,7 +166,7 @@ def main() -> None:
                 z = query_states(model, rows, context, settings.forward)
                 logits = model.centroid_logits(z[:, n_fit:], z[:, :n_fit], labels, WAYS)
             scores[f"{args.objective} {weight:g},{lam:g}"] += accuracy(logits, ep.query_labels)
-    baselines = [name for name in scores if name.startswith("centroids")]
+    baselines = [name for name in scores if "centroids" in name and "v = 0" in name]
     for name, values in scores.items():
         mean, ci = mean_and_ci95(values)
         line = f"{name:36s} {100 * mean:6.2f} ± {100 * ci:.2f} %"

@@ -1,7 +1,7 @@
 """Variants of the latent's update in reconstruction, against plain JIIO, on the bench's batch.
 
 Usage: python scripts/latent_step_variants.py VARIANT [--budgets 80,160] [--alpha 0.02]
-       [--lr 0.1]
+       [--lr 0.1] [--every 2] [--decay constant|cosine] [--momentum 0.5]
 
 VARIANT is one of:
 
@@ -12,6 +12,12 @@ VARIANT is one of:
 - ``mean-start``: JIIO started at the density's mean instead of x = 0.
 - ``adam-x``: one f and one VJP per iteration as in JIIO, z and μ by damped steps
   (0.8, 0.6), x by Adam (cosine-decayed ``--lr``) on the current Lagrangian gradient.
+- ``anderson-adam``: Anderson (memory 10) on [z; μ] alone, x outside it by Adam
+  (``--lr``, ``--decay``) on the current Lagrangian gradient every ``--every`` map
+  evaluations.
+- ``momentum``: JIIO with a heavy-ball x block: the state gains a velocity v,
+  v⁺ = β v − α ∇, x⁺ = x + v⁺ (β = ``--momentum``), both weighted as x; the fixed
+  points are unchanged (v = 0).
 - ``nested``: Anderson (memory 10) on x alone, x ↦ x − α ∇ with the exact gradient (a
   forward and an adjoint solve to 1e-4 at every x, the forward warm-started).
 
@@ -36,6 +42,7 @@ from jiio_cli.density import GaussianMixture
 from jiio_cli.engine import (
     InputProblem,
     SolverConfig,
+    StateLayout,
     adjoint_solve,
     fixed_point_solve,
     forward_solve,
@@ -48,7 +55,16 @@ from jiio_cli.tasks.loading import default_checkpoint, load_model
 from jiio_cli.tasks.sampling import DENSITY_PREFIX
 from jiio_cli.training import derived_generator
 
-VARIANTS = ("plain", "covariance", "inverse-covariance", "mean-start", "adam-x", "nested")
+VARIANTS = (
+    "plain",
+    "covariance",
+    "inverse-covariance",
+    "mean-start",
+    "adam-x",
+    "anderson-adam",
+    "momentum",
+    "nested",
+)
 SOLVE = SolverConfig(memory=5, max_iter=30, tol=1e-4)
 
 
@@ -67,6 +83,9 @@ def main() -> None:
     parser.add_argument("--budgets", default="80,160")
     parser.add_argument("--alpha", type=float, default=0.02)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--every", type=int, default=2)
+    parser.add_argument("--momentum", type=float, default=0.5)
+    parser.add_argument("--decay", choices=("constant", "cosine"), default="constant")
     args = parser.parse_args()
     device = torch.device("cpu")
     decoder, ckpt = load_model(
@@ -116,6 +135,61 @@ def main() -> None:
             x = x - lr * step
         return x
 
+    def run_anderson_adam(budget: int) -> Tensor:
+        x = problem.x0.clone()
+        m1, m2 = torch.zeros_like(x), torch.zeros_like(x)
+        nz = problem.z0[0].numel()
+        calls = [0, 0]
+
+        def zmu_map(s: Tensor, _k: Tensor) -> Tensor:
+            nonlocal x
+            z = s[:, :nz].view_as(problem.z0)
+            mu = s[:, nz:].view_as(problem.z0)
+            fz, _, gz, gx = lagrangian_grads(cell, objective, z, x, mu)
+            calls[0] += 1
+            if calls[0] % args.every == 0:
+                t = calls[1]
+                calls[1] += 1
+                m1.mul_(0.9).add_(gx, alpha=0.1)
+                m2.mul_(0.999).addcmul_(gx, gx, value=0.001)
+                steps = budget // args.every
+                lr = args.lr
+                if args.decay == "cosine":
+                    lr = lr * 0.5 * (1 + math.cos(math.pi * t / steps))
+                step = (m1 / (1 - 0.9 ** (t + 1))) / ((m2 / (1 - 0.999 ** (t + 1))).sqrt() + 1e-8)
+                x = x - lr * step
+            b = s.shape[0]
+            return torch.cat(
+                [(z + 0.8 * (fz - z)).reshape(b, -1), (mu + 0.6 * (gz - mu)).reshape(b, -1)], 1
+            )
+
+        s0 = torch.zeros(problem.z0.shape[0], 2 * nz)
+        s0[:, :nz] = problem.z0.reshape(problem.z0.shape[0], -1)
+        config = SolverConfig(memory=10, max_iter=budget, tol=1e-12)
+        with torch.no_grad():
+            fixed_point_solve(zmu_map, s0, config)
+        return x
+
+    def run_momentum(budget: int) -> Tensor:
+        w, beta = cfg.x_weight, args.momentum
+        z0, x0 = problem.z0, problem.x0
+        layout = StateLayout.of([z0, x0, x0, z0])
+
+        def heavy_ball_map(s: Tensor, _k: Tensor) -> Tensor:
+            z, xw, vw, mu = layout.unpack(s)
+            x, v = xw / w, vw / w
+            fz, _, gz, gx = lagrangian_grads(cell, objective, z, x, mu)
+            v_new = beta * v - args.alpha * gx
+            return layout.pack(
+                [z + 0.8 * (fz - z), w * (x + v_new), w * v_new, mu + 0.6 * (gz - mu)]
+            )
+
+        s0 = layout.pack([z0, x0, torch.zeros_like(x0), torch.zeros_like(z0)])
+        config = SolverConfig(memory=cfg.memory, max_iter=budget, tol=1e-12)
+        with torch.no_grad():
+            state = fixed_point_solve(heavy_ball_map, s0, config).state
+        return layout.unpack(state)[1] / w
+
     def run_nested(budget: int) -> Tensor:
         warm = [problem.z0]
 
@@ -131,7 +205,12 @@ def main() -> None:
         with torch.no_grad():
             return fixed_point_solve(gradient_step, problem.x0.clone(), config).state
 
-    run = {"adam-x": run_adam_x, "nested": run_nested}.get(args.variant, run_jiio)
+    run = {
+        "adam-x": run_adam_x,
+        "anderson-adam": run_anderson_adam,
+        "momentum": run_momentum,
+        "nested": run_nested,
+    }.get(args.variant, run_jiio)
     for budget in (int(b) for b in args.budgets.split(",")):
         start = time.perf_counter()
         x = run(budget)
