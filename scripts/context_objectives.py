@@ -13,6 +13,8 @@ accuracy is printed with its paired differences (points) to the no-adaptation ba
 
 - ``transductive``: the head's support cross-entropy + β · the mean entropy of the
   queries' centroid read-out + λ · mean(v²); support and queries are solved as one row.
+  A transductive baseline that adapts nothing is printed too: the centroids at v = 0
+  refined by one soft k-means step with the queries' features.
 - ``augmented``: each support image gets ``--copies`` elastically warped copies (the
   training augmentation's warp of ``--warp`` pixels); v minimises the centroid
   read-out's cross-entropy of every copy (plus HEAD times the head's) + λ · mean(v²),
