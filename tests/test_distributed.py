@@ -153,14 +153,31 @@ def test_two_processes_match_one_process(runs: Path) -> None:
     assert one[0] != one[-1]  # the run moved: matching losses are not a constant
 
 
+def _assert_same_run_parameters(resumed: Path, full: Path) -> None:
+    """The parameters of a resumed run against those of the uninterrupted one.
+
+    After the cut the two runs apply Adam to gradients that agree to the solves' 1e-4,
+    and an entry whose gradient is near zero can step either way by up to about the
+    learning rate per step (Adam's normalised update): the bulk must agree to 1e-3,
+    and no entry may differ by more than two full steps per step since the cut.
+    """
+    spec = make_spec(Path(resumed.parent / "blobs.npz"))
+    steps_after_cut = len(_losses(full)) - CUT_AFTER
+    bound = 2 * spec.loop.lr * steps_after_cut
+    got, want = _params(resumed), _params(full)
+    assert got.keys() == want.keys()
+    diff = torch.cat([(got[k] - want[k]).abs().reshape(-1) for k in want])
+    assert (diff > 1e-3).float().mean() < 0.02, f"{int((diff > 1e-3).sum())} of {diff.numel()}"
+    assert diff.max() < bound, f"{float(diff.max()):.3g} against {bound:.3g}"
+
+
 def test_resume_two_processes_to_one(runs: Path) -> None:
     resumed, full = _losses(runs / "cut2"), _losses(runs / "full2")
     assert len(resumed) == len(full) == 12
     assert resumed[:CUT_AFTER] == full[:CUT_AFTER]
     np.testing.assert_allclose(resumed[CUT_AFTER], full[CUT_AFTER], rtol=STEP_RTOL)
     np.testing.assert_allclose(resumed, full, rtol=CURVE_RTOL)
-    for key, value in _params(runs / "full2").items():
-        torch.testing.assert_close(_params(runs / "cut2")[key], value, rtol=0, atol=1e-3)
+    _assert_same_run_parameters(runs / "cut2", runs / "full2")
 
 
 def test_resume_one_process_to_two(runs: Path) -> None:
@@ -169,8 +186,7 @@ def test_resume_one_process_to_two(runs: Path) -> None:
     assert resumed[:CUT_AFTER] == full[:CUT_AFTER]
     np.testing.assert_allclose(resumed[CUT_AFTER], full[CUT_AFTER], rtol=STEP_RTOL)
     np.testing.assert_allclose(resumed, full, rtol=CURVE_RTOL)
-    for key, value in _params(runs / "full1").items():
-        torch.testing.assert_close(_params(runs / "cut1")[key], value, rtol=0, atol=1e-3)
+    _assert_same_run_parameters(runs / "cut1", runs / "full1")
 
 
 def test_launcher_arguments_drop_nproc() -> None:
