@@ -28,14 +28,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from jiio_cli.bench.reconstruct import CORRUPTIONS
+from jiio_cli.bench.reconstruct import speed_observations
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import SolverConfig, forward_solve, lagrangian_grads
 from jiio_cli.models.layers import bilinear_resize
-from jiio_cli.tasks.corruption import corrupt
 from jiio_cli.tasks.inverse import reconstruction_problem
 from jiio_cli.tasks.loading import default_checkpoint, load_model
-from jiio_cli.training import derived_generator
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -58,7 +56,7 @@ def main() -> None:
         default_checkpoint("decoder"), {"generate", "denoise", "inpaint"}, "decoder", device
     )
     clean = load_mnist5k("heldout")[0][: args.batch_size]
-    observed, known = corrupt(clean, CORRUPTIONS["inpaint"], derived_generator(0, 5))
+    observed, known = speed_observations(clean)
     problem = reconstruction_problem(decoder, observed, known, latent_weight=1e-3)
     x = problem.x0
     with torch.no_grad():

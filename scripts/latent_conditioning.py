@@ -25,13 +25,11 @@ import argparse
 import torch
 from torch import Tensor
 
-from jiio_cli.bench.reconstruct import CORRUPTIONS, ReconstructBenchConfig, jiio_settings
+from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import SolverConfig, forward_solve, jiio_solve
-from jiio_cli.tasks.corruption import corrupt
 from jiio_cli.tasks.inverse import reconstruction_problem
 from jiio_cli.tasks.loading import default_checkpoint, load_model
-from jiio_cli.training import derived_generator
 
 TIGHT = SolverConfig(memory=10, max_iter=200, tol=1e-11)
 
@@ -80,7 +78,7 @@ def main() -> None:
     )
     cfg = ReconstructBenchConfig(batch_size=args.images)
     clean = load_mnist5k("heldout")[0][: cfg.batch_size]
-    observed, known = corrupt(clean, CORRUPTIONS["inpaint"], derived_generator(0, 5))
+    observed, known = speed_observations(clean)
     problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight)
     result = jiio_solve(problem, jiio_settings(cfg, args.iterations).jiio)
     print(f"JIIO, {args.iterations} iterations: objective {float(result.objective.mean()):.4f}")

@@ -36,7 +36,7 @@ import time
 import torch
 from torch import Tensor
 
-from jiio_cli.bench.reconstruct import CORRUPTIONS, ReconstructBenchConfig, jiio_settings
+from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
 from jiio_cli.data import load_mnist5k
 from jiio_cli.density import GaussianMixture
 from jiio_cli.engine import (
@@ -49,11 +49,9 @@ from jiio_cli.engine import (
     jiio_solve,
     lagrangian_grads,
 )
-from jiio_cli.tasks.corruption import corrupt
 from jiio_cli.tasks.inverse import reconstruction_problem
 from jiio_cli.tasks.loading import default_checkpoint, load_model
 from jiio_cli.tasks.sampling import DENSITY_PREFIX
-from jiio_cli.training import derived_generator
 
 VARIANTS = (
     "plain",
@@ -93,7 +91,7 @@ def main() -> None:
     )
     cfg = ReconstructBenchConfig()
     clean = load_mnist5k("heldout")[0][: cfg.batch_size]
-    observed, known = corrupt(clean, CORRUPTIONS["inpaint"], derived_generator(0, 5))
+    observed, known = speed_observations(clean)
     problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight)
     cell, objective = problem.cell, problem.objective
     mean, cov = latent_moments(ckpt.tensors)

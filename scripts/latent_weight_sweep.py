@@ -18,16 +18,14 @@ import argparse
 import torch
 
 from jiio_cli.bench.reconstruct import (
-    CORRUPTIONS,
     ReconstructBenchConfig,
     jiio_settings,
+    speed_observations,
     time_to_equal_objective,
 )
 from jiio_cli.data import load_mnist5k
-from jiio_cli.tasks.corruption import corrupt
 from jiio_cli.tasks.inverse import reconstruct
 from jiio_cli.tasks.loading import default_checkpoint, load_model
-from jiio_cli.training import derived_generator
 
 
 def main() -> None:
@@ -41,7 +39,7 @@ def main() -> None:
     for weight in args.weights:
         cfg = ReconstructBenchConfig(latent_weight=weight)
         clean = load_mnist5k("heldout")[0][: cfg.batch_size]
-        observed, known = corrupt(clean, CORRUPTIONS["inpaint"], derived_generator(0, 5))
+        observed, known = speed_observations(clean)
         speed = time_to_equal_objective(decoder, observed, known, cfg)
         reached = next(
             (r for r in speed["jiio"]["runs"] if r["objective"] <= speed["target_objective"]),

@@ -28,13 +28,11 @@ from collections.abc import Callable
 
 import torch
 
-from jiio_cli.bench.reconstruct import CORRUPTIONS, ReconstructBenchConfig, jiio_settings
+from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import SolverConfig, fixed_point_solve, jiio_solve, lagrangian_grads
-from jiio_cli.tasks.corruption import corrupt
 from jiio_cli.tasks.inverse import reconstruction_problem
 from jiio_cli.tasks.loading import default_checkpoint, load_model
-from jiio_cli.training import derived_generator
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -58,7 +56,7 @@ def main() -> None:
     )
     cfg = ReconstructBenchConfig()
     clean = load_mnist5k("heldout")[0][: cfg.batch_size]
-    observed, known = corrupt(clean, CORRUPTIONS["inpaint"], derived_generator(0, 5))
+    observed, known = speed_observations(clean)
     problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight)
 
     batch, n, steps = cfg.batch_size, 12_608, 200

@@ -220,3 +220,19 @@ def test_timed_median_returns_the_last_result_and_the_median() -> None:
     assert result == 3 and len(calls) == 3 and seconds >= 0
     with pytest.raises(ValueError):
         timed_median(work, torch.device("cpu"), repeat=0)
+
+
+def test_speed_observations_are_the_benchs_fixed_draw() -> None:
+    from jiio_cli.bench.reconstruct import speed_observations
+    from jiio_cli.data import load_mnist5k
+
+    clean = load_mnist5k("heldout")[0][:5]
+    observed, known = speed_observations(clean)
+    again, known_again = speed_observations(clean)
+    assert torch.equal(observed, again) and torch.equal(known, known_again)
+    # A 10×10 hole per image, nothing else hidden, the known pixels untouched.
+    assert ((1 - known).flatten(1).sum(dim=1) == 100).all()
+    assert torch.equal(observed * known, clean * known)
+    assert not torch.equal(speed_observations(clean, seed=1)[1], known)
+    noisy, all_known = speed_observations(clean, "denoise")
+    assert bool(all_known.all()) and not torch.equal(noisy, clean)

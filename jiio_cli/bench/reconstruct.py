@@ -46,6 +46,7 @@ __all__ = [
     "jiio_settings",
     "quality_observations",
     "quality_table",
+    "speed_observations",
     "time_to_equal_objective",
 ]
 
@@ -152,6 +153,18 @@ def time_to_equal_objective(
         "jiio": {"runs": jiio_points, "seconds_to_target": jiio_reach},
         "ratio": (naive_reach / jiio_reach) if jiio_reach else None,
     }
+
+
+def speed_observations(
+    clean: Tensor, corruption: str = "inpaint", seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """The corrupted batch (observed, known) of the time-to-equal-objective comparison.
+
+    ``clean`` is the bench's batch, the first held-out digits (B, 1, 28, 28); one fixed
+    random stream per seed, so scripts that study the bench's problem draw the same
+    corruption as ``jiio bench --task reconstruct``.
+    """
+    return corrupt(clean, CORRUPTIONS[corruption], derived_generator(seed, 5))
 
 
 def quality_observations(clean: Tensor, corruption: Corruption, seed: int) -> tuple[Tensor, Tensor]:

@@ -31,6 +31,7 @@ def run_reconstruct_bench(
         CORRUPTIONS,
         ReconstructBenchConfig,
         quality_table,
+        speed_observations,
         time_to_equal_objective,
     )
     from jiio_cli.data import load_mnist5k
@@ -58,7 +59,7 @@ def run_reconstruct_bench(
     )
     heldout, _ = load_mnist5k("heldout")
     batch = heldout[: opts.batch_size].to(dev)
-    observed, known = corrupt(batch, CORRUPTIONS[corruption], derived_generator(common.seed, 5))
+    observed, known = speed_observations(batch, corruption, common.seed)
     speed = time_to_equal_objective(decoder, observed, known, cfg)
     if plot is not None:
         from jiio_cli.plot import write_line_plot
