@@ -242,8 +242,8 @@ def jiio_solve(
             record_x.index_copy_(0, row, x.unsqueeze(0))
         a_x = alpha_x.index_select(0, k.view(1))
         x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
-        # z + α_z (f − z) and μ + α_μ (u_z − μ), each one pass (lerp wants one dtype: a
-        # cell may return another than the state's, which the state's then rounds).
+        # z + α_z (f − z) and μ + α_μ (u_z − μ), each one pass. lerp takes operands of
+        # one dtype, so a cell that returns another one is cast to the state's.
         torch.lerp(z, fz.to(z.dtype), a_z, out=out_z)
         torch.lerp(mu, gz, a_mu, out=out_mu)
         if unweighted:
