@@ -33,7 +33,7 @@ from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import SolverConfig, forward_solve, lagrangian_grads
 from jiio_cli.models.layers import bilinear_resize
 from jiio_cli.tasks.inverse import reconstruction_problem
-from jiio_cli.tasks.loading import default_checkpoint, load_model
+from jiio_cli.tasks.loading import load_decoder
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -52,9 +52,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     device = torch.device("cpu")
-    decoder, _ = load_model(
-        default_checkpoint("decoder"), {"generate", "denoise", "inpaint"}, "decoder", device
-    )
+    decoder, _ = load_decoder(None, device)
     clean = load_mnist5k("heldout")[0][: args.batch_size]
     observed, known = speed_observations(clean)
     problem = reconstruction_problem(decoder, observed, known, latent_weight=1e-3)

@@ -29,7 +29,7 @@ from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, sp
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import SolverConfig, forward_solve, jiio_solve
 from jiio_cli.tasks.inverse import reconstruction_problem
-from jiio_cli.tasks.loading import default_checkpoint, load_model
+from jiio_cli.tasks.loading import load_decoder
 
 TIGHT = SolverConfig(memory=10, max_iter=200, tol=1e-11)
 
@@ -73,9 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     device = torch.device("cpu")
-    decoder, _ = load_model(
-        default_checkpoint("decoder"), {"generate", "denoise", "inpaint"}, "decoder", device
-    )
+    decoder, _ = load_decoder(None, device)
     cfg = ReconstructBenchConfig(batch_size=args.images)
     clean = load_mnist5k("heldout")[0][: cfg.batch_size]
     observed, known = speed_observations(clean)

@@ -50,7 +50,7 @@ from jiio_cli.engine import (
     lagrangian_grads,
 )
 from jiio_cli.tasks.inverse import reconstruction_problem
-from jiio_cli.tasks.loading import default_checkpoint, load_model
+from jiio_cli.tasks.loading import load_decoder
 from jiio_cli.tasks.sampling import DENSITY_PREFIX
 
 VARIANTS = (
@@ -86,9 +86,7 @@ def main() -> None:
     parser.add_argument("--decay", choices=("constant", "cosine"), default="constant")
     args = parser.parse_args()
     device = torch.device("cpu")
-    decoder, ckpt = load_model(
-        default_checkpoint("decoder"), {"generate", "denoise", "inpaint"}, "decoder", device
-    )
+    decoder, ckpt = load_decoder(None, device)
     cfg = ReconstructBenchConfig()
     clean = load_mnist5k("heldout")[0][: cfg.batch_size]
     observed, known = speed_observations(clean)

@@ -25,7 +25,7 @@ from jiio_cli.bench.reconstruct import (
 )
 from jiio_cli.data import load_mnist5k
 from jiio_cli.tasks.inverse import reconstruct
-from jiio_cli.tasks.loading import default_checkpoint, load_model
+from jiio_cli.tasks.loading import load_decoder
 
 
 def main() -> None:
@@ -33,9 +33,7 @@ def main() -> None:
     parser.add_argument("weights", nargs="+", type=float)
     args = parser.parse_args()
     device = torch.device("cpu")
-    decoder, _ = load_model(
-        default_checkpoint("decoder"), {"generate", "denoise", "inpaint"}, "decoder", device
-    )
+    decoder, _ = load_decoder(None, device)
     for weight in args.weights:
         cfg = ReconstructBenchConfig(latent_weight=weight)
         clean = load_mnist5k("heldout")[0][: cfg.batch_size]

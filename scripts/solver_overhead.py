@@ -32,7 +32,7 @@ from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, sp
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import SolverConfig, fixed_point_solve, jiio_solve, lagrangian_grads
 from jiio_cli.tasks.inverse import reconstruction_problem
-from jiio_cli.tasks.loading import default_checkpoint, load_model
+from jiio_cli.tasks.loading import load_decoder
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -51,9 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     device = torch.device("cpu")
-    decoder, _ = load_model(
-        default_checkpoint("decoder"), {"generate", "denoise", "inpaint"}, "decoder", device
-    )
+    decoder, _ = load_decoder(None, device)
     cfg = ReconstructBenchConfig()
     clean = load_mnist5k("heldout")[0][: cfg.batch_size]
     observed, known = speed_observations(clean)

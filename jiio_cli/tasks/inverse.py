@@ -15,8 +15,9 @@ clean image and the gradient goes through an adjoint solve warm-started from μ*
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -45,6 +46,7 @@ __all__ = [
     "reconstruct_in_batches",
     "reconstruction_problem",
     "reconstruction_settings",
+    "trained_latent_weight",
     "training_loss",
 ]
 
@@ -83,6 +85,12 @@ class InferenceSettings:
         )
     )
     precision: Precision = "fp32"
+
+
+def trained_latent_weight(training_config: Mapping[str, Any] | None) -> float:
+    """λ of the latent penalty a decoder was trained with, from its checkpoint's training
+    config (:class:`InferenceSettings`' default when the run did not record it)."""
+    return float((training_config or {}).get("latent_weight", InferenceSettings.latent_weight))
 
 
 def reconstruction_problem(

@@ -11,9 +11,12 @@ from jiio_cli.checkpoint import Checkpoint, load_checkpoint, load_module_state
 from jiio_cli.errors import JiioError
 from jiio_cli.models import build_model
 
-__all__ = ["MODELS_DIR", "default_checkpoint", "load_model"]
+__all__ = ["DECODER_TASKS", "MODELS_DIR", "default_checkpoint", "load_decoder", "load_model"]
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+DECODER_TASKS = frozenset({"generate", "denoise", "inpaint"})
+"""The training tasks whose checkpoints hold a DEQ decoder."""
 
 _DEFAULTS = {
     "decoder": "mnist-decoder.safetensors",
@@ -50,3 +53,10 @@ def load_model(
         model, {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
     )
     return model.to(device).eval(), ckpt
+
+
+def load_decoder(path: Path | None, device: torch.device) -> tuple[nn.Module, Checkpoint]:
+    """The DEQ decoder of a checkpoint of one of :data:`DECODER_TASKS`, or the shipped
+    one when ``path`` is None (errors as :func:`load_model`)."""
+    path = default_checkpoint("decoder") if path is None else path
+    return load_model(path, set(DECODER_TASKS), "decoder", device)

@@ -20,8 +20,8 @@ from jiio_cli.density import GaussianMixture, fit_gmm
 from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
-from jiio_cli.tasks.inverse import InferenceSettings, infer_latents
-from jiio_cli.tasks.loading import load_model
+from jiio_cli.tasks.inverse import InferenceSettings, infer_latents, trained_latent_weight
+from jiio_cli.tasks.loading import load_decoder
 from jiio_cli.tasks.range_error import FIT_IMAGES, RANGE_ERROR_KEY, estimate_range_error
 
 __all__ = ["DENSITY_PREFIX", "attach_density", "decode", "infer_codes"]
@@ -78,8 +78,8 @@ def attach_density(
     decoder's range error τ², fitted on the first :data:`FIT_IMAGES` of ``images``
     (:func:`~jiio_cli.tasks.range_error.estimate_range_error`), in its metadata.
     """
-    decoder, ckpt = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", device)
-    latent_weight = float((ckpt.training_config or {}).get("latent_weight", 1e-3))
+    decoder, ckpt = load_decoder(path, device)
+    latent_weight = trained_latent_weight(ckpt.training_config)
     settings = InferenceSettings(
         latent_weight=latent_weight,
         jiio=JIIOConfig(alpha_x=0.02, solver=SolverConfig(memory=20, max_iter=iterations)),

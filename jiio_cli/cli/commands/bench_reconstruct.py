@@ -36,19 +36,19 @@ def run_reconstruct_bench(
     )
     from jiio_cli.data import load_mnist5k
     from jiio_cli.tasks.corruption import corrupt
-    from jiio_cli.tasks.loading import default_checkpoint, load_model
+    from jiio_cli.tasks.inverse import trained_latent_weight
+    from jiio_cli.tasks.loading import default_checkpoint, load_decoder
     from jiio_cli.tasks.range_error import stored_range_error
     from jiio_cli.training import derived_generator
 
     dev = common.torch_device
 
     path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
-    decoder, ckpt = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
+    decoder, ckpt = load_decoder(path, dev)
     defaults = ReconstructBenchConfig()
-    # The problem the model was trained for, as `jiio reconstruct` solves it.
-    trained_with = ckpt.training_config or {}
     cfg = ReconstructBenchConfig(
-        latent_weight=float(trained_with.get("latent_weight", defaults.latent_weight)),
+        # The problem the model was trained for, as `jiio reconstruct` solves it.
+        latent_weight=trained_latent_weight(ckpt.training_config),
         batch_size=opts.batch_size,
         naive_steps=opts.naive_steps,
         memory=defaults.memory if opts.memory is None else opts.memory,

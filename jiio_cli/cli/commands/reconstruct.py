@@ -33,8 +33,6 @@ from jiio_cli.errors import JiioError, UsageError
 
 __all__ = ["reconstruct"]
 
-_TASKS = {"generate", "denoise", "inpaint"}
-
 
 class ReconstructOptions(BaseModel):
     """Validated numeric options of ``jiio reconstruct``."""
@@ -134,14 +132,15 @@ def reconstruct(
         from jiio_cli.engine import JIIOConfig, SolverConfig
         from jiio_cli.metrics import psnr, ssim
         from jiio_cli.tasks.inverse import reconstruct as run_reconstruction
+        from jiio_cli.tasks.inverse import trained_latent_weight
         from jiio_cli.tasks.inverse_training import InferenceSettings
-        from jiio_cli.tasks.loading import default_checkpoint, load_model
+        from jiio_cli.tasks.loading import default_checkpoint, load_decoder
         from jiio_cli.tasks.range_error import posterior_image, stored_range_error
 
         dev = common.torch_device
         torch.manual_seed(common.seed)
         path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
-        decoder, ckpt = load_model(path, _TASKS, "decoder", dev)
+        decoder, ckpt = load_decoder(path, dev)
         cfg = decoder.config
         size, channels = cfg.image_size, cfg.image_channels
         masks = mask or []
@@ -181,9 +180,8 @@ def reconstruct(
                 variance = 0.0
                 if opts.sigma > 0:
                     notes.append("the checkpoint has no range error: the decoder's output is used")
-        trained_with = ckpt.training_config or {}
         settings = InferenceSettings(
-            latent_weight=float(trained_with.get("latent_weight", 1e-3)),
+            latent_weight=trained_latent_weight(ckpt.training_config),
             jiio=JIIOConfig(
                 alpha_x=opts.alpha_x,
                 x_weight=opts.x_weight,

@@ -55,12 +55,12 @@ def sample(
         from jiio_cli.checkpoint import load_checkpoint
         from jiio_cli.data import write_grid
         from jiio_cli.density import GaussianMixture
-        from jiio_cli.tasks.loading import default_checkpoint, load_model
+        from jiio_cli.tasks.loading import default_checkpoint, load_decoder
         from jiio_cli.tasks.sampling import DENSITY_PREFIX, decode
 
         dev = common.torch_device
         path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
-        decoder, _ = load_model(path, {"generate", "denoise", "inpaint"}, "decoder", dev)
+        decoder, _ = load_decoder(path, dev)
         tensors = load_checkpoint(path).tensors
         if not any(k.startswith(DENSITY_PREFIX) for k in tensors):
             raise JiioError(
