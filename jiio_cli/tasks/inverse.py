@@ -220,19 +220,22 @@ def reconstruction_settings(
     x_weight: float = 10.0,
     refine_tol: float = 1e-4,
     graph: bool = False,
+    tol: float = 1e-6,
+    refine_iterations: int = 30,
 ) -> InferenceSettings:
-    """JIIO settings for reconstructing at test time with a fixed iteration budget.
+    """JIIO settings for reconstructing at test time with an iteration budget.
 
     The defaults are those of ``jiio bench --task reconstruct`` (α_x 0.02, Anderson
     memory 10, x weight 10; tolerance 1e-6 so that the budget, not the tolerance, ends
-    the loop), with a warm-started refinement of z* and μ* to ``refine_tol``.
+    the loop), with a warm-started refinement of z* and μ* to ``refine_tol`` in at most
+    ``refine_iterations``. ``jiio reconstruct`` stops at its ``--tol`` instead.
     """
     return InferenceSettings(
         latent_weight=latent_weight,
         jiio=JIIOConfig(
             alpha_x=alpha_x,
             x_weight=x_weight,
-            solver=SolverConfig(memory=memory, max_iter=iterations, tol=1e-6, graph=graph),
-            refine=SolverConfig(memory=5, max_iter=30, tol=refine_tol),
+            solver=SolverConfig(memory=memory, max_iter=iterations, tol=tol, graph=graph),
+            refine=SolverConfig(memory=5, max_iter=refine_iterations, tol=refine_tol),
         ),
     )

@@ -129,11 +129,9 @@ def reconstruct(
             range_error=range_error,
         )
         from jiio_cli.data import read_image, read_mask, resize_image, resize_mask, write_image
-        from jiio_cli.engine import JIIOConfig, SolverConfig
         from jiio_cli.metrics import psnr, ssim
         from jiio_cli.tasks.inverse import reconstruct as run_reconstruction
-        from jiio_cli.tasks.inverse import trained_latent_weight
-        from jiio_cli.tasks.inverse_training import InferenceSettings
+        from jiio_cli.tasks.inverse import reconstruction_settings, trained_latent_weight
         from jiio_cli.tasks.loading import default_checkpoint, load_decoder
         from jiio_cli.tasks.range_error import posterior_image, stored_range_error
 
@@ -180,16 +178,16 @@ def reconstruct(
                 variance = 0.0
                 if opts.sigma > 0:
                     notes.append("the checkpoint has no range error: the decoder's output is used")
-        settings = InferenceSettings(
+        settings = reconstruction_settings(
+            opts.iterations,
             latent_weight=trained_latent_weight(ckpt.training_config),
-            jiio=JIIOConfig(
-                alpha_x=opts.alpha_x,
-                x_weight=opts.x_weight,
-                solver=SolverConfig(
-                    memory=opts.memory, max_iter=opts.iterations, tol=opts.tol, graph=compile_graph
-                ),
-                refine=SolverConfig(memory=5, max_iter=50, tol=opts.tol),
-            ),
+            alpha_x=opts.alpha_x,
+            memory=opts.memory,
+            x_weight=opts.x_weight,
+            refine_tol=opts.tol,
+            graph=compile_graph,
+            tol=opts.tol,
+            refine_iterations=50,
         )
         started = time.perf_counter()
         recon, result = run_reconstruction(decoder, obs, kn, settings)
