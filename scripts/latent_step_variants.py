@@ -2,10 +2,13 @@
 
 Usage: python scripts/latent_step_variants.py VARIANT [--budgets 80,160] [--alpha 0.02]
        [--lr 0.1] [--every 2] [--decay constant|cosine] [--momentum 0.5]
+       [--start-weight 0.03] [--keep best|last]
 
 VARIANT is one of:
 
-- ``plain``: JIIO as the reconstruct bench runs it (memory 10, x weight 10).
+- ``plain``: JIIO as the reconstruct bench runs it (memory 10, x weight 10); with
+  ``--keep last`` it returns its last iterate instead of its lowest-residual one (also
+  for the variants that run ``jiio_solve``).
 - ``covariance`` / ``inverse-covariance``: JIIO on u with x = L u, L the Cholesky factor
   of the stored density's overall latent covariance Σ (or of Σ⁻¹), scaled to mean
   eigenvalue 1: a fixed preconditioner LLᵀ of the x step. The problem is unchanged.
@@ -18,6 +21,11 @@ VARIANT is one of:
 - ``momentum``: JIIO with a heavy-ball x block: the state gains a velocity v,
   v⁺ = β v − α ∇, x⁺ = x + v⁺ (β = ``--momentum``), both weighted as x; the fixed
   points are unchanged (v = 0).
+- ``restart``: plain JIIO in chunks of ``--every`` iterations, each chunk started
+  afresh (empty Anderson history) from the previous chunk's last z, x and μ (refined).
+- ``continuation``: the first ``--every`` iterations on the problem with the larger
+  latent weight ``--start-weight`` (better conditioned), the rest on the bench's own
+  problem from there (z, x and μ carried over, fresh history).
 - ``nested``: Anderson (memory 10) on x alone, x ↦ x − α ∇ with the exact gradient (a
   forward and an adjoint solve to 1e-4 at every x, the forward warm-started).
 
@@ -61,6 +69,8 @@ VARIANTS = (
     "adam-x",
     "anderson-adam",
     "momentum",
+    "restart",
+    "continuation",
     "nested",
 )
 SOLVE = SolverConfig(memory=5, max_iter=30, tol=1e-4)
@@ -83,6 +93,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--momentum", type=float, default=0.5)
+    parser.add_argument("--start-weight", type=float, default=0.03)
+    parser.add_argument("--keep", choices=("best", "last"), default="best")
     parser.add_argument("--decay", choices=("constant", "cosine"), default="constant")
     args = parser.parse_args()
     device = torch.device("cpu")
@@ -101,6 +113,7 @@ def main() -> None:
 
     def run_jiio(budget: int) -> Tensor:
         jiio = dataclasses.replace(jiio_settings(cfg, budget).jiio, alpha_x=args.alpha)
+        jiio = dataclasses.replace(jiio, solver=dataclasses.replace(jiio.solver, keep=args.keep))
         if args.variant in ("covariance", "inverse-covariance"):
             target = cov if args.variant == "covariance" else torch.linalg.inv(cov)
             factor = torch.linalg.cholesky(target / (torch.trace(target) / target.shape[0]))
@@ -186,6 +199,26 @@ def main() -> None:
             state = fixed_point_solve(heavy_ball_map, s0, config).state
         return layout.unpack(state)[1] / w
 
+    def run_chunks(budget: int) -> Tensor:
+        if args.variant == "continuation":
+            first = min(args.every, budget)
+            chunks = [(first, args.start_weight), (budget - first, cfg.latent_weight)]
+        else:
+            sizes = [args.every] * (budget // args.every) + [budget % args.every]
+            chunks = [(size, cfg.latent_weight) for size in sizes]
+        z, x, mu = problem.z0, problem.x0, None
+        for size, weight in chunks:
+            if size == 0:
+                continue
+            stage = reconstruction_problem(decoder, observed, known, weight)
+            jiio = dataclasses.replace(jiio_settings(cfg, size).jiio, alpha_x=args.alpha)
+            # The last iterate of each chunk: its lowest-residual one is often its start.
+            jiio = dataclasses.replace(jiio, solver=dataclasses.replace(jiio.solver, keep="last"))
+            with torch.no_grad():
+                result = jiio_solve(InputProblem(cell, stage.objective, z, x), jiio, mu0=mu)
+            z, x, mu = result.z, result.x, result.mu
+        return x
+
     def run_nested(budget: int) -> Tensor:
         warm = [problem.z0]
 
@@ -206,6 +239,8 @@ def main() -> None:
         "anderson-adam": run_anderson_adam,
         "momentum": run_momentum,
         "nested": run_nested,
+        "restart": run_chunks,
+        "continuation": run_chunks,
     }.get(args.variant, run_jiio)
     for budget in (int(b) for b in args.budgets.split(",")):
         start = time.perf_counter()
