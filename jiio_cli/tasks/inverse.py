@@ -229,21 +229,13 @@ def reconstruction_settings(
     memory 10, x weight 10; tolerance 1e-6 so that the budget, not the tolerance, ends
     the loop), with a warm-started refinement of z* and μ* to ``refine_tol`` in at most
     ``refine_iterations``. ``jiio reconstruct`` stops at its ``--tol`` instead.
-
-    A sample that the budget stops before convergence returns its last iterate, not its
-    lowest-residual one: the latent keeps lowering the objective while the residual
-    wanders (on the bench's batch, 2.241 against 2.315 after 240 iterations), and the
-    refinement makes z* and μ* consistent at whichever x is returned. A converged sample
-    is frozen, so its last iterate is its converged one either way.
     """
     return InferenceSettings(
         latent_weight=latent_weight,
         jiio=JIIOConfig(
             alpha_x=alpha_x,
             x_weight=x_weight,
-            solver=SolverConfig(
-                memory=memory, max_iter=iterations, tol=tol, graph=graph, keep="last"
-            ),
+            solver=SolverConfig(memory=memory, max_iter=iterations, tol=tol, graph=graph),
             refine=SolverConfig(memory=5, max_iter=refine_iterations, tol=refine_tol),
         ),
     )
