@@ -4,6 +4,8 @@ Usage: python scripts/context_objectives.py transductive BETA,LAMBDA [BETA,LAMBD
            [--iterations 40] [--episodes 100] [--ways 5] [--queries 5]
        python scripts/context_objectives.py augmented HEAD,LAMBDA [HEAD,LAMBDA ...]
            [--copies 4] [--warp 1.0] [--iterations 60] [--episodes 100]
+       python scripts/context_objectives.py pseudo HEAD,LAMBDA [HEAD,LAMBDA ...]
+           [--copies 4] [--warp 1.0] [--iterations 60] [--episodes 100]
 
 Both fit the shipped meta-model's context v by JIIO (its own solver settings, with the
 budget given) on 1-shot episodes (``--ways`` classes, ``--queries`` queries per class) of
@@ -23,6 +25,10 @@ centroids of the copies at v = 0):
   read-out's cross-entropy of every copy (plus HEAD times the head's) + λ · mean(v²),
   and the read-out uses the centroids of all copies. A second baseline, the centroids of
   the same copies at v = 0, is printed too.
+- ``pseudo``: the warped copies serve as pseudo-queries only: v minimises their
+  cross-entropy under the centroid read-out of the clean support images (plus HEAD
+  times the head's support cross-entropy) + λ · mean(v²), and the queries are read out
+  against the clean support's centroids, as the baseline's are.
 """
 
 from __future__ import annotations
@@ -84,12 +90,26 @@ def context_objective(
     transductive: bool,
     weight: float,
     lam: float,
+    n_clean: int | None = None,
 ) -> Callable[[Tensor, Tensor], Tensor]:
-    """ℓ(z, v) per task for a row whose first ``n_fit`` states are the labelled images."""
+    """ℓ(z, v) per task for a row whose first ``n_fit`` states are the labelled images.
+
+    With ``n_clean`` (the ``pseudo`` objective) the first ``n_clean`` of them are the
+    clean support images and the rest their warped copies, classified against them.
+    """
 
     def objective(z: Tensor, v: Tensor) -> Tensor:
         fit = z[:, :n_fit]
-        if transductive:
+        if n_clean is not None:
+            clean, copies = fit[:, :n_clean], fit[:, n_clean:]
+            loss = per_task_ce(
+                model.centroid_logits(copies, clean, labels[:, :n_clean], ways),
+                labels[:, n_clean:],
+            )
+            if weight > 0:
+                head = model.logits(clean, v, ways)
+                loss = loss + weight * per_task_ce(head, labels[:, :n_clean])
+        elif transductive:
             loss = per_task_ce(model.logits(fit, v, ways), labels)
             log_p = model.centroid_logits(z[:, n_fit:], fit, labels, ways).log_softmax(-1)
             loss = loss + weight * -(log_p.exp() * log_p).sum(-1).mean(dim=1)
@@ -104,7 +124,7 @@ def context_objective(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("objective", choices=("transductive", "augmented"))
+    parser.add_argument("objective", choices=("transductive", "augmented", "pseudo"))
     parser.add_argument("settings", nargs="+", help="pairs WEIGHT,LAMBDA")
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=100)
@@ -115,6 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     pairs = [tuple(float(t) for t in text.split(",")) for text in args.settings]
     transductive = args.objective == "transductive"
+    pseudo = args.objective == "pseudo"
     iterations = args.iterations or (40 if transductive else 60)
     ways = args.ways
     model, _, spec = load_meta_model(None, torch.device("cpu"))
@@ -126,7 +147,7 @@ def main() -> None:
     scores: dict[str, list[float]] = {"centroids at v = 0": []}
     if transductive:
         scores["soft k-means centroids at v = 0"] = []
-    else:
+    elif not pseudo:
         scores["centroids of the copies at v = 0"] = []
     for pair in pairs:
         scores[f"{args.objective} {pair[0]:g},{pair[1]:g}"] = []
@@ -153,11 +174,13 @@ def main() -> None:
             if transductive:
                 refined = soft_kmeans_logits(model, query0, z0[:, :n], ep.support_labels, ways)
                 scores["soft k-means centroids at v = 0"] += accuracy(refined, ep.query_labels)
-            if not transductive:
+            if not transductive and not pseudo:
                 copies0 = model.centroid_logits(query0, z0[:, :n_fit], labels, ways)
                 scores["centroids of the copies at v = 0"] += accuracy(copies0, ep.query_labels)
         for weight, lam in pairs:
-            objective = context_objective(model, labels, ways, n_fit, transductive, weight, lam)
+            objective = context_objective(
+                model, labels, ways, n_fit, transductive, weight, lam, n if pseudo else None
+            )
             solved = rows if transductive else support
             with torch.no_grad():
                 model.bind(solved)
@@ -172,7 +195,10 @@ def main() -> None:
                 finally:
                     model.unbind()
                 z = query_states(model, rows, context, settings.forward)
-                logits = model.centroid_logits(z[:, n_fit:], z[:, :n_fit], labels, ways)
+                if pseudo:  # the clean support's centroids, as for the baseline
+                    logits = model.centroid_logits(z[:, n_fit:], z[:, :n], ep.support_labels, ways)
+                else:
+                    logits = model.centroid_logits(z[:, n_fit:], z[:, :n_fit], labels, ways)
             scores[f"{args.objective} {weight:g},{lam:g}"] += accuracy(logits, ep.query_labels)
             if transductive:
                 refined = soft_kmeans_logits(model, z[:, n_fit:], z[:, :n_fit], labels, ways)

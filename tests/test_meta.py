@@ -28,6 +28,7 @@ from jiio_cli.tasks.meta import (
     query_states,
     support_gradient,
     support_objective,
+    support_rows,
 )
 
 TINY = MetaConfig(context_dim=4, ways=3, channels=8, image_size=6, groups=2, head_context=True)
@@ -109,8 +110,54 @@ def test_centroid_support_loss_is_the_readout_applied_to_the_support(shots: int)
 def test_centroid_support_loss_needs_the_centroid_readout() -> None:
     with pytest.raises(ValueError, match="readout"):
         dataclasses.replace(TINY, support_loss="centroids")
+    with pytest.raises(ValueError, match="readout"):
+        dataclasses.replace(TINY, support_loss="pseudo-queries")
     with pytest.raises(ValueError, match="support_loss"):
         dataclasses.replace(TINY, readout="centroids", support_loss="knn")
+    pseudo = dataclasses.replace(TINY, readout="centroids", support_loss="pseudo-queries")
+    with pytest.raises(ValueError, match="pseudo_copies"):
+        dataclasses.replace(pseudo, pseudo_copies=0)
+    with pytest.raises(ValueError, match="pseudo_warp"):
+        dataclasses.replace(pseudo, pseudo_warp=0.0)
+
+
+def test_pseudo_query_rows_are_fixed_warps_of_the_support() -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed(), "centroids", "pseudo-queries")
+    support, labels, _, _ = _episode(g, n=3)
+    rows, row_labels = support_rows(model, support, labels)
+    copies = model.config.pseudo_copies
+    assert rows.shape == (2, 3 * (copies + 1), 1, 6, 6)
+    torch.testing.assert_close(rows[:, :3], support)
+    torch.testing.assert_close(row_labels, labels.repeat(1, copies + 1))
+    # The same draw on every call (the meta-gradient re-evaluates the objective) ...
+    torch.testing.assert_close(support_rows(model, support, labels)[0], rows)
+    # ... and warps, not copies: each differs from its image, and the copies differ.
+    for j in range(1, copies + 1):
+        assert (rows[:, 3 * j : 3 * (j + 1)] - support).abs().amax(dim=(2, 3, 4)).min() > 1e-3
+    assert (rows[:, 3:6] - rows[:, 6:9]).abs().amax() > 1e-3
+    # The head's model has no copies.
+    plain = _tiny_model(_seed())
+    assert support_rows(plain, support, labels)[0] is support
+
+
+def test_pseudo_query_support_loss_classifies_the_copies_by_the_clean_centroids() -> None:
+    g = torch.Generator().manual_seed(_seed())
+    model = _tiny_model(_seed(), "centroids", "pseudo-queries")
+    with torch.no_grad():
+        model.log_distance_scale.fill_(0.3)
+    support, labels, _, _ = _episode(g, n=3)
+    rows, row_labels = support_rows(model, support, labels)
+    v = torch.randn(2, model.context_size, generator=g, dtype=torch.float64)
+    z = query_states(model, rows, v, TIGHT)
+    value = support_objective(model, row_labels, 3, 5.0)(z, v)
+    features = model.features(z)
+    for b in range(2):
+        centroids = features[b, :3]  # one clean image per class, labels 0, 1, 2
+        copies = features[b, 3:]
+        logits = -math.exp(0.3) * ((copies[:, None] - centroids[None]) ** 2).sum(-1)
+        expected = F.cross_entropy(logits, row_labels[b, 3:]) + 5.0 * v[b].pow(2).mean()
+        torch.testing.assert_close(value[b], expected)
 
 
 def test_head_context_offsets_the_readout_weights() -> None:
@@ -145,12 +192,14 @@ def _adapted_draw(
 
 
 @pytest.mark.parametrize(
-    ("readout", "support_loss"), [("head", "head"), ("centroids", "centroids")]
+    ("readout", "support_loss"),
+    [("head", "head"), ("centroids", "centroids"), ("centroids", "pseudo-queries")],
 )
 def test_jiio_adaptation_reaches_a_stationary_context_and_beats_v0(
     readout: str, support_loss: str
 ) -> None:
     model, support, labels, result = _adapted_draw(_settings(), readout, support_loss)
+    support, labels = support_rows(model, support, labels)
     objective = support_objective(model, labels, 3, 5.0)
     zero = torch.zeros(4, model.context_size, dtype=torch.float64)
     start = objective(query_states(model, support, zero, TIGHT), zero)
@@ -336,7 +385,12 @@ def test_first_order_meta_gradient_matches_finite_differences(
 
 @pytest.mark.parametrize(
     ("readout", "support_loss"),
-    [("head", "head"), ("centroids", "head"), ("centroids", "centroids")],
+    [
+        ("head", "head"),
+        ("centroids", "head"),
+        ("centroids", "centroids"),
+        ("centroids", "pseudo-queries"),
+    ],
 )
 def test_hypergradient_term_matches_finite_differences(readout: str, support_loss: str) -> None:
     """With η > 0 the gradient is that of L_q(θ, v* − η (g(θ) − g(θ₀))), z*, μ* of θ₀ fixed."""

@@ -23,7 +23,7 @@ __all__ = ["READOUTS", "SUPPORT_LOSSES", "FiLMClassifier", "MetaConfig", "class_
 READOUTS = ("head", "centroids")
 """How a :class:`FiLMClassifier` classifies queries at the adapted context."""
 
-SUPPORT_LOSSES = ("head", "centroids")
+SUPPORT_LOSSES = ("head", "centroids", "pseudo-queries")
 """Which classifier's cross-entropy on the support set the context v is fitted to."""
 
 
@@ -66,7 +66,15 @@ class MetaConfig(ModelConfig):
             of the support features at v; with one shot each image is its own centroid,
             so the loss log(1 + Σ_{k≠y_i} exp(−s‖φ_i − c_k‖²)) spreads the classes apart in
             feature space, and fitting v is the same kind of problem as classifying the
-            queries. Checkpoints written before this option read as ``head``.
+            queries. ``pseudo-queries`` (needs ``readout="centroids"``): each support
+            image gets ``pseudo_copies`` elastically warped copies (about
+            ``pseudo_warp`` pixels, a fixed draw per position in the row, so the
+            objective is deterministic), and v minimises the copies' cross-entropy under
+            the centroid read-out of the clean support images at v: the copies stand in
+            for queries, other drawings of the same characters.
+            Checkpoints written before this option read as ``head``.
+        pseudo_copies: warped copies per support image (``pseudo-queries`` only).
+        pseudo_warp: their warp's size in pixels (``pseudo-queries`` only).
     """
 
     context_dim: int = 64
@@ -80,6 +88,8 @@ class MetaConfig(ModelConfig):
     head_context: bool = False
     readout: str = "head"
     support_loss: str = "head"
+    pseudo_copies: int = 2
+    pseudo_warp: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,8 +106,11 @@ class MetaConfig(ModelConfig):
             raise ValueError(
                 f"support_loss must be one of {SUPPORT_LOSSES}, got {self.support_loss!r}"
             )
-        if self.support_loss == "centroids" and self.readout != "centroids":
-            raise ValueError("support_loss 'centroids' needs readout 'centroids'")
+        if self.support_loss != "head" and self.readout != "centroids":
+            raise ValueError(f"support_loss {self.support_loss!r} needs readout 'centroids'")
+        check_positive("pseudo_copies", self.pseudo_copies)
+        if self.pseudo_warp <= 0:
+            raise ValueError(f"pseudo_warp must be > 0, got {self.pseudo_warp}")
 
 
 class FiLMClassifier(DEQModel):

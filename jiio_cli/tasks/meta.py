@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from jiio_cli.data.augment import Augmentation, augment
 from jiio_cli.engine import (
     InputOptResult,
     InputProblem,
@@ -59,6 +60,7 @@ __all__ = [
     "query_logits",
     "support_gradient",
     "support_objective",
+    "support_rows",
 ]
 
 
@@ -97,6 +99,28 @@ class AdaptSettings:
     )
 
 
+PSEUDO_QUERY_SEED = 0
+"""Seed of the pseudo-queries' warps: the same fields for every call, so a task's inner
+objective is one deterministic function of v (the meta-gradient re-evaluates it)."""
+
+
+def support_rows(model: FiLMClassifier, support: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The images (B, n', c, S, S) the inner problem solves, and their labels (B, n').
+
+    The support itself, or with ``support_loss="pseudo-queries"`` the support followed
+    by ``pseudo_copies`` warped copies of it (n' = n·(1 + copies), copy j of image i at
+    position n·(j + 1) + i).
+    """
+    config = model.config
+    if config.support_loss != "pseudo-queries":
+        return support, labels
+    warp = Augmentation("elastic", config.pseudo_warp)
+    generator = torch.Generator().manual_seed(PSEUDO_QUERY_SEED)
+    flat = support.flatten(0, 1)
+    copies = [augment(flat, warp, generator).view_as(support) for _ in range(config.pseudo_copies)]
+    return torch.cat([support, *copies], dim=1), labels.repeat(1, config.pseudo_copies + 1)
+
+
 def support_objective(
     model: FiLMClassifier, labels: Tensor, ways: int, context_weight: float
 ):  # -> Objective
@@ -104,28 +128,40 @@ def support_objective(
 
     The logits are the head's, h(z_i)[:N], or with ``support_loss="centroids"`` the
     centroid read-out of the support states against their own class means,
-    −s‖φ(z_i) − c_k‖² (see :class:`~jiio_cli.models.MetaConfig`).
+    −s‖φ(z_i) − c_k‖², or with ``"pseudo-queries"`` the centroid read-out of the warped
+    copies against the clean support's class means, the mean then over the copies (see
+    :class:`~jiio_cli.models.MetaConfig`).
 
     Args:
         model: the meta-model.
-        labels: (B, n) support labels in 0..N−1.
+        labels: (B, n') labels in 0..N−1 of the rows of :func:`support_rows`.
         ways: N.
         context_weight: λ.
     """
+    n_clean = labels.shape[1] // (model.config.pseudo_copies + 1)
+    targets = labels
 
     def centroid_logits(z: Tensor, _v: Tensor) -> Tensor:
         return model.centroid_logits(z, z, labels, ways)
+
+    def pseudo_query_logits(z: Tensor, _v: Tensor) -> Tensor:
+        return model.centroid_logits(z[:, n_clean:], z[:, :n_clean], labels[:, :n_clean], ways)
 
     def head_logits(z: Tensor, v: Tensor) -> Tensor:
         return model.logits(z, v, ways)
 
     # Chosen once: the objective is evaluated at every iteration of the solve.
-    logits_of = centroid_logits if model.config.support_loss == "centroids" else head_logits
+    loss = model.config.support_loss
+    logits_of = head_logits
+    if loss == "centroids":
+        logits_of = centroid_logits
+    elif loss == "pseudo-queries":
+        logits_of, targets = pseudo_query_logits, labels[:, n_clean:]
 
     def objective(z: Tensor, v: Tensor) -> Tensor:
         logits = logits_of(z, v)
-        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-        return ce.view(labels.shape).mean(dim=1) + context_weight * v.pow(2).mean(dim=1)
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return ce.view(targets.shape).mean(dim=1) + context_weight * v.pow(2).mean(dim=1)
 
     return objective
 
@@ -140,6 +176,9 @@ def adapt_context(
 ) -> InputOptResult:
     """Fit v on each task's support set; the result's ``x`` is v* (B, D).
 
+    Its ``z`` and ``mu`` are those of the rows of :func:`support_rows`: the support
+    images, followed by their pseudo-queries for a model with that support loss.
+
     Args:
         model: the meta-model.
         support: (B, n, c, S, S) support images.
@@ -148,13 +187,14 @@ def adapt_context(
         settings: step sizes, budgets and λ.
         method: overrides ``settings.method``.
     """
+    rows, row_labels = support_rows(model, support, labels)
     with torch.no_grad():
-        model.bind(support)
+        model.bind(rows)
         cell = model.context_cell()
     batch = support.shape[0]
     problem = InputProblem(
         cell,
-        support_objective(model, labels, ways, settings.context_weight),
+        support_objective(model, row_labels, ways, settings.context_weight),
         z0=model.init_state(batch),
         x0=support.new_zeros(batch, model.context_size),
     )
@@ -268,12 +308,13 @@ def support_gradient(
     approximates by the first Neumann term −η ∂g/∂θ (H⁻¹ ≈ η I, as one unrolled gradient
     step of size η would give).
     """
-    model.bind(support)
+    rows, row_labels = support_rows(model, support, labels)
+    model.bind(rows)
     try:
         cell = model.context_cell()
         z = inner.z.detach()
         v = inner.x.detach().requires_grad_(True)
-        objective = support_objective(model, labels, ways, settings.context_weight)
+        objective = support_objective(model, row_labels, ways, settings.context_weight)
         lagrangian = objective(z, v).sum() + (inner.mu.detach() * cell(z, v)).sum()
         (g,) = torch.autograd.grad(lagrangian, v, create_graph=True)
     finally:
@@ -345,9 +386,11 @@ def meta_loss(
     model.unbind()
     start = None
     if warm_start:
-        start = class_matched_warm_start(inner.mu, support_labels, query_labels, ways)
+        # The support's own μ* (without pseudo-queries' rows after it).
+        mu = inner.mu[:, : support.shape[1]]
+        start = class_matched_warm_start(mu, support_labels, query_labels, ways)
         if images.shape[1] > query.shape[1]:  # the support rows come first
-            start = torch.cat([inner.mu, start], dim=1)
+            start = torch.cat([mu, start], dim=1)
     z = implicit_fixed_point(
         cell,
         z_star,

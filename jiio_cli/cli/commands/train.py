@@ -216,8 +216,10 @@ def train(
         str,
         typer.Option(
             help="meta (glyphs, omniglot): the support cross-entropy the context is fitted "
-            "to: head (the head's logits) or centroids (the centroid read-out applied to "
-            "the support images themselves; needs --readout centroids)."
+            "to: head (the head's logits), centroids (the centroid read-out applied to "
+            "the support images themselves) or pseudo-queries (two elastically warped "
+            "copies of each support image, about 1 pixel, classified by the clean "
+            "support's centroids); the last two need --readout centroids."
         ),
     ] = "head",
     # --- end of meta options ---

@@ -121,7 +121,7 @@ class MetaTrainOptions(BaseModel):
     readout: Literal["head", "centroids"] = "head"
     context_penalty: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     head_context: bool = True
-    support_loss: Literal["head", "centroids"] = "head"
+    support_loss: Literal["head", "centroids", "pseudo-queries"] = "head"
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
@@ -160,8 +160,8 @@ def run(
         )
     if data is not None and not data.exists():
         raise UsageError(f"--data {data} does not exist")
-    if opts.support_loss == "centroids" and opts.readout != "centroids":
-        raise UsageError("--support-loss centroids needs --readout centroids")
+    if opts.support_loss != "head" and opts.readout != "centroids":
+        raise UsageError(f"--support-loss {opts.support_loss} needs --readout centroids")
     if opts.dataset == "omniglot" and data is None:
         raise UsageError("--dataset omniglot needs --data FOLDER (alphabet/character/*.png)")
     from jiio_cli.models import MetaConfig
