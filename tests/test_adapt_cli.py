@@ -73,6 +73,32 @@ def test_labelled_query_folder_gets_predictions_and_accuracy(task: dict[str, Pat
     torch.testing.assert_close(got, probs.max(-1).values.float(), atol=1e-5, rtol=0)
 
 
+def test_the_shipped_pseudo_query_model_adapts_a_folder_task(task: dict[str, Path]) -> None:
+    """Its inner problem solves the support with warped copies; the report counts the
+    user's images only, and the predictions are those of the Python path."""
+    checkpoint = Path(__file__).resolve().parents[1] / "models" / "meta-glyphs-pseudo.safetensors"
+    model, _, spec = load_meta_model(checkpoint, torch.device("cpu"))
+    assert model.config.support_loss == "pseudo-queries" and model.config.readout == "centroids"
+    root = task["root"]
+    doc = _run(
+        "-c", str(checkpoint), "--support", str(root / "support"), "--query", str(root / "query")
+    )
+    assert doc["support_images"] == 6 and len(doc["predictions"]) == 6
+    size = model.config.image_size
+    pool = load_class_folders(root / "support", size, "support")
+    images, _, _ = load_query_folder(root / "query", size)
+    predicted, _, result = adapt_and_predict(
+        model,
+        torch.cat(pool.images),
+        torch.tensor([0, 0, 1, 1, 2, 2]),
+        images,
+        3,
+        adapt_settings(spec, iterations=40),
+    )
+    assert result.z.shape[0] == 1 and result.z.shape[1] == 6 * (model.config.pseudo_copies + 1)
+    assert [r["predicted"] for r in doc["predictions"]] == [pool.names[int(k)] for k in predicted]
+
+
 def test_unlabelled_query_folder_has_no_accuracy(task: dict[str, Path]) -> None:
     root = task["root"]
     doc = _run(
