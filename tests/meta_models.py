@@ -13,10 +13,11 @@ from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.tasks.meta_training import MetaTrainSpec
 from jiio_cli.training import TrainConfig
 
+TINY_META = MetaConfig(context_dim=8, ways=5, channels=8, image_size=12, head_context=True)
 
-def save_tiny_meta_model(path: Path) -> None:
+
+def save_tiny_meta_model(path: Path, config: MetaConfig = TINY_META) -> None:
     """An untrained 5-way meta-model on 12×12 images, saved like ``jiio train`` does."""
-    config = MetaConfig(context_dim=8, ways=5, channels=8, image_size=12, head_context=True)
     torch.manual_seed(0)
     model = FiLMClassifier(config)
     spec = MetaTrainSpec(model=config, loop=TrainConfig(), inner_iters=10)
