@@ -188,18 +188,30 @@ def adapt_context(
         method: overrides ``settings.method``.
     """
     rows, row_labels = support_rows(model, support, labels)
+    return _adapt_rows(model, rows, row_labels, ways, settings, method or settings.method)
+
+
+def _adapt_rows(
+    model: FiLMClassifier,
+    rows: Tensor,
+    row_labels: Tensor,
+    ways: int,
+    settings: AdaptSettings,
+    method: Literal["jiio", "naive"],
+) -> InputOptResult:
+    """:func:`adapt_context` on rows already built by :func:`support_rows`."""
     with torch.no_grad():
         model.bind(rows)
         cell = model.context_cell()
-    batch = support.shape[0]
+    batch = rows.shape[0]
     problem = InputProblem(
         cell,
         support_objective(model, row_labels, ways, settings.context_weight),
         z0=model.init_state(batch),
-        x0=support.new_zeros(batch, model.context_size),
+        x0=rows.new_zeros(batch, model.context_size),
     )
     try:
-        if (method or settings.method) == "jiio":
+        if method == "jiio":
             return jiio_solve(problem, settings.jiio)
         return naive_solve(problem, settings.naive)
     finally:
@@ -309,6 +321,18 @@ def support_gradient(
     step of size η would give).
     """
     rows, row_labels = support_rows(model, support, labels)
+    return _rows_gradient(model, rows, row_labels, ways, settings, inner)
+
+
+def _rows_gradient(
+    model: FiLMClassifier,
+    rows: Tensor,
+    row_labels: Tensor,
+    ways: int,
+    settings: AdaptSettings,
+    inner: InputOptResult,
+) -> Tensor:
+    """:func:`support_gradient` on rows already built by :func:`support_rows`."""
     model.bind(rows)
     try:
         cell = model.context_cell()
@@ -369,10 +393,12 @@ def meta_loss(
         generator: source of the Hutchinson probes.
         warm_start: start the backward solve from the class-matched support μ*.
     """
-    inner = adapt_context(model, support, support_labels, ways, settings)
+    # Built once: the pseudo-queries' warps are the same for the solve and its gradient.
+    rows, row_labels = support_rows(model, support, support_labels)
+    inner = _adapt_rows(model, rows, row_labels, ways, settings, settings.method)
     context = inner.x.detach()
     if hyper_step > 0:
-        g = support_gradient(model, support, support_labels, ways, settings, inner)
+        g = _rows_gradient(model, rows, row_labels, ways, settings, inner)
         # Value v*, derivative −η ∂g/∂θ: the first Neumann term of −H⁻¹ ∂²J/∂v∂θ.
         context = context - hyper_step * (g - g.detach())
     # The centroid read-out differentiates through the support fixed points at v* too:
