@@ -31,6 +31,8 @@ from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse import (
+    RECONSTRUCTION_START_ALPHA_X,
+    RECONSTRUCTION_START_ITERATIONS,
     InferenceSettings,
     reconstruct,
     reconstruct_in_batches,
@@ -65,6 +67,8 @@ class ReconstructBenchConfig:
     naive_lr: float = 0.1
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     alpha_x: float = 0.02
+    alpha_x_start: float | None = RECONSTRUCTION_START_ALPHA_X
+    start_iterations: int = RECONSTRUCTION_START_ITERATIONS
     memory: int = 10
     x_weight: float = 10.0
     latent_weight: float = 1e-3
@@ -84,6 +88,8 @@ def jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSett
         x_weight=cfg.x_weight,
         refine_tol=cfg.inner_tol,
         graph=cfg.graph,
+        alpha_x_start=cfg.alpha_x_start,
+        start_iterations=cfg.start_iterations,
     )
 
 

@@ -110,8 +110,10 @@ def estimate_range_error(
     """Fit τ² of a decoder on clean images (N, C, H, W) (see the module docstring).
 
     The images are observed with noise σ drawn from a generator seeded by ``seed``, and
-    denoised with :func:`~jiio_cli.tasks.inverse.reconstruction_settings` (α_x 0.02,
-    Anderson memory 10, x weight 10) for ``iterations`` iterations.
+    denoised with :func:`~jiio_cli.tasks.inverse.reconstruction_settings` (its defaults:
+    α_x 0.06 for 30 iterations then 0.02, Anderson memory 10, x weight 10) for
+    ``iterations`` iterations. The shipped decoder's stored τ² was fitted with the
+    constant α_x 0.02 that preceded the start phase.
     """
     observed, known = corrupt(clean, Corruption(sigma=sigma), torch.Generator().manual_seed(seed))
     settings = reconstruction_settings(iterations, latent_weight=latent_weight)

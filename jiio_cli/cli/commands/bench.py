@@ -48,6 +48,8 @@ class BenchOptions(BaseModel):
     iterations: int = Field(ge=2)
     memory: int | None = Field(default=None, ge=1, le=100)
     alpha_x: float | None = Field(default=None, gt=0)
+    alpha_x_start: float | None = Field(default=None, gt=0)
+    start_iterations: int | None = Field(default=None, ge=0)
     x_weight: float | None = Field(default=None, gt=0, le=1e4)
     repeat: int = Field(ge=1, le=100)
     channels: int = Field(ge=1, le=1024)
@@ -74,6 +76,17 @@ def bench(
     alpha_x: Annotated[
         float | None,
         typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 1.0)."),
+    ] = None,
+    alpha_x_start: Annotated[
+        float | None,
+        typer.Option(
+            help="reconstruct: α_x of the first --start-iterations iterations, then --alpha-x "
+            "(default 0.06; equal to --alpha-x for a constant step)."
+        ),
+    ] = None,
+    start_iterations: Annotated[
+        int | None,
+        typer.Option(help="reconstruct: iterations at --alpha-x-start (default 30; 0: none)."),
     ] = None,
     x_weight: Annotated[
         float | None,
@@ -150,6 +163,8 @@ def bench(
             iterations=iterations,
             memory=memory,
             alpha_x=alpha_x,
+            alpha_x_start=alpha_x_start,
+            start_iterations=start_iterations,
             x_weight=x_weight,
             repeat=repeat,
             channels=channels,
@@ -165,6 +180,13 @@ def bench(
             ):
                 if value is not None:
                     raise UsageError(f"{name} applies to --task reconstruct and adapt only")
+        if task != BenchTask.reconstruct:
+            for name, value in (
+                ("--alpha-x-start", alpha_x_start),
+                ("--start-iterations", start_iterations),
+            ):
+                if value is not None:
+                    raise UsageError(f"{name} applies to --task reconstruct only")
         if task == BenchTask.engine:
             from jiio_cli.cli.commands.bench_engine import (
                 parse_histories,

@@ -53,6 +53,10 @@ def run_reconstruct_bench(
         naive_steps=opts.naive_steps,
         memory=defaults.memory if opts.memory is None else opts.memory,
         alpha_x=defaults.alpha_x if opts.alpha_x is None else opts.alpha_x,
+        alpha_x_start=defaults.alpha_x_start if opts.alpha_x_start is None else opts.alpha_x_start,
+        start_iterations=(
+            defaults.start_iterations if opts.start_iterations is None else opts.start_iterations
+        ),
         x_weight=defaults.x_weight if opts.x_weight is None else opts.x_weight,
         repeat=opts.repeat,
         graph=graph,
@@ -81,6 +85,8 @@ def run_reconstruct_bench(
         "checkpoint": str(path),
         "seed": common.seed,
         "jiio_alpha_x": cfg.alpha_x,
+        "jiio_alpha_x_start": cfg.alpha_x_start,
+        "jiio_start_iterations": cfg.start_iterations,
         "jiio_memory": cfg.memory,
         "jiio_x_weight": cfg.x_weight,
         "latent_weight": cfg.latent_weight,

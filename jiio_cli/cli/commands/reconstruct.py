@@ -43,6 +43,8 @@ class ReconstructOptions(BaseModel):
     iterations: int = Field(ge=2, le=10_000)
     tol: float = Field(gt=0, lt=1)
     alpha_x: float = Field(gt=0, le=10)
+    alpha_x_start: float = Field(gt=0, le=10)
+    start_iterations: int = Field(ge=0, le=10_000)
     memory: int = Field(ge=1, le=100)
     x_weight: float = Field(gt=0, le=1e4, allow_inf_nan=False)
     range_error: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
@@ -89,6 +91,16 @@ def reconstruct(
     iterations: Annotated[int, typer.Option(help="JIIO iteration cap.")] = 300,
     tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-2,
     alpha_x: Annotated[float, typer.Option(help="JIIO step size on the latent code.")] = 0.02,
+    alpha_x_start: Annotated[
+        float,
+        typer.Option(
+            help="Step size of the first --start-iterations iterations, then --alpha-x "
+            "(equal to --alpha-x for a constant step)."
+        ),
+    ] = 0.06,
+    start_iterations: Annotated[
+        int, typer.Option(help="Iterations at --alpha-x-start (0: none).")
+    ] = 30,
     memory: Annotated[int, typer.Option(help="Anderson history length of the solve.")] = 10,
     x_weight: Annotated[
         float,
@@ -124,6 +136,8 @@ def reconstruct(
             iterations=iterations,
             tol=tol,
             alpha_x=alpha_x,
+            alpha_x_start=alpha_x_start,
+            start_iterations=start_iterations,
             memory=memory,
             x_weight=x_weight,
             range_error=range_error,
@@ -182,6 +196,8 @@ def reconstruct(
             opts.iterations,
             latent_weight=trained_latent_weight(ckpt.training_config),
             alpha_x=opts.alpha_x,
+            alpha_x_start=opts.alpha_x_start,
+            start_iterations=opts.start_iterations,
             memory=opts.memory,
             x_weight=opts.x_weight,
             refine_tol=opts.tol,
