@@ -16,23 +16,13 @@ import argparse
 import dataclasses
 
 import torch
+from latent_step_schedule import parse_schedule  # the same A or A0:A:K syntax
 
 from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
-from jiio_cli.engine import StepSchedule
 from jiio_cli.tasks.meta_loading import load_meta_model
 from jiio_cli.tasks.meta_training import adapt_settings
 from jiio_cli.training import derived_generator
-
-
-def parse_schedule(text: str) -> float | StepSchedule:
-    """``A`` as a constant, ``A0:A:K`` as a two-step schedule."""
-    parts = text.split(":")
-    if len(parts) == 1:
-        return float(parts[0])
-    if len(parts) != 3:
-        raise SystemExit(f"schedule {text!r}: expected A or A0:A:K")
-    return StepSchedule(float(parts[0]), float(parts[1]), switch_at=int(parts[2]))
 
 
 def main() -> None:

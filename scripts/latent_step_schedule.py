@@ -26,7 +26,7 @@ from torch import Tensor
 
 from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
 from jiio_cli.data import load_mnist5k
-from jiio_cli.engine import SolverConfig, forward_solve, jiio_solve
+from jiio_cli.engine import SolverConfig, StepSchedule, forward_solve, jiio_solve
 from jiio_cli.tasks.inverse import (
     reconstruction_alpha_x,
     reconstruction_problem,
@@ -37,14 +37,15 @@ from jiio_cli.tasks.loading import load_decoder
 SOLVE = SolverConfig(memory=5, max_iter=30, tol=1e-4)
 
 
-def parse_schedule(text: str) -> tuple[float, float | None, int]:
-    """``A`` or ``A0:A:K`` as (α_x, α_x at the start or None, start iterations)."""
+def parse_schedule(text: str) -> float | StepSchedule:
+    """``A`` as a constant α_x, ``A0:A:K`` as A0 for K iterations then A (a constant A
+    when there is no start phase, as :func:`reconstruction_alpha_x` decides)."""
     parts = text.split(":")
     if len(parts) == 1:
-        return float(parts[0]), None, 0
+        return float(parts[0])
     if len(parts) != 3:
         raise SystemExit(f"schedule {text!r}: expected A or A0:A:K")
-    return float(parts[1]), float(parts[0]), int(parts[2])
+    return reconstruction_alpha_x(float(parts[1]), float(parts[0]), int(parts[2]))
 
 
 def main() -> None:
@@ -63,9 +64,8 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
 
     def objectives(schedule: str, budget: int) -> Tensor:
-        alpha, start, k = parse_schedule(schedule)
         jiio = dataclasses.replace(
-            jiio_settings(cfg, budget).jiio, alpha_x=reconstruction_alpha_x(alpha, start, k)
+            jiio_settings(cfg, budget).jiio, alpha_x=parse_schedule(schedule)
         )
         x = jiio_solve(problem, jiio).x
         with torch.no_grad():

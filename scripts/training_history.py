@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from safetensors import safe_open
+from jiio_cli.checkpoint import load_checkpoint
 
 
 def main() -> None:
@@ -26,8 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     keys = args.keys.split(",")
     for checkpoint in args.checkpoints:
-        with safe_open(str(checkpoint), "pt") as f:
-            history = json.loads(f.metadata()["history"])
+        history = json.loads(load_checkpoint(checkpoint).extra.get("history", "[]"))
         steps = [e for e in history if "loss" in e]
         evals = [e for e in history if any(k.startswith(("val", "heldout")) for k in e)]
         print(f"{checkpoint}: {len(steps)} steps")
