@@ -172,21 +172,17 @@ def bench(
             candidates=candidates,
         )
         torch.manual_seed(common.seed)
-        if task not in (BenchTask.reconstruct, BenchTask.adapt):
-            for name, value in (
-                ("--memory", memory),
-                ("--alpha-x", alpha_x),
-                ("--x-weight", x_weight),
-            ):
-                if value is not None:
-                    raise UsageError(f"{name} applies to --task reconstruct and adapt only")
-        if task != BenchTask.reconstruct:
-            for name, value in (
-                ("--alpha-x-start", alpha_x_start),
-                ("--start-iterations", start_iterations),
-            ):
-                if value is not None:
-                    raise UsageError(f"{name} applies to --task reconstruct only")
+        solver_tasks = (BenchTask.reconstruct, BenchTask.adapt)
+        for name, value, tasks in (
+            ("--memory", memory, solver_tasks),
+            ("--alpha-x", alpha_x, solver_tasks),
+            ("--x-weight", x_weight, solver_tasks),
+            ("--alpha-x-start", alpha_x_start, (BenchTask.reconstruct,)),
+            ("--start-iterations", start_iterations, (BenchTask.reconstruct,)),
+        ):
+            if value is not None and task not in tasks:
+                names = " and ".join(t.value for t in tasks)
+                raise UsageError(f"{name} applies to --task {names} only")
         if task == BenchTask.engine:
             from jiio_cli.cli.commands.bench_engine import (
                 parse_histories,
