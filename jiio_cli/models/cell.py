@@ -84,6 +84,28 @@ class ConvDEQCell(nn.Module):
         u = self.injection(x)
         return lambda z: self._step(z, u)
 
+    def with_injection(self, injection: nn.Module) -> ConvDEQCell:
+        """A cell with another injection that shares this cell's block and its parameters.
+
+        For instance ``cell.with_injection(cell.injection.folded())`` is the same f with
+        the latent injection folded into one matrix
+        (:class:`~jiio_cli.models.injection.FoldedLatentInjection`).
+
+        Raises:
+            ValueError: when the injection's output does not have this cell's state shape.
+        """
+        shape = (getattr(injection, "channels", None), *getattr(injection, "spatial_size", ()))
+        if shape != self.state_shape:
+            raise ValueError(
+                f"the injection gives {shape} but the cell's state has shape {self.state_shape}"
+            )
+        twin = ConvDEQCell.__new__(ConvDEQCell)
+        nn.Module.__init__(twin)
+        twin.injection = injection
+        twin.block = self.block
+        twin.state_shape = self.state_shape
+        return twin
+
     def _step(self, z: Tensor, u: Tensor) -> Tensor:
         if z.shape != u.shape:
             raise ValueError(

@@ -81,3 +81,14 @@ class DEQDecoder(DEQModel):
             config.channels, injection, groups=config.groups, weight_norm=config.weight_norm
         )
         self.head = ImageHead(config.channels, config.image_channels, config.image_size)
+
+    def inference_cell(self) -> ConvDEQCell:
+        """``cell`` with its latent injection folded into one matrix: the same f (up to
+        rounding), cheaper to evaluate and differentiate in x
+        (:class:`~jiio_cli.models.injection.FoldedLatentInjection`).
+
+        A snapshot of the current injection parameters that carries no gradient to
+        them: for solves at test time and for training's inner solve, not for the loss
+        that trains the decoder.
+        """
+        return self.cell.with_injection(self.cell.injection.folded())

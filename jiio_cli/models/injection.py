@@ -11,13 +11,15 @@ the biases are small next to the x-dependent part.
 
 from __future__ import annotations
 
+import copy
 import math
 
+import torch
 from torch import Tensor, nn
 
 from .layers import bilinear_resize, check_groups, check_positive, conv3x3, pair
 
-__all__ = ["ImageInjection", "LatentInjection"]
+__all__ = ["FoldedLatentInjection", "ImageInjection", "LatentInjection"]
 
 
 class LatentInjection(nn.Module):
@@ -83,9 +85,74 @@ class LatentInjection(nn.Module):
             raise ValueError(
                 f"LatentInjection expects x of shape (B, {self.latent_dim}), got {tuple(x.shape)}"
             )
+        return self.norm(self.affine_part(x))
+
+    def affine_part(self, x: Tensor) -> Tensor:
+        """``conv(upsample(reshape(W x + b)))`` (B, C, H, W): the injection before its norm."""
         grid = self.linear(x).view(x.shape[0], self.channels, *self.coarse_size)
-        grid = bilinear_resize(grid, self.spatial_size)
-        return self.norm(self.conv(grid))
+        return self.conv(bilinear_resize(grid, self.spatial_size))
+
+    def folded(self) -> FoldedLatentInjection:
+        """This injection with its affine part folded into one matrix (see
+        :class:`FoldedLatentInjection`): a snapshot of the current parameters."""
+        return FoldedLatentInjection(self)
+
+
+class FoldedLatentInjection(nn.Module):
+    """A :class:`LatentInjection` whose affine part is one matrix: ``u = GN(x Mᵀ + c)``.
+
+    The linear layer, the bilinear upsampling and the conv are all affine in x, so
+    together they are x ↦ M x + c with M of shape (C·H·W, D) and c = the affine part at
+    x = 0. Evaluating them as one (B, D) × (D, C·H·W) product (and its transpose for the
+    vector-Jacobian product in x) takes D multiply-adds per output entry against the
+    conv's 9·C, 4.5× fewer for the shipped decoder (D = 64, C = 32), and skips the
+    upsampling; JIIO evaluates the injection and its VJP at every iteration because x
+    changes, where a forward solve at a fixed x computes it once.
+
+    M and c are computed in float64 from the injection's parameters at construction and
+    stored detached, in the parameters' dtype: a snapshot for solves that take no
+    gradient with respect to the parameters (inference, training's inner solve). Fold
+    again after the parameters change. The GroupNorm is the injection's own module.
+
+    Args:
+        injection: the :class:`LatentInjection` to fold.
+
+    Shapes:
+        x: (B, D) → u: (B, C, H, W).
+    """
+
+    weight: Tensor
+    bias: Tensor
+
+    def __init__(self, injection: LatentInjection) -> None:
+        super().__init__()
+        self.latent_dim = injection.latent_dim
+        self.channels = injection.channels
+        self.spatial_size: tuple[int, int] = injection.spatial_size
+        self.norm = injection.norm
+        dtype = injection.linear.weight.dtype
+        device = injection.linear.weight.device
+        with torch.no_grad():
+            wide = copy.deepcopy(injection).to(torch.float64)
+            basis = torch.eye(self.latent_dim, device=device, dtype=torch.float64)
+            offset = wide.affine_part(torch.zeros_like(basis[:1]))
+            columns = (wide.affine_part(basis) - offset).flatten(1)  # (D, C·H·W): row j is M e_j
+        self.register_buffer("weight", columns.to(dtype), persistent=False)
+        self.register_buffer("bias", offset.flatten().to(dtype), persistent=False)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """Per-sample shape of u, (C, H, W)."""
+        return (self.channels, *self.spatial_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map x (B, D) to u (B, C, H, W), as the folded :class:`LatentInjection` does."""
+        if x.ndim != 2 or x.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"LatentInjection expects x of shape (B, {self.latent_dim}), got {tuple(x.shape)}"
+            )
+        flat = torch.addmm(self.bias, x, self.weight)
+        return self.norm(flat.view(x.shape[0], *self.output_shape))
 
 
 class ImageInjection(nn.Module):

@@ -16,7 +16,7 @@ clean image and the gradient goes through an adjoint solve warm-started from μ*
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -102,10 +102,14 @@ def reconstruction_problem(
     known: Tensor,
     latent_weight: float,
     precision: Precision = "fp32",
+    folded: bool = False,
 ) -> InputProblem:
     """The latent-inference problem for observations (B, C, H, W) with mask (B, 1, H, W).
 
-    With ``precision`` bf16 / fp16 the problem's cell runs under autocast.
+    With ``precision`` bf16 / fp16 the problem's cell runs under autocast. With
+    ``folded`` the cell is :meth:`DEQDecoder.inference_cell` (the same f with the latent
+    injection folded into one matrix, cheaper in x, but carrying no gradient to the
+    injection's parameters) instead of ``decoder.cell``.
     """
     batch = observed.shape[0]
     observed = observed.detach()
@@ -118,23 +122,31 @@ def reconstruction_problem(
     param = next(decoder.parameters())
     z0 = decoder.init_state(batch, device=observed.device, dtype=param.dtype)
     x0 = torch.zeros(batch, decoder.config.latent_dim, device=observed.device, dtype=param.dtype)
-    cell = autocast_cell(decoder.cell, precision, observed.device)
+    cell = autocast_cell(
+        decoder.inference_cell() if folded else decoder.cell, precision, observed.device
+    )
     return InputProblem(cell, objective, z0, x0)
 
 
 def infer_latents(
     decoder: DEQDecoder, observed: Tensor, known: Tensor, settings: InferenceSettings
 ) -> tuple[InputProblem, InputOptResult]:
-    """Infer latent codes by the chosen method (no autograd graph is kept)."""
+    """Infer latent codes by the chosen method (no autograd graph is kept).
+
+    Either method solves on the folded injection (``reconstruction_problem(...,
+    folded=True)``: no parameter gradient is taken here). The returned problem has the
+    decoder's own cell, so that a training loss built on it reaches every parameter.
+    """
     problem = reconstruction_problem(
-        decoder, observed, known, settings.latent_weight, settings.precision
+        decoder, observed, known, settings.latent_weight, settings.precision, folded=True
     )
     with torch.no_grad():
         if settings.method == "jiio":
             result = jiio_solve(problem, settings.jiio)
         else:
             result = naive_solve(problem, settings.naive)
-    return problem, result
+    cell = autocast_cell(decoder.cell, settings.precision, observed.device)
+    return replace(problem, cell=cell), result
 
 
 @dataclass
