@@ -9,7 +9,9 @@ On the reconstruct bench's batch (the first held-out MNIST-5k digits with a rand
   (:meth:`~jiio_cli.models.heads.ImageHead.upsampled_conv`);
 - the reconstruction objective with its gradient in z, through either head;
 - ``lagrangian_grads`` (f, the objective and one VJP: the model's cost of a JIIO
-  iteration), with either head;
+  iteration), with either head, and with the factorised head and the latent injection
+  folded into one matrix (:meth:`~jiio_cli.models.decoder.DEQDecoder.inference_cell`,
+  what latent inference solves on);
 - Anderson's Gram row at memory 10 over the stacked state [z; x; μ], as ``bmm(H, g)``
   and as ``bmm(gᵀ, Hᵀ)`` (the form the solver uses);
 - the latent injection's bilinear upsampling, ``F.interpolate`` against
@@ -100,6 +102,13 @@ def main() -> None:
         rows.append(
             (f"lagrangian_grads (f, objective, VJP), {name} head", median_ms(grads, args.repeat))
         )
+    folded = decoder.inference_cell()
+    rows.append(
+        (
+            "lagrangian_grads, factorised head, folded injection",
+            median_ms(lambda: lagrangian_grads(folded, problem.objective, z, x, mu), args.repeat),
+        )
+    )
     state = 2 * z[0].numel() + x.shape[1]
     history = torch.randn(args.batch_size, 10, state)
     g = torch.randn(args.batch_size, state)
