@@ -81,10 +81,7 @@ class LatentInjection(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map x (B, D) to u (B, C, H, W)."""
-        if x.ndim != 2 or x.shape[1] != self.latent_dim:
-            raise ValueError(
-                f"LatentInjection expects x of shape (B, {self.latent_dim}), got {tuple(x.shape)}"
-            )
+        _check_latent(x, self.latent_dim)
         return self.norm(self.affine_part(x))
 
     def affine_part(self, x: Tensor) -> Tensor:
@@ -140,19 +137,18 @@ class FoldedLatentInjection(nn.Module):
         self.register_buffer("weight", columns.to(dtype), persistent=False)
         self.register_buffer("bias", offset.flatten().to(dtype), persistent=False)
 
-    @property
-    def output_shape(self) -> tuple[int, int, int]:
-        """Per-sample shape of u, (C, H, W)."""
-        return (self.channels, *self.spatial_size)
-
     def forward(self, x: Tensor) -> Tensor:
         """Map x (B, D) to u (B, C, H, W), as the folded :class:`LatentInjection` does."""
-        if x.ndim != 2 or x.shape[1] != self.latent_dim:
-            raise ValueError(
-                f"LatentInjection expects x of shape (B, {self.latent_dim}), got {tuple(x.shape)}"
-            )
+        _check_latent(x, self.latent_dim)
         flat = torch.addmm(self.bias, x, self.weight)
-        return self.norm(flat.view(x.shape[0], *self.output_shape))
+        return self.norm(flat.view(x.shape[0], self.channels, *self.spatial_size))
+
+
+def _check_latent(x: Tensor, latent_dim: int) -> None:
+    if x.ndim != 2 or x.shape[1] != latent_dim:
+        raise ValueError(
+            f"LatentInjection expects x of shape (B, {latent_dim}), got {tuple(x.shape)}"
+        )
 
 
 class ImageInjection(nn.Module):
