@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from jiio_cli.engine import lagrangian_grads
+from jiio_cli.engine.anderson import relative_residual
 from jiio_cli.models import ConvDEQCell, DecoderConfig, DEQDecoder, LatentInjection
 from jiio_cli.tasks.inverse import InferenceSettings, infer_latents, reconstruction_settings
 
@@ -79,20 +80,25 @@ def test_the_fold_is_a_snapshot_that_carries_no_gradient_to_the_injection() -> N
 
 
 def test_infer_latents_solves_folded_and_returns_the_trainable_cell() -> None:
-    decoder = _decoder(torch.float32)
-    # Tame the cell so that the fresh random decoder has a fixed point to find.
+    # The block keeps its small initial convs (a contraction, so there is a fixed point
+    # to find); the injection is redrawn at unit scale so that folding it matters.
+    decoder = DEQDecoder(
+        DecoderConfig(latent_dim=6, channels=8, image_size=10, groups=4, half_resolution=True)
+    )
     with torch.no_grad():
-        decoder.cell.block.conv1.weight.mul_(0.05)
-        decoder.cell.block.conv2.weight.mul_(0.05)
+        for p in decoder.cell.injection.parameters():
+            p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
     observed = torch.rand(3, 1, 10, 10)
     known = torch.ones(3, 1, 10, 10)
     settings = reconstruction_settings(40, memory=5)
     problem, result = infer_latents(decoder, observed, known, settings)
     assert problem.cell is decoder.cell
-    # The result is a solve of the decoder's own f: z* is its fixed point at x*.
+    # The result is a solve of the decoder's own f: its residual under the layered cell
+    # is the one the solve reported under the folded cell, up to float32 rounding.
     with torch.no_grad():
-        residual = (decoder.cell(result.z, result.x) - result.z).norm() / result.z.norm()
-    assert residual < 1e-3
+        fz = decoder.cell(result.z, result.x)
+    residual = relative_residual(result.z.flatten(1), fz.flatten(1))[:, 0]
+    assert (residual <= result.residual_z + 1e-5).all()
     problem.cell(result.z, result.x).sum().backward()
     assert decoder.cell.injection.linear.weight.grad is not None
     naive = InferenceSettings(method="naive")
