@@ -151,23 +151,23 @@ def test_difference_form_takes_the_same_steps_as_the_constrained_form(beta: floa
     assert ((diffs.state - pairs.state).abs() / scale).max() < 2e-2
 
 
+@pytest.mark.parametrize("width", [50, 64, 1001])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_all_finite_agrees_with_the_elementwise_test(dtype: torch.dtype) -> None:
+def test_all_finite_agrees_with_the_elementwise_test(dtype: torch.dtype, width: int) -> None:
     from jiio_cli.engine import all_finite
 
     big = torch.finfo(dtype).max
-    rows = torch.randn(9, 50).to(dtype)
-    rows[1, 3] = float("nan")
-    rows[2, 0] = float("inf")
-    rows[3, 49] = -float("inf")
+    rows = torch.randn(9, width).to(dtype)
+    spot = torch.randint(width, (4,)).tolist()
+    rows[1, spot[0]] = float("nan")
+    rows[2, spot[1]] = float("inf")
+    rows[3, spot[2]] = -float("inf")
     rows[4, 1], rows[4, 2] = float("inf"), -float("inf")  # their sum is NaN
-    rows[5] = big  # finite entries whose sum overflows the dtype itself
+    rows[5] = big  # finite entries whose plain sum overflows the dtype itself
     rows[6] = -big
-    rows[7, :25] = big
-    rows[7, 25:] = -big
-    if dtype == torch.float64:
-        # float64 entries this large may overflow the float64 sum: the documented limit.
-        rows[5:8] = 1e300
+    rows[7, : width // 2] = big
+    rows[7, width // 2 :] = -big
+    rows[8, spot[3]] = big
     expected = torch.isfinite(rows).all(dim=1)
     assert torch.equal(all_finite(rows), expected)
     assert expected.tolist() == [True, False, False, False, False, True, True, True, True]

@@ -52,6 +52,7 @@ g(s) before accelerating again; all of it per sample and on the device.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -171,14 +172,18 @@ class FixedPointResult:
 def all_finite(s: Tensor) -> Tensor:
     """Whether each row of a (B, N) tensor is free of NaN and ±Inf, (B,) bool.
 
-    One float64 row sum instead of an elementwise test: a NaN or an infinity makes the
-    sum non-finite, and float64 cannot overflow on a sum of float32 (or lower
-    precision) entries, so the answer is exact for those; a float64 row would need
-    entries near 1e300 to overflow, far beyond any iterate worth continuing. The sum is
-    one read of the row, where ``isfinite(s).all(1)`` takes several elementwise passes
-    and a (B, N) temporary.
+    One scaled row sum instead of an elementwise test: Σ_i s_i · 2⁻ᵏ with 2ᵏ ≥ 2N, as a
+    matrix-vector product. A NaN or an infinity makes the sum non-finite. For finite
+    entries every partial sum is at most N · max · 2⁻ᵏ ≤ max / 2 in magnitude (the
+    products by a power of two are exact), so the sum cannot overflow the row's own
+    dtype and the answer is exact, for float32, float64 and bfloat16 alike. The product
+    reads the row once and writes nothing of its size, where ``isfinite(s).all(1)``
+    takes several elementwise passes and a (B, N) temporary, and a float64 sum of
+    float32 rows first converts them into a float64 copy, twice their size.
     """
-    return torch.isfinite(s.sum(dim=1, dtype=torch.float64))
+    n = s.shape[1]
+    weights = s.new_full((n,), 2.0 ** -(math.ceil(math.log2(max(n, 1))) + 1))
+    return torch.isfinite(torch.mv(s, weights))
 
 
 def relative_residual(s: Tensor, gs: Tensor) -> Tensor:
@@ -471,10 +476,12 @@ class _SolverLoop:
         self.valid.index_fill_(1, slot, True)
         fallback = self.one_hot.index_select(0, slot)
         alpha = anderson_weights(self.gram, self.valid, fallback, self.lam, self.unrolled)
-        alpha = alpha.to(s.dtype)
-        s_next = torch.einsum("bm,bmn->bn", alpha, self.hist_f)
+        # (B, 1, m) against (B, m, N) by bmm: einsum's form of the same product writes a
+        # transposed result and copies it into place, a further pass over the state.
+        alpha = alpha.to(s.dtype).unsqueeze(1)
+        s_next = torch.bmm(alpha, self.hist_f).squeeze(1)
         if cfg.beta != 1.0:
-            mixed_g = torch.einsum("bm,bmn->bn", alpha, self.hist_g)
+            mixed_g = torch.bmm(alpha, self.hist_g).squeeze(1)
             s_next = s_next - (1.0 - cfg.beta) * mixed_g
         self.slot.add_(1).remainder_(m)
         return s_next
