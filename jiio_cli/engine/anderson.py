@@ -169,7 +169,14 @@ class FixedPointResult:
     graph_failure: str | None = None
 
 
-def all_finite(s: Tensor) -> Tensor:
+def finite_test_weights(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The (N,) vector of :func:`all_finite`'s scaled row sum: 2⁻ᵏ with 2ᵏ ≥ 2N."""
+    return torch.full(
+        (n,), 2.0 ** -(math.ceil(math.log2(max(n, 1))) + 1), dtype=dtype, device=device
+    )
+
+
+def all_finite(s: Tensor, weights: Tensor | None = None) -> Tensor:
     """Whether each row of a (B, N) tensor is free of NaN and ±Inf, (B,) bool.
 
     One scaled row sum instead of an elementwise test: Σ_i s_i · 2⁻ᵏ with 2ᵏ ≥ 2N, as a
@@ -180,9 +187,12 @@ def all_finite(s: Tensor) -> Tensor:
     reads the row once and writes nothing of its size, where ``isfinite(s).all(1)``
     takes several elementwise passes and a (B, N) temporary, and a float64 sum of
     float32 rows first converts them into a float64 copy, twice their size.
+
+    ``weights``: :func:`finite_test_weights` for the row's size, dtype and device, for
+    callers that test rows of one shape repeatedly (built here when None).
     """
-    n = s.shape[1]
-    weights = s.new_full((n,), 2.0 ** -(math.ceil(math.log2(max(n, 1))) + 1))
+    if weights is None:
+        weights = finite_test_weights(s.shape[1], s.dtype, s.device)
     return torch.isfinite(torch.mv(s, weights))
 
 
@@ -378,6 +388,7 @@ class _SolverLoop:
         self.converged = torch.zeros_like(self.active)
         self.failed = torch.zeros_like(self.active)
         self.iterations = torch.zeros(batch, dtype=torch.long, device=device)
+        self.finite_weights = finite_test_weights(n, s0.dtype, device)
         self.k = torch.zeros((), dtype=torch.long, device=device)
         history_dtype = HISTORY_DTYPES[config.history]
         self.differences = self.anderson and history_dtype is not None
@@ -423,7 +434,7 @@ class _SolverLoop:
 
     def _update(self, gs: Tensor, res: Tensor) -> None:
         cfg, s = self.config, self.s
-        finite = all_finite(gs) & torch.isfinite(res).all(dim=1)
+        finite = all_finite(gs, self.finite_weights) & torch.isfinite(res).all(dim=1)
         score = torch.where(finite, res.amax(dim=1), torch.inf)
         active = self.active
         improved = active & (score < self.best_score)
