@@ -65,8 +65,12 @@ def main() -> None:
     def affine(s: torch.Tensor, _k: torch.Tensor) -> torch.Tensor:
         return 0.9 * s + shift
 
-    def three_blocks(s: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
-        d = (gs - s).norm(dim=1) / (gs.norm(dim=1) + 1e-5)
+    # Engines from 2026-12-05 on hand the residual g(s) − s; older ones call it with two.
+    def three_blocks(
+        s: torch.Tensor, gs: torch.Tensor, diff: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        diff = gs - s if diff is None else diff
+        d = diff.norm(dim=1) / (gs.norm(dim=1) + 1e-5)
         return torch.stack([d, d, d], dim=1)
 
     loop_cfg = SolverConfig(memory=cfg.memory, max_iter=steps, tol=1e-30)

@@ -265,6 +265,8 @@ def test_augmented_residuals_are_those_of_the_undamped_steps(x_weight: float) ->
     got = augmented_residuals(s, gs, (nz, nx), 0.8, 0.6, x_weight)
     want = _literal_residuals(s, gs, nz, nx, 0.8, 0.6, x_weight)
     assert torch.allclose(got, want, rtol=1e-12, atol=0.0)
+    # The difference handed in by the solver gives the same residuals.
+    assert torch.equal(augmented_residuals(s, gs, (nz, nx), 0.8, 0.6, x_weight, gs - s), got)
     assert (got[0] == 0).all() and torch.isfinite(got).all()
 
 
@@ -284,7 +286,7 @@ def _literal_jiio_loop(problem: InputProblem, cfg: JIIOConfig):
         x_new = xw / w - alpha * gx
         return torch.cat([z + a_z * (fz - z), w * x_new, mu + a_mu * (gz - mu)], dim=1)
 
-    def residuals(s: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
+    def residuals(s: torch.Tensor, gs: torch.Tensor, _d: torch.Tensor) -> torch.Tensor:
         return _literal_residuals(s, gs, nz, nx, a_z, a_mu, w)
 
     s0 = torch.cat([z0, w * x0, torch.zeros_like(z0)], dim=1)

@@ -74,7 +74,9 @@ __all__ = [
 ]
 
 MapFn = Callable[[Tensor, Tensor], Tensor]
-ResidualFn = Callable[[Tensor, Tensor], Tensor]
+ResidualFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(s, g(s), g(s) − s) -> (B, K)``: the solver computes the difference once per
+iteration and hands it to the residual and to its own step."""
 
 RESIDUAL_FLOOR = 1e-6
 """RMS floor in relative residuals, so blocks that converge to zero still converge."""
@@ -196,10 +198,14 @@ def all_finite(s: Tensor, weights: Tensor | None = None) -> Tensor:
     return torch.isfinite(torch.mv(s, weights))
 
 
-def relative_residual(s: Tensor, gs: Tensor) -> Tensor:
-    """‖g(s) − s‖ / (‖g(s)‖ + 1e-6·√N) per sample, shape (B, 1)."""
+def relative_residual(s: Tensor, gs: Tensor, d: Tensor | None = None) -> Tensor:
+    """‖g(s) − s‖ / (‖g(s)‖ + 1e-6·√N) per sample, shape (B, 1).
+
+    ``d``: g(s) − s when the caller has it already (computed here when None).
+    """
     floor = RESIDUAL_FLOOR * s.shape[1] ** 0.5
-    return ((gs - s).norm(dim=1) / (gs.norm(dim=1) + floor)).unsqueeze(1)
+    d = gs - s if d is None else d
+    return (d.norm(dim=1) / (gs.norm(dim=1) + floor)).unsqueeze(1)
 
 
 def cholesky_solve_unrolled(h: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
@@ -324,8 +330,8 @@ def fixed_point_solve(
             follow :mod:`jiio_cli.engine.cuda_graph`'s contract.
         s0: initial state (B, N).
         config: solver settings.
-        residual_fn: ``(s, g(s)) -> (B, K)`` residuals; sample b converges when all K
-            entries are ≤ tol. Defaults to :func:`relative_residual`.
+        residual_fn: ``(s, g(s), g(s) − s) -> (B, K)`` residuals; sample b converges
+            when all K entries are ≤ tol. Defaults to :func:`relative_residual`.
 
     Returns:
         A :class:`FixedPointResult`.
@@ -389,6 +395,9 @@ class _SolverLoop:
         self.failed = torch.zeros_like(self.active)
         self.iterations = torch.zeros(batch, dtype=torch.long, device=device)
         self.finite_weights = finite_test_weights(n, s0.dtype, device)
+        # g(s) − s, written in place once per iteration and read by the residual and the
+        # step (each used to form it afresh: a (B, N) pass and allocation per use).
+        self.diff = torch.empty_like(self.s)
         self.k = torch.zeros((), dtype=torch.long, device=device)
         history_dtype = HISTORY_DTYPES[config.history]
         self.differences = self.anderson and history_dtype is not None
@@ -422,15 +431,19 @@ class _SolverLoop:
 
     def first_step(self) -> None:
         """Iteration 0, which also sizes the residual buffer."""
-        gs = self.fn(self.s, self.k)
-        res = self.residual_fn(self.s, gs)
+        gs, res = self._evaluate()
         self.best_res = torch.full_like(res, float("inf"))
         self._update(gs, res)
 
     def step(self) -> None:
         """One iteration k ≥ 1, entirely on the device."""
+        self._update(*self._evaluate())
+
+    def _evaluate(self) -> tuple[Tensor, Tensor]:
+        """g(s), with g(s) − s into ``diff`` and the residuals (B, K)."""
         gs = self.fn(self.s, self.k)
-        self._update(gs, self.residual_fn(self.s, gs))
+        torch.sub(gs, self.s, out=self.diff)
+        return gs, self.residual_fn(self.s, gs, self.diff)
 
     def _update(self, gs: Tensor, res: Tensor) -> None:
         cfg, s = self.config, self.s
@@ -451,7 +464,7 @@ class _SolverLoop:
         if self.anderson:
             s_next = self._anderson_step(gs, score, improved)
         else:
-            s_next = s + cfg.beta * (gs - s)
+            s_next = torch.add(s, self.diff, alpha=cfg.beta)
         torch.where(active[:, None], s_next, s, out=s)
         self.k.add_(1)
 
@@ -473,7 +486,7 @@ class _SolverLoop:
             return self._difference_step(gs, score, improved)
         cfg, s, slot = self.config, self.s, self.slot
         m = cfg.memory
-        g = gs - s
+        g = self.diff
         self.hist_f.index_copy_(1, slot, gs.unsqueeze(1))
         self.hist_g.index_copy_(1, slot, g.unsqueeze(1))
         # g (B, 1, N) against the history's transpose, not hist_g (B, m, N) against g: the
@@ -501,7 +514,7 @@ class _SolverLoop:
         """The Type-II step in difference form with a low-precision history."""
         cfg, s, slot = self.config, self.s, self.slot
         low = self.hist_f.dtype
-        g = gs - s
+        g = self.diff
         d_g = g - self.prev_g
         self.hist_f.index_copy_(1, slot, (gs - self.prev_f).to(low).unsqueeze(1))
         self.hist_g.index_copy_(1, slot, d_g.to(low).unsqueeze(1))

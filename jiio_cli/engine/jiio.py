@@ -138,17 +138,24 @@ def _block_residual(delta: Tensor, new: Tensor, scale: float = 1.0) -> Tensor:
 
 
 def augmented_residuals(
-    s: Tensor, gs: Tensor, sizes: tuple[int, int], a_z: float, a_mu: float, x_weight: float
+    s: Tensor,
+    gs: Tensor,
+    sizes: tuple[int, int],
+    a_z: float,
+    a_mu: float,
+    x_weight: float,
+    d: Tensor | None = None,
 ) -> Tensor:
     """Block residuals (B, 3) of the augmented map at s = [z; w·x; μ] with F(s) = gs.
 
     The damping is undone, so the entries are those of the undamped steps:
     ‖f(z) − z‖ / ‖f(z)‖, ‖u_z − μ‖ / ‖u_z‖ and ‖x⁺ − x‖ / ‖x⁺‖ (each denominator with
     the floor of ``_block_residual``), where f(z) = z + d_z / α_z and u_z = μ + d_μ / α_μ
-    for d = gs − s. ``sizes`` are the per-sample sizes of the z and x blocks (μ has z's).
+    for d = gs − s (pass it as ``d`` when it is at hand). ``sizes`` are the per-sample
+    sizes of the z and x blocks (μ has z's).
     """
     nz, nx = sizes
-    d = gs - s
+    d = gs - s if d is None else d
     dz, dx, dmu = torch.split(d, [nz, nx, nz], dim=1)
     z, _, mu = torch.split(s, [nz, nx, nz], dim=1)
     x_new = gs[:, nz : nz + nx]
@@ -254,8 +261,8 @@ def jiio_solve(
 
     nz, nx, _ = layout.sizes
 
-    def residuals(s: Tensor, gs: Tensor) -> Tensor:
-        return augmented_residuals(s, gs, (nz, nx), a_z, a_mu, x_weight)
+    def residuals(s: Tensor, gs: Tensor, d: Tensor) -> Tensor:
+        return augmented_residuals(s, gs, (nz, nx), a_z, a_mu, x_weight, d)
 
     loop = fixed_point_solve(augmented_map, s0, loop_cfg, residuals)
     z_loop, x_loop_weighted, mu_loop = layout.unpack(loop.state)
