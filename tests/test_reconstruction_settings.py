@@ -12,11 +12,10 @@ from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
 from jiio_cli.engine import JIIOConfig, SolverConfig, StepSchedule, jiio_solve
-from jiio_cli.tasks.inverse import (
+from jiio_cli.tasks.inverse import reconstruction_alpha_x, reconstruction_settings
+from jiio_cli.tasks.reconstruction_defaults import (
     RECONSTRUCTION_START_ALPHA_X,
     RECONSTRUCTION_START_ITERATIONS,
-    reconstruction_alpha_x,
-    reconstruction_settings,
 )
 
 runner = CliRunner(env={"NO_COLOR": "1"})
@@ -55,12 +54,18 @@ def test_the_start_phase_leaves_the_solution_unchanged() -> None:
     torch.testing.assert_close(results[1.5].x, results[None].x, atol=1e-7, rtol=0)
 
 
-def test_the_cli_defaults_are_the_librarys() -> None:
+def test_the_command_and_the_bench_default_to_the_librarys_settings() -> None:
+    """``jiio reconstruct``, ``jiio bench --task reconstruct`` and the library share one
+    set of solver defaults (a literal written into any of them breaks this)."""
+    from jiio_cli.bench.reconstruct import ReconstructBenchConfig
     from jiio_cli.cli.commands.reconstruct import reconstruct
 
-    params = inspect.signature(reconstruct).parameters
-    assert params["alpha_x_start"].default == RECONSTRUCTION_START_ALPHA_X
-    assert params["start_iterations"].default == RECONSTRUCTION_START_ITERATIONS
+    names = ("alpha_x", "alpha_x_start", "start_iterations", "memory", "x_weight")
+    library = inspect.signature(reconstruction_settings).parameters
+    command = inspect.signature(reconstruct).parameters
+    bench = ReconstructBenchConfig()
+    for name in names:
+        assert command[name].default == library[name].default == getattr(bench, name), name
 
 
 def test_bench_start_options_reach_the_solve() -> None:

@@ -31,14 +31,19 @@ from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse import (
-    RECONSTRUCTION_START_ALPHA_X,
-    RECONSTRUCTION_START_ITERATIONS,
     InferenceSettings,
     reconstruct,
     reconstruct_in_batches,
     reconstruction_settings,
 )
 from jiio_cli.tasks.range_error import posterior_image
+from jiio_cli.tasks.reconstruction_defaults import (
+    RECONSTRUCTION_ALPHA_X,
+    RECONSTRUCTION_MEMORY,
+    RECONSTRUCTION_START_ALPHA_X,
+    RECONSTRUCTION_START_ITERATIONS,
+    RECONSTRUCTION_X_WEIGHT,
+)
 from jiio_cli.training import derived_generator
 
 __all__ = [
@@ -66,11 +71,11 @@ class ReconstructBenchConfig:
     naive_steps: int = 50
     naive_lr: float = 0.1
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
-    alpha_x: float = 0.02
+    alpha_x: float = RECONSTRUCTION_ALPHA_X
     alpha_x_start: float | None = RECONSTRUCTION_START_ALPHA_X
     start_iterations: int = RECONSTRUCTION_START_ITERATIONS
-    memory: int = 10
-    x_weight: float = 10.0
+    memory: int = RECONSTRUCTION_MEMORY
+    x_weight: float = RECONSTRUCTION_X_WEIGHT
     latent_weight: float = 1e-3
     inner_tol: float = 1e-4
     repeat: int = 1

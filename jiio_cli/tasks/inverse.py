@@ -37,10 +37,15 @@ from jiio_cli.engine import (
 )
 from jiio_cli.models import DEQDecoder
 from jiio_cli.models.precision import Precision, autocast_cell
+from jiio_cli.tasks.reconstruction_defaults import (
+    RECONSTRUCTION_ALPHA_X,
+    RECONSTRUCTION_MEMORY,
+    RECONSTRUCTION_START_ALPHA_X,
+    RECONSTRUCTION_START_ITERATIONS,
+    RECONSTRUCTION_X_WEIGHT,
+)
 
 __all__ = [
-    "RECONSTRUCTION_START_ALPHA_X",
-    "RECONSTRUCTION_START_ITERATIONS",
     "InferenceSettings",
     "TrainLossResult",
     "infer_latents",
@@ -227,13 +232,6 @@ def reconstruct_in_batches(
     return torch.cat(images)
 
 
-RECONSTRUCTION_START_ALPHA_X = 0.06
-"""α_x of a reconstruction's first iterations (see :func:`reconstruction_settings`)."""
-
-RECONSTRUCTION_START_ITERATIONS = 30
-"""How many iterations a reconstruction takes at ``RECONSTRUCTION_START_ALPHA_X``."""
-
-
 def reconstruction_alpha_x(
     alpha_x: float, alpha_x_start: float | None, start_iterations: int
 ) -> float | StepSchedule:
@@ -256,9 +254,9 @@ def reconstruction_alpha_x(
 def reconstruction_settings(
     iterations: int,
     latent_weight: float = 1e-3,
-    alpha_x: float = 0.02,
-    memory: int = 10,
-    x_weight: float = 10.0,
+    alpha_x: float = RECONSTRUCTION_ALPHA_X,
+    memory: int = RECONSTRUCTION_MEMORY,
+    x_weight: float = RECONSTRUCTION_X_WEIGHT,
     refine_tol: float = 1e-4,
     graph: bool = False,
     tol: float = 1e-6,

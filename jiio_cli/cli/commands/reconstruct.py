@@ -30,6 +30,13 @@ from jiio_cli.cli.options import (
 )
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import JiioError, UsageError
+from jiio_cli.tasks.reconstruction_defaults import (
+    RECONSTRUCTION_ALPHA_X,
+    RECONSTRUCTION_MEMORY,
+    RECONSTRUCTION_START_ALPHA_X,
+    RECONSTRUCTION_START_ITERATIONS,
+    RECONSTRUCTION_X_WEIGHT,
+)
 
 __all__ = ["reconstruct"]
 
@@ -90,25 +97,29 @@ def reconstruct(
     ] = None,
     iterations: Annotated[int, typer.Option(help="JIIO iteration cap.")] = 300,
     tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-2,
-    alpha_x: Annotated[float, typer.Option(help="JIIO step size on the latent code.")] = 0.02,
+    alpha_x: Annotated[
+        float, typer.Option(help="JIIO step size on the latent code.")
+    ] = RECONSTRUCTION_ALPHA_X,
     alpha_x_start: Annotated[
         float,
         typer.Option(
             help="Step size of the first --start-iterations iterations, then --alpha-x "
             "(equal to --alpha-x for a constant step)."
         ),
-    ] = 0.06,
+    ] = RECONSTRUCTION_START_ALPHA_X,
     start_iterations: Annotated[
         int, typer.Option(help="Iterations at --alpha-x-start (0: none).")
-    ] = 30,
-    memory: Annotated[int, typer.Option(help="Anderson history length of the solve.")] = 10,
+    ] = RECONSTRUCTION_START_ITERATIONS,
+    memory: Annotated[
+        int, typer.Option(help="Anderson history length of the solve.")
+    ] = RECONSTRUCTION_MEMORY,
     x_weight: Annotated[
         float,
         typer.Option(
             help="Weight of the latent code in Anderson's least squares (1: unweighted); "
             "changes the path, not the solution."
         ),
-    ] = 10.0,
+    ] = RECONSTRUCTION_X_WEIGHT,
     range_error: Annotated[
         float | None,
         typer.Option(
