@@ -30,8 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from jiio_cli.bench.reconstruct import speed_observations
-from jiio_cli.data import load_mnist5k
+from jiio_cli.bench.reconstruct import speed_batch
 from jiio_cli.engine import SolverConfig, forward_solve, lagrangian_grads
 from jiio_cli.models.layers import bilinear_resize
 from jiio_cli.tasks.inverse import reconstruction_problem
@@ -55,8 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cpu")
     decoder, _ = load_decoder(None, device)
-    clean = load_mnist5k("heldout")[0][: args.batch_size]
-    observed, known = speed_observations(clean)
+    _, observed, known = speed_batch(args.batch_size)
     problem = reconstruction_problem(decoder, observed, known, latent_weight=1e-3)
     x = problem.x0
     with torch.no_grad():

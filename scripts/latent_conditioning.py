@@ -25,8 +25,7 @@ import argparse
 import torch
 from torch import Tensor
 
-from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
-from jiio_cli.data import load_mnist5k
+from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_batch
 from jiio_cli.engine import SolverConfig, forward_solve, jiio_solve
 from jiio_cli.tasks.inverse import reconstruction_problem
 from jiio_cli.tasks.loading import load_decoder
@@ -75,9 +74,8 @@ def main() -> None:
     device = torch.device("cpu")
     decoder, _ = load_decoder(None, device)
     cfg = ReconstructBenchConfig(batch_size=args.images)
-    clean = load_mnist5k("heldout")[0][: cfg.batch_size]
-    observed, known = speed_observations(clean)
-    problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight)
+    _, observed, known = speed_batch(cfg.batch_size)
+    problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight, folded=True)
     result = jiio_solve(problem, jiio_settings(cfg, args.iterations).jiio)
     print(f"JIIO, {args.iterations} iterations: objective {float(result.objective.mean()):.4f}")
 

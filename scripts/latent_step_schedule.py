@@ -24,8 +24,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
-from jiio_cli.data import load_mnist5k
+from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_batch
 from jiio_cli.engine import SolverConfig, StepSchedule, forward_solve, jiio_solve
 from jiio_cli.tasks.inverse import (
     reconstruction_alpha_x,
@@ -58,9 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     decoder, ckpt = load_decoder(None, torch.device("cpu"))
     cfg = ReconstructBenchConfig(latent_weight=trained_latent_weight(ckpt.training_config))
-    clean = load_mnist5k("heldout")[0][args.offset : args.offset + cfg.batch_size]
-    observed, known = speed_observations(clean, args.corruption)
-    problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight)
+    _, observed, known = speed_batch(cfg.batch_size, args.corruption, offset=args.offset)
+    problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight, folded=True)
     budgets = [int(b) for b in args.budgets.split(",")]
 
     def objectives(schedule: str, budget: int) -> Tensor:

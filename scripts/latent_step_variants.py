@@ -44,8 +44,7 @@ import time
 import torch
 from torch import Tensor
 
-from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
-from jiio_cli.data import load_mnist5k
+from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_batch
 from jiio_cli.density import GaussianMixture
 from jiio_cli.engine import (
     InputProblem,
@@ -100,9 +99,8 @@ def main() -> None:
     device = torch.device("cpu")
     decoder, ckpt = load_decoder(None, device)
     cfg = ReconstructBenchConfig()
-    clean = load_mnist5k("heldout")[0][: cfg.batch_size]
-    observed, known = speed_observations(clean)
-    problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight)
+    _, observed, known = speed_batch(cfg.batch_size)
+    problem = reconstruction_problem(decoder, observed, known, cfg.latent_weight, folded=True)
     cell, objective = problem.cell, problem.objective
     mean, cov = latent_moments(ckpt.tensors)
 
@@ -210,7 +208,7 @@ def main() -> None:
         for size, weight in chunks:
             if size == 0:
                 continue
-            stage = reconstruction_problem(decoder, observed, known, weight)
+            stage = reconstruction_problem(decoder, observed, known, weight, folded=True)
             jiio = dataclasses.replace(jiio_settings(cfg, size).jiio, alpha_x=args.alpha)
             # The last iterate of each chunk: its lowest-residual one is often its start.
             jiio = dataclasses.replace(jiio, solver=dataclasses.replace(jiio.solver, keep="last"))

@@ -20,10 +20,9 @@ import torch
 from jiio_cli.bench.reconstruct import (
     ReconstructBenchConfig,
     jiio_settings,
-    speed_observations,
+    speed_batch,
     time_to_equal_objective,
 )
-from jiio_cli.data import load_mnist5k
 from jiio_cli.tasks.inverse import reconstruct
 from jiio_cli.tasks.loading import load_decoder
 
@@ -36,8 +35,7 @@ def main() -> None:
     decoder, _ = load_decoder(None, device)
     for weight in args.weights:
         cfg = ReconstructBenchConfig(latent_weight=weight)
-        clean = load_mnist5k("heldout")[0][: cfg.batch_size]
-        observed, known = speed_observations(clean)
+        clean, observed, known = speed_batch(cfg.batch_size)
         speed = time_to_equal_objective(decoder, observed, known, cfg)
         reached = next(
             (r for r in speed["jiio"]["runs"] if r["objective"] <= speed["target_objective"]),

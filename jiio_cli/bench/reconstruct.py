@@ -53,6 +53,7 @@ __all__ = [
     "jiio_settings",
     "quality_observations",
     "quality_table",
+    "speed_batch",
     "speed_observations",
     "time_to_equal_objective",
 ]
@@ -164,6 +165,19 @@ def time_to_equal_objective(
         "jiio": {"runs": jiio_points, "seconds_to_target": jiio_reach},
         "ratio": (naive_reach / jiio_reach) if jiio_reach else None,
     }
+
+
+def speed_batch(
+    batch_size: int, corruption: str = "inpaint", seed: int = 0, offset: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The bench's batch (clean, observed, known): held-out MNIST-5k digits ``offset`` to
+    ``offset + batch_size`` (1, 28, 28 each), corrupted by :func:`speed_observations`.
+    On the CPU; ``jiio bench --task reconstruct`` and the study scripts share it."""
+    from jiio_cli.data import load_mnist5k
+
+    clean = load_mnist5k("heldout")[0][offset : offset + batch_size]
+    observed, known = speed_observations(clean, corruption, seed)
+    return clean, observed, known
 
 
 def speed_observations(

@@ -31,7 +31,7 @@ def run_reconstruct_bench(
         CORRUPTIONS,
         ReconstructBenchConfig,
         quality_table,
-        speed_observations,
+        speed_batch,
         time_to_equal_objective,
     )
     from jiio_cli.data import load_mnist5k
@@ -61,9 +61,8 @@ def run_reconstruct_bench(
         repeat=opts.repeat,
         graph=graph,
     )
-    heldout, _ = load_mnist5k("heldout")
-    batch = heldout[: opts.batch_size].to(dev)
-    observed, known = speed_observations(batch, corruption, common.seed)
+    _, observed, known = speed_batch(opts.batch_size, corruption, common.seed)
+    observed, known = observed.to(dev), known.to(dev)
     speed = time_to_equal_objective(decoder, observed, known, cfg)
     if plot is not None:
         from jiio_cli.plot import write_line_plot
@@ -95,7 +94,7 @@ def run_reconstruct_bench(
     if quality:
         from jiio_cli.baselines import tune_tv_weight
 
-        clean = heldout[: opts.count].to(dev)
+        clean = load_mnist5k("heldout")[0][: opts.count].to(dev)
         train, _ = load_mnist5k("train")
         tune = train[:200]
         noisy, _ = corrupt(tune, CORRUPTIONS["denoise"], derived_generator(common.seed, 6))
