@@ -56,9 +56,11 @@ def test_pgd_stays_in_the_ball_and_lowers_the_objective() -> None:
 
 def test_naive_stops_samples_that_converged() -> None:
     problem, _, _ = quadratic_problem(4, gamma=1.0)
+    # lr 0.2 made gradient descent oscillate on about 5 % of the random draws (3 of 60
+    # seeds) and the test fail; 0.1 converged on all of 200 (γ = 1 keeps 0.9⁴⁰⁰ ≪ 1e-6).
     result = naive_solve(
         problem,
-        NaiveConfig(method="gd", steps=400, lr=0.2, tol=1e-6, forward=INNER, adjoint=INNER),
+        NaiveConfig(method="gd", steps=400, lr=0.1, tol=1e-6, forward=INNER, adjoint=INNER),
     )
     assert result.converged.all()
     assert (result.iterations < 400).all()

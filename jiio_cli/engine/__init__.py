@@ -43,6 +43,7 @@ from jiio_cli.engine.problem import (
     InputProblem,
     fixed_input_map,
     lagrangian_grads,
+    objective_grad_z,
 )
 from jiio_cli.engine.state import MultiScaleCell, StateLayout
 
@@ -79,6 +80,7 @@ __all__ = [
     "jiio_solve_backtracking",
     "lagrangian_grads",
     "naive_solve",
+    "objective_grad_z",
     "optimal_value_surrogate",
     "relative_residual",
     "replace_rows",

@@ -33,7 +33,12 @@ from torch import Tensor
 from jiio_cli.engine.anderson import RESIDUAL_FLOOR, SolverConfig, fixed_point_solve
 from jiio_cli.engine.constraints import apply_step_rule
 from jiio_cli.engine.fixed_point import adjoint_solve, forward_solve
-from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
+from jiio_cli.engine.problem import (
+    InputOptResult,
+    InputProblem,
+    lagrangian_grads,
+    objective_grad_z,
+)
 from jiio_cli.engine.state import StateLayout
 
 __all__ = [
@@ -272,7 +277,7 @@ def jiio_solve(
     x_out = constraint.project(x_loop)
     fwd = forward_solve(cell, x_out, z_loop, config.refine)
     z_out = fwd.z
-    _, _, grad_z, _ = lagrangian_grads(cell, objective, z_out, x_out, torch.zeros_like(z_out))
+    grad_z = objective_grad_z(objective, z_out, x_out)
     adj = adjoint_solve(cell, z_out, x_out, grad_z, mu_loop, config.refine)
     mu_out = adj.mu
     _, loss_out, _, gx_out = lagrangian_grads(cell, objective, z_out, x_out, mu_out)
@@ -284,9 +289,10 @@ def jiio_solve(
     failed = loop.failed | fwd.stats.failed | adj.stats.failed | ~torch.isfinite(loss_out)
     tol = cfg.tol
     converged = (res_z <= tol) & (res_mu <= tol) & (res_x <= tol) & ~failed
-    # Per sample: the loop's map evaluations, then the refinement solves and 2 final VJPs.
-    f_evals = loop.iterations + fwd.stats.iterations + 3
-    vjps = loop.iterations + adj.stats.iterations + 2
+    # Per sample: the loop's map evaluations, the forward refinement, then f evaluated for
+    # the adjoint solve's graph and once more with the final VJP (the last one).
+    f_evals = loop.iterations + fwd.stats.iterations + 2
+    vjps = loop.iterations + adj.stats.iterations + 1
     steps_run = loop.steps
 
     def iterate_at(at: int | None) -> tuple[Tensor, Tensor] | None:
@@ -314,7 +320,7 @@ def jiio_solve(
         iterations=loop.iterations,
         f_evals=f_evals,
         vjps=vjps,
-        batch_f_evals=steps_run + fwd.stats.steps + 3,
+        batch_f_evals=steps_run + fwd.stats.steps + 2,
         trace=trace[:steps_run],
         method="jiio",
         snapshot=snapshot,

@@ -25,7 +25,12 @@ from jiio_cli.engine.anderson import SolverConfig
 from jiio_cli.engine.constraints import apply_step_rule
 from jiio_cli.engine.fixed_point import adjoint_solve, forward_solve
 from jiio_cli.engine.jiio import x_step_residual
-from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
+from jiio_cli.engine.problem import (
+    InputOptResult,
+    InputProblem,
+    lagrangian_grads,
+    objective_grad_z,
+)
 
 __all__ = ["NaiveConfig", "naive_solve"]
 
@@ -107,12 +112,13 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
         nonlocal batch_f_evals
         fwd = forward_solve(cell, x_now, z_start, config.forward)
         z = fwd.z
-        _, _, grad_z, _ = lagrangian_grads(cell, objective, z, x_now, torch.zeros_like(z))
+        grad_z = objective_grad_z(objective, z, x_now)
         adj = adjoint_solve(cell, z, x_now, grad_z, mu_prev, config.adjoint)
         _, loss, _, gx = lagrangian_grads(cell, objective, z, x_now, adj.mu)
-        batch_f_evals += fwd.stats.steps + 3
-        f_cost = fwd.stats.iterations + 3
-        vjp_cost = adj.stats.iterations + 2
+        # f once more for the adjoint solve's graph and once with the final VJP.
+        batch_f_evals += fwd.stats.steps + 2
+        f_cost = fwd.stats.iterations + 2
+        vjp_cost = adj.stats.iterations + 1
         return z, adj.mu, loss, gx, fwd, adj, f_cost, vjp_cost
 
     with torch.no_grad():

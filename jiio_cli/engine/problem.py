@@ -24,6 +24,7 @@ __all__ = [
     "Objective",
     "fixed_input_map",
     "lagrangian_grads",
+    "objective_grad_z",
 ]
 
 Cell = Callable[[Tensor, Tensor], Tensor]
@@ -158,3 +159,19 @@ def lagrangian_grads(
     gz = torch.zeros_like(z) if gz is None else gz
     gx = torch.zeros_like(x) if gx is None else gx
     return fz.detach(), loss.detach(), gz, gx
+
+
+def objective_grad_z(objective: Objective, z: Tensor, x: Tensor) -> Tensor:
+    """∇_z ℓ(z, x), detached, shape like z: the adjoint equation's right-hand side.
+
+    Only the objective is differentiated. ``lagrangian_grads`` with μ = 0 gives the same
+    values but also evaluates f and backpropagates a zero cotangent through it, an f
+    evaluation and a VJP spent for nothing.
+    """
+    with torch.enable_grad():
+        zr = z.detach().requires_grad_(True)
+        loss = objective(zr, x.detach())
+        if not loss.requires_grad:  # ℓ does not depend on z
+            return torch.zeros_like(z)
+        (gz,) = torch.autograd.grad(loss.sum(), zr, allow_unused=True)
+    return torch.zeros_like(z) if gz is None else gz

@@ -177,7 +177,7 @@ def matched_naive_settings(
         steps: a fixed step count; None matches JIIO's mean f-evaluations on this batch.
     """
     if steps is None:
-        # Each Adam step costs one forward solve (from scratch) + 3 evaluations; the
+        # Each Adam step costs one forward solve (from scratch) + 2 evaluations; the
         # final solve is one more step's worth. Measure the forward cost on this batch.
         one = naive(_with_naive_steps(settings, 1))
         per_step = float(one.f_evals.float().mean()) / 2
