@@ -26,6 +26,7 @@ from torch import Tensor
 
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
+from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import NaiveConfig, SolverConfig
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
@@ -173,8 +174,6 @@ def speed_batch(
     """The bench's batch (clean, observed, known): held-out MNIST-5k digits ``offset`` to
     ``offset + batch_size`` (1, 28, 28 each), corrupted by :func:`speed_observations`.
     On the CPU; ``jiio bench --task reconstruct`` and the study scripts share it."""
-    from jiio_cli.data import load_mnist5k
-
     clean = load_mnist5k("heldout")[0][offset : offset + batch_size]
     observed, known = speed_observations(clean, corruption, seed)
     return clean, observed, known

@@ -26,8 +26,10 @@ from jiio_cli.engine.constraints import (
 from jiio_cli.engine.fixed_point import (
     AdjointSolution,
     ForwardSolution,
+    SolvedPoint,
     adjoint_solve,
     forward_solve,
+    solve_at,
 )
 from jiio_cli.engine.grad import implicit_fixed_point, jacobian_penalty, optimal_value_surrogate
 from jiio_cli.engine.jiio import (
@@ -63,6 +65,7 @@ __all__ = [
     "MultiScaleCell",
     "NaiveConfig",
     "NoConstraint",
+    "SolvedPoint",
     "SolverConfig",
     "StateLayout",
     "StepRule",
@@ -84,5 +87,6 @@ __all__ = [
     "optimal_value_surrogate",
     "relative_residual",
     "replace_rows",
+    "solve_at",
     "x_step_residual",
 ]

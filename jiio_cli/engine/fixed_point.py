@@ -9,9 +9,22 @@ import torch
 from torch import Tensor
 
 from jiio_cli.engine.anderson import FixedPointResult, SolverConfig, fixed_point_solve
-from jiio_cli.engine.problem import Cell, fixed_input_map
+from jiio_cli.engine.problem import (
+    Cell,
+    Objective,
+    fixed_input_map,
+    lagrangian_grads,
+    objective_grad_z,
+)
 
-__all__ = ["AdjointSolution", "ForwardSolution", "adjoint_solve", "forward_solve"]
+__all__ = [
+    "AdjointSolution",
+    "ForwardSolution",
+    "SolvedPoint",
+    "adjoint_solve",
+    "forward_solve",
+    "solve_at",
+]
 
 
 @dataclass
@@ -79,3 +92,55 @@ def adjoint_solve(
     # cannot be recorded into a CUDA graph, so the adjoint solve always runs eagerly.
     stats = fixed_point_solve(step, start, dataclasses.replace(config, graph=False))
     return AdjointSolution(mu=stats.state.view(shape), stats=stats)
+
+
+@dataclass
+class SolvedPoint:
+    """z*, μ*, ℓ and the reduced gradient at one input x, with the two solves' statistics.
+
+    ``f_evals`` and ``vjps`` (B,) and ``batch_f_evals`` are what :func:`solve_at` paid:
+    the forward loop's f-evaluations plus f once for the adjoint solve's graph and once
+    with the final VJP; the adjoint loop's VJPs plus that final one.
+    """
+
+    z: Tensor
+    mu: Tensor
+    objective: Tensor
+    grad_x: Tensor
+    forward: FixedPointResult
+    adjoint: FixedPointResult
+
+    @property
+    def f_evals(self) -> Tensor:
+        return self.forward.iterations + 2
+
+    @property
+    def vjps(self) -> Tensor:
+        return self.adjoint.iterations + 1
+
+    @property
+    def batch_f_evals(self) -> int:
+        return self.forward.steps + 2
+
+
+def solve_at(
+    cell: Cell,
+    objective: Objective,
+    x: Tensor,
+    z0: Tensor,
+    mu0: Tensor | None,
+    forward: SolverConfig,
+    adjoint: SolverConfig,
+) -> SolvedPoint:
+    """Everything the reduced problem min_x ℓ(z*(x), x) needs at one x.
+
+    A forward solve from z0, the adjoint solve μ = J_zᵀ μ + ∇_z ℓ from μ0 (zeros if
+    None), then ℓ(z*, x) and ∇_x ℓ + J_xᵀ μ* by one more f-evaluation and VJP. The
+    naive method calls it at every step; JIIO once, at its returned x, warm-started from
+    the loop's z and μ.
+    """
+    fwd = forward_solve(cell, x, z0, forward)
+    z = fwd.z
+    adj = adjoint_solve(cell, z, x, objective_grad_z(objective, z, x), mu0, adjoint)
+    _, loss, _, grad_x = lagrangian_grads(cell, objective, z, x, adj.mu)
+    return SolvedPoint(z, adj.mu, loss, grad_x, fwd.stats, adj.stats)

@@ -32,13 +32,8 @@ from torch import Tensor
 
 from jiio_cli.engine.anderson import RESIDUAL_FLOOR, SolverConfig, fixed_point_solve
 from jiio_cli.engine.constraints import apply_step_rule
-from jiio_cli.engine.fixed_point import adjoint_solve, forward_solve
-from jiio_cli.engine.problem import (
-    InputOptResult,
-    InputProblem,
-    lagrangian_grads,
-    objective_grad_z,
-)
+from jiio_cli.engine.fixed_point import solve_at
+from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
 from jiio_cli.engine.state import StateLayout
 
 __all__ = [
@@ -275,24 +270,16 @@ def jiio_solve(
 
     # Make the answer self-consistent at a feasible x (see module docstring).
     x_out = constraint.project(x_loop)
-    fwd = forward_solve(cell, x_out, z_loop, config.refine)
-    z_out = fwd.z
-    grad_z = objective_grad_z(objective, z_out, x_out)
-    adj = adjoint_solve(cell, z_out, x_out, grad_z, mu_loop, config.refine)
-    mu_out = adj.mu
-    _, loss_out, _, gx_out = lagrangian_grads(cell, objective, z_out, x_out, mu_out)
+    end = solve_at(cell, objective, x_out, z_loop, mu_loop, config.refine, config.refine)
     a_x_final = schedule.value(cfg.max_iter - 1, cfg.max_iter)
-    res_x = x_step_residual(problem, x_out, gx_out, a_x_final)
+    res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final)
 
-    res_z = fwd.stats.residual[:, 0]
-    res_mu = adj.stats.residual[:, 0]
-    failed = loop.failed | fwd.stats.failed | adj.stats.failed | ~torch.isfinite(loss_out)
+    res_z = end.forward.residual[:, 0]
+    res_mu = end.adjoint.residual[:, 0]
+    failed = loop.failed | end.forward.failed | end.adjoint.failed
+    failed = failed | ~torch.isfinite(end.objective)
     tol = cfg.tol
     converged = (res_z <= tol) & (res_mu <= tol) & (res_x <= tol) & ~failed
-    # Per sample: the loop's map evaluations, the forward refinement, then f evaluated for
-    # the adjoint solve's graph and once more with the final VJP (the last one).
-    f_evals = loop.iterations + fwd.stats.iterations + 2
-    vjps = loop.iterations + adj.stats.iterations + 1
     steps_run = loop.steps
 
     def iterate_at(at: int | None) -> tuple[Tensor, Tensor] | None:
@@ -308,19 +295,19 @@ def jiio_solve(
             # Projected, as the returned x is: Anderson's mixing can leave the feasible set.
             checkpoints[at] = (pair[0], constraint.project(pair[1]))
     return InputOptResult(
-        z=z_out,
+        z=end.z,
         x=x_out,
-        mu=mu_out,
-        objective=loss_out,
+        mu=end.mu,
+        objective=end.objective,
         residual_z=res_z,
         residual_mu=res_mu,
         residual_x=res_x,
         converged=converged,
         failed=failed,
         iterations=loop.iterations,
-        f_evals=f_evals,
-        vjps=vjps,
-        batch_f_evals=steps_run + fwd.stats.steps + 2,
+        f_evals=loop.iterations + end.f_evals,
+        vjps=loop.iterations + end.vjps,
+        batch_f_evals=steps_run + end.batch_f_evals,
         trace=trace[:steps_run],
         method="jiio",
         snapshot=snapshot,

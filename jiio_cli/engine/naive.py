@@ -23,14 +23,9 @@ from torch import Tensor
 
 from jiio_cli.engine.anderson import SolverConfig
 from jiio_cli.engine.constraints import apply_step_rule
-from jiio_cli.engine.fixed_point import adjoint_solve, forward_solve
+from jiio_cli.engine.fixed_point import solve_at
 from jiio_cli.engine.jiio import x_step_residual
-from jiio_cli.engine.problem import (
-    InputOptResult,
-    InputProblem,
-    lagrangian_grads,
-    objective_grad_z,
-)
+from jiio_cli.engine.problem import InputOptResult, InputProblem
 
 __all__ = ["NaiveConfig", "naive_solve"]
 
@@ -108,31 +103,20 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
     batch_f_evals = 0
     mask_shape = (batch, *([1] * (x.ndim - 1)))
 
-    def solve_at(x_now: Tensor) -> tuple:
-        nonlocal batch_f_evals
-        fwd = forward_solve(cell, x_now, z_start, config.forward)
-        z = fwd.z
-        grad_z = objective_grad_z(objective, z, x_now)
-        adj = adjoint_solve(cell, z, x_now, grad_z, mu_prev, config.adjoint)
-        _, loss, _, gx = lagrangian_grads(cell, objective, z, x_now, adj.mu)
-        # f once more for the adjoint solve's graph and once with the final VJP.
-        batch_f_evals += fwd.stats.steps + 2
-        f_cost = fwd.stats.iterations + 2
-        vjp_cost = adj.stats.iterations + 1
-        return z, adj.mu, loss, gx, fwd, adj, f_cost, vjp_cost
-
     with torch.no_grad():
         for k in range(config.steps + 1):
-            z, mu, loss, gx, fwd, adj, f_cost, vjp_cost = solve_at(x)
-            trace[k] = loss.mean()
-            f_evals += torch.where(active, f_cost, 0)
-            vjps += torch.where(active, vjp_cost, 0)
+            point = solve_at(cell, objective, x, z_start, mu_prev, config.forward, config.adjoint)
+            gx = point.grad_x
+            trace[k] = point.objective.mean()
+            f_evals += torch.where(active, point.f_evals, 0)
+            vjps += torch.where(active, point.vjps, 0)
+            batch_f_evals += point.batch_f_evals
             if config.warm_start:
-                z_start, mu_prev = z, mu
+                z_start, mu_prev = point.z, point.mu
             if k == config.steps:
                 break
             lr = config.lr_at(k)
-            inner_ok = fwd.stats.converged & adj.stats.converged
+            inner_ok = point.forward.converged & point.adjoint.converged
             if config.tol > 0:
                 res_x = x_step_residual(problem, x, gx, lr)
                 active = active & ~((res_x <= config.tol) & inner_ok)
@@ -152,16 +136,16 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
 
     # Judged at the nominal step size: a decayed final lr would make any x look stationary.
     res_x = x_step_residual(problem, x, gx, config.lr)
-    res_z = fwd.stats.residual[:, 0]
-    res_mu = adj.stats.residual[:, 0]
-    failed = fwd.stats.failed | adj.stats.failed | ~torch.isfinite(loss)
+    res_z = point.forward.residual[:, 0]
+    res_mu = point.adjoint.residual[:, 0]
+    failed = point.forward.failed | point.adjoint.failed | ~torch.isfinite(point.objective)
     tol = max(config.forward.tol, config.adjoint.tol)
     converged = (res_z <= tol) & (res_mu <= tol) & (res_x <= max(config.tol, tol)) & ~failed
     return InputOptResult(
-        z=z,
+        z=point.z,
         x=x,
-        mu=mu,
-        objective=loss,
+        mu=point.mu,
+        objective=point.objective,
         residual_z=res_z,
         residual_mu=res_mu,
         residual_x=res_x,
