@@ -9,13 +9,7 @@ import torch
 from torch import Tensor
 
 from jiio_cli.engine.anderson import FixedPointResult, SolverConfig, fixed_point_solve
-from jiio_cli.engine.problem import (
-    Cell,
-    Objective,
-    fixed_input_map,
-    lagrangian_grads,
-    objective_grad_z,
-)
+from jiio_cli.engine.problem import Cell, Objective, fixed_input_map, grad_or_zeros
 
 __all__ = [
     "AdjointSolution",
@@ -75,11 +69,18 @@ def adjoint_solve(
         mu0: warm start (zeros if None).
         config: solver settings.
     """
-    shape = z.shape
     with torch.enable_grad():
         zr = z.detach().requires_grad_(True)
         fz = cell(zr, x.detach())
+    return _adjoint_on_graph(fz, zr, rhs, mu0, config)
 
+
+def _adjoint_on_graph(
+    fz: Tensor, zr: Tensor, rhs: Tensor, mu0: Tensor | None, config: SolverConfig
+) -> AdjointSolution:
+    """The adjoint solve through a graph already built: fz = f(zr, ·) with zr a leaf that
+    requires grad, (B, *z_shape). The graph is retained for the caller."""
+    shape = zr.shape
     flat_rhs = rhs.detach().reshape(shape[0], -1)
 
     def step(s: Tensor, _k: Tensor) -> Tensor:
@@ -99,8 +100,9 @@ class SolvedPoint:
     """z*, μ*, ℓ and the reduced gradient at one input x, with the two solves' statistics.
 
     ``f_evals`` and ``vjps`` (B,) and ``batch_f_evals`` are what :func:`solve_at` paid:
-    the forward loop's f-evaluations plus f once for the adjoint solve's graph and once
-    with the final VJP; the adjoint loop's VJPs plus that final one.
+    the forward loop's f-evaluations plus the one f-evaluation whose graph serves the
+    adjoint solve and the final product; the adjoint loop's VJPs plus that final one
+    (a product in x alone).
     """
 
     z: Tensor
@@ -112,7 +114,7 @@ class SolvedPoint:
 
     @property
     def f_evals(self) -> Tensor:
-        return self.forward.iterations + 2
+        return self.forward.iterations + 1
 
     @property
     def vjps(self) -> Tensor:
@@ -120,7 +122,7 @@ class SolvedPoint:
 
     @property
     def batch_f_evals(self) -> int:
-        return self.forward.steps + 2
+        return self.forward.steps + 1
 
 
 def solve_at(
@@ -134,13 +136,20 @@ def solve_at(
 ) -> SolvedPoint:
     """Everything the reduced problem min_x ℓ(z*(x), x) needs at one x.
 
-    A forward solve from z0, the adjoint solve μ = J_zᵀ μ + ∇_z ℓ from μ0 (zeros if
-    None), then ℓ(z*, x) and ∇_x ℓ + J_xᵀ μ* by one more f-evaluation and VJP. The
-    naive method calls it at every step; JIIO once, at its returned x, warm-started from
-    the loop's z and μ.
+    A forward solve from z0; then f(z*, x) and ℓ(z*, x) once, with autograd in both z
+    and x. That one graph gives the adjoint's right-hand side ∇_z ℓ, every VJP of the
+    adjoint solve μ = J_zᵀ μ + ∇_z ℓ (from μ0, zeros if None) and, at μ*, the reduced
+    gradient ∇_x ℓ + J_xᵀ μ* (a product in x alone). The naive method calls it at every
+    step; JIIO once, at its returned x, warm-started from the loop's z and μ.
     """
     fwd = forward_solve(cell, x, z0, forward)
-    z = fwd.z
-    adj = adjoint_solve(cell, z, x, objective_grad_z(objective, z, x), mu0, adjoint)
-    _, loss, _, grad_x = lagrangian_grads(cell, objective, z, x, adj.mu)
-    return SolvedPoint(z, adj.mu, loss, grad_x, fwd.stats, adj.stats)
+    with torch.enable_grad():
+        zr = fwd.z.detach().requires_grad_(True)
+        xr = x.detach().requires_grad_(True)
+        fz = cell(zr, xr)
+        loss = objective(zr, xr)
+        rhs = grad_or_zeros([loss.sum()], zr, [None], retain_graph=True)
+    adj = _adjoint_on_graph(fz, zr, rhs, mu0, adjoint)
+    with torch.enable_grad():
+        grad_x = grad_or_zeros([fz, loss], xr, [adj.mu, torch.ones_like(loss)])
+    return SolvedPoint(fwd.z, adj.mu, loss.detach(), grad_x, fwd.stats, adj.stats)

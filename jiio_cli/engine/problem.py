@@ -23,6 +23,7 @@ __all__ = [
     "InputProblem",
     "Objective",
     "fixed_input_map",
+    "grad_or_zeros",
     "lagrangian_grads",
     "objective_grad_z",
 ]
@@ -171,7 +172,25 @@ def objective_grad_z(objective: Objective, z: Tensor, x: Tensor) -> Tensor:
     with torch.enable_grad():
         zr = z.detach().requires_grad_(True)
         loss = objective(zr, x.detach())
-        if not loss.requires_grad:  # ℓ does not depend on z
-            return torch.zeros_like(z)
-        (gz,) = torch.autograd.grad(loss.sum(), zr, allow_unused=True)
-    return torch.zeros_like(z) if gz is None else gz
+        return grad_or_zeros([loss.sum()], zr, [None])
+
+
+def grad_or_zeros(
+    outputs: list[Tensor],
+    leaf: Tensor,
+    cotangents: list[Tensor | None],
+    retain_graph: bool = False,
+) -> Tensor:
+    """Σ_i cotangent_iᵀ ∂output_i/∂leaf, detached and shaped like ``leaf``; zeros when no
+    output depends on it (a ``None`` cotangent is ones, for scalar outputs)."""
+    pairs = [(out, cot) for out, cot in zip(outputs, cotangents, strict=True) if out.requires_grad]
+    if not pairs:
+        return torch.zeros_like(leaf)
+    (grad,) = torch.autograd.grad(
+        [out for out, _ in pairs],
+        leaf,
+        [cot for _, cot in pairs],
+        retain_graph=retain_graph,
+        allow_unused=True,
+    )
+    return torch.zeros_like(leaf) if grad is None else grad.detach()
