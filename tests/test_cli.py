@@ -182,6 +182,15 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "\x1b[" not in out  # no colour codes when not on a terminal
 
 
+def test_table_is_not_cropped_in_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    # Wider than 80 columns: rich's width for a file or pipe, which used to cut it off.
+    row = {f"column_{i}": f"value_{i}_{'x' * 8}" for i in range(8)}
+    emit([row], json_output=False, title="a wide table")
+    out = capsys.readouterr().out
+    assert all(key in out and value in out for key, value in row.items())
+    assert "…" not in out
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

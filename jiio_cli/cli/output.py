@@ -96,7 +96,14 @@ def print_table(
     for row in rows:
         table.add_row(*(_cell(row.get(column, "")) for column in columns))
     # A fresh console per call writes to whatever sys.stdout is now (tests swap it).
-    Console(file=sys.stdout).print(table)
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:
+        # Written to a file or a pipe, rich would assume 80 columns and crop the columns
+        # that do not fit: print the table at its full width instead.
+        unbounded = console.options.update_width(10_000)
+        width = console.measure(table, options=unbounded).maximum
+        console = Console(file=sys.stdout, width=max(width, 80))
+    console.print(table)
 
 
 def emit(
