@@ -187,3 +187,39 @@ def test_a_map_may_return_the_same_buffer_every_call(device: torch.device) -> No
         assert torch.equal(fresh.state, reused.state)
         assert torch.equal(fresh.iterations, reused.iterations)
         assert torch.allclose(reused.state, solution, atol=1e-8)
+
+
+def reference_anderson(g, s0: torch.Tensor, memory: int, evaluations: int, lam: float, beta: float):
+    """Type-II Anderson written out plainly (lists of the last m pairs, a fresh least
+    squares each step); returns the iterate of the last evaluation, as keep="last" does."""
+    s = s0.clone()
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for k in range(evaluations):
+        gs = g(s, torch.tensor(k))
+        if k == evaluations - 1:
+            return s
+        pairs = [*pairs, (gs, gs - s)][-memory:]
+        gm = torch.stack([p[0] for p in pairs], dim=1)  # (B, j, N)
+        fm = torch.stack([p[1] for p in pairs], dim=1)
+        h = fm @ fm.transpose(1, 2)
+        reg = lam * torch.diagonal(h, dim1=1, dim2=2).mean(dim=1)
+        h = h + reg[:, None, None] * torch.eye(len(pairs), dtype=h.dtype)
+        y = torch.linalg.solve(h, torch.ones(h.shape[:2], dtype=h.dtype))
+        alpha = y / y.sum(dim=1, keepdim=True)
+        s = torch.einsum("bj,bjn->bn", alpha, beta * gm + (1 - beta) * (gm - fm))
+    return s
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.7])
+def test_iterates_match_a_plain_reference_after_the_history_wraps(beta: float) -> None:
+    # 23 evaluations with memory 4: the history's slots are reused five times over, so a
+    # slot written in one place and read from another would show.
+    seed = int(torch.randint(0, 2**31, ()).item())
+    g, _ = linear_map(3, 30, [0.97, 0.9, 0.99], torch.device("cpu"), seed)
+    s0 = torch.zeros(3, 30, dtype=torch.float64)
+    cfg = SolverConfig(
+        memory=4, tol=1e-30, max_iter=23, lam=1e-8, beta=beta, keep="last", patience=0, blowup=1e30
+    )
+    got = fixed_point_solve(g, s0, cfg).state
+    want = reference_anderson(g, s0, memory=4, evaluations=23, lam=1e-8, beta=beta)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
