@@ -17,6 +17,15 @@ weight changes the iterates, not the fixed points (x = (w·x)/w). α_x may follo
 two-value schedule, and the Anderson history is cleared when it switches because the
 map itself changes there.
 
+An optional diagonal preconditioner ``x_scale`` = d > 0 (one factor per entry of x)
+changes variables to y = x / d: the x block takes the step α_x · d² ⊙ step(∇_x) and
+Anderson sees the block as (w / d) ⊙ x. This is gradient descent and Anderson mixing in
+the metric diag(d)⁻², for inputs whose parts have very different curvature (a task
+context whose one part modulates the cell and whose other part offsets a linear
+read-out). The fixed points are those of the plain map: the step vanishes exactly where
+the projected gradient does, for feasible sets that act coordinate by coordinate (none,
+a box, an L∞ ball), the only ones it accepts.
+
 After the loop the returned x is projected again (Anderson's affine extrapolation can
 leave 𝒳), z is re-solved at that x and μ refined there, both warm-started, so that the
 reported z*, μ* and objective belong to the returned, feasible x.
@@ -31,7 +40,7 @@ import torch
 from torch import Tensor
 
 from jiio_cli.engine.anderson import RESIDUAL_FLOOR, SolverConfig, fixed_point_solve
-from jiio_cli.engine.constraints import apply_step_rule
+from jiio_cli.engine.constraints import Box, Constraint, LinfBall, NoConstraint, apply_step_rule
 from jiio_cli.engine.fixed_point import solve_at
 from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
 from jiio_cli.engine.state import StateLayout
@@ -106,6 +115,8 @@ class JIIOConfig:
             solver iterates on w·x). 1 is the paper's unweighted state; on trained
             models larger weights reach a given objective in fewer iterations (see
             BENCHMARKS.md).
+        x_scale: optional diagonal preconditioner d, one positive factor per entry of
+            a sample's flattened x (see the module docstring); None is d = 1.
     """
 
     alpha_z: float = 0.8
@@ -117,12 +128,15 @@ class JIIOConfig:
     snapshot_at: int | None = None
     checkpoints: tuple[int, ...] = ()
     x_weight: float = 1.0
+    x_scale: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.alpha_z <= 1 and 0 < self.alpha_mu <= 1):
             raise ValueError("alpha_z and alpha_mu must lie in (0, 1]")
         if not self.x_weight > 0:
             raise ValueError(f"x_weight must be positive, got {self.x_weight}")
+        if self.x_scale is not None and not all(d > 0 for d in self.x_scale):
+            raise ValueError("x_scale must hold positive factors")
 
     @property
     def schedule(self) -> StepSchedule:
@@ -166,9 +180,21 @@ def augmented_residuals(
     return torch.stack([res_z, res_mu, _block_residual(dx, x_new, x_weight)], dim=1)
 
 
-def x_step_residual(problem: InputProblem, x: Tensor, grad_x: Tensor, alpha: float) -> Tensor:
-    """Relative length of one projected x step, ‖x − Π(x − α step(∇))‖ / ‖Π(...)‖, (B,)."""
-    x_new = problem.constraint.project(x - alpha * apply_step_rule(grad_x, problem.step_rule))
+def x_step_residual(
+    problem: InputProblem,
+    x: Tensor,
+    grad_x: Tensor,
+    alpha: float,
+    step_scale: Tensor | None = None,
+) -> Tensor:
+    """Relative length of one projected x step, ‖x − Π(x − α P step(∇))‖ / ‖Π(...)‖, (B,).
+
+    ``step_scale``: the diagonal P, broadcastable to x (None: P = I).
+    """
+    step = apply_step_rule(grad_x, problem.step_rule)
+    if step_scale is not None:
+        step = step * step_scale
+    x_new = problem.constraint.project(x - alpha * step)
     b = x.shape[0]
     return _block_residual((x_new - x).reshape(b, -1), x_new.reshape(b, -1))
 
@@ -228,9 +254,14 @@ def jiio_solve(
         record_z = z_init.new_zeros(spare + 1, *z_init.shape)
         record_x = x_init.new_zeros(spare + 1, *x_init.shape)
     a_z, a_mu = config.alpha_z, config.alpha_mu
-    x_weight = config.x_weight
+    # The weight of x in Anderson's state: w, or w / d with a preconditioner d.
+    x_weight: float | Tensor = config.x_weight
+    step_scale: Tensor | None = None
+    if config.x_scale is not None:
+        d = _preconditioner(config.x_scale, x_init, constraint)
+        x_weight, step_scale = config.x_weight / d, d * d
     # The paper's unweighted state: skip two elementwise passes over x per iteration.
-    unweighted = x_weight == 1.0
+    unweighted = config.x_scale is None and config.x_weight == 1.0
 
     s0 = layout.pack([z_init, x_weight * x_init, mu_init])
     # The map writes its value into this one buffer at every iteration (the solver copies
@@ -248,7 +279,10 @@ def jiio_solve(
             record_z.index_copy_(0, row, z.unsqueeze(0))
             record_x.index_copy_(0, row, x.unsqueeze(0))
         a_x = alpha_x.index_select(0, k.view(1))
-        x_new = constraint.project(x - a_x * apply_step_rule(gx, problem.step_rule))
+        step = apply_step_rule(gx, problem.step_rule)
+        if step_scale is not None:
+            step = step * step_scale
+        x_new = constraint.project(x - a_x * step)
         # z + α_z (f − z) and μ + α_μ (u_z − μ), each one pass. lerp takes operands of
         # one dtype, so a cell that returns another one is cast to the state's.
         torch.lerp(z, fz.to(z.dtype), a_z, out=out_z)
@@ -262,7 +296,7 @@ def jiio_solve(
     nz, nx, _ = layout.sizes
 
     def residuals(s: Tensor, gs: Tensor, d: Tensor) -> Tensor:
-        return augmented_residuals(s, gs, (nz, nx), a_z, a_mu, x_weight, d)
+        return augmented_residuals(s, gs, (nz, nx), a_z, a_mu, config.x_weight, d)
 
     loop = fixed_point_solve(augmented_map, s0, loop_cfg, residuals)
     z_loop, x_loop_weighted, mu_loop = layout.unpack(loop.state)
@@ -272,7 +306,7 @@ def jiio_solve(
     x_out = constraint.project(x_loop)
     end = solve_at(cell, objective, x_out, z_loop, mu_loop, config.refine, config.refine)
     a_x_final = schedule.value(cfg.max_iter - 1, cfg.max_iter)
-    res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final)
+    res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final, step_scale)
 
     res_z = end.forward.residual[:, 0]
     res_mu = end.adjoint.residual[:, 0]
@@ -315,3 +349,18 @@ def jiio_solve(
         graph=loop.graph,
         graph_failure=loop.graph_failure,
     )
+
+
+def _preconditioner(factors: tuple[float, ...], x: Tensor, constraint: Constraint) -> Tensor:
+    """``JIIOConfig.x_scale`` as a tensor of x's per-sample shape (1, *x_shape)."""
+    per_sample = x[0].numel()
+    if len(factors) != per_sample:
+        raise ValueError(
+            f"x_scale has {len(factors)} factors but a sample's x has {per_sample} entries"
+        )
+    if not isinstance(constraint, NoConstraint | Box | LinfBall):
+        raise ValueError(
+            f"x_scale needs a feasible set that acts coordinate by coordinate (none, a box "
+            f"or an L∞ ball), not {type(constraint).__name__}"
+        )
+    return torch.tensor(factors, dtype=x.dtype, device=x.device).view(1, *x.shape[1:])
