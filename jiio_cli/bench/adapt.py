@@ -27,7 +27,7 @@ from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.episode_tally import refuse_divergence
-from jiio_cli.tasks.meta import AdaptSettings, adapt_context, query_logits
+from jiio_cli.tasks.meta import AdaptSettings, adapt_context, context_scale, query_logits
 
 __all__ = ["AdaptBenchConfig", "time_to_equal_support_objective"]
 
@@ -47,6 +47,7 @@ class AdaptBenchConfig:
     memory: int = 10
     alpha_x: float = 1.0
     x_weight: float = 30.0
+    film_scale: float = 1.0
     repeat: int = 1
     graph: bool = False
     refine: int = 3
@@ -97,7 +98,11 @@ def time_to_equal_support_objective(
             settings.jiio.solver, max_iter=budget, memory=cfg.memory, graph=cfg.graph
         )
         jiio = dataclasses.replace(
-            settings.jiio, solver=solver, alpha_x=cfg.alpha_x, x_weight=cfg.x_weight
+            settings.jiio,
+            solver=solver,
+            alpha_x=cfg.alpha_x,
+            x_weight=cfg.x_weight,
+            x_scale=context_scale(model, cfg.film_scale),
         )
         return dataclasses.replace(settings, jiio=jiio)
 

@@ -166,6 +166,20 @@ def support_objective(
     return objective
 
 
+def context_scale(model: FiLMClassifier, film_scale: float) -> tuple[float, ...] | None:
+    """JIIO's diagonal preconditioner of v (``JIIOConfig.x_scale``): ``film_scale`` on
+    the FiLM code, 1 on the read-out offsets; None when ``film_scale`` is 1.
+
+    The two parts of v act very differently: the FiLM code modulates every layer of the
+    cell, the read-out offsets enter the logits linearly. A factor below 1 takes smaller
+    steps on the FiLM code and counts it more in Anderson's least squares.
+    """
+    if film_scale == 1.0:
+        return None
+    film = model.config.context_dim
+    return (film_scale,) * film + (1.0,) * (model.context_size - film)
+
+
 def adapt_context(
     model: FiLMClassifier,
     support: Tensor,

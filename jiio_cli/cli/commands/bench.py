@@ -51,6 +51,7 @@ class BenchOptions(BaseModel):
     alpha_x_start: float | None = Field(default=None, gt=0)
     start_iterations: int | None = Field(default=None, ge=0)
     x_weight: float | None = Field(default=None, gt=0, le=1e4)
+    film_scale: float | None = Field(default=None, gt=0, le=100)
     repeat: int = Field(ge=1, le=100)
     channels: int = Field(ge=1, le=1024)
     candidates: int = Field(ge=1, le=100)
@@ -93,6 +94,13 @@ def bench(
         typer.Option(
             help="reconstruct, adapt: weight of the x block in JIIO's Anderson least squares "
             "(1 = the paper's unweighted state; default 10, 30)."
+        ),
+    ] = None,
+    film_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="adapt: JIIO's preconditioner of the context, the factor d on its FiLM code "
+            "(steps d² as large, weight 1/d as large in Anderson; 1 = none; default 1)."
         ),
     ] = None,
     quality: Annotated[
@@ -166,6 +174,7 @@ def bench(
             alpha_x_start=alpha_x_start,
             start_iterations=start_iterations,
             x_weight=x_weight,
+            film_scale=film_scale,
             repeat=repeat,
             channels=channels,
             size=size,
@@ -177,6 +186,7 @@ def bench(
             ("--memory", memory, solver_tasks),
             ("--alpha-x", alpha_x, solver_tasks),
             ("--x-weight", x_weight, solver_tasks),
+            ("--film-scale", film_scale, (BenchTask.adapt,)),
             ("--alpha-x-start", alpha_x_start, (BenchTask.reconstruct,)),
             ("--start-iterations", start_iterations, (BenchTask.reconstruct,)),
         ):
@@ -226,6 +236,7 @@ def bench(
                 memory=opts.memory,
                 alpha_x=opts.alpha_x,
                 x_weight=opts.x_weight,
+                film_scale=opts.film_scale,
             )
             return
         if task == BenchTask.train:

@@ -31,10 +31,12 @@ def run_adapt_bench(
     memory: int | None = None,
     alpha_x: float | None = None,
     x_weight: float | None = None,
+    film_scale: float | None = None,
 ) -> None:
     """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot).
 
-    ``memory``, ``alpha_x`` and ``x_weight`` override JIIO's defaults (:class:`AdaptBenchConfig`).
+    ``memory``, ``alpha_x``, ``x_weight`` and ``film_scale`` override JIIO's defaults
+    (:class:`AdaptBenchConfig`).
     """
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
     from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, sample_episodes
@@ -56,6 +58,7 @@ def run_adapt_bench(
         memory=cfg.memory if memory is None else memory,
         alpha_x=cfg.alpha_x if alpha_x is None else alpha_x,
         x_weight=cfg.x_weight if x_weight is None else x_weight,
+        film_scale=cfg.film_scale if film_scale is None else film_scale,
     )
     speed = time_to_equal_support_objective(model, episodes, adapt_settings(spec), cfg)
     result: dict[str, Any] = {
@@ -67,6 +70,7 @@ def run_adapt_bench(
         "jiio_alpha_x": cfg.alpha_x,
         "jiio_memory": cfg.memory,
         "jiio_x_weight": cfg.x_weight,
+        "jiio_film_scale": cfg.film_scale,
         "speed": speed,
     }
     if common.json_output:
