@@ -29,7 +29,12 @@ from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.episode_tally import refuse_divergence
 from jiio_cli.tasks.meta import AdaptSettings, adapt_context, context_scale, query_logits
 
-__all__ = ["AdaptBenchConfig", "time_to_equal_support_objective"]
+__all__ = [
+    "AdaptBenchConfig",
+    "jiio_bench_settings",
+    "naive_bench_settings",
+    "time_to_equal_support_objective",
+]
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,30 @@ class AdaptBenchConfig:
     repeat: int = 1
     graph: bool = False
     refine: int = 3
+
+
+def naive_bench_settings(settings: AdaptSettings, cfg: AdaptBenchConfig) -> AdaptSettings:
+    """The model's adaptation settings with the bench's naive loop (steps, learning rate)."""
+    naive = dataclasses.replace(settings.naive, steps=cfg.naive_steps, lr=cfg.naive_lr)
+    return dataclasses.replace(settings, naive=naive)
+
+
+def jiio_bench_settings(
+    model: FiLMClassifier, settings: AdaptSettings, cfg: AdaptBenchConfig, budget: int
+) -> AdaptSettings:
+    """The model's adaptation settings with the bench's JIIO (budget, memory, α_x, x weight
+    and the context's preconditioner)."""
+    solver = dataclasses.replace(
+        settings.jiio.solver, max_iter=budget, memory=cfg.memory, graph=cfg.graph
+    )
+    jiio = dataclasses.replace(
+        settings.jiio,
+        solver=solver,
+        alpha_x=cfg.alpha_x,
+        x_weight=cfg.x_weight,
+        x_scale=context_scale(model, cfg.film_scale),
+    )
+    return dataclasses.replace(settings, jiio=jiio)
 
 
 def _timed(
@@ -88,23 +117,10 @@ def time_to_equal_support_objective(
     model: FiLMClassifier, ep: EpisodeBatch, settings: AdaptSettings, cfg: AdaptBenchConfig
 ) -> dict[str, Any]:
     """Objective-versus-time of both methods on one batch of tasks, and the speed ratio."""
-    naive_settings = dataclasses.replace(
-        settings,
-        naive=dataclasses.replace(settings.naive, steps=cfg.naive_steps, lr=cfg.naive_lr),
-    )
+    naive_settings = naive_bench_settings(settings, cfg)
 
     def jiio_settings(budget: int) -> AdaptSettings:
-        solver = dataclasses.replace(
-            settings.jiio.solver, max_iter=budget, memory=cfg.memory, graph=cfg.graph
-        )
-        jiio = dataclasses.replace(
-            settings.jiio,
-            solver=solver,
-            alpha_x=cfg.alpha_x,
-            x_weight=cfg.x_weight,
-            x_scale=context_scale(model, cfg.film_scale),
-        )
-        return dataclasses.replace(settings, jiio=jiio)
+        return jiio_bench_settings(model, settings, cfg, budget)
 
     # Warm-up so that neither method pays one-off costs (allocator, first calls).
     small = EpisodeBatch(
