@@ -101,7 +101,30 @@ def test_adapt_bench_uses_the_given_x_weight(model: Path) -> None:
     assert any(unweighted[b] != pytest.approx(weighted[b], rel=1e-6) for b in shared)
 
 
-@pytest.mark.parametrize("option", ["--memory", "--x-weight"])
+def test_adapt_bench_uses_the_given_film_scale(model: Path) -> None:
+    plain_doc, plain = _runs(model, "--film-scale", "1", "--memory", "3")
+    scaled_doc, scaled = _runs(model, "--film-scale", "0.3", "--memory", "3")
+    assert plain_doc["jiio_film_scale"] == 1 and scaled_doc["jiio_film_scale"] == 0.3
+    shared = sorted(set(plain) & set(scaled))
+    assert shared
+    assert any(plain[b] != pytest.approx(scaled[b], rel=1e-6) for b in shared)
+
+
+def test_context_scale_covers_the_film_code_only() -> None:
+    from meta_models import TINY_META
+
+    from jiio_cli.models import FiLMClassifier
+    from jiio_cli.tasks.meta import context_scale
+
+    model = FiLMClassifier(TINY_META)
+    assert context_scale(model, 1.0) is None
+    factors = context_scale(model, 0.5)
+    assert factors is not None and len(factors) == model.context_size
+    film = model.config.context_dim
+    assert set(factors[:film]) == {0.5} and set(factors[film:]) <= {1.0}
+
+
+@pytest.mark.parametrize("option", ["--memory", "--x-weight", "--film-scale"])
 def test_solver_options_of_other_tasks_are_refused(option: str) -> None:
     result = runner.invoke(app, ["bench", "--task", "attack", option, "5", "--device", "cpu"])
     assert result.exit_code == 2 and f"{option} applies to" in result.stderr

@@ -44,6 +44,10 @@ class AdaptBenchConfig:
     α_x is constant. On the shipped centroid read-out glyph model α_x = 1 reaches the
     naive loop's objective in fewer iterations than 2 (the best value on the head
     read-out model it replaced), 0.5 or 4; BENCHMARKS.md has the side-by-side runs.
+    ``film_scale`` 0.5 (JIIO's steps on the FiLM code a quarter as large, the code
+    counted twice as much in Anderson's least squares) needed a median of 150
+    iterations against 260 without it over seven batches of 32 tasks, fewer on six of
+    them (BENCHMARKS.md, "A preconditioner for the context").
     """
 
     naive_steps: int = 50
@@ -52,7 +56,7 @@ class AdaptBenchConfig:
     memory: int = 10
     alpha_x: float = 1.0
     x_weight: float = 30.0
-    film_scale: float = 1.0
+    film_scale: float = 0.5
     repeat: int = 1
     graph: bool = False
     refine: int = 3

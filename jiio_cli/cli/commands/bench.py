@@ -100,7 +100,7 @@ def bench(
         float | None,
         typer.Option(
             help="adapt: JIIO's preconditioner of the context, the factor d on its FiLM code "
-            "(steps d² as large, weight 1/d as large in Anderson; 1 = none; default 1)."
+            "(steps d² as large, weight 1/d as large in Anderson; 1 = none; default 0.5)."
         ),
     ] = None,
     quality: Annotated[
