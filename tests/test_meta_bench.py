@@ -91,23 +91,20 @@ def test_adapt_bench_uses_the_given_step_size_and_memory(model: Path) -> None:
         assert small[budget] != pytest.approx(large[budget], rel=1e-6)
 
 
-def test_adapt_bench_uses_the_given_x_weight(model: Path) -> None:
-    plain, unweighted = _runs(model, "--x-weight", "1", "--memory", "3")
-    weighted_doc, weighted = _runs(model, "--x-weight", "50", "--memory", "3")
-    assert plain["jiio_x_weight"] == 1 and weighted_doc["jiio_x_weight"] == 50
-    shared = sorted(set(unweighted) & set(weighted))
+@pytest.mark.parametrize(
+    ("option", "key", "values"),
+    [("--x-weight", "jiio_x_weight", (1.0, 50.0)), ("--film-scale", "jiio_film_scale", (1.0, 0.3))],
+)
+def test_adapt_bench_uses_the_given_anderson_setting(
+    model: Path, option: str, key: str, values: tuple[float, float]
+) -> None:
+    first_doc, first = _runs(model, option, str(values[0]), "--memory", "3")
+    second_doc, second = _runs(model, option, str(values[1]), "--memory", "3")
+    assert (first_doc[key], second_doc[key]) == values
+    shared = sorted(set(first) & set(second))
     assert shared
     # Anderson mixes differently from the same start, so the objectives differ.
-    assert any(unweighted[b] != pytest.approx(weighted[b], rel=1e-6) for b in shared)
-
-
-def test_adapt_bench_uses_the_given_film_scale(model: Path) -> None:
-    plain_doc, plain = _runs(model, "--film-scale", "1", "--memory", "3")
-    scaled_doc, scaled = _runs(model, "--film-scale", "0.3", "--memory", "3")
-    assert plain_doc["jiio_film_scale"] == 1 and scaled_doc["jiio_film_scale"] == 0.3
-    shared = sorted(set(plain) & set(scaled))
-    assert shared
-    assert any(plain[b] != pytest.approx(scaled[b], rel=1e-6) for b in shared)
+    assert any(first[b] != pytest.approx(second[b], rel=1e-6) for b in shared)
 
 
 def test_context_scale_covers_the_film_code_only() -> None:
