@@ -130,3 +130,12 @@ def test_solver_options_of_other_tasks_are_refused(option: str) -> None:
 def test_x_weight_must_be_positive_on_the_command_line() -> None:
     result = runner.invoke(app, ["bench", "--task", "adapt", "--x-weight", "0", "--device", "cpu"])
     assert result.exit_code == 2 and "x_weight" in result.stderr.replace("-", "_")
+
+
+def test_adapt_bench_table_names_the_jiio_settings(model: Path) -> None:
+    args = ["bench", "--task", "adapt", "-c", str(model), "--batch-size", "2"]
+    args += ["--naive-steps", "2", "--ways", "3", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--film-scale", "0.7"])
+    assert result.exit_code == 0, result.output
+    assert "film scale 0.7" in result.stdout and "x weight 30" in result.stdout
+    assert "time-to-equal-objective ratio" in result.stdout

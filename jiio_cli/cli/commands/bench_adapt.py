@@ -104,6 +104,8 @@ def run_adapt_bench(
         rows,
         title=f"jiio bench --task adapt ({tasks} tasks, {ways}-way 1-shot, "
         f"{result['device_name']})",
+        caption=f"JIIO: α_x {cfg.alpha_x:g}, memory {cfg.memory}, x weight {cfg.x_weight:g}, "
+        f"film scale {cfg.film_scale:g}",
     )
     ratio = speed["ratio"]
     typer.echo(
