@@ -191,10 +191,7 @@ def x_step_residual(
 
     ``step_scale``: the diagonal P, broadcastable to x (None: P = I).
     """
-    step = apply_step_rule(grad_x, problem.step_rule)
-    if step_scale is not None:
-        step = step * step_scale
-    x_new = problem.constraint.project(x - alpha * step)
+    x_new = _projected_x_step(problem, x, grad_x, alpha, step_scale)
     b = x.shape[0]
     return _block_residual((x_new - x).reshape(b, -1), x_new.reshape(b, -1))
 
@@ -279,10 +276,7 @@ def jiio_solve(
             record_z.index_copy_(0, row, z.unsqueeze(0))
             record_x.index_copy_(0, row, x.unsqueeze(0))
         a_x = alpha_x.index_select(0, k.view(1))
-        step = apply_step_rule(gx, problem.step_rule)
-        if step_scale is not None:
-            step = step * step_scale
-        x_new = constraint.project(x - a_x * step)
+        x_new = _projected_x_step(problem, x, gx, a_x, step_scale)
         # z + α_z (f − z) and μ + α_μ (u_z − μ), each one pass. lerp takes operands of
         # one dtype, so a cell that returns another one is cast to the state's.
         torch.lerp(z, fz.to(z.dtype), a_z, out=out_z)
@@ -349,6 +343,20 @@ def jiio_solve(
         graph=loop.graph,
         graph_failure=loop.graph_failure,
     )
+
+
+def _projected_x_step(
+    problem: InputProblem,
+    x: Tensor,
+    grad_x: Tensor,
+    alpha: float | Tensor,
+    step_scale: Tensor | None,
+) -> Tensor:
+    """Π(x − α P step(∇_x)): the x block's update, P the diagonal ``step_scale`` (or I)."""
+    step = apply_step_rule(grad_x, problem.step_rule)
+    if step_scale is not None:
+        step = step * step_scale
+    return problem.constraint.project(x - alpha * step)
 
 
 def _preconditioner(factors: tuple[float, ...], x: Tensor, constraint: Constraint) -> Tensor:
