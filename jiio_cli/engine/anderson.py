@@ -430,6 +430,14 @@ class _SolverLoop:
         # read by the residual and the step (each used to form it afresh: a (B, N) pass
         # and allocation per use).
         self.diff = torch.empty(0) if self.direct_slots else torch.empty_like(self.s)
+        # The next state is written into this buffer, never into a fresh allocation.
+        self.spare = torch.empty_like(self.s)
+        # On the CPU the host is the device: reading a mask waits for nothing. There,
+        # while every sample is active, the next state becomes s by swapping buffers,
+        # and only the rows that improved are copied into best_s (none at all when every
+        # row did: s itself becomes best_s). That replaces two (B, N) three-operand
+        # selections per iteration. Elsewhere the rows are selected on the device.
+        self.host_masks = s0.device.type == "cpu"
 
     def forget(self) -> None:
         """Clear every sample's history (the map changes here)."""
@@ -462,8 +470,6 @@ class _SolverLoop:
         active = self.active
         improved = active & (score < self.best_score)
         kept = active if self.keep_last else improved
-        # In place (out= the tensor being updated): no (B, N) temporary and copy per call.
-        torch.where(kept[:, None], s, self.best_s, out=self.best_s)
         self.best_res.copy_(torch.where(kept[:, None], res, self.best_res))
         self.best_score.copy_(torch.where(improved, score, self.best_score))
         self.iterations.add_(active)
@@ -471,12 +477,25 @@ class _SolverLoop:
         self.converged.logical_or_(done)
         self.failed.logical_or_(active & ~finite)
         active.logical_and_(~done & finite)
-        if self.anderson:
-            s_next = self._anderson_step(gs, diff, score, improved)
-        else:
-            s_next = torch.add(s, diff, alpha=cfg.beta)
-        torch.where(active[:, None], s_next, s, out=s)
         self.k.add_(1)
+        s_next = self.spare
+        if self.anderson:
+            self._anderson_step(gs, diff, score, improved, out=s_next)
+        else:
+            torch.add(s, diff, alpha=cfg.beta, out=s_next)
+        if self.host_masks and bool(active.all()):
+            if bool(kept.all()):
+                # s is every sample's best iterate: it becomes best_s, with no copy.
+                self.best_s, self.s, self.spare = s, s_next, self.best_s
+                return
+            rows = kept.nonzero().squeeze(1)
+            if rows.numel():
+                self.best_s.index_copy_(0, rows, s.index_select(0, rows))
+            self.s, self.spare = s_next, s
+        else:
+            # In place (out= the tensor being updated): no (B, N) temporary and copy.
+            torch.where(kept[:, None], s, self.best_s, out=self.best_s)
+            torch.where(active[:, None], s_next, s, out=s)
 
     def _safeguard(self, score: Tensor, improved: Tensor) -> None:
         """Stagnating or blowing-up samples forget their history and take plain steps
@@ -491,9 +510,13 @@ class _SolverLoop:
         self.plain_left.copy_(torch.where(restart, cfg.memory, (self.plain_left - 1).clamp_min(0)))
         self.valid.logical_and_((self.plain_left == 0)[:, None])
 
-    def _anderson_step(self, gs: Tensor, g: Tensor, score: Tensor, improved: Tensor) -> Tensor:
+    def _anderson_step(
+        self, gs: Tensor, g: Tensor, score: Tensor, improved: Tensor, out: Tensor
+    ) -> None:
+        """Writes the mixed next state of every sample into ``out`` (B, N)."""
         if self.differences:
-            return self._difference_step(gs, g, score, improved)
+            self._difference_step(gs, g, score, improved, out)
+            return
         cfg, s, slot = self.config, self.s, self.slot
         m = cfg.memory
         if self.direct_slots:  # g is already in its slot (see ``host_slot``)
@@ -515,15 +538,16 @@ class _SolverLoop:
         # (B, 1, m) against (B, m, N) by bmm: einsum's form of the same product writes a
         # transposed result and copies it into place, a further pass over the state.
         alpha = alpha.to(s.dtype).unsqueeze(1)
-        s_next = torch.bmm(alpha, self.hist_f).squeeze(1)
+        torch.bmm(alpha, self.hist_f, out=out.unsqueeze(1))
         if cfg.beta != 1.0:
             mixed_g = torch.bmm(alpha, self.hist_g).squeeze(1)
-            s_next = s_next - (1.0 - cfg.beta) * mixed_g
+            out.sub_(mixed_g, alpha=1.0 - cfg.beta)
         self.slot.add_(1).remainder_(m)
         self.host_slot = (self.host_slot + 1) % m
-        return s_next
 
-    def _difference_step(self, gs: Tensor, g: Tensor, score: Tensor, improved: Tensor) -> Tensor:
+    def _difference_step(
+        self, gs: Tensor, g: Tensor, score: Tensor, improved: Tensor, out: Tensor
+    ) -> None:
         """The Type-II step in difference form with a low-precision history."""
         cfg, s, slot = self.config, self.s, self.slot
         low = self.hist_f.dtype
@@ -550,9 +574,8 @@ class _SolverLoop:
         gamma = anderson_coefficients(self.gram, rhs, self.valid, self.lam, self.unrolled)
         gamma = gamma.to(low).unsqueeze(1)  # (B, 1, m)
         correction = torch.bmm(gamma, self.hist_f).squeeze(1).to(s.dtype)
-        s_next = gs - correction
+        torch.sub(gs, correction, out=out)
         if cfg.beta != 1.0:
             mixed_g = torch.bmm(gamma, self.hist_g).squeeze(1).to(s.dtype)
-            s_next = s_next - (1.0 - cfg.beta) * (g - mixed_g)
+            out.sub_(g - mixed_g, alpha=1.0 - cfg.beta)
         self.slot.add_(1).remainder_(cfg.memory)
-        return s_next
