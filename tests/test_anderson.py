@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from jiio_cli.engine import SolverConfig, anderson_weights, fixed_point_solve
+from jiio_cli.engine import anderson as anderson_module
 from jiio_cli.engine.anderson import anderson_coefficients
 
 HISTORIES = ["fp32", "bf16"]
@@ -223,3 +224,57 @@ def test_iterates_match_a_plain_reference_after_the_history_wraps(beta: float) -
     got = fixed_point_solve(g, s0, cfg).state
     want = reference_anderson(g, s0, memory=4, evaluations=23, lam=1e-8, beta=beta)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("history", HISTORIES)
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_the_cpu_buffer_swaps_equal_the_row_selections(
+    monkeypatch: pytest.MonkeyPatch, history: str, keep: str
+) -> None:
+    # On the CPU the loop reads the masks on the host and swaps buffers while every
+    # sample is active; elsewhere it selects rows on the device. Both must give the same
+    # bits, on a map whose residuals rise and fall (so some rows improve and others not)
+    # and whose samples stop at different iterations.
+    seed = int(torch.randint(0, 2**31, ()).item())
+    gen = torch.Generator().manual_seed(seed)
+    batch, n = 5, 24
+    w = 1.6 * torch.randn(batch, n, n, generator=gen, dtype=torch.float64) / n**0.5
+    c = torch.randn(batch, n, generator=gen, dtype=torch.float64)
+    scale = torch.tensor([0.5, 0.8, 1.0, 1.0, 1.0], dtype=torch.float64)[:, None, None]
+
+    # All but the first two samples get a perturbation that changes with k: their
+    # residuals stall and jitter, so their best iterates come from scattered iterations.
+    jitter = torch.tensor([0.0, 0.0, 1e-5, 1e-3, 1e-2], dtype=torch.float64)[:, None]
+    phase = torch.randn(batch, n, generator=gen, dtype=torch.float64)
+
+    def g(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        wobble = jitter * torch.sin(1.7 * k.to(s.dtype) + phase)
+        return torch.tanh(torch.einsum("bij,bj->bi", scale * w, s)) + c + wobble
+
+    patterns: list[tuple[bool, bool]] = []
+    safeguard = anderson_module._SolverLoop._safeguard
+
+    def spy(self, score: torch.Tensor, improved: torch.Tensor) -> None:
+        patterns.append((bool(improved.all()), bool(improved.any())))
+        safeguard(self, score, improved)
+
+    monkeypatch.setattr(anderson_module._SolverLoop, "_safeguard", spy)
+    cfg = SolverConfig(memory=4, tol=1e-9, max_iter=80, keep=keep, history=history)  # type: ignore[arg-type]
+    s0 = torch.zeros(batch, n, dtype=torch.float64)
+    swapped = fixed_point_solve(g, s0, cfg)
+    init = anderson_module._SolverLoop.__init__
+
+    def on_the_device(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        self.host_masks = False
+
+    monkeypatch.setattr(anderson_module._SolverLoop, "__init__", on_the_device)
+    selected = fixed_point_solve(g, s0, cfg)
+    assert torch.equal(swapped.state, selected.state)
+    assert torch.equal(swapped.residual, selected.residual)
+    assert torch.equal(swapped.iterations, selected.iterations)
+    assert torch.equal(swapped.converged, selected.converged)
+    # The comparison covered iterations where some rows improved and others did not,
+    # and samples that stopped before others.
+    assert any(part and not every for every, part in patterns)
+    assert swapped.iterations.min() < swapped.iterations.max()
