@@ -9,7 +9,8 @@ Both solve ``s = g(s)`` for a batch of independent problems stacked as rows of a
   never change it, so its result is bit-identical to a run that stopped right there.
 * **No host synchronisation in the loop** except one ``any()`` every ``check_every``
   iterations to stop early; masks, best-iterate tracking and the Anderson weights are
-  all computed on the device.
+  all computed on the device. (On the CPU the host is the device, and the loop reads its
+  masks freely: it checks at every iteration and swaps buffers while all rows are active.)
 * **Failure is data, not an exception.** A sample whose map returns NaN/Inf is marked
   ``failed``, frozen at its best finite iterate and reported as not converged.
 * **Best iterate.** Each sample returns the evaluated iterate with the smallest
@@ -100,7 +101,8 @@ class SolverConfig:
         max_iter: cap on map evaluations.
         lam: relative Tikhonov regularisation λ of the Anderson least squares.
         beta: Anderson mixing / Picard damping β ∈ (0, 1].
-        check_every: iterations between host-side checks for early stopping.
+        check_every: iterations between host-side checks for early stopping (on a
+            GPU; on the CPU the loop checks at every iteration, which costs nothing there).
         restart_at: iterations at which the Anderson history is cleared (e.g. where the
             map itself changes, such as a step-size switch).
         patience: safeguard: a sample whose best residual has not improved for this many
@@ -339,11 +341,13 @@ def fixed_point_solve(
     loop = _SolverLoop(fn, s0, config, residual_fn or relative_residual)
     restarts = set(config.restart_at)
     step = GraphedStep(loop.step, enabled=loop.unrolled)
+    # On the CPU reading the flag waits for nothing: stop as soon as every sample has.
+    check_every = 1 if loop.host_masks else config.check_every
     with torch.no_grad():
         loop.first_step()
         steps = 1
         for k in range(1, config.max_iter):
-            if (k % config.check_every) == 0 and not bool(loop.active.any()):
+            if (k % check_every) == 0 and not bool(loop.active.any()):
                 break
             if loop.anderson and k in restarts:
                 loop.forget()
