@@ -6,7 +6,8 @@ import torch
 from problems import quadratic_problem
 from torch import Tensor
 
-from jiio_cli.engine import SolverConfig, forward_solve, solve_at
+from jiio_cli.engine import SolverConfig, forward_solve, lagrangian_grads, solve_at
+from jiio_cli.engine.anderson import RESIDUAL_FLOOR
 
 TIGHT = SolverConfig(memory=5, max_iter=200, tol=1e-13)
 
@@ -71,3 +72,40 @@ def test_objectives_that_ignore_z_or_x() -> None:
     torch.testing.assert_close(
         only_z.grad_x, full.grad_x - objective.gamma * x, rtol=1e-10, atol=1e-12
     )
+
+
+def test_without_the_adjoint_solve_mu0_is_kept_and_judged_by_one_vjp() -> None:
+    problem, cell, objective = quadratic_problem(4, dz=6, dx=3)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    solved = solve_at(cell, objective, x, problem.z0, None, TIGHT, TIGHT)
+    # A start that is the adjoint for two rows and a perturbed one for the other two.
+    mu0 = solved.mu.clone()
+    mu0[2:] += 0.1 * torch.randn_like(mu0[2:])
+    counting = CountingCell(cell)
+    kept = solve_at(counting, objective, x, problem.z0, mu0, TIGHT, TIGHT, solve_adjoint=False)
+    assert torch.equal(kept.mu, mu0)
+    assert counting.calls == kept.batch_f_evals == kept.forward.steps + 1
+    assert torch.equal(kept.vjps, torch.ones(4, dtype=torch.long))
+    assert kept.adjoint.steps == 0
+    # The reduced gradient and residual at μ0, from the Lagrangian's gradients there.
+    _, _, u_z, u_x = lagrangian_grads(cell, objective, kept.z, x, mu0)
+    torch.testing.assert_close(kept.grad_x, u_x, rtol=1e-12, atol=1e-12)
+    want = (u_z - mu0).norm(dim=1) / (u_z.norm(dim=1) + RESIDUAL_FLOOR * 6**0.5)
+    torch.testing.assert_close(kept.adjoint.residual[:, 0], want, rtol=1e-10, atol=1e-15)
+    assert kept.adjoint.converged.tolist() == [True, True, False, False]
+    # At μ* itself it is the full solve's answer.
+    torch.testing.assert_close(kept.grad_x[:2], solved.grad_x[:2], rtol=1e-10, atol=1e-12)
+    assert torch.equal(kept.z, solved.z) and torch.equal(kept.objective, solved.objective)
+
+
+def test_without_the_adjoint_solve_a_start_of_none_is_zero() -> None:
+    problem, cell, objective = quadratic_problem(2, dz=5, dx=2)
+    kept = solve_at(
+        cell, objective, problem.x0, problem.z0, None, TIGHT, TIGHT, solve_adjoint=False
+    )
+    assert torch.equal(kept.mu, torch.zeros_like(kept.mu))
+    # u = ∇_z ℓ ≠ 0, so μ = 0 is off by all of it: a relative residual of 1 (less the
+    # denominator's floor of 1e-6·√N).
+    ones = torch.ones(2, dtype=torch.float64)
+    torch.testing.assert_close(kept.adjoint.residual[:, 0], ones, rtol=0, atol=1e-4)
+    assert not kept.adjoint.converged.any() and not kept.adjoint.failed.any()

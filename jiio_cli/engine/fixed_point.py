@@ -8,7 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from jiio_cli.engine.anderson import FixedPointResult, SolverConfig, fixed_point_solve
+from jiio_cli.engine.anderson import (
+    FixedPointResult,
+    SolverConfig,
+    fixed_point_solve,
+    relative_residual,
+)
 from jiio_cli.engine.problem import Cell, Objective, fixed_input_map, grad_or_zeros
 
 __all__ = [
@@ -133,6 +138,7 @@ def solve_at(
     mu0: Tensor | None,
     forward: SolverConfig,
     adjoint: SolverConfig,
+    solve_adjoint: bool = True,
 ) -> SolvedPoint:
     """Everything the reduced problem min_x ℓ(z*(x), x) needs at one x.
 
@@ -141,6 +147,11 @@ def solve_at(
     adjoint solve μ = J_zᵀ μ + ∇_z ℓ (from μ0, zeros if None) and, at μ*, the reduced
     gradient ∇_x ℓ + J_xᵀ μ* (a product in x alone). The naive method calls it at every
     step; JIIO once, at its returned x, warm-started from the loop's z and μ.
+
+    With ``solve_adjoint`` False there is no adjoint solve: μ0 is kept, and one VJP in z
+    and x at once gives both its adjoint residual ‖u − μ0‖ / ‖u‖ (u = ∇_z ℓ + J_zᵀ μ0,
+    judged against ``adjoint.tol``) and the gradient ∇_x ℓ + J_xᵀ μ0. For callers that
+    need x and z* but not μ* (inference at test time), where JIIO's own μ is close.
     """
     fwd = forward_solve(cell, x, z0, forward)
     with torch.enable_grad():
@@ -148,8 +159,45 @@ def solve_at(
         xr = x.detach().requires_grad_(True)
         fz = cell(zr, xr)
         loss = objective(zr, xr)
+    if not solve_adjoint:
+        mu, stats, grad_x = _adjoint_residual_on_graph(fz, loss, zr, xr, mu0, adjoint.tol)
+        return SolvedPoint(fwd.z, mu, loss.detach(), grad_x, fwd.stats, stats)
+    with torch.enable_grad():
         rhs = grad_or_zeros([loss.sum()], zr, [None], retain_graph=True)
     adj = _adjoint_on_graph(fz, zr, rhs, mu0, adjoint)
     with torch.enable_grad():
         grad_x = grad_or_zeros([fz, loss], xr, [adj.mu, torch.ones_like(loss)])
     return SolvedPoint(fwd.z, adj.mu, loss.detach(), grad_x, fwd.stats, adj.stats)
+
+
+def _adjoint_residual_on_graph(
+    fz: Tensor, loss: Tensor, zr: Tensor, xr: Tensor, mu0: Tensor | None, tol: float
+) -> tuple[Tensor, FixedPointResult, Tensor]:
+    """μ0 as the adjoint, unsolved: (μ0, its statistics, ∇_x ℓ + J_xᵀ μ0) from one VJP.
+
+    The statistics are those of a solve that stopped at its start: no iterations, the
+    residual ‖u − μ0‖ / ‖u‖ with u = ∇_z ℓ + J_zᵀ μ0 (see :func:`relative_residual`),
+    converged where that is ≤ ``tol``, failed where u is not finite.
+    """
+    shape = zr.shape
+    mu = torch.zeros_like(zr) if mu0 is None else mu0.detach().reshape(shape)
+    outputs, cotangents = [fz], [mu]
+    if loss.requires_grad:
+        outputs.append(loss)
+        cotangents.append(torch.ones_like(loss))
+    with torch.enable_grad():
+        u, grad_x = torch.autograd.grad(outputs, (zr, xr), cotangents, allow_unused=True)
+    grad_x = torch.zeros_like(xr) if grad_x is None else grad_x.detach()
+    flat_mu = mu.reshape(shape[0], -1)
+    flat_u = torch.zeros_like(flat_mu) if u is None else u.detach().reshape(shape[0], -1)
+    residual = relative_residual(flat_mu, flat_u)
+    finite = torch.isfinite(flat_u).all(dim=1) & torch.isfinite(residual[:, 0])
+    stats = FixedPointResult(
+        state=flat_mu,
+        residual=residual,
+        iterations=torch.zeros(shape[0], dtype=torch.long, device=zr.device),
+        converged=finite & (residual[:, 0] <= tol),
+        failed=~finite,
+        steps=0,
+    )
+    return mu, stats, grad_x

@@ -28,7 +28,8 @@ a box, an L∞ ball), the only ones it accepts.
 
 After the loop the returned x is projected again (Anderson's affine extrapolation can
 leave 𝒳), z is re-solved at that x and μ refined there, both warm-started, so that the
-reported z*, μ* and objective belong to the returned, feasible x.
+reported z*, μ* and objective belong to the returned, feasible x. (With
+``refine_adjoint`` False μ is the loop's, and only its residual is measured there.)
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ class JIIOConfig:
             BENCHMARKS.md).
         x_scale: optional diagonal preconditioner d, one positive factor per entry of
             a sample's flattened x (see the module docstring); None is d = 1.
+        refine_adjoint: re-solve μ at the returned x (``refine``). False keeps the
+            loop's μ and measures its residual there with one VJP: for inference that
+            uses x and z* but not μ* (training's gradients need μ*).
     """
 
     alpha_z: float = 0.8
@@ -129,6 +133,7 @@ class JIIOConfig:
     checkpoints: tuple[int, ...] = ()
     x_weight: float = 1.0
     x_scale: tuple[float, ...] | None = None
+    refine_adjoint: bool = True
 
     def __post_init__(self) -> None:
         if not (0 < self.alpha_z <= 1 and 0 < self.alpha_mu <= 1):
@@ -298,7 +303,9 @@ def jiio_solve(
 
     # Make the answer self-consistent at a feasible x (see module docstring).
     x_out = constraint.project(x_loop)
-    end = solve_at(cell, objective, x_out, z_loop, mu_loop, config.refine, config.refine)
+    end = solve_at(
+        cell, objective, x_out, z_loop, mu_loop, config.refine, config.refine, config.refine_adjoint
+    )
     a_x_final = schedule.value(cfg.max_iter - 1, cfg.max_iter)
     res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final, step_scale)
 
