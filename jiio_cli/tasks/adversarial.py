@@ -117,6 +117,9 @@ class JIIOAttackConfig:
             or else the one with the highest loss. Far outside the budget a model was
             trained for, its equilibrium stops converging and the last iterate is often
             not the strongest (BENCHMARKS.md).
+        refine_adjoint: re-solve μ at the returned images (``JIIOConfig.refine_adjoint``).
+            An attack has no use for μ; adversarial training turns it on, because its
+            backward's adjoint solve starts from the attack's μ.
     """
 
     iterations: int = 80
@@ -131,6 +134,7 @@ class JIIOAttackConfig:
     graph: bool = False
     restarts: int = 1
     candidates: int = 1
+    refine_adjoint: bool = False
 
     def engine_config(self, eps: float) -> JIIOConfig:
         scale = max(eps, 1e-12)
@@ -150,6 +154,7 @@ class JIIOAttackConfig:
                 graph=self.graph,
             ),
             refine=SolverConfig(memory=5, max_iter=30, tol=self.tol),
+            refine_adjoint=self.refine_adjoint,
             checkpoints=self.checkpoints,
         )
 

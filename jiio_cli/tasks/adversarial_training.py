@@ -16,7 +16,7 @@ solve takes a few iterations (PAPER.md §4).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,7 +138,8 @@ def adversarial_loss(
 ) -> AdversarialLoss:
     """Training loss at adversarial points found by ``inner`` (everything but backward)."""
     if threat.eps == 0 or inner == "jiio":
-        outcome = jiio_attack(model, images, labels, threat, jiio)
+        # μ* re-solved at the adversarial images: the adjoint solve below starts there.
+        outcome = jiio_attack(model, images, labels, threat, replace(jiio, refine_adjoint=True))
     else:
         outcome = pgd_attack(model, images, labels, threat, pgd, generator)
     adjoint = SolverConfig(memory=5, max_iter=25, tol=1e-4)
