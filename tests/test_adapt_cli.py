@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from jiio_cli.cli.app import app
 from jiio_cli.data.episodes import load_class_folders, load_glyph_pool, load_query_folder
 from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
-from jiio_cli.tasks.meta import adapt_context, query_logits
+from jiio_cli.tasks.meta import query_logits
 from jiio_cli.tasks.meta_eval import adapt_and_predict
 from jiio_cli.tasks.meta_loading import load_meta_model
 from jiio_cli.tasks.meta_training import adapt_settings
@@ -102,25 +102,6 @@ def test_a_pseudo_query_model_adapts_a_folder_task(task: dict[str, Path], tmp_pa
     )
     assert result.z.shape[:2] == (1, 6 * (config.pseudo_copies + 1))
     assert [r["predicted"] for r in doc["predictions"]] == [pool.names[int(k)] for k in predicted]
-
-
-def test_adapting_at_test_time_skips_only_the_adjoint_re_solve(task: dict[str, Path]) -> None:
-    """``adapt_and_predict`` keeps JIIO's own μ (μ* is not needed there): the context,
-    the predictions and the forward solves are those of the settings with the re-solve."""
-    model, _, spec = load_meta_model(task["model"], torch.device("cpu"))
-    settings = adapt_settings(spec, iterations=40)
-    assert settings.jiio.refine_adjoint and not settings.for_inference().jiio.refine_adjoint
-    root = task["root"]
-    pool = load_class_folders(root / "support", 12, "support")
-    support, labels = torch.cat(pool.images)[None], torch.tensor([[0, 0, 1, 1, 2, 2]])
-    images, _, _ = load_query_folder(root / "query", 12)
-    predicted, _, result = adapt_and_predict(model, support[0], labels[0], images, 3, settings)
-    full = adapt_context(model, support, labels, 3, settings)
-    assert torch.equal(result.x, full.x) and torch.equal(result.z, full.z)
-    assert torch.equal(result.f_evals, full.f_evals)
-    assert (result.vjps == result.iterations + 1).all() and (result.vjps < full.vjps).all()
-    logits = query_logits(model, images[None], full.x, 3, settings.forward, support, labels)[0]
-    assert torch.equal(predicted, logits.argmax(-1))
 
 
 def test_unlabelled_query_folder_has_no_accuracy(task: dict[str, Path]) -> None:

@@ -151,3 +151,20 @@ def test_bad_input_gets_one_clear_line(digit, tmp_path: Path, make_args, code: i
     assert result.exit_code == code, result.output
     assert result.stderr.count("\n") == 1, result.stderr
     assert needle in result.stderr and "Traceback" not in result.output
+
+
+def test_the_default_solve_converges_on_sample_digits(tmp_path: Path) -> None:
+    """At the default budget every sample digit converges and is written without
+    ``--allow-unconverged``: the reported convergence covers z*, μ* and x at the result."""
+    names = [1, 2, 5]
+    args = [str(DIGITS / f"digit_{i}_masked.png") for i in names]
+    for i in names:
+        args += ["--mask", str(DIGITS / f"digit_{i}_mask.png")]
+    result = runner.invoke(
+        app, ["reconstruct", *args, "--device", "cpu", "--json", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["converged"] and all(row["converged"] for row in doc["images"])
+    assert all(row["residual"] <= 1e-2 for row in doc["images"])
+    assert len(list(tmp_path.glob("*.png"))) == len(names)

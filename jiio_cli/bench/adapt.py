@@ -71,10 +71,8 @@ def naive_bench_settings(settings: AdaptSettings, cfg: AdaptBenchConfig) -> Adap
 def jiio_bench_settings(
     model: FiLMClassifier, settings: AdaptSettings, cfg: AdaptBenchConfig, budget: int
 ) -> AdaptSettings:
-    """The model's adaptation settings at test time (:meth:`AdaptSettings.for_inference`)
-    with the bench's JIIO (budget, memory, α_x, x weight and the context's
-    preconditioner)."""
-    settings = settings.for_inference()
+    """The model's adaptation settings with the bench's JIIO (budget, memory, α_x, x weight
+    and the context's preconditioner)."""
     solver = dataclasses.replace(
         settings.jiio.solver, max_iter=budget, memory=cfg.memory, graph=cfg.graph
     )

@@ -269,10 +269,8 @@ def reconstruction_settings(
     The defaults are those of ``jiio bench --task reconstruct`` (α_x 0.06 for the first
     30 iterations and 0.02 after, see :func:`reconstruction_alpha_x`; Anderson memory
     10, x weight 10; tolerance 1e-6 so that the budget, not the tolerance, ends the
-    loop), with a warm-started refinement of z* to ``refine_tol`` in at most
-    ``refine_iterations``. μ is not re-solved (a reconstruction needs x and z*, not
-    μ*): the loop's μ is kept and its residual measured at the returned x.
-    ``jiio reconstruct`` stops at its ``--tol`` instead.
+    loop), with a warm-started refinement of z* and μ* to ``refine_tol`` in at most
+    ``refine_iterations``. ``jiio reconstruct`` stops at its ``--tol`` instead.
     """
     return InferenceSettings(
         latent_weight=latent_weight,
@@ -281,6 +279,5 @@ def reconstruction_settings(
             x_weight=x_weight,
             solver=SolverConfig(memory=memory, max_iter=iterations, tol=tol, graph=graph),
             refine=SolverConfig(memory=5, max_iter=refine_iterations, tol=refine_tol),
-            refine_adjoint=False,
         ),
     )

@@ -26,7 +26,7 @@ Meta-training minimises L_q = CE(query) at v*. Its gradient has two parts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -97,12 +97,6 @@ class AdaptSettings:
     forward: SolverConfig = field(
         default_factory=lambda: SolverConfig(memory=5, max_iter=40, tol=1e-4)
     )
-
-    def for_inference(self) -> AdaptSettings:
-        """These settings for adapting at test time, where v* and the query predictions
-        are all that is used: JIIO keeps its loop's μ instead of re-solving it at v*
-        (``JIIOConfig.refine_adjoint``; meta-training needs μ* and keeps the re-solve)."""
-        return replace(self, jiio=replace(self.jiio, refine_adjoint=False))
 
 
 PSEUDO_QUERY_SEED = 0

@@ -46,8 +46,7 @@ def _adapted_predictions(
     """Predicted query labels (B, m), the support solve and the seconds both took."""
 
     def work() -> tuple[Tensor, InputOptResult]:
-        adapt = settings.for_inference()
-        result = adapt_context(model, ep.support, ep.support_labels, ep.ways, adapt, method)  # type: ignore[arg-type]
+        result = adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method)  # type: ignore[arg-type]
         logits = query_logits(
             model, ep.query, result.x, ep.ways, settings.forward, ep.support, ep.support_labels
         )
@@ -148,9 +147,7 @@ def adapt_and_predict(
     Returns:
         (predicted labels (m,), class probabilities (m, N), the support solve).
     """
-    result = adapt_context(
-        model, support[None], support_labels[None], ways, settings.for_inference()
-    )
+    result = adapt_context(model, support[None], support_labels[None], ways, settings)
     logits = query_logits(
         model, query[None], result.x, ways, settings.forward, support[None], support_labels[None]
     )[0]
