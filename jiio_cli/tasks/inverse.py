@@ -263,6 +263,7 @@ def reconstruction_settings(
     refine_iterations: int = 30,
     alpha_x_start: float | None = RECONSTRUCTION_START_ALPHA_X,
     start_iterations: int = RECONSTRUCTION_START_ITERATIONS,
+    refine_adjoint: bool = True,
 ) -> InferenceSettings:
     """JIIO settings for reconstructing at test time with an iteration budget.
 
@@ -271,6 +272,10 @@ def reconstruction_settings(
     10, x weight 10; tolerance 1e-6 so that the budget, not the tolerance, ends the
     loop), with a warm-started refinement of z* and μ* to ``refine_tol`` in at most
     ``refine_iterations``. ``jiio reconstruct`` stops at its ``--tol`` instead.
+
+    ``refine_adjoint`` False skips the re-solve of μ* (``JIIOConfig.refine_adjoint``):
+    for callers that use only the images or codes and report no convergence. The
+    returned x and z* are the same either way.
     """
     return InferenceSettings(
         latent_weight=latent_weight,
@@ -279,5 +284,6 @@ def reconstruction_settings(
             x_weight=x_weight,
             solver=SolverConfig(memory=memory, max_iter=iterations, tol=tol, graph=graph),
             refine=SolverConfig(memory=5, max_iter=refine_iterations, tol=refine_tol),
+            refine_adjoint=refine_adjoint,
         ),
     )

@@ -116,7 +116,10 @@ def estimate_range_error(
     constant α_x 0.02 that preceded the start phase.
     """
     observed, known = corrupt(clean, Corruption(sigma=sigma), torch.Generator().manual_seed(seed))
-    settings = reconstruction_settings(iterations, latent_weight=latent_weight)
+    # Only the decoded images are used: μ* is not re-solved at them.
+    settings = reconstruction_settings(
+        iterations, latent_weight=latent_weight, refine_adjoint=False
+    )
     decoded = reconstruct_in_batches(decoder, observed, known, settings)
     return fit_range_error(decoded, observed, clean, sigma)
 

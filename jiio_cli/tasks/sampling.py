@@ -82,7 +82,12 @@ def attach_density(
     latent_weight = trained_latent_weight(ckpt.training_config)
     settings = InferenceSettings(
         latent_weight=latent_weight,
-        jiio=JIIOConfig(alpha_x=0.02, solver=SolverConfig(memory=20, max_iter=iterations)),
+        # Only the codes are used: μ* is not re-solved at them.
+        jiio=JIIOConfig(
+            alpha_x=0.02,
+            solver=SolverConfig(memory=20, max_iter=iterations),
+            refine_adjoint=False,
+        ),
     )
     components = min(components, images.shape[0])
     images = images.to(device)
