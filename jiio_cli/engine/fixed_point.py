@@ -151,7 +151,7 @@ def solve_at(
     With ``solve_adjoint`` False there is no adjoint solve: μ0 is kept, and one VJP in z
     and x at once gives both its adjoint residual ‖u − μ0‖ / ‖u‖ (u = ∇_z ℓ + J_zᵀ μ0,
     judged against ``adjoint.tol``) and the gradient ∇_x ℓ + J_xᵀ μ0. For callers that
-    need x and z* but not μ* (inference at test time), where JIIO's own μ is close.
+    need x and z* but not μ* (attacks, latent codes fitted at test time).
     """
     fwd = forward_solve(cell, x, z0, forward)
     with torch.enable_grad():

@@ -119,8 +119,10 @@ class JIIOConfig:
         x_scale: optional diagonal preconditioner d, one positive factor per entry of
             a sample's flattened x (see the module docstring); None is d = 1.
         refine_adjoint: re-solve μ at the returned x (``refine``). False keeps the
-            loop's μ and measures its residual there with one VJP: for inference that
-            uses x and z* but not μ* (training's gradients need μ*).
+            loop's μ and measures its residual there with one VJP: for callers that
+            use x and z* only. The loop's μ lags behind z and x (BENCHMARKS.md), so a
+            solve stopped by its budget then rarely reports ``converged``; training's
+            gradients need μ*.
     """
 
     alpha_z: float = 0.8
