@@ -18,7 +18,7 @@ Two measurements, both on the MNIST-5k held-out split and the given decoder:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -85,8 +85,11 @@ class ReconstructBenchConfig:
     refine: int = 3
 
 
-def jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSettings:
-    """The bench's JIIO inference settings with an iteration budget."""
+def jiio_settings(
+    cfg: ReconstructBenchConfig, iterations: int, refine_adjoint: bool = True
+) -> InferenceSettings:
+    """The bench's JIIO inference settings with an iteration budget (``refine_adjoint``:
+    see :func:`~jiio_cli.tasks.inverse.reconstruction_settings`)."""
     return reconstruction_settings(
         iterations,
         latent_weight=cfg.latent_weight,
@@ -97,6 +100,7 @@ def jiio_settings(cfg: ReconstructBenchConfig, iterations: int) -> InferenceSett
         graph=cfg.graph,
         alpha_x_start=cfg.alpha_x_start,
         start_iterations=cfg.start_iterations,
+        refine_adjoint=refine_adjoint,
     )
 
 
@@ -221,8 +225,7 @@ def quality_table(
     corruption = CORRUPTIONS[kind]
     observed, known = quality_observations(clean, corruption, seed)
     # Only the images are scored: μ* is not re-solved (x and z* are the same either way).
-    settings = jiio_settings(cfg, iterations)
-    settings = replace(settings, jiio=replace(settings.jiio, refine_adjoint=False))
+    settings = jiio_settings(cfg, iterations, refine_adjoint=False)
     decoded = reconstruct_in_batches(decoder, observed, known, settings, cfg.batch_size)
     sigma = corruption.sigma_range[0]
     jiio_images = posterior_image(decoded, observed, known, sigma, range_error)

@@ -491,11 +491,11 @@ class _SolverLoop:
             if bool(kept.all()):
                 # s is every sample's best iterate: it becomes best_s, with no copy.
                 self.best_s, self.s, self.spare = s, s_next, self.best_s
-                return
-            rows = kept.nonzero().squeeze(1)
-            if rows.numel():
-                self.best_s.index_copy_(0, rows, s.index_select(0, rows))
-            self.s, self.spare = s_next, s
+            else:
+                rows = kept.nonzero().squeeze(1)
+                if rows.numel():
+                    self.best_s.index_copy_(0, rows, s.index_select(0, rows))
+                self.s, self.spare = s_next, s
         else:
             # In place (out= the tensor being updated): no (B, N) temporary and copy.
             torch.where(kept[:, None], s, self.best_s, out=self.best_s)

@@ -14,7 +14,13 @@ from jiio_cli.engine.anderson import (
     fixed_point_solve,
     relative_residual,
 )
-from jiio_cli.engine.problem import Cell, Objective, fixed_input_map, grad_or_zeros
+from jiio_cli.engine.problem import (
+    Cell,
+    Objective,
+    fixed_input_map,
+    grad_or_zeros,
+    grads_or_zeros,
+)
 
 __all__ = [
     "AdjointSolution",
@@ -177,25 +183,19 @@ def _adjoint_residual_on_graph(
 
     The statistics are those of a solve that stopped at its start: no iterations, the
     residual ‖u − μ0‖ / ‖u‖ with u = ∇_z ℓ + J_zᵀ μ0 (see :func:`relative_residual`),
-    converged where that is ≤ ``tol``, failed where u is not finite.
+    converged where that is ≤ ``tol``, failed where it is not finite (u or μ0 is not).
     """
-    shape = zr.shape
-    mu = torch.zeros_like(zr) if mu0 is None else mu0.detach().reshape(shape)
-    outputs, cotangents = [fz], [mu]
-    if loss.requires_grad:
-        outputs.append(loss)
-        cotangents.append(torch.ones_like(loss))
+    batch = zr.shape[0]
+    mu = torch.zeros_like(zr) if mu0 is None else mu0.detach().reshape(zr.shape)
     with torch.enable_grad():
-        u, grad_x = torch.autograd.grad(outputs, (zr, xr), cotangents, allow_unused=True)
-    grad_x = torch.zeros_like(xr) if grad_x is None else grad_x.detach()
-    flat_mu = mu.reshape(shape[0], -1)
-    flat_u = torch.zeros_like(flat_mu) if u is None else u.detach().reshape(shape[0], -1)
-    residual = relative_residual(flat_mu, flat_u)
-    finite = torch.isfinite(flat_u).all(dim=1) & torch.isfinite(residual[:, 0])
+        u, grad_x = grads_or_zeros([fz, loss], (zr, xr), [mu, torch.ones_like(loss)])
+    flat_mu = mu.reshape(batch, -1)
+    residual = relative_residual(flat_mu, u.reshape(batch, -1))
+    finite = torch.isfinite(residual[:, 0])
     stats = FixedPointResult(
         state=flat_mu,
         residual=residual,
-        iterations=torch.zeros(shape[0], dtype=torch.long, device=zr.device),
+        iterations=torch.zeros(batch, dtype=torch.long, device=zr.device),
         converged=finite & (residual[:, 0] <= tol),
         failed=~finite,
         steps=0,

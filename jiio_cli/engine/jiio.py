@@ -306,7 +306,14 @@ def jiio_solve(
     # Make the answer self-consistent at a feasible x (see module docstring).
     x_out = constraint.project(x_loop)
     end = solve_at(
-        cell, objective, x_out, z_loop, mu_loop, config.refine, config.refine, config.refine_adjoint
+        cell,
+        objective,
+        x_out,
+        z_loop,
+        mu_loop,
+        config.refine,
+        config.refine,
+        solve_adjoint=config.refine_adjoint,
     )
     a_x_final = schedule.value(cfg.max_iter - 1, cfg.max_iter)
     res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final, step_scale)

@@ -24,6 +24,7 @@ __all__ = [
     "Objective",
     "fixed_input_map",
     "grad_or_zeros",
+    "grads_or_zeros",
     "lagrangian_grads",
     "objective_grad_z",
 ]
@@ -183,14 +184,28 @@ def grad_or_zeros(
 ) -> Tensor:
     """Σ_i cotangent_iᵀ ∂output_i/∂leaf, detached and shaped like ``leaf``; zeros when no
     output depends on it (a ``None`` cotangent is ones, for scalar outputs)."""
+    (grad,) = grads_or_zeros(outputs, (leaf,), cotangents, retain_graph)
+    return grad
+
+
+def grads_or_zeros(
+    outputs: list[Tensor],
+    leaves: tuple[Tensor, ...],
+    cotangents: list[Tensor | None],
+    retain_graph: bool = False,
+) -> tuple[Tensor, ...]:
+    """:func:`grad_or_zeros` for several leaves at once, from one backward pass."""
     pairs = [(out, cot) for out, cot in zip(outputs, cotangents, strict=True) if out.requires_grad]
     if not pairs:
-        return torch.zeros_like(leaf)
-    (grad,) = torch.autograd.grad(
+        return tuple(torch.zeros_like(leaf) for leaf in leaves)
+    grads = torch.autograd.grad(
         [out for out, _ in pairs],
-        leaf,
+        leaves,
         [cot for _, cot in pairs],
         retain_graph=retain_graph,
         allow_unused=True,
     )
-    return torch.zeros_like(leaf) if grad is None else grad.detach()
+    return tuple(
+        torch.zeros_like(leaf) if grad is None else grad.detach()
+        for leaf, grad in zip(leaves, grads, strict=True)
+    )
