@@ -23,6 +23,11 @@ from jiio_cli.engine.constraints import (
     StepRule,
     apply_step_rule,
 )
+from jiio_cli.engine.continuation import (
+    continuation_config,
+    continue_unconverged,
+    jiio_solve_continuing,
+)
 from jiio_cli.engine.fixed_point import (
     AdjointSolution,
     ForwardSolution,
@@ -74,6 +79,8 @@ __all__ = [
     "all_finite",
     "anderson_weights",
     "apply_step_rule",
+    "continuation_config",
+    "continue_unconverged",
     "fixed_input_map",
     "fixed_point_solve",
     "forward_solve",
@@ -81,6 +88,7 @@ __all__ = [
     "jacobian_penalty",
     "jiio_solve",
     "jiio_solve_backtracking",
+    "jiio_solve_continuing",
     "lagrangian_grads",
     "naive_solve",
     "objective_grad_z",

@@ -31,7 +31,7 @@ from jiio_cli.engine import (
     StepSchedule,
     implicit_fixed_point,
     jacobian_penalty,
-    jiio_solve,
+    jiio_solve_continuing,
     naive_solve,
     optimal_value_surrogate,
 )
@@ -72,6 +72,9 @@ class InferenceSettings:
         naive: settings of the naive method.
         precision: arithmetic inside the cell (``fp32``, ``bf16``, ``fp16``); the solver
             state, the adjoint and the latent stay float32 (:mod:`jiio_cli.models.precision`).
+        extra_rounds: JIIO only: images whose solve has not converged within the budget
+            continue from where they stopped for up to this many more rounds of the same
+            budget (:func:`~jiio_cli.engine.continue_unconverged`); 0 for none.
     """
 
     method: Literal["jiio", "naive"] = "jiio"
@@ -93,6 +96,11 @@ class InferenceSettings:
         )
     )
     precision: Precision = "fp32"
+    extra_rounds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.extra_rounds < 0:
+            raise ValueError(f"extra_rounds must be >= 0, got {self.extra_rounds}")
 
 
 def trained_latent_weight(training_config: Mapping[str, Any] | None) -> float:
@@ -141,13 +149,28 @@ def infer_latents(
     Either method solves on the folded injection (``reconstruction_problem(...,
     folded=True)``: no parameter gradient is taken here). The returned problem has the
     decoder's own cell, so that a training loss built on it reaches every parameter.
+    With ``settings.extra_rounds`` the images JIIO has not converged on continue in
+    further rounds (:func:`~jiio_cli.engine.continue_unconverged`).
     """
     problem = reconstruction_problem(
         decoder, observed, known, settings.latent_weight, settings.precision, folded=True
     )
+
+    def problem_for(rows: Tensor | None) -> InputProblem:
+        if rows is None:
+            return problem
+        return reconstruction_problem(
+            decoder,
+            observed[rows],
+            known[rows],
+            settings.latent_weight,
+            settings.precision,
+            folded=True,
+        )
+
     with torch.no_grad():
         if settings.method == "jiio":
-            result = jiio_solve(problem, settings.jiio)
+            result = jiio_solve_continuing(problem_for, settings.jiio, settings.extra_rounds)
         else:
             result = naive_solve(problem, settings.naive)
     cell = autocast_cell(decoder.cell, settings.precision, observed.device)
@@ -264,6 +287,7 @@ def reconstruction_settings(
     alpha_x_start: float | None = RECONSTRUCTION_START_ALPHA_X,
     start_iterations: int = RECONSTRUCTION_START_ITERATIONS,
     refine_adjoint: bool = True,
+    extra_rounds: int = 0,
 ) -> InferenceSettings:
     """JIIO settings for reconstructing at test time with an iteration budget.
 
@@ -276,9 +300,13 @@ def reconstruction_settings(
     ``refine_adjoint`` False skips the re-solve of μ* (``JIIOConfig.refine_adjoint``):
     for callers that use only the images or codes and report no convergence. The
     returned x and z* are the same either way.
+
+    ``extra_rounds``: see :class:`InferenceSettings` (``jiio reconstruct`` continues the
+    images it has not converged on; the bench does not, it measures fixed budgets).
     """
     return InferenceSettings(
         latent_weight=latent_weight,
+        extra_rounds=extra_rounds,
         jiio=JIIOConfig(
             alpha_x=reconstruction_alpha_x(alpha_x, alpha_x_start, start_iterations),
             x_weight=x_weight,

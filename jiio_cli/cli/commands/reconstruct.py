@@ -48,6 +48,7 @@ class ReconstructOptions(BaseModel):
 
     sigma: float = Field(ge=0, le=1)
     iterations: int = Field(ge=2, le=10_000)
+    extra_rounds: int = Field(ge=0, le=100)
     tol: float = Field(gt=0, lt=1)
     alpha_x: float = Field(gt=0, le=10)
     alpha_x_start: float = Field(gt=0, le=10)
@@ -95,7 +96,14 @@ def reconstruct(
     reference: Annotated[
         list[Path] | None, typer.Option(help="Clean image(s) to score against (PSNR, SSIM).")
     ] = None,
-    iterations: Annotated[int, typer.Option(help="JIIO iteration cap.")] = 300,
+    iterations: Annotated[int, typer.Option(help="JIIO iterations of the solve.")] = 300,
+    extra_rounds: Annotated[
+        int,
+        typer.Option(
+            help="Images not converged after --iterations continue from where they "
+            "stopped, for up to this many more rounds of --iterations each (0: none)."
+        ),
+    ] = 2,
     tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-2,
     alpha_x: Annotated[
         float, typer.Option(help="JIIO step size on the latent code.")
@@ -145,6 +153,7 @@ def reconstruct(
         opts = ReconstructOptions(
             sigma=sigma,
             iterations=iterations,
+            extra_rounds=extra_rounds,
             tol=tol,
             alpha_x=alpha_x,
             alpha_x_start=alpha_x_start,
@@ -215,6 +224,7 @@ def reconstruct(
             graph=compile_graph,
             tol=opts.tol,
             refine_iterations=50,
+            extra_rounds=opts.extra_rounds,
         )
         started = time.perf_counter()
         recon, result = run_reconstruction(decoder, obs, kn, settings)
@@ -294,5 +304,5 @@ def reconstruct(
         if failed:
             raise JiioError(
                 f"the solve did not converge for {', '.join(failed)}; no output written; "
-                "raise --iterations or pass --allow-unconverged"
+                "raise --iterations or --extra-rounds, or pass --allow-unconverged"
             )

@@ -1,0 +1,178 @@
+"""Continuation: rows whose JIIO solve ran out of iterations go on from where they stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from problems import TanhCell
+from torch import Tensor
+
+from jiio_cli.engine import (
+    InputOptResult,
+    InputProblem,
+    JIIOConfig,
+    SolverConfig,
+    StepSchedule,
+    continuation_config,
+    continue_unconverged,
+    jiio_solve,
+    jiio_solve_continuing,
+)
+
+# Rows 1 and 3 have flat objectives (small scales), so their x converges slowly.
+SCALES = (1.0, 0.02, 1.0, 0.05, 1.0, 1.0)
+BUDGET = 150
+CONFIG = JIIOConfig(alpha_x=0.5, solver=SolverConfig(memory=5, tol=1e-8, max_iter=BUDGET))
+
+
+def _problems(seed: int) -> Callable[[Tensor | None], InputProblem]:
+    """Row b: ℓ_b = s_b (½‖A z − y_b‖² + 0.15‖x‖²) through one tanh DEQ; any subset of rows."""
+    g = torch.Generator().manual_seed(seed)
+    batch, dz, dx, dy = len(SCALES), 8, 4, 6
+    cell = TanhCell(dz, dx, 0.5, torch.float64, g)
+    readout = torch.randn(dy, dz, generator=g, dtype=torch.float64) / dz**0.5
+    target = 0.5 * torch.randn(batch, dy, generator=g, dtype=torch.float64)
+    x0 = 0.1 * torch.randn(batch, dx, generator=g, dtype=torch.float64)
+    scales = torch.tensor(SCALES, dtype=torch.float64)
+
+    def problem_for(rows: Tensor | None) -> InputProblem:
+        idx = torch.arange(batch) if rows is None else rows
+
+        def objective(z: Tensor, x: Tensor) -> Tensor:
+            err = z @ readout.T - target[idx]
+            return scales[idx] * (0.5 * err.pow(2).sum(1) + 0.15 * x.pow(2).sum(1))
+
+        z0 = torch.zeros(idx.shape[0], dz, dtype=torch.float64)
+        return InputProblem(cell, objective, z0=z0, x0=x0[idx])
+
+    return problem_for
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_unconverged_rows_continue_to_the_optimum_and_pay_for_every_round(seed: int) -> None:
+    problem_for = _problems(seed)
+    first = jiio_solve(problem_for(None), CONFIG)
+    open_rows = ~first.converged
+    # The premise: the budget leaves some rows open and converges others.
+    assert open_rows.any() and first.converged.any()
+    assert not first.failed.any()
+
+    result = continue_unconverged(problem_for, first, CONFIG, rounds=3)
+    assert result.converged.all() and not result.failed.any()
+    # Rows that converged at once are the first solve's, bit for bit.
+    done = first.converged
+    for name in ("x", "z", "mu", "objective", "residual_x", "iterations", "f_evals", "vjps"):
+        assert torch.equal(getattr(result, name)[done], getattr(first, name)[done]), name
+    # The continued rows reach the optimum a long single solve finds.
+    long = JIIOConfig(alpha_x=0.5, solver=SolverConfig(memory=5, tol=1e-10, max_iter=3000))
+    reference = jiio_solve(problem_for(None), long)
+    assert reference.converged.all()
+    torch.testing.assert_close(result.x[open_rows], reference.x[open_rows], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        result.objective[open_rows], reference.objective[open_rows], atol=1e-9, rtol=1e-7
+    )
+    # Each continued row paid for its first round and at least part of another one.
+    assert (result.iterations[open_rows] > BUDGET).all()
+    assert (result.f_evals[open_rows] > first.f_evals[open_rows]).all()
+    assert (result.vjps[open_rows] > first.vjps[open_rows]).all()
+    assert result.batch_f_evals > first.batch_f_evals
+
+
+def test_the_whole_solve_equals_a_solve_then_its_continuation() -> None:
+    problem_for = _problems(3)
+    whole = jiio_solve_continuing(problem_for, CONFIG, rounds=2)
+    parts = continue_unconverged(problem_for, jiio_solve(problem_for(None), CONFIG), CONFIG, 2)
+    for name in ("x", "z", "mu", "objective", "converged", "iterations", "f_evals"):
+        assert torch.equal(getattr(whole, name), getattr(parts, name)), name
+    assert whole.batch_f_evals == parts.batch_f_evals
+
+
+def test_no_rounds_and_no_open_rows_leave_the_result_as_it_is() -> None:
+    problem_for = _problems(3)
+    first = jiio_solve(problem_for(None), CONFIG)
+    assert continue_unconverged(problem_for, first, CONFIG, rounds=0) is first
+    converged = continue_unconverged(problem_for, first, CONFIG, rounds=5)
+    again = continue_unconverged(problem_for, converged, CONFIG, rounds=5)
+    assert again is converged
+    with pytest.raises(ValueError, match="rounds"):
+        continue_unconverged(problem_for, first, CONFIG, rounds=-1)
+
+
+def test_a_continuation_that_fails_keeps_the_rows_previous_solution() -> None:
+    problem_for = _problems(3)
+    first = jiio_solve(problem_for(None), CONFIG)
+    open_rows = ~first.converged
+    calls: list[Tensor] = []
+
+    def broken_later(rows: Tensor | None) -> InputProblem:
+        problem = problem_for(rows)
+        if rows is None:
+            return problem
+        calls.append(rows)
+        cell = problem.cell
+        return InputProblem(
+            lambda z, x: cell(z, x) * float("nan"), problem.objective, problem.z0, problem.x0
+        )
+
+    result = continue_unconverged(broken_later, first, CONFIG, rounds=3)
+    # One attempt: a row whose continuation failed is not continued again.
+    assert len(calls) == 1 and torch.equal(calls[0], open_rows.nonzero().flatten())
+    for name in ("x", "z", "mu", "objective", "residual_x", "converged", "failed"):
+        assert torch.equal(getattr(result, name), getattr(first, name)), name
+    # The failed round's cost is still counted.
+    assert (result.iterations[open_rows] > first.iterations[open_rows]).all()
+    assert result.batch_f_evals > first.batch_f_evals
+
+
+def test_continuing_rounds_take_the_final_step_and_return_the_last_iterate() -> None:
+    config = JIIOConfig(
+        alpha_x=StepSchedule(0.06, 0.02, switch_at=30),
+        solver=SolverConfig(memory=10, max_iter=300, tol=1e-2),
+        snapshot_at=20,
+        checkpoints=(10, 50),
+    )
+    later = continuation_config(config)
+    assert later.alpha_x == 0.02 and later.schedule.value(0, 300) == 0.02
+    assert later.solver.keep == "last" and config.solver.keep == "best"
+    assert later.solver.max_iter == 300 and later.solver.memory == 10
+    assert later.snapshot_at is None and later.checkpoints == ()
+    assert later.refine == config.refine and later.x_weight == config.x_weight
+
+
+def test_a_round_that_ends_worse_than_it_started_is_not_reported() -> None:
+    """A continuing round here solves a moved problem (z's targets shifted by 3), so that
+    some rows end it with larger residuals than they started with, and others with
+    smaller ones: the former keep their first answer, the latter take the round's, and
+    every row pays for the round."""
+    problem_for = _problems(3)
+    config = JIIOConfig(alpha_x=0.5, solver=SolverConfig(memory=5, tol=1e-8, max_iter=20))
+    first = jiio_solve(problem_for(None), config)
+    assert not first.converged.any()
+
+    def moved_later(rows: Tensor | None) -> InputProblem:
+        problem = problem_for(rows)
+        if rows is None:
+            return problem
+        objective = problem.objective
+        return InputProblem(
+            problem.cell, lambda z, x: objective(z - 3.0, x), problem.z0, problem.x0
+        )
+
+    moved = moved_later(torch.arange(first.x.shape[0]))
+    start = InputProblem(moved.cell, moved.objective, first.z, first.x)
+    again = jiio_solve(start, continuation_config(config), mu0=first.mu)
+
+    def largest(r: InputOptResult) -> Tensor:
+        return torch.stack([r.residual_z, r.residual_mu, r.residual_x]).amax(0)
+
+    worse = largest(again) > largest(first)
+    # The premise: the round ends worse on some rows and better on others.
+    assert worse.any() and not worse.all() and not again.converged.any()
+
+    result = continue_unconverged(moved_later, first, config, rounds=1)
+    for name in ("x", "z", "mu", "objective", "residual_x", "converged", "failed"):
+        assert torch.equal(getattr(result, name)[worse], getattr(first, name)[worse]), name
+        assert torch.equal(getattr(result, name)[~worse], getattr(again, name)[~worse]), name
+    assert torch.equal(result.iterations, first.iterations + again.iterations)
