@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -74,3 +76,30 @@ def quadratic_problem(
         step_rule=step_rule,
     )
     return problem, cell, objective
+
+
+def scaled_row_problems(
+    scales: tuple[float, ...], seed: int
+) -> Callable[[Tensor | None], InputProblem]:
+    """Row b: ℓ_b = s_b (½‖A z − y_b‖² + 0.15‖x‖²) through one tanh DEQ (float64), s_b
+    from ``scales``: rows of one batch whose x steps are of very different stiffness.
+    Returns the builder of the problem of any subset of rows (None: all)."""
+    g = torch.Generator().manual_seed(seed)
+    batch, dz, dx, dy = len(scales), 8, 4, 6
+    cell = TanhCell(dz, dx, 0.5, torch.float64, g)
+    readout = torch.randn(dy, dz, generator=g, dtype=torch.float64) / dz**0.5
+    target = 0.5 * torch.randn(batch, dy, generator=g, dtype=torch.float64)
+    x0 = 0.1 * torch.randn(batch, dx, generator=g, dtype=torch.float64)
+    row_scales = torch.tensor(scales, dtype=torch.float64)
+
+    def problem_for(rows: Tensor | None) -> InputProblem:
+        idx = torch.arange(batch) if rows is None else rows
+
+        def objective(z: Tensor, x: Tensor) -> Tensor:
+            err = z @ readout.T - target[idx]
+            return row_scales[idx] * (0.5 * err.pow(2).sum(1) + 0.15 * x.pow(2).sum(1))
+
+        z0 = torch.zeros(idx.shape[0], dz, dtype=torch.float64)
+        return InputProblem(cell, objective, z0=z0, x0=x0[idx])
+
+    return problem_for

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from problems import TanhCell
+from problems import scaled_row_problems
 from torch import Tensor
 
 from jiio_cli.engine import (
@@ -28,26 +28,7 @@ MILD, STEEP, STEEPEST = [0, 1, 3, 5], 2, 4
 
 
 def _problems(seed: int = 3) -> Callable[[Tensor | None], InputProblem]:
-    """Row b: ℓ_b = s_b (½‖A z − y_b‖² + 0.15‖x‖²) through one tanh DEQ; any subset of rows."""
-    g = torch.Generator().manual_seed(seed)
-    batch, dz, dx, dy = len(SCALES), 8, 4, 6
-    cell = TanhCell(dz, dx, 0.5, torch.float64, g)
-    readout = torch.randn(dy, dz, generator=g, dtype=torch.float64) / dz**0.5
-    target = 0.5 * torch.randn(batch, dy, generator=g, dtype=torch.float64)
-    x0 = 0.1 * torch.randn(batch, dx, generator=g, dtype=torch.float64)
-    scales = torch.tensor(SCALES, dtype=torch.float64)
-
-    def problem_for(rows: Tensor | None) -> InputProblem:
-        idx = torch.arange(batch) if rows is None else rows
-
-        def objective(z: Tensor, x: Tensor) -> Tensor:
-            err = z @ readout.T - target[idx]
-            return scales[idx] * (0.5 * err.pow(2).sum(1) + 0.15 * x.pow(2).sum(1))
-
-        z0 = torch.zeros(idx.shape[0], dz, dtype=torch.float64)
-        return InputProblem(cell, objective, z0=z0, x0=x0[idx])
-
-    return problem_for
+    return scaled_row_problems(SCALES, seed)
 
 
 def _at(alpha: float) -> JIIOConfig:
