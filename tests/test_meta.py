@@ -48,9 +48,13 @@ def _episode(g: torch.Generator, batch: int = 2, n: int = 3, m: int = 6, ways: i
     return support, s_labels, query, q_labels
 
 
-def _tiny_model(seed: int, readout: str = "head", support_loss: str = "head") -> FiLMClassifier:
+def _tiny_model(
+    seed: int, readout: str = "head", support_loss: str = "head", metric_context: bool = False
+) -> FiLMClassifier:
     torch.manual_seed(seed)
-    config = dataclasses.replace(TINY, readout=readout, support_loss=support_loss)
+    config = dataclasses.replace(
+        TINY, readout=readout, support_loss=support_loss, metric_context=metric_context
+    )
     model = FiLMClassifier(config).double()
     # A larger FiLM map than at initialisation, so the context path carries signal.
     with torch.no_grad():
@@ -171,8 +175,36 @@ def test_head_context_offsets_the_readout_weights() -> None:
     torch.testing.assert_close(model.logits(z, v, 2), expected[..., :2])
 
 
+def test_metric_context_weighs_the_channels_of_the_centroid_distance() -> None:
+    model = _tiny_model(_seed(), "centroids", "pseudo-queries", metric_context=True)
+    c = model.config
+    assert model.context_size == c.context_dim + c.ways * c.channels + c.channels
+    query_z = torch.randn(2, 4, 8, 3, 3, dtype=torch.float64)
+    support_z = torch.randn(2, 3, 8, 3, 3, dtype=torch.float64)
+    labels = torch.arange(3).repeat(2, 1)
+    v = torch.randn(2, model.context_size, dtype=torch.float64)
+    weights = v[:, -8:].exp()
+    q, s = model.features(query_z), model.features(support_z)  # one image per class
+    distance = ((q[:, :, None] - s[:, None]) ** 2 * weights[:, None, None]).sum(-1)
+    expected = -model.log_distance_scale.exp() * distance
+    torch.testing.assert_close(model.centroid_logits(query_z, support_z, labels, 3, v), expected)
+    # The head offset is the block before the metric weights.
+    offset = v[:, 4 : 4 + 3 * 8].reshape(2, 3, 8)
+    head = model.head.linear(q) + torch.einsum("bnc,bkc->bnk", q, offset)
+    torch.testing.assert_close(model.logits(query_z, v), head)
+    # v_metric = 0 is the plain distance; a model without the option ignores v.
+    v[:, -8:] = 0
+    plain = model.centroid_logits(query_z, support_z, labels, 3)
+    torch.testing.assert_close(model.centroid_logits(query_z, support_z, labels, 3, v), plain)
+    with pytest.raises(ValueError, match="metric_context"):
+        dataclasses.replace(TINY, metric_context=True)
+
+
 def _adapted_draw(
-    settings: AdaptSettings, readout: str = "head", support_loss: str = "head"
+    settings: AdaptSettings,
+    readout: str = "head",
+    support_loss: str = "head",
+    metric_context: bool = False,
 ) -> tuple[FiLMClassifier, Tensor, Tensor, InputOptResult]:
     """A fresh tiny model and 4-task episode on which JIIO converges on some row.
 
@@ -184,7 +216,7 @@ def _adapted_draw(
     """
     for _ in range(8):
         g = torch.Generator().manual_seed(_seed())
-        model = _tiny_model(_seed(), readout, support_loss)
+        model = _tiny_model(_seed(), readout, support_loss, metric_context)
         support, labels, _, _ = _episode(g, batch=4)
         result = adapt_context(model, support, labels, 3, settings)
         if bool(result.converged.any()):
@@ -193,15 +225,24 @@ def _adapted_draw(
 
 
 @pytest.mark.parametrize(
-    ("readout", "support_loss"),
-    [("head", "head"), ("centroids", "centroids"), ("centroids", "pseudo-queries")],
+    ("readout", "support_loss", "metric_context"),
+    [
+        ("head", "head", False),
+        ("centroids", "centroids", False),
+        ("centroids", "pseudo-queries", False),
+        ("centroids", "pseudo-queries", True),
+    ],
 )
-def test_jiio_adaptation_reaches_a_stationary_context(readout: str, support_loss: str) -> None:
+def test_jiio_adaptation_reaches_a_stationary_context(
+    readout: str, support_loss: str, metric_context: bool
+) -> None:
     """Where the solve reports convergence the reduced gradient vanishes, and v = 0 was
     not already stationary there. (Whether v* also has a lower objective than v = 0 is
     not a property of the method: on these nonconvex problems about 1 converged row in
     30 ends at a stationary point above it, measured 2026-12-05.)"""
-    model, support, labels, result = _adapted_draw(_settings(), readout, support_loss)
+    model, support, labels, result = _adapted_draw(
+        _settings(), readout, support_loss, metric_context
+    )
     support, labels = support_rows(model, support, labels)
     objective = support_objective(model, labels, 3, 5.0)
     done = result.converged
@@ -385,18 +426,21 @@ def test_first_order_meta_gradient_matches_finite_differences(
 
 
 @pytest.mark.parametrize(
-    ("readout", "support_loss"),
+    ("readout", "support_loss", "metric_context"),
     [
-        ("head", "head"),
-        ("centroids", "head"),
-        ("centroids", "centroids"),
-        ("centroids", "pseudo-queries"),
+        ("head", "head", False),
+        ("centroids", "head", False),
+        ("centroids", "centroids", False),
+        ("centroids", "pseudo-queries", False),
+        ("centroids", "pseudo-queries", True),
     ],
 )
-def test_hypergradient_term_matches_finite_differences(readout: str, support_loss: str) -> None:
+def test_hypergradient_term_matches_finite_differences(
+    readout: str, support_loss: str, metric_context: bool
+) -> None:
     """With η > 0 the gradient is that of L_q(θ, v* − η (g(θ) − g(θ₀))), z*, μ* of θ₀ fixed."""
     g = torch.Generator().manual_seed(_seed())
-    model = _tiny_model(_seed(), readout, support_loss)
+    model = _tiny_model(_seed(), readout, support_loss, metric_context)
     support, s_labels, query, q_labels = _episode(g)
     settings = _settings()
     eta = 3.0

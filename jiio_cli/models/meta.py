@@ -73,6 +73,11 @@ class MetaConfig(ModelConfig):
             the centroid read-out of the clean support images at v: the copies stand in
             for queries, other drawings of the same characters.
             Checkpoints written before this option read as ``head``.
+        metric_context: (needs ``readout="centroids"``) the context also carries C
+            log-weights of the centroid read-out's distance, v = [...; v_metric (C)] and
+            ‖φ(q) − c_k‖² becomes Σ_c exp(v_metric,c) (φ_c(q) − c_k,c)²: fitting v can
+            re-weigh the feature channels for the task at hand. v_metric = 0 is the plain
+            distance. Checkpoints written before this option read as False.
         pseudo_copies: warped copies per support image (``pseudo-queries`` only).
         pseudo_warp: their warp's size in pixels (``pseudo-queries`` only).
     """
@@ -88,6 +93,7 @@ class MetaConfig(ModelConfig):
     head_context: bool = False
     readout: str = "head"
     support_loss: str = "head"
+    metric_context: bool = False
     pseudo_copies: int = 2
     pseudo_warp: float = 1.0
 
@@ -108,6 +114,8 @@ class MetaConfig(ModelConfig):
             )
         if self.support_loss != "head" and self.readout != "centroids":
             raise ValueError(f"support_loss {self.support_loss!r} needs readout 'centroids'")
+        if self.metric_context and self.readout != "centroids":
+            raise ValueError("metric_context needs readout 'centroids'")
         check_positive("pseudo_copies", self.pseudo_copies)
         if self.pseudo_warp <= 0:
             raise ValueError(f"pseudo_warp must be > 0, got {self.pseudo_warp}")
@@ -159,9 +167,11 @@ class FiLMClassifier(DEQModel):
 
     @property
     def context_size(self) -> int:
-        """Size of the whole context v: D, plus K·C with ``head_context``."""
+        """Size of the whole context v: D, plus K·C with ``head_context``, plus C with
+        ``metric_context``."""
         c = self.config
-        return c.context_dim + (c.ways * c.channels if c.head_context else 0)
+        head = c.ways * c.channels if c.head_context else 0
+        return c.context_dim + head + (c.channels if c.metric_context else 0)
 
     def film_context(self, v: Tensor) -> Tensor:
         """The part (B, D) of v (B, context_size) that modulates the cell."""
@@ -187,12 +197,25 @@ class FiLMClassifier(DEQModel):
         features = self.head.features(z)  # (B, n, C)
         logits = self.head.linear(features)
         if c.head_context:
-            offset = v[:, c.context_dim :].view(v.shape[0], c.ways, c.channels)
+            head = v[:, c.context_dim : c.context_dim + c.ways * c.channels]
+            offset = head.reshape(v.shape[0], c.ways, c.channels)
             logits = logits + features @ offset.transpose(1, 2)
         return logits[..., :ways]
 
+    def metric_weights(self, v: Tensor | None) -> Tensor | None:
+        """The channel weights exp(v_metric) (B, C) of the centroid distance, or None
+        (plain distance) without ``metric_context`` or without v."""
+        if v is None or not self.config.metric_context:
+            return None
+        return v[:, -self.config.channels :].exp()
+
     def centroid_logits(
-        self, query_z: Tensor, support_z: Tensor, support_labels: Tensor, ways: int
+        self,
+        query_z: Tensor,
+        support_z: Tensor,
+        support_labels: Tensor,
+        ways: int,
+        v: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, m, N) = −s·‖φ(q) − c_k‖² of the centroid read-out.
 
@@ -201,9 +224,16 @@ class FiLMClassifier(DEQModel):
                 both at the task's context.
             support_labels: (B, n) in 0..N−1; each class needs at least one image.
             ways: N.
+            v: the task's context (B, context_size); with ``metric_context`` its last C
+                entries weigh the distance's channels (see :class:`MetaConfig`).
         """
         query = self.features(query_z)
         centroids = class_means(self.features(support_z), support_labels, ways)
+        weights = self.metric_weights(v)
+        if weights is not None:
+            # Σ_c w_c (q_c − c_c)² is the plain distance between √w ⊙ q and √w ⊙ c.
+            root = weights.sqrt()[:, None, :]
+            query, centroids = query * root, centroids * root
         # ‖q − c‖² expanded, so that the gradient stays finite where q = c (cdist's is not).
         distances = (
             query.pow(2).sum(-1, keepdim=True)
@@ -228,7 +258,7 @@ class FiLMClassifier(DEQModel):
         if support_labels is None:
             raise ValueError("the centroids read-out needs the support images and labels")
         n = support_labels.shape[1]
-        return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways)
+        return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways, v)
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell:
         """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell."""

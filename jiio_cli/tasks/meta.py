@@ -141,11 +141,11 @@ def support_objective(
     n_clean = labels.shape[1] // (model.config.pseudo_copies + 1)
     targets = labels
 
-    def centroid_logits(z: Tensor, _v: Tensor) -> Tensor:
-        return model.centroid_logits(z, z, labels, ways)
+    def centroid_logits(z: Tensor, v: Tensor) -> Tensor:
+        return model.centroid_logits(z, z, labels, ways, v)
 
-    def pseudo_query_logits(z: Tensor, _v: Tensor) -> Tensor:
-        return model.centroid_logits(z[:, n_clean:], z[:, :n_clean], labels[:, :n_clean], ways)
+    def pseudo_query_logits(z: Tensor, v: Tensor) -> Tensor:
+        return model.centroid_logits(z[:, n_clean:], z[:, :n_clean], labels[:, :n_clean], ways, v)
 
     def head_logits(z: Tensor, v: Tensor) -> Tensor:
         return model.logits(z, v, ways)

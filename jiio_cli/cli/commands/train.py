@@ -222,6 +222,13 @@ def train(
             "support's centroids); the last two need --readout centroids."
         ),
     ] = "head",
+    metric_context: Annotated[
+        bool,
+        typer.Option(
+            help="meta (glyphs, omniglot): the context also weighs the channels of the "
+            "centroid read-out's distance (needs --readout centroids)."
+        ),
+    ] = False,
     # --- end of meta options ---
     nproc: Annotated[
         int | None,
@@ -303,6 +310,7 @@ def train(
                 context_penalty=context_penalty,
                 head_context=head_context,
                 support_loss=support_loss,
+                metric_context=metric_context,
                 jac_weight=jac_weight,
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,

@@ -122,6 +122,7 @@ class MetaTrainOptions(BaseModel):
     context_penalty: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     head_context: bool = True
     support_loss: Literal["head", "centroids", "pseudo-queries"] = "head"
+    metric_context: bool = False
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
@@ -162,6 +163,8 @@ def run(
         raise UsageError(f"--data {data} does not exist")
     if opts.support_loss != "head" and opts.readout != "centroids":
         raise UsageError(f"--support-loss {opts.support_loss} needs --readout centroids")
+    if opts.metric_context and opts.readout != "centroids":
+        raise UsageError("--metric-context needs --readout centroids")
     if opts.dataset == "omniglot" and data is None:
         raise UsageError("--dataset omniglot needs --data FOLDER (alphabet/character/*.png)")
     from jiio_cli.models import MetaConfig
@@ -175,6 +178,7 @@ def run(
             image_size=opts.image_size,
             head_context=opts.head_context,
             support_loss=opts.support_loss,
+            metric_context=opts.metric_context,
             readout=opts.readout,
         ),
         loop=TrainConfig(

@@ -88,6 +88,7 @@ _META = frozenset(
         "context_penalty",
         "head_context",
         "support_loss",
+        "metric_context",
     }
 )
 
@@ -100,7 +101,7 @@ TASK_OPTIONS: dict[str, frozenset[str]] = {
 }
 """``train`` parameter names each ``--task`` reads."""
 
-_SWITCHES = frozenset({"head_context", "resume"})
+_SWITCHES = frozenset({"head_context", "metric_context", "resume"})
 """``train`` parameters typed as ``--name`` or ``--no-name``."""
 
 
