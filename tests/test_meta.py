@@ -192,7 +192,7 @@ def test_metric_context_weighs_the_channels_of_the_centroid_distance() -> None:
     offset = v[:, 4 : 4 + 3 * 8].reshape(2, 3, 8)
     head = model.head.linear(q) + torch.einsum("bnc,bkc->bnk", q, offset)
     torch.testing.assert_close(model.logits(query_z, v), head)
-    # v_metric = 0 is the plain distance; a model without the option ignores v.
+    # v_metric = 0 is the plain distance (the one without a context).
     v[:, -8:] = 0
     plain = model.centroid_logits(query_z, support_z, labels, 3)
     torch.testing.assert_close(model.centroid_logits(query_z, support_z, labels, 3, v), plain)
@@ -457,7 +457,9 @@ def test_hypergradient_term_matches_finite_differences(
         return _query_loss(m, query, q_labels, inner.x - eta * (gp - g0), support, s_labels)
 
     checked = _agrees_with_finite_differences(model, g, loss_of)
-    # The term matters: the first-order gradient differs.
+    # The term matters: the first-order gradient differs, in one of the checked directions
+    # at least (in a random direction the term can be below 1e-4: requiring it in all of
+    # them failed about 1 run in 20, measured 2026-12-05).
     model.zero_grad()
     meta_loss(model, support, s_labels, query, q_labels, 3, settings, adjoint=TIGHT).loss.backward()
-    assert all(abs(_directional(model, d) - numeric) > 1e-4 for d, numeric in checked)
+    assert any(abs(_directional(model, d) - numeric) > 1e-4 for d, numeric in checked)
