@@ -173,6 +173,11 @@ CASES: list[BadInput] = [
         2,
     ),
     BadInput(
+        "train: --metric-context with the head read-out",
+        _train("--task", "meta", "--metric-context"),
+        2,
+    ),
+    BadInput(
         "train: --no-head-context for sinusoids",
         _train("--task", "meta", "--dataset", "sinusoid", "--no-head-context"),
         2,

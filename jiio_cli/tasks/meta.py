@@ -168,7 +168,8 @@ def support_objective(
 
 def context_scale(model: FiLMClassifier, film_scale: float) -> tuple[float, ...] | None:
     """JIIO's diagonal preconditioner of v (``JIIOConfig.x_scale``): ``film_scale`` on
-    the FiLM code, 1 on the read-out offsets; None when ``film_scale`` is 1.
+    the FiLM code, 1 on the read-out parts (offsets, metric weights); None when
+    ``film_scale`` is 1.
 
     The two parts of v act very differently: the FiLM code modulates every layer of the
     cell, the read-out offsets enter the logits linearly. A factor below 1 takes smaller
