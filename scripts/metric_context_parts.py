@@ -40,7 +40,6 @@ def main() -> None:
     pool = load_glyph_pool("test").resized(model.config.image_size)
     settings = adapt_settings(spec, iterations=args.iterations)
     generator = derived_generator(0, 11, args.ways, 1)
-    film = model.config.context_dim
     channels = model.config.channels
     rules = ("v*", "[v_film; 0]", "[0; v_metric]", "v = 0")
     scores: dict[str, list[float]] = {rule: [] for rule in rules}
@@ -58,7 +57,6 @@ def main() -> None:
             "[0; v_metric]": metric_only,
             "v = 0": torch.zeros_like(v),
         }
-        assert film + channels <= v.shape[1]
         for rule, context in contexts.items():
             logits = query_logits(
                 model, ep.query, context, args.ways, settings.forward, ep.support, ep.support_labels

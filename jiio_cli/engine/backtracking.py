@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from jiio_cli.engine.jiio import JIIOConfig, StepSchedule, jiio_solve
-from jiio_cli.engine.problem import InputOptResult, InputProblem
+from jiio_cli.engine.problem import SOLUTION_FIELDS, InputOptResult, InputProblem
 
 __all__ = ["Backtracking", "diverged_rows", "jiio_solve_backtracking", "replace_rows"]
 
@@ -80,15 +80,7 @@ def replace_rows(result: InputOptResult, rows: Tensor, again: InputOptResult) ->
 
     return dataclasses.replace(
         result,
-        z=put(result.z, again.z),
-        x=put(result.x, again.x),
-        mu=put(result.mu, again.mu),
-        objective=put(result.objective, again.objective),
-        residual_z=put(result.residual_z, again.residual_z),
-        residual_mu=put(result.residual_mu, again.residual_mu),
-        residual_x=put(result.residual_x, again.residual_x),
-        converged=put(result.converged, again.converged),
-        failed=put(result.failed, again.failed),
+        **{name: put(getattr(result, name), getattr(again, name)) for name in SOLUTION_FIELDS},
         iterations=add(result.iterations, again.iterations),
         f_evals=add(result.f_evals, again.f_evals),
         vjps=add(result.vjps, again.vjps),

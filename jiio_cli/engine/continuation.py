@@ -38,21 +38,9 @@ from torch import Tensor
 
 from jiio_cli.engine.backtracking import replace_rows
 from jiio_cli.engine.jiio import JIIOConfig, jiio_solve
-from jiio_cli.engine.problem import InputOptResult, InputProblem
+from jiio_cli.engine.problem import SOLUTION_FIELDS, InputOptResult, InputProblem
 
 __all__ = ["continuation_config", "continue_unconverged", "jiio_solve_continuing"]
-
-_SOLUTION_FIELDS = (
-    "z",
-    "x",
-    "mu",
-    "objective",
-    "residual_z",
-    "residual_mu",
-    "residual_x",
-    "converged",
-    "failed",
-)
 
 
 def continuation_config(config: JIIOConfig) -> JIIOConfig:
@@ -114,12 +102,10 @@ def continue_unconverged(
             mu.index_copy(0, rows, again.mu),
         )
         given_up = given_up.index_fill(0, rows[again.failed], True)
-        before = _solution(result, rows)
         # A NaN residual compares false: a failed round never replaces a finite one.
-        better = _largest_residual(_solution(again)) < _largest_residual(before)
-        result = replace_rows(
-            result, rows, _solution_where(again.converged | better, again, before)
-        )
+        better = _largest_residual(again) < _largest_residual(result)[rows]
+        reported = _solution_where(again.converged | better, again, result, rows)
+        result = replace_rows(result, rows, reported)
     return result
 
 
@@ -132,27 +118,22 @@ def jiio_solve_continuing(
     return continue_unconverged(problem_for, jiio_solve(problem_for(None), config), config, rounds)
 
 
-def _solution(result: InputOptResult, rows: Tensor | None = None) -> dict[str, Tensor]:
-    """The solution and flags of ``result`` (of its rows ``rows`` (R,)), by field name."""
-    fields = {name: getattr(result, name) for name in _SOLUTION_FIELDS}
-    return fields if rows is None else {name: value[rows] for name, value in fields.items()}
-
-
-def _largest_residual(solution: dict[str, Tensor]) -> Tensor:
-    """max(residual_z, residual_mu, residual_x) per row, (R,) (NaN where one is)."""
-    residuals = [solution["residual_z"], solution["residual_mu"], solution["residual_x"]]
-    return torch.stack(residuals).amax(0)
+def _largest_residual(result: InputOptResult) -> Tensor:
+    """max(residual_z, residual_mu, residual_x) per row, (B,) (NaN where one is)."""
+    return torch.stack([result.residual_z, result.residual_mu, result.residual_x]).amax(0)
 
 
 def _solution_where(
-    take_new: Tensor, new: InputOptResult, old: dict[str, Tensor]
+    take_new: Tensor, new: InputOptResult, old: InputOptResult, rows: Tensor
 ) -> InputOptResult:
-    """``new`` with the solution and flags of each row where ``take_new`` (R,) is false
-    replaced by ``old``'s (the same R rows before the round); the costs stay ``new``'s."""
+    """``new`` (the R rows ``rows`` of ``old``, solved further) with the solution and
+    flags of each row where ``take_new`` (R,) is false taken back from ``old``; the costs
+    stay ``new``'s."""
 
     def pick(a: Tensor, b: Tensor) -> Tensor:
         return torch.where(take_new.view(-1, *[1] * (a.dim() - 1)), a, b)
 
     return dataclasses.replace(
-        new, **{name: pick(getattr(new, name), old[name]) for name in _SOLUTION_FIELDS}
+        new,
+        **{name: pick(getattr(new, name), getattr(old, name)[rows]) for name in SOLUTION_FIELDS},
     )

@@ -18,6 +18,7 @@ from torch import Tensor
 from jiio_cli.engine.constraints import Constraint, NoConstraint, StepRule
 
 __all__ = [
+    "SOLUTION_FIELDS",
     "Cell",
     "InputOptResult",
     "InputProblem",
@@ -133,6 +134,21 @@ class InputOptResult:
     checkpoints: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     graph: bool = False
     graph_failure: str | None = None
+
+
+SOLUTION_FIELDS = (
+    "z",
+    "x",
+    "mu",
+    "objective",
+    "residual_z",
+    "residual_mu",
+    "residual_x",
+    "converged",
+    "failed",
+)
+"""The per-sample fields of an :class:`InputOptResult` that say where a sample ended and
+how well (its costs, trace and recordings aside): what merging rows of two solves takes."""
 
 
 def lagrangian_grads(
