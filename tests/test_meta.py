@@ -390,6 +390,27 @@ def _agrees_with_finite_differences(
     raise AssertionError(f"(analytic, numeric) per direction: {seen}")
 
 
+def _on_one_of_fresh_draws(check: Callable[[], None], draws: int = 3) -> None:
+    """Run ``check`` (which draws its own model and episode) until one draw passes.
+
+    With the hypergradient term the loss holds g(θ), whose ReLU derivatives are step
+    functions: where a unit of the drawn model sits within a step's reach of its kink, the
+    loss jumps along most directions and central differences mean nothing. Seen once in
+    33 runs of these tests, in the metric-context case (2026-12-05): two directions off
+    by a factor of 25 and two by 1e-4 relative, where they agree to 1e-6 otherwise
+    (measured on 16 draws). A wrong gradient fails on every draw: with η scaled by 0.9 in
+    the code all five hypergradient cases fail.
+    """
+    failures: list[str] = []
+    for _ in range(draws):
+        try:
+            check()
+            return
+        except AssertionError as error:
+            failures.append(str(error))
+    raise AssertionError("every draw disagreed:\n" + "\n".join(failures))
+
+
 def _central_differences(loss_at: Callable[[float], float], analytic: float) -> float:
     """Central differences at steps 1e-6, 1e-7 and 1e-8; the one nearest the analytic value.
 
@@ -409,20 +430,32 @@ def test_first_order_meta_gradient_matches_finite_differences(
     warm_start: bool, readout: str
 ) -> None:
     """With the centroid read-out the support fixed points at v* carry θ's effect too."""
-    g = torch.Generator().manual_seed(_seed())
-    model = _tiny_model(_seed(), readout)
-    support, s_labels, query, q_labels = _episode(g)
-    settings = _settings()
-    out = meta_loss(
-        model, support, s_labels, query, q_labels, 3, settings, adjoint=TIGHT, warm_start=warm_start
-    )
-    out.loss.backward()
-    v_star = out.inner.x
-    _agrees_with_finite_differences(
-        model,
-        g,
-        lambda m: _query_loss(m, query, q_labels, v_star, support, s_labels),
-    )
+
+    def check() -> None:
+        g = torch.Generator().manual_seed(_seed())
+        model = _tiny_model(_seed(), readout)
+        support, s_labels, query, q_labels = _episode(g)
+        settings = _settings()
+        out = meta_loss(
+            model,
+            support,
+            s_labels,
+            query,
+            q_labels,
+            3,
+            settings,
+            adjoint=TIGHT,
+            warm_start=warm_start,
+        )
+        out.loss.backward()
+        v_star = out.inner.x
+        _agrees_with_finite_differences(
+            model,
+            g,
+            lambda m: _query_loss(m, query, q_labels, v_star, support, s_labels),
+        )
+
+    _on_one_of_fresh_draws(check)
 
 
 @pytest.mark.parametrize(
@@ -439,27 +472,33 @@ def test_hypergradient_term_matches_finite_differences(
     readout: str, support_loss: str, metric_context: bool
 ) -> None:
     """With η > 0 the gradient is that of L_q(θ, v* − η (g(θ) − g(θ₀))), z*, μ* of θ₀ fixed."""
-    g = torch.Generator().manual_seed(_seed())
-    model = _tiny_model(_seed(), readout, support_loss, metric_context)
-    support, s_labels, query, q_labels = _episode(g)
-    settings = _settings()
-    eta = 3.0
-    out = meta_loss(
-        model, support, s_labels, query, q_labels, 3, settings, hyper_step=eta, adjoint=TIGHT
-    )
-    out.loss.backward()
-    inner = out.inner
-    g0 = support_gradient(model, support, s_labels, 3, settings, inner).detach()
 
-    def loss_of(m: FiLMClassifier) -> float:
-        with torch.enable_grad():
-            gp = support_gradient(m, support, s_labels, 3, settings, inner).detach()
-        return _query_loss(m, query, q_labels, inner.x - eta * (gp - g0), support, s_labels)
+    def check() -> None:
+        g = torch.Generator().manual_seed(_seed())
+        model = _tiny_model(_seed(), readout, support_loss, metric_context)
+        support, s_labels, query, q_labels = _episode(g)
+        settings = _settings()
+        eta = 3.0
+        out = meta_loss(
+            model, support, s_labels, query, q_labels, 3, settings, hyper_step=eta, adjoint=TIGHT
+        )
+        out.loss.backward()
+        inner = out.inner
+        g0 = support_gradient(model, support, s_labels, 3, settings, inner).detach()
 
-    checked = _agrees_with_finite_differences(model, g, loss_of)
-    # The term matters: the first-order gradient differs, in one of the checked directions
-    # at least (in a random direction the term can be below 1e-4: requiring it in all of
-    # them failed about 1 run in 20, measured 2026-12-05).
-    model.zero_grad()
-    meta_loss(model, support, s_labels, query, q_labels, 3, settings, adjoint=TIGHT).loss.backward()
-    assert any(abs(_directional(model, d) - numeric) > 1e-4 for d, numeric in checked)
+        def loss_of(m: FiLMClassifier) -> float:
+            with torch.enable_grad():
+                gp = support_gradient(m, support, s_labels, 3, settings, inner).detach()
+            return _query_loss(m, query, q_labels, inner.x - eta * (gp - g0), support, s_labels)
+
+        checked = _agrees_with_finite_differences(model, g, loss_of)
+        # The term matters: the first-order gradient differs, in one of the checked directions
+        # at least (in a random direction the term can be below 1e-4: requiring it in all of
+        # them failed about 1 run in 20, measured 2026-12-05).
+        model.zero_grad()
+        meta_loss(
+            model, support, s_labels, query, q_labels, 3, settings, adjoint=TIGHT
+        ).loss.backward()
+        assert any(abs(_directional(model, d) - numeric) > 1e-4 for d, numeric in checked)
+
+    _on_one_of_fresh_draws(check)
