@@ -38,6 +38,8 @@ def test_reconstruct_bench_json_is_consistent() -> None:
     naive, jiio = speed["naive"], speed["jiio"]
     assert doc["task"] == "reconstruct" and speed["batch_size"] == 2
     assert doc["jiio_x_weight"] == 4 and doc["jiio_memory"] == 10
+    assert doc["solve_iters"] == 100 and naive["inner_max_iter"] == 100
+    assert 0.0 <= naive["inner_solves_converged"] <= 1.0
     assert len(naive["trace"]) == 3 + 1
     times = [p["seconds"] for p in naive["trace"]]
     assert times == sorted(times) and abs(times[-1] - naive["seconds"]) < 1e-9
@@ -55,6 +57,23 @@ def test_reconstruct_bench_json_is_consistent() -> None:
         assert jiio["seconds_to_target"] == first["seconds"]
         assert abs(speed["ratio"] - naive["seconds_to_target"] / first["seconds"]) < 1e-9
     assert all(r["f_evals"] >= r["iterations"] for r in runs)
+
+
+def test_reconstruct_bench_says_when_the_naive_solves_are_truncated() -> None:
+    args = ["bench", "--task", "reconstruct", "--batch-size", "2", "--naive-steps", "2"]
+    args += ["--device", "cpu", "--solve-iters", "3"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    # Three iterations from zeros do not reach 1e-4 on the shipped decoder.
+    assert doc["solve_iters"] == 3 and doc["speed"]["naive"]["inner_solves_converged"] < 0.5
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "truncated at the cap" in table.stdout
+    refused = runner.invoke(app, ["bench", "--task", "attack", "--solve-iters", "3"])
+    assert refused.exit_code == 2 and "--solve-iters applies to --task reconstruct" in (
+        refused.output
+    )
 
 
 def test_reconstruct_bench_solves_the_problem_the_checkpoint_was_trained_for(tmp_path) -> None:

@@ -46,6 +46,7 @@ def test_adapt_bench_reports_both_methods_consistently(model: Path) -> None:
     speed = doc["speed"]
     assert doc["task"] == "adapt" and speed["tasks"] == 3 and speed["ways"] == 3
     naive = speed["naive"]
+    assert 0.0 <= naive["inner_solves_converged"] <= 1.0
     # Five solved points (the start and 4 steps), the target is the last one.
     assert len(naive["trace"]) == 5
     assert naive["trace"][-1]["objective"] == pytest.approx(speed["target_support_objective"])

@@ -16,6 +16,7 @@ from jiio_cli.engine import (
     NaiveConfig,
     SolverConfig,
     forward_solve,
+    inner_solves_converged,
     jiio_solve,
     naive_solve,
 )
@@ -121,3 +122,34 @@ def test_jiio_checkpoints_are_the_iterates_of_shorter_runs(method: str) -> None:
         short = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=short_solver))
         z_at, x_at = long.checkpoints[at]
         assert torch.equal(x_at, short.x) and z_at.shape == short.z.shape
+
+
+def test_naive_counts_the_inner_solves_that_stop_above_tolerance() -> None:
+    from jiio_cli.engine.backtracking import replace_rows
+
+    problem, _, _ = quadratic_problem(3)
+    # Two iterations from zeros cannot reach 1e-12 on a random contractive DEQ.
+    short = SolverConfig(memory=5, max_iter=2, tol=1e-12)
+
+    def run(forward: SolverConfig, adjoint: SolverConfig):
+        config = NaiveConfig(method="adam", steps=5, lr=0.01, forward=forward, adjoint=adjoint)
+        return naive_solve(problem, config)
+
+    full, both, forward_only = run(INNER, INNER), run(short, short), run(short, INNER)
+    # Six solve points (steps 0..5), a forward and an adjoint solve at each.
+    assert full.inner_unconverged is not None and (full.inner_unconverged == 0).all()
+    assert both.inner_unconverged is not None and (both.inner_unconverged == 12).all()
+    assert forward_only.inner_unconverged is not None
+    assert (forward_only.inner_unconverged == 6).all()
+    assert inner_solves_converged(full) == 1.0
+    assert inner_solves_converged(both) == 0.0
+    assert inner_solves_converged(forward_only) == 0.5
+    # Rows solved again add their counts, as their other costs do.
+    one_row, _, _ = quadratic_problem(1)
+    again = naive_solve(
+        one_row, NaiveConfig(method="adam", steps=5, lr=0.01, forward=short, adjoint=INNER)
+    )
+    merged = replace_rows(both, torch.tensor([1]), again)
+    assert merged.inner_unconverged is not None
+    assert merged.inner_unconverged.tolist() == [12, 18, 12]
+    assert jiio_solve(problem, JIIOConfig(alpha_x=0.5)).inner_unconverged is None

@@ -24,7 +24,7 @@ from typing import Any
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import EpisodeBatch
-from jiio_cli.engine import InputOptResult, SolverConfig
+from jiio_cli.engine import InputOptResult, SolverConfig, inner_solves_converged
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.episode_tally import refuse_divergence
 from jiio_cli.tasks.meta import AdaptSettings, adapt_context, context_scale, query_logits
@@ -176,6 +176,7 @@ def time_to_equal_support_objective(
             "seconds_to_target": naive_reach,
             "support_objective": target,
             "query_accuracy": naive_accuracy,
+            "inner_solves_converged": inner_solves_converged(naive),
             **_counts(naive),
             "trace": [{"seconds": t, "objective": v} for t, v in zip(times, trace, strict=True)],
         },

@@ -3,8 +3,9 @@
 Two measurements, both on the MNIST-5k held-out split and the given decoder:
 
 * **Time to equal objective.** On one batch, the naive method (Adam on the latent code,
-  each step a full forward and adjoint solve) runs ``naive_steps`` steps; its objective
-  trace is exact (z is solved at every x). JIIO is run from scratch with doubling
+  each step a full forward and adjoint solve from scratch, to the tolerance ``inner_tol``
+  within a cap of ``inner_max_iter`` iterations) runs ``naive_steps`` steps; its
+  objective trace is exact (z is solved at every x). JIIO is run from scratch with doubling
   iteration budgets, then bisected between the last budget that missed the naive final
   objective and the first that reached it (:mod:`jiio_cli.bench.budget_search`); each
   run's objective is measured at its returned, refined point. The ratio is the naive
@@ -27,7 +28,7 @@ from torch import Tensor
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data import load_mnist5k
-from jiio_cli.engine import NaiveConfig, SolverConfig
+from jiio_cli.engine import NaiveConfig, SolverConfig, inner_solves_converged
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.corruption import Corruption, corrupt
@@ -67,7 +68,14 @@ CORRUPTIONS = {
 
 @dataclass(frozen=True)
 class ReconstructBenchConfig:
-    """Settings of the reconstruction benchmark."""
+    """Settings of the reconstruction benchmark.
+
+    ``inner_tol`` and ``inner_max_iter`` bound every forward and adjoint solve of the
+    naive method and JIIO's final refinement alike. The cap of 100 lets the naive
+    method's solves reach their tolerance: the method as PAPER.md and the issue define
+    it, each step a full solve. A lower cap truncates them (at 30, most solves of the
+    shipped decoder stop above 1e-4; BENCHMARKS.md measures the ratio against both).
+    """
 
     batch_size: int = 64
     naive_steps: int = 50
@@ -80,6 +88,7 @@ class ReconstructBenchConfig:
     x_weight: float = RECONSTRUCTION_X_WEIGHT
     latent_weight: float = 1e-3
     inner_tol: float = 1e-4
+    inner_max_iter: int = 100
     repeat: int = 1
     graph: bool = False
     refine: int = 3
@@ -97,6 +106,7 @@ def jiio_settings(
         memory=cfg.memory,
         x_weight=cfg.x_weight,
         refine_tol=cfg.inner_tol,
+        refine_iterations=cfg.inner_max_iter,
         graph=cfg.graph,
         alpha_x_start=cfg.alpha_x_start,
         start_iterations=cfg.start_iterations,
@@ -109,7 +119,7 @@ def time_to_equal_objective(
 ) -> dict[str, Any]:
     """Objective-versus-time of both methods on one batch, and the speed ratio."""
     device = observed.device
-    inner = SolverConfig(memory=5, max_iter=30, tol=cfg.inner_tol)
+    inner = SolverConfig(memory=5, max_iter=cfg.inner_max_iter, tol=cfg.inner_tol)
     naive_settings = InferenceSettings(
         method="naive",
         latent_weight=cfg.latent_weight,
@@ -161,6 +171,9 @@ def time_to_equal_objective(
             "seconds": naive_seconds,
             "seconds_to_target": naive_reach,
             "f_evals": int(naive.batch_f_evals),
+            "inner_tol": cfg.inner_tol,
+            "inner_max_iter": cfg.inner_max_iter,
+            "inner_solves_converged": inner_solves_converged(naive),
             "final_objective": target,
             "trace": [
                 {"seconds": t, "objective": float(v)}

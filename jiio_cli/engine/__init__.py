@@ -44,7 +44,7 @@ from jiio_cli.engine.jiio import (
     jiio_solve,
     x_step_residual,
 )
-from jiio_cli.engine.naive import NaiveConfig, naive_solve
+from jiio_cli.engine.naive import NaiveConfig, inner_solves_converged, naive_solve
 from jiio_cli.engine.problem import (
     InputOptResult,
     InputProblem,
@@ -85,6 +85,7 @@ __all__ = [
     "fixed_point_solve",
     "forward_solve",
     "implicit_fixed_point",
+    "inner_solves_converged",
     "jacobian_penalty",
     "jiio_solve",
     "jiio_solve_backtracking",

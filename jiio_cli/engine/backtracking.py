@@ -88,6 +88,11 @@ def replace_rows(result: InputOptResult, rows: Tensor, again: InputOptResult) ->
         snapshot=None,
         checkpoints={},
         graph=result.graph and again.graph,
+        inner_unconverged=(
+            add(result.inner_unconverged, again.inner_unconverged)
+            if result.inner_unconverged is not None and again.inner_unconverged is not None
+            else None
+        ),
     )
 
 

@@ -9,7 +9,9 @@ Each outer step k:
    problem's step rule), then project onto 𝒳.
 
 Samples whose x residual falls below the tolerance stop moving (their solves still run
-batched). The result has the same type and statistics as ``jiio_solve``.
+batched). The result has the same type and statistics as ``jiio_solve``, and also counts
+the inner solves that ended above their tolerance (``inner_unconverged``): with a low
+iteration cap the "full solves" of the method are truncated ones, and the count says so.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from jiio_cli.engine.fixed_point import solve_at
 from jiio_cli.engine.jiio import x_step_residual
 from jiio_cli.engine.problem import InputOptResult, InputProblem
 
-__all__ = ["NaiveConfig", "naive_solve"]
+__all__ = ["NaiveConfig", "inner_solves_converged", "naive_solve"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
     iterations = torch.zeros(batch, dtype=torch.long, device=device)
     f_evals = torch.zeros_like(iterations)
     vjps = torch.zeros_like(iterations)
+    inner_unconverged = torch.zeros_like(iterations)
     trace = torch.zeros(config.steps + 1, device=device, dtype=x.dtype)
     batch_f_evals = 0
     mask_shape = (batch, *([1] * (x.ndim - 1)))
@@ -110,6 +113,8 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
             trace[k] = point.objective.mean()
             f_evals += torch.where(active, point.f_evals, 0)
             vjps += torch.where(active, point.vjps, 0)
+            stopped_short = (~point.forward.converged).long() + (~point.adjoint.converged).long()
+            inner_unconverged += torch.where(active, stopped_short, 0)
             batch_f_evals += point.batch_f_evals
             if config.warm_start:
                 z_start, mu_prev = point.z, point.mu
@@ -157,4 +162,15 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
         batch_f_evals=batch_f_evals,
         trace=trace,
         method=f"naive-{config.method}",
+        inner_unconverged=inner_unconverged,
     )
+
+
+def inner_solves_converged(naive: InputOptResult) -> float:
+    """The share of the naive method's inner solves (a forward and an adjoint solve per
+    step and sample, while the sample was active) that reached their tolerance."""
+    counted = naive.inner_unconverged
+    if counted is None:
+        raise ValueError("not a naive method's result: it counts no inner solves")
+    solves = 2 * (naive.iterations + 1)
+    return 1.0 - float(counted.sum()) / float(solves.sum())

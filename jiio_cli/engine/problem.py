@@ -113,6 +113,10 @@ class InputOptResult:
             reached (z is the iterate, not re-solved at x).
         graph: JIIO's loop was replayed from a CUDA graph (``SolverConfig.graph``).
         graph_failure: why capture was abandoned (the loop then ran eagerly), or None.
+        inner_unconverged: for the naive method, how many of the sample's inner solves
+            (a forward and an adjoint solve per step while it was active) ended without
+            reaching their tolerance (at their iteration cap, or failed), (B,) int64;
+            None for JIIO.
     """
 
     z: Tensor
@@ -134,6 +138,7 @@ class InputOptResult:
     checkpoints: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     graph: bool = False
     graph_failure: str | None = None
+    inner_unconverged: Tensor | None = None
 
 
 SOLUTION_FIELDS = (

@@ -52,6 +52,7 @@ class BenchOptions(BaseModel):
     start_iterations: int | None = Field(default=None, ge=0)
     x_weight: float | None = Field(default=None, gt=0, le=1e4)
     film_scale: float | None = Field(default=None, gt=0, le=100)
+    solve_iters: int | None = Field(default=None, ge=1, le=10000)
     repeat: int = Field(ge=1, le=100)
     channels: int = Field(ge=1, le=1024)
     candidates: int = Field(ge=1, le=100)
@@ -101,6 +102,15 @@ def bench(
         typer.Option(
             help="adapt: JIIO's preconditioner of the context, the factor d on its FiLM code "
             "(steps d² as large, weight 1/d as large in Anderson; 1 = none; default 0.5)."
+        ),
+    ] = None,
+    solve_iters: Annotated[
+        int | None,
+        typer.Option(
+            help="reconstruct: cap on every forward and adjoint solve of the naive method "
+            "and on JIIO's final refinement, all to tolerance 1e-4 (default 100: the naive "
+            "method's solves reach it, full solves; a lower cap truncates them, and the "
+            "output says how many did not reach it)."
         ),
     ] = None,
     quality: Annotated[
@@ -175,6 +185,7 @@ def bench(
             start_iterations=start_iterations,
             x_weight=x_weight,
             film_scale=film_scale,
+            solve_iters=solve_iters,
             repeat=repeat,
             channels=channels,
             size=size,
@@ -189,6 +200,7 @@ def bench(
             ("--film-scale", film_scale, (BenchTask.adapt,)),
             ("--alpha-x-start", alpha_x_start, (BenchTask.reconstruct,)),
             ("--start-iterations", start_iterations, (BenchTask.reconstruct,)),
+            ("--solve-iters", solve_iters, (BenchTask.reconstruct,)),
         ):
             if value is not None and task not in tasks:
                 names = " and ".join(t.value for t in tasks)

@@ -58,6 +58,7 @@ def run_reconstruct_bench(
             defaults.start_iterations if opts.start_iterations is None else opts.start_iterations
         ),
         x_weight=defaults.x_weight if opts.x_weight is None else opts.x_weight,
+        inner_max_iter=defaults.inner_max_iter if opts.solve_iters is None else opts.solve_iters,
         repeat=opts.repeat,
         graph=graph,
     )
@@ -88,6 +89,7 @@ def run_reconstruct_bench(
         "jiio_start_iterations": cfg.start_iterations,
         "jiio_memory": cfg.memory,
         "jiio_x_weight": cfg.x_weight,
+        "solve_iters": cfg.inner_max_iter,
         "latent_weight": cfg.latent_weight,
         "speed": speed,
     }
@@ -137,6 +139,12 @@ def run_reconstruct_bench(
     typer.echo(
         "time-to-equal-objective ratio: "
         + (f"{ratio:.2f}x" if ratio else "JIIO did not reach the naive objective")
+    )
+    share = speed["naive"]["inner_solves_converged"]
+    typer.echo(
+        f"naive method: {100 * share:.1f} % of its forward and adjoint solves reached "
+        f"tolerance {cfg.inner_tol:g} within {cfg.inner_max_iter} iterations"
+        + ("" if share == 1.0 else " (the others were truncated at the cap)")
     )
     if quality:
         for kind, table in result["quality_psnr_db"].items():
