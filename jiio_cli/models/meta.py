@@ -202,12 +202,13 @@ class FiLMClassifier(DEQModel):
             logits = logits + features @ offset.transpose(1, 2)
         return logits[..., :ways]
 
-    def metric_weights(self, v: Tensor | None) -> Tensor | None:
-        """The channel weights exp(v_metric) (B, C) of the centroid distance, or None
-        (plain distance) without ``metric_context`` or without v."""
+    def metric_root_weights(self, v: Tensor | None) -> Tensor | None:
+        """√w = exp(v_metric / 2) (B, C), the square roots of the centroid distance's
+        channel weights w = exp(v_metric), or None (plain distance) without
+        ``metric_context`` or without v."""
         if v is None or not self.config.metric_context:
             return None
-        return v[:, -self.config.channels :].exp()
+        return (0.5 * v[:, -self.config.channels :]).exp()
 
     def centroid_logits(
         self,
@@ -229,11 +230,10 @@ class FiLMClassifier(DEQModel):
         """
         query = self.features(query_z)
         centroids = class_means(self.features(support_z), support_labels, ways)
-        weights = self.metric_weights(v)
-        if weights is not None:
+        root = self.metric_root_weights(v)
+        if root is not None:
             # Σ_c w_c (q_c − c_c)² is the plain distance between √w ⊙ q and √w ⊙ c.
-            root = weights.sqrt()[:, None, :]
-            query, centroids = query * root, centroids * root
+            query, centroids = query * root[:, None, :], centroids * root[:, None, :]
         # ‖q − c‖² expanded, so that the gradient stays finite where q = c (cdist's is not).
         distances = (
             query.pow(2).sum(-1, keepdim=True)
