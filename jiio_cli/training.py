@@ -72,6 +72,11 @@ class TrainConfig:
 
     ``max_grad_norm`` > 0 rescales the (all-reduced, unscaled) parameter gradient to at
     most that Euclidean norm before the Adam step; 0 leaves it alone.
+
+    ``init`` is the path of a checkpoint whose model weights start a new run (fine-tuning
+    under other options): the same kind of model with the same parameter names and
+    shapes; the optimiser, learning-rate schedule and step count start afresh. A resumed
+    run restores its own weights and does not read it.
     """
 
     epochs: int = 10
@@ -83,6 +88,7 @@ class TrainConfig:
     max_bad_steps: int = 5
     precision: str = "fp32"
     max_grad_norm: float = 0.0
+    init: str | None = None
 
 
 @dataclass
@@ -224,6 +230,18 @@ def load_training_state(
     return _apply_resume_point(_read_resume_point(path, task), model, optimizer)
 
 
+def _initial_weights(path: Path, model_kind: str) -> dict[str, Tensor]:
+    """The model tensors of the checkpoint ``path`` (``--init``), which must hold a
+    ``model_kind`` model (any task: a denoising decoder may start an inpainting run)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.model_kind != model_kind:
+        raise UsageError(
+            f"--init {path} holds a {ckpt.model_kind!r} model; this run trains a {model_kind!r}"
+        )
+    prefix = "model."
+    return {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+
+
 def _prepare_run_folder(out: Path, last_path: Path, task: str, resume: bool) -> _Resumed | None:
     """Check the run folder (rank 0 only); the resume point when resuming."""
     if resume:
@@ -307,6 +325,14 @@ def run_training(
     )
     if resumed is None:
         state = TrainState()
+        if config.init is not None:
+            weights = _rank0_then_share(
+                context, lambda: _initial_weights(Path(config.init), meta["model_kind"])
+            )
+            try:
+                load_module_state(model, {k: v.to(params[0].device) for k, v in weights.items()})
+            except JiioError as exc:
+                raise UsageError(f"--init {config.init}: {exc}") from None
         if context.enabled:
             broadcast_module(model)  # same start on every rank, whatever each one seeded
     else:

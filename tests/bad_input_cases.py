@@ -187,6 +187,16 @@ CASES: list[BadInput] = [
     BadInput("train: width not a multiple of 8", _train("--width", "12"), 2),
     BadInput("train: zero epochs", _train("--epochs", "0"), 2),
     BadInput("train: --resume with nothing to resume", _train("--resume", "--out", "{t}/none"), 2),
+    BadInput(
+        "train: --init with another kind of model",
+        _train("--init", "{t}/classifier.safetensors", "--out", "{t}/init"),
+        2,
+    ),
+    BadInput(
+        "train: --init with a truncated checkpoint",
+        _train("--init", "{t}/truncated.safetensors", "--out", "{t}/init"),
+        1,
+    ),
     BadInput("train: negative --seed", _train("--seed", "-1"), 2),
     BadInput("attack: --eps divides by zero", _attack("--eps", "8/0"), 2),
     BadInput("attack: negative --eps", _attack("--eps", "-1"), 2),

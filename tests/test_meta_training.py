@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,67 @@ def test_cli_head_context_flag_reaches_the_model(tmp_path: Path, flag: str, expe
     assert model.config.head_context is expected
     # Without the read-out offset the context is the FiLM code alone.
     assert model.context_size == 4 + (3 * 8 if expected else 0)
+
+
+def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    source = replace(
+        _spec(int(torch.randint(0, 1000, (1,)))),
+        model=MetaConfig(context_dim=4, ways=5, channels=8, image_size=8, readout="centroids"),
+    )
+    train_meta(source, cpu, tmp_path / "source", resume=False, stop_after_steps=2)
+    source_ckpt = tmp_path / "source" / "meta-last.safetensors"
+    # Other options, the same parameters: the context's parts and the support loss
+    # change, the weights carry over. Adam's first step moves each weight by about lr,
+    # so with a tiny lr the new run's weights after one step are the source's.
+    tuned = MetaTrainSpec(
+        model=MetaConfig(
+            context_dim=4,
+            ways=5,
+            channels=8,
+            image_size=8,
+            head_context=False,
+            readout="centroids",
+            support_loss="pseudo-queries",
+            metric_context=True,
+        ),
+        loop=TrainConfig(
+            epochs=1, batch_size=2, lr=1e-9, seed=source.loop.seed + 1, init=str(source_ckpt)
+        ),
+        ways=(3,),
+        queries=1,
+        episodes_per_epoch=4,
+        inner_iters=4,
+        eval_episodes=2,
+    )
+    state = train_meta(tuned, cpu, tmp_path / "tuned", resume=False, stop_after_steps=1)
+    assert state.step == 1  # a new run: its own step count
+    a = _params(source_ckpt)
+    b = _params(tmp_path / "tuned" / "meta-last.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    torch.manual_seed(tuned.loop.seed)
+    fresh = FiLMClassifier(tuned.model).state_dict()
+    assert any(not torch.allclose(a[f"model.{k}"], v, atol=1e-3) for k, v in fresh.items())
+    saved = load_checkpoint(tmp_path / "tuned" / "meta-last.safetensors").training_config
+    assert saved["loop"]["init"] == str(source_ckpt)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("models/mnist-decoder.safetensors", "holds a 'decoder' model"),
+        ("models/meta-glyphs.safetensors", "different model configuration"),
+        ("missing.safetensors", "missing.safetensors"),
+    ],
+)
+def test_init_that_does_not_fit_is_one_line(tmp_path: Path, source: str, message: str) -> None:
+    args = ["train", "--task", "meta", "--ways", "3", "--queries", "1", "--epochs", "1",
+            "--episodes-per-epoch", "2", "--tasks-per-step", "2", "--image-size", "8",
+            "--width", "8", "--context-dim", "4", "--inner-iters", "3",
+            "--init", str(Path(__file__).parent.parent / source),
+            "--out", str(tmp_path / "run"), "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert not any((tmp_path / "run").glob("*.safetensors"))

@@ -92,6 +92,7 @@ class InverseTrainOptions(BaseModel):
     max_bad_steps: int = Field(ge=1)
     max_grad_norm: float = Field(ge=0)
     precision: Literal["fp32", "bf16", "fp16"]
+    init: Path | None = None
 
 
 def train(
@@ -102,6 +103,14 @@ def train(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<task>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from the weights of this checkpoint (same kind of model, same "
+            "parameter shapes), e.g. to fine-tune under other options; the optimiser and "
+            "schedule start afresh. A resumed run does not read it."
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
     lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 1e-3,
@@ -281,6 +290,7 @@ def train(
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,
                 max_grad_norm=max_grad_norm or 0.0,
+                init=init,
             )
             train_adversarial.run(adversarial_opts, common, data, out, resume, context, rank_device)
             return
@@ -315,6 +325,7 @@ def train(
                 save_every=save_every,
                 max_bad_steps=max_bad_steps,
                 max_grad_norm=max_grad_norm,
+                init=init,
             )
             train_meta.run(meta_opts, common, data, out, resume, explicit_options(ctx))
             return
@@ -338,6 +349,7 @@ def train(
             max_bad_steps=max_bad_steps,
             max_grad_norm=max_grad_norm or 0.0,
             precision=precision,
+            init=init,
         )
         if opts.width % 8:
             raise UsageError(
@@ -388,6 +400,7 @@ def train(
                 max_bad_steps=opts.max_bad_steps,
                 max_grad_norm=opts.max_grad_norm,
                 precision=opts.precision,
+                init=str(opts.init) if opts.init is not None else None,
             ),
             inner=inner.value,  # type: ignore[arg-type]
             inner_iterations=opts.inner_iters,

@@ -48,6 +48,7 @@ class AdversarialTrainOptions(BaseModel):
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
     max_grad_norm: float = Field(ge=0)
+    init: Path | None = None
 
 
 def run(
@@ -89,6 +90,7 @@ def run(
             save_every=opts.save_every,
             max_bad_steps=opts.max_bad_steps,
             max_grad_norm=opts.max_grad_norm,
+            init=str(opts.init) if opts.init is not None else None,
         ),
         inner=opts.inner,  # type: ignore[arg-type]
         jiio=JIIOAttackConfig(iterations=opts.inner_iters),

@@ -127,6 +127,7 @@ class MetaTrainOptions(BaseModel):
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
     max_grad_norm: float | None = Field(default=None, ge=0)
+    init: Path | None = None
 
 
 def run(
@@ -189,6 +190,7 @@ def run(
             save_every=opts.save_every,
             max_bad_steps=opts.max_bad_steps,
             max_grad_norm=opts.max_grad_norm or 0.0,
+            init=str(opts.init) if opts.init is not None else None,
         ),
         ways=ways,
         shots=shots[0],
@@ -279,6 +281,7 @@ def _run_sinusoid(
             max_grad_norm=(
                 SINUSOID_MAX_GRAD_NORM if opts.max_grad_norm is None else opts.max_grad_norm
             ),
+            init=str(opts.init) if opts.init is not None else None,
         ),
         shots=shots,
         queries=opts.queries,

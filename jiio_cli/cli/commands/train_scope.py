@@ -20,6 +20,7 @@ COMMON_OPTIONS = frozenset(
         "task",
         "out",
         "resume",
+        "init",
         "epochs",
         "lr",
         "inner",
