@@ -171,15 +171,17 @@ def test_the_default_solve_converges_on_sample_digits(tmp_path: Path) -> None:
 
 
 def test_images_not_converged_in_the_budget_continue_in_extra_rounds(tmp_path: Path) -> None:
-    """At 60 iterations digits 0 and 3 are not converged (largest residuals 0.012 against
-    --tol 0.01): without extra rounds nothing is written and the command fails; with them
-    both converge in a second round (0.008 and 0.009) and are written, and the table
-    reports the iterations of both rounds."""
+    """At 40 iterations digits 0 and 3 are not converged (largest residuals 0.022 and
+    0.020 against --tol 0.01, with 1 or 2 threads): without extra rounds nothing is
+    written and the command fails; with them both converge in the second or third round
+    and are written, and the table reports the iterations of every round. (At 60
+    iterations the residuals sit at 0.009–0.012, on either side of the tolerance as the
+    thread count changes the rounding.)"""
     names = [0, 3]
     args = [str(DIGITS / f"digit_{i}_masked.png") for i in names]
     for i in names:
         args += ["--mask", str(DIGITS / f"digit_{i}_mask.png")]
-    base = ["reconstruct", *args, "--device", "cpu", "--json", "--iterations", "60"]
+    base = ["reconstruct", *args, "--device", "cpu", "--json", "--iterations", "40"]
 
     none = runner.invoke(app, [*base, "--extra-rounds", "0", "--out", str(tmp_path / "none")])
     assert none.exit_code == 1 and "did not converge" in none.stderr
@@ -192,5 +194,5 @@ def test_images_not_converged_in_the_budget_continue_in_extra_rounds(tmp_path: P
     doc = json.loads(more.stdout)
     assert doc["converged"] and all(row["converged"] for row in doc["images"])
     assert all(row["residual"] <= 1e-2 for row in doc["images"])
-    assert all(60 < row["iterations"] <= 180 for row in doc["images"])
+    assert all(40 < row["iterations"] <= 120 for row in doc["images"])
     assert len(list((tmp_path / "more").glob("*.png"))) == len(names)
