@@ -203,3 +203,39 @@ def test_augment_option_reaches_the_run_and_changes_its_batches(tmp_path: Path) 
         losses[flag] = [h["loss"] for h in history if "loss" in h]
     # Same seed and data: only the shifted training images can make the losses differ.
     assert losses["none"] != losses["shift:2"]
+
+
+def test_init_fine_tunes_a_decoder_of_another_task(tmp_path: Path) -> None:
+    """A denoising run started from a generate run's weights (``--init``): the new run
+    starts from those weights (one Adam step of lr 1e-9 leaves them in place) and counts
+    its own steps; a decoder of another shape is refused in one line."""
+    from typer.testing import CliRunner
+
+    from jiio_cli.cli.app import app
+
+    data = _toy_dataset(tmp_path / "blobs.npz", count=32)
+    base = ["train", "--data", str(data), "--image-size", "12", "--width", "8"]
+    base += ["--epochs", "1", "--batch-size", "16", "--inner-iters", "4"]
+    base += ["--device", "cpu", "--json"]
+    source = tmp_path / "source"
+    seed = str(int(torch.randint(0, 1000, (1,))))
+    first = [*base, "--task", "generate", "--latent-dim", "4", "--seed", seed]
+    result = CliRunner().invoke(app, [*first, "--out", str(source)])
+    assert result.exit_code == 0, result.output
+    start = checkpoint_paths(source, "generate")[0]
+    tuned = tmp_path / "tuned"
+    args = [*base, "--task", "denoise", "--latent-dim", "4", "--lr", "1e-9", "--init", str(start)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tuned)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 2
+    from jiio_cli.checkpoint import load_checkpoint
+
+    a = load_checkpoint(start).tensors
+    b = load_checkpoint(checkpoint_paths(tuned, "denoise")[0]).tensors
+    names = [k for k in a if k.startswith("model.")]
+    assert names and all(torch.allclose(a[k], b[k], atol=1e-7) for k in names)
+
+    wider = [*base, "--task", "denoise", "--latent-dim", "6", "--init", str(start)]
+    result = CliRunner().invoke(app, [*wider, "--out", str(tmp_path / "wider")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "has shape" in result.stderr
