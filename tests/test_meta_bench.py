@@ -140,3 +140,27 @@ def test_adapt_bench_table_names_the_jiio_settings(model: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "film scale 0.7" in result.stdout and "x weight 30" in result.stdout
     assert "time-to-equal-objective ratio" in result.stdout
+
+
+def test_adapt_bench_caps_the_naive_solves_and_says_how_many_reached_tolerance(
+    model: Path,
+) -> None:
+    default, _ = _runs(model)
+    naive = default["speed"]["naive"]
+    assert naive["inner_max_iter"] == 30 and naive["inner_tol"] == 1e-4
+    assert "within 30 iterations" in naive["method"]
+    # One iteration from zeros leaves solves above 1e-4; a generous cap reaches it on more.
+    capped, _ = _runs(model, "--solve-iters", "1")
+    generous, _ = _runs(model, "--solve-iters", "200")
+    share = {
+        cap: doc["speed"]["naive"]["inner_solves_converged"]
+        for cap, doc in ((1, capped), (200, generous))
+    }
+    assert capped["speed"]["naive"]["inner_max_iter"] == 1
+    assert share[1] < 1.0 and share[200] > share[1]
+    args = ["bench", "--task", "adapt", "-c", str(model), "--batch-size", "2"]
+    args += ["--naive-steps", "1", "--ways", "3", "--device", "cpu", "--solve-iters", "1"]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert f"{100 * share[1]:.1f} % of its forward and adjoint solves" in table.stdout
+    assert "truncated at the cap" in table.stdout

@@ -107,10 +107,11 @@ def bench(
     solve_iters: Annotated[
         int | None,
         typer.Option(
-            help="reconstruct: cap on every forward and adjoint solve of the naive method "
-            "and on JIIO's final refinement, all to tolerance 1e-4 (default 100: the naive "
-            "method's solves reach it, full solves; a lower cap truncates them, and the "
-            "output says how many did not reach it)."
+            help="reconstruct, adapt: cap on every forward and adjoint solve of the naive "
+            "method and on JIIO's final refinement, all to tolerance 1e-4 (reconstruct: "
+            "default 100, where the naive method's solves reach it; adapt: default 30, the "
+            "meta-model's own, where most are truncated). The output says how many solves "
+            "did not reach the tolerance."
         ),
     ] = None,
     quality: Annotated[
@@ -200,7 +201,7 @@ def bench(
             ("--film-scale", film_scale, (BenchTask.adapt,)),
             ("--alpha-x-start", alpha_x_start, (BenchTask.reconstruct,)),
             ("--start-iterations", start_iterations, (BenchTask.reconstruct,)),
-            ("--solve-iters", solve_iters, (BenchTask.reconstruct,)),
+            ("--solve-iters", solve_iters, solver_tasks),
         ):
             if value is not None and task not in tasks:
                 names = " and ".join(t.value for t in tasks)
@@ -249,6 +250,7 @@ def bench(
                 alpha_x=opts.alpha_x,
                 x_weight=opts.x_weight,
                 film_scale=opts.film_scale,
+                solve_iters=opts.solve_iters,
             )
             return
         if task == BenchTask.train:
