@@ -164,3 +164,17 @@ def test_adapt_bench_caps_the_naive_solves_and_says_how_many_reached_tolerance(
     assert table.exit_code == 0, table.output
     assert f"{100 * share[1]:.1f} % of its forward and adjoint solves" in table.stdout
     assert "truncated at the cap" in table.stdout
+
+
+def test_adapt_bench_draws_its_plot(model: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "adapt.png"
+    _runs(model, "--plot", str(out))
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+    refused = runner.invoke(app, ["bench", "--task", "engine", "--plot", str(tmp_path / "e.png")])
+    assert refused.exit_code == 2 and "--plot applies to --task reconstruct, attack and adapt" in (
+        refused.stderr
+    )
+    assert not (tmp_path / "e.png").exists()

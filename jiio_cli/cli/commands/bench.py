@@ -202,9 +202,11 @@ def bench(
             ("--alpha-x-start", alpha_x_start, (BenchTask.reconstruct,)),
             ("--start-iterations", start_iterations, (BenchTask.reconstruct,)),
             ("--solve-iters", solve_iters, solver_tasks),
+            ("--plot", plot, (BenchTask.reconstruct, BenchTask.attack, BenchTask.adapt)),
         ):
             if value is not None and task not in tasks:
-                names = " and ".join(t.value for t in tasks)
+                values = [t.value for t in tasks]
+                names = " and ".join([", ".join(values[:-1]), values[-1]] if values[1:] else values)
                 raise UsageError(f"{name} applies to --task {names} only")
         if task == BenchTask.engine:
             from jiio_cli.cli.commands.bench_engine import (
@@ -251,6 +253,7 @@ def bench(
                 x_weight=opts.x_weight,
                 film_scale=opts.film_scale,
                 solve_iters=opts.solve_iters,
+                plot=plot,
             )
             return
         if task == BenchTask.train:

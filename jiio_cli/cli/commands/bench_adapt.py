@@ -33,12 +33,14 @@ def run_adapt_bench(
     x_weight: float | None = None,
     film_scale: float | None = None,
     solve_iters: int | None = None,
+    plot: Path | None = None,
 ) -> None:
     """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot).
 
     ``memory``, ``alpha_x``, ``x_weight`` and ``film_scale`` override JIIO's defaults,
     ``solve_iters`` the cap of the naive method's solves and of JIIO's refinement
-    (:class:`AdaptBenchConfig`).
+    (:class:`AdaptBenchConfig`). ``plot``: also draw the mean support objective against
+    time for both methods (PNG).
     """
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
     from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, sample_episodes
@@ -64,6 +66,19 @@ def run_adapt_bench(
         inner_max_iter=solve_iters,
     )
     speed = time_to_equal_support_objective(model, episodes, adapt_settings(spec), cfg)
+    if plot is not None:
+        from jiio_cli.plot import write_line_plot
+
+        write_line_plot(
+            plot,
+            {
+                "naive (Adam)": [(p["seconds"], p["objective"]) for p in speed["naive"]["trace"]],
+                "JIIO": [(r["seconds"], r["support_objective"]) for r in speed["jiio"]["runs"]],
+            },
+            xlabel="seconds",
+            ylabel="mean support objective",
+            title=f"adapt, {tasks} tasks, {ways}-way 1-shot",
+        )
     result: dict[str, Any] = {
         "task": "adapt",
         "device": str(dev),
