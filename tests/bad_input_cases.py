@@ -290,6 +290,11 @@ CASES: list[BadInput] = [
         2,
     ),
     BadInput(
+        "bench: an option of another task",
+        lambda t: ["bench", "--task", "adapt", "--eps", "0.3", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
         "bench: unknown --precision",
         lambda t: ["bench", "--task", "engine", "--precision", "fp8", "--device", "cpu"],
         2,

@@ -255,3 +255,33 @@ def test_speed_observations_are_the_benchs_fixed_draw() -> None:
     assert not torch.equal(speed_observations(clean, seed=1)[1], known)
     noisy, all_known = speed_observations(clean, "denoise")
     assert bool(all_known.all()) and not torch.equal(noisy, clean)
+
+
+@pytest.mark.parametrize(
+    ("task", "option", "message"),
+    [
+        ("adapt", ["--eps", "0.3"], "--eps applies to --task attack only"),
+        ("engine", ["--quality"], "--quality applies to --task reconstruct only"),
+        ("train", ["-c", "x.safetensors"], "--checkpoint applies to --task reconstruct, attack"),
+        ("reconstruct", ["--ways", "3"], "--ways applies to --task adapt only"),
+        ("attack", ["--naive-steps", "5"], "--naive-steps applies to --task reconstruct and"),
+        ("train", ["--compile"], "--compile applies to --task reconstruct, engine, attack"),
+    ],
+)
+def test_bench_refuses_options_its_task_does_not_read(
+    task: str, option: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["bench", "--task", task, *option, "--device", "cpu"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert message in result.stderr
+
+
+def test_every_bench_option_belongs_to_some_task() -> None:
+    import inspect
+
+    from jiio_cli.cli.commands.bench import BenchTask, bench
+    from jiio_cli.cli.commands.bench_scope import BENCH_OPTIONS
+
+    assert set(BENCH_OPTIONS) == {t.value for t in BenchTask}
+    read = set().union(*BENCH_OPTIONS.values())
+    assert set(inspect.signature(bench).parameters) - {"ctx"} == read

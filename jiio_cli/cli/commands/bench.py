@@ -18,8 +18,16 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
-from jiio_cli.errors import NotBuiltError, UsageError
+from jiio_cli.cli.commands.bench_scope import reject_misplaced_bench_options
+from jiio_cli.cli.options import (
+    DebugOption,
+    DeviceOption,
+    JsonOption,
+    SeedOption,
+    common_options,
+    explicit_options,
+)
+from jiio_cli.errors import NotBuiltError
 
 __all__ = ["bench"]
 
@@ -171,6 +179,8 @@ def bench(
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
+    # Typer fills it in; None when the function is called from Python (nothing typed).
+    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Measure JIIO against the naive inner/outer method on the same model, batch and device."""
     with error_boundary(debug=debug):
@@ -193,21 +203,7 @@ def bench(
             candidates=candidates,
         )
         torch.manual_seed(common.seed)
-        solver_tasks = (BenchTask.reconstruct, BenchTask.adapt)
-        for name, value, tasks in (
-            ("--memory", memory, solver_tasks),
-            ("--alpha-x", alpha_x, solver_tasks),
-            ("--x-weight", x_weight, solver_tasks),
-            ("--film-scale", film_scale, (BenchTask.adapt,)),
-            ("--alpha-x-start", alpha_x_start, (BenchTask.reconstruct,)),
-            ("--start-iterations", start_iterations, (BenchTask.reconstruct,)),
-            ("--solve-iters", solve_iters, solver_tasks),
-            ("--plot", plot, (BenchTask.reconstruct, BenchTask.attack, BenchTask.adapt)),
-        ):
-            if value is not None and task not in tasks:
-                values = [t.value for t in tasks]
-                names = " and ".join([", ".join(values[:-1]), values[-1]] if values[1:] else values)
-                raise UsageError(f"{name} applies to --task {names} only")
+        reject_misplaced_bench_options(task.value, explicit_options(ctx))
         if task == BenchTask.engine:
             from jiio_cli.cli.commands.bench_engine import (
                 parse_histories,
