@@ -33,9 +33,11 @@ from jiio_cli.errors import JiioError, UsageError
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MODEL_PREFIX",
     "Checkpoint",
     "load_checkpoint",
     "load_module_state",
+    "model_tensors",
     "save_checkpoint",
     "state_dict_to_tensors",
 ]
@@ -352,6 +354,18 @@ def _names(names: list[str]) -> str:
     shown = ", ".join(names[:_MAX_NAMES])
     more = len(names) - _MAX_NAMES
     return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+MODEL_PREFIX = "model."
+"""Checkpoints written by training keep the model's state under this prefix (beside the
+optimiser's ``optim.*`` entries)."""
+
+
+def model_tensors(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The model's state dict within a checkpoint's tensors (the ``model.*`` entries,
+    without the prefix)."""
+    n = len(MODEL_PREFIX)
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
 
 
 def load_module_state(module: nn.Module, tensors: Mapping[str, Tensor]) -> None:

@@ -34,7 +34,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from jiio_cli.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+from jiio_cli.checkpoint import (
+    MODEL_PREFIX,
+    load_checkpoint,
+    load_module_state,
+    model_tensors,
+    save_checkpoint,
+)
 from jiio_cli.distributed import (
     BatchShard,
     DistributedContext,
@@ -170,7 +176,7 @@ def _save(
     world_size: int = 1,
 ) -> None:
     params = list(model.parameters())
-    tensors = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
+    tensors = {f"{MODEL_PREFIX}{k}": v.detach() for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(optimizer, params))
     extra = dict(meta.get("extra", {}))
     extra["train_state"] = json.dumps({k: v for k, v in asdict(state).items() if k != "history"})
@@ -214,11 +220,7 @@ def _read_resume_point(path: Path, task: str) -> _Resumed:
 def _apply_resume_point(
     resumed: _Resumed, model: nn.Module, optimizer: torch.optim.Adam
 ) -> TrainState:
-    prefix = "model."
-    load_module_state(
-        model,
-        {k[len(prefix) :]: v for k, v in resumed.tensors.items() if k.startswith(prefix)},
-    )
+    load_module_state(model, model_tensors(resumed.tensors))
     _restore_optimizer(optimizer, list(model.parameters()), resumed.tensors)
     return resumed.state
 
@@ -238,8 +240,7 @@ def _initial_weights(path: Path, model_kind: str) -> dict[str, Tensor]:
         raise UsageError(
             f"--init {path} holds a {ckpt.model_kind!r} model; this run trains a {model_kind!r}"
         )
-    prefix = "model."
-    return {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+    return model_tensors(ckpt.tensors)
 
 
 def _prepare_run_folder(out: Path, last_path: Path, task: str, resume: bool) -> _Resumed | None:

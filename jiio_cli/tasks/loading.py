@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jiio_cli.checkpoint import Checkpoint, load_checkpoint, load_module_state
+from jiio_cli.checkpoint import Checkpoint, load_checkpoint, load_module_state, model_tensors
 from jiio_cli.errors import JiioError
 from jiio_cli.models import build_model
 
@@ -48,10 +48,7 @@ def load_model(
         model = build_model(kind, ckpt.model_config)
     except (ValueError, TypeError) as exc:
         raise JiioError(f"checkpoint {path} has an invalid model config: {exc}") from None
-    prefix = "model."
-    load_module_state(
-        model, {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
-    )
+    load_module_state(model, model_tensors(ckpt.tensors))
     return model.to(device).eval(), ckpt
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import typer
 
+from jiio_cli.cli.commands.bench_summary import echo_speed_summary
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.config import CommonOptions
 
@@ -125,14 +125,4 @@ def run_adapt_bench(
         caption=f"JIIO: α_x {cfg.alpha_x:g}, memory {cfg.memory}, x weight {cfg.x_weight:g}, "
         f"film scale {cfg.film_scale:g}",
     )
-    ratio = speed["ratio"]
-    typer.echo(
-        "time-to-equal-objective ratio: "
-        + (f"{ratio:.2f}x" if ratio else "JIIO did not reach the naive objective")
-    )
-    share = naive["inner_solves_converged"]
-    typer.echo(
-        f"naive method: {100 * share:.1f} % of its forward and adjoint solves reached "
-        f"tolerance {naive['inner_tol']:g} within {naive['inner_max_iter']} iterations"
-        + ("" if share == 1.0 else " (the others were truncated at the cap)")
-    )
+    echo_speed_summary(speed)

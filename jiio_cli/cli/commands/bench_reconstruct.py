@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import typer
 
+from jiio_cli.cli.commands.bench_summary import echo_speed_summary
 from jiio_cli.cli.options import CommonOptions
 from jiio_cli.cli.output import emit, print_table
 
@@ -135,17 +135,7 @@ def run_reconstruct_bench(
         title=f"jiio bench --task reconstruct ({corruption}, "
         f"batch {opts.batch_size}, {result['device_name']})",
     )
-    ratio = speed["ratio"]
-    typer.echo(
-        "time-to-equal-objective ratio: "
-        + (f"{ratio:.2f}x" if ratio else "JIIO did not reach the naive objective")
-    )
-    share = speed["naive"]["inner_solves_converged"]
-    typer.echo(
-        f"naive method: {100 * share:.1f} % of its forward and adjoint solves reached "
-        f"tolerance {cfg.inner_tol:g} within {cfg.inner_max_iter} iterations"
-        + ("" if share == 1.0 else " (the others were truncated at the cap)")
-    )
+    echo_speed_summary(speed)
     if quality:
         for kind, table in result["quality_psnr_db"].items():
             print_table(
