@@ -100,6 +100,9 @@ def _sinusoid(*args: str, model: Path = SINUSOID_MODEL) -> Callable[[Path], list
     return lambda t: ["adapt", "--dataset", "sinusoid", "-c", str(model), *args, "--device", "cpu"]
 
 
+_PSEUDO_QUERIES = ("--task", "meta", "--readout", "centroids", "--support-loss", "pseudo-queries")
+
+
 def _train(*args: str) -> Callable[[Path], list[str]]:
     return lambda t: ["train", *(a.replace("{t}", str(t)) for a in args), "--device", "cpu"]
 
@@ -171,6 +174,19 @@ CASES: list[BadInput] = [
         "train: --support-loss centroids with the head read-out",
         _train("--task", "meta", "--support-loss", "centroids"),
         2,
+    ),
+    BadInput(
+        "train: --pseudo-augment without pseudo-queries",
+        _train("--task", "meta", "--readout", "centroids", "--pseudo-augment", "affine:1"),
+        2,
+    ),
+    *(
+        BadInput(
+            f"train: --pseudo-augment {text}",
+            _train(*_PSEUDO_QUERIES, "--pseudo-augment", text),
+            2,
+        )
+        for text in ("shift:1", "affine:3", "elastic:1+elastic:2", "twirl:1")
     ),
     BadInput(
         "train: --metric-context with the head read-out",

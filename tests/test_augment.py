@@ -25,6 +25,7 @@ def _blobs(count: int, side: int = 12, seed: int = 0) -> torch.Tensor:
         ("none", Augmentation()),
         ("shift:2", Augmentation("shift", 2)),
         ("elastic:1.5", Augmentation("elastic", 1.5)),
+        ("affine:0.5", Augmentation("affine", 0.5)),
     ],
 )
 def test_parse_reads_each_form(text: str, expected: Augmentation) -> None:
@@ -42,6 +43,8 @@ def test_parse_reads_each_form(text: str, expected: Augmentation) -> None:
         "shift:x",
         "elastic:0",
         "elastic:9",
+        "affine:0",
+        "affine:2.5",
         "rotate:3",
         "none:1",
     ],
@@ -85,9 +88,66 @@ def test_elastic_warp_is_smooth_bounded_and_near_identity_when_small() -> None:
     assert (warped - images).abs().mean() > 1e-2
 
 
+def _gaussian_blobs(centres: torch.Tensor, side: int, width: float) -> torch.Tensor:
+    """Images (B, 1, side, side) of one Gaussian blob each, centred at ``centres`` (B, 2),
+    given as (x, y) in grid_sample's [−1, 1] units (pixel i at (2i + 1)/side − 1)."""
+    coords = (2 * torch.arange(side, dtype=torch.float64) + 1) / side - 1
+    dx = coords[None, None, :] - centres[:, 0, None, None]
+    dy = coords[None, :, None] - centres[:, 1, None, None]
+    return torch.exp(-(dx**2 + dy**2) / (2 * width**2))[:, None].float()
+
+
+def _centroids(images: torch.Tensor) -> torch.Tensor:
+    side = images.shape[-1]
+    coords = (2 * torch.arange(side, dtype=torch.float64) + 1) / side - 1
+    mass = images[:, 0].double()
+    total = mass.sum(dim=(1, 2))
+    x = (mass * coords[None, None, :]).sum(dim=(1, 2)) / total
+    y = (mass * coords[None, :, None]).sum(dim=(1, 2)) / total
+    return torch.stack((x, y), dim=-1)
+
+
+def test_affine_jitter_moves_each_blob_by_its_drawn_map() -> None:
+    # Reference: the same draws turned into the forward map by hand, applied to the blob's
+    # centre (an affine map carries a density's centroid to the mapped centroid).
+    strength, count = 1.5, 32
+    generator = torch.Generator().manual_seed(11)
+    centres = (torch.rand(count, 2, generator=generator, dtype=torch.float64) - 0.5) * 0.6
+    images = _gaussian_blobs(centres, side=64, width=0.08)
+    moved = augment(images, Augmentation("affine", strength), torch.Generator().manual_seed(4))
+    u = torch.rand(count, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    u = u * 2 - 1
+    angle = torch.deg2rad(12 * strength * u[:, 0])
+    scale = 1 + strength * (-0.025 + 0.125 * u[:, 1])
+    shear = 0.15 * strength * u[:, 2]
+    shift = 3 / 32 * strength * u[:, 3:]
+    expected = torch.empty(count, 2, dtype=torch.float64)
+    for i in range(count):
+        rotation = torch.tensor(
+            [[angle[i].cos(), -angle[i].sin()], [angle[i].sin(), angle[i].cos()]],
+            dtype=torch.float64,
+        )
+        linear = scale[i] * rotation @ torch.tensor([[1.0, shear[i]], [0.0, 1.0]]).double()
+        expected[i] = linear @ centres[i] + shift[i]
+        # Area scales by det = scale²: the blob's mass does too.
+        ratio = moved[i].double().sum() / images[i].double().sum()
+        assert ratio == pytest.approx(float(scale[i]) ** 2, rel=2e-2)
+    assert torch.allclose(_centroids(moved), expected, atol=4e-3)
+    assert (_centroids(moved) - centres).norm(dim=-1).max() > 0.05  # it did move them
+
+
+def test_affine_jitter_is_near_identity_when_weak() -> None:
+    images = _blobs(16)
+    tiny = augment(images, Augmentation("affine", 1e-4), torch.Generator().manual_seed(3))
+    assert (tiny - images).abs().max() < 1e-2
+    jittered = augment(images, Augmentation("affine", 1.0), torch.Generator().manual_seed(3))
+    assert jittered.min() >= 0 and jittered.max() <= 1
+    assert (jittered - images).abs().mean() > 1e-2
+
+
 def test_draws_are_reproducible_and_none_draws_nothing() -> None:
     images = _blobs(8)
-    for aug in (Augmentation("shift", 1), Augmentation("elastic", 1.0)):
+    for aug in (Augmentation("shift", 1), Augmentation("elastic", 1.0), Augmentation("affine", 1)):
         a = augment(images, aug, torch.Generator().manual_seed(5))
         b = augment(images, aug, torch.Generator().manual_seed(5))
         assert torch.equal(a, b)

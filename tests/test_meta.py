@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from jiio_cli.data.augment import Augmentation, augment
 from jiio_cli.engine import InputOptResult, JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
 from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.tasks.meta import (
+    PSEUDO_QUERY_SEED,
     AdaptSettings,
     adapt_context,
     centroid_predictions,
@@ -121,8 +123,35 @@ def test_centroid_support_loss_needs_the_centroid_readout() -> None:
     pseudo = dataclasses.replace(TINY, readout="centroids", support_loss="pseudo-queries")
     with pytest.raises(ValueError, match="pseudo_copies"):
         dataclasses.replace(pseudo, pseudo_copies=0)
-    with pytest.raises(ValueError, match="pseudo_warp"):
+    with pytest.raises(ValueError, match="both 0"):
         dataclasses.replace(pseudo, pseudo_warp=0.0)
+    with pytest.raises(ValueError, match="pseudo_warp"):
+        dataclasses.replace(pseudo, pseudo_warp=-1.0)
+    with pytest.raises(ValueError, match="pseudo_affine"):
+        dataclasses.replace(pseudo, pseudo_affine=2.5)
+    dataclasses.replace(pseudo, pseudo_warp=0.0, pseudo_affine=1.0)  # affine copies alone
+
+
+def test_pseudo_query_copies_are_jittered_then_warped_by_the_fixed_draws() -> None:
+    g = torch.Generator().manual_seed(_seed())
+    support, labels, _, _ = _episode(g, n=3)
+    flat = support.flatten(0, 1)
+
+    def rows_of(warp: float, affine: float) -> torch.Tensor:
+        model = _tiny_model(_seed(), "centroids", "pseudo-queries")
+        model.config = dataclasses.replace(model.config, pseudo_warp=warp, pseudo_affine=affine)
+        return support_rows(model, support, labels)[0]
+
+    # The literal recipe: from the fixed seed, per copy an affine jitter then an elastic warp.
+    generator = torch.Generator().manual_seed(PSEUDO_QUERY_SEED)
+    expected = [support]
+    for _ in range(2):
+        jittered = augment(flat, Augmentation("affine", 1.0), generator)
+        expected.append(augment(jittered, Augmentation("elastic", 0.5), generator).view_as(support))
+    torch.testing.assert_close(rows_of(0.5, 1.0), torch.cat(expected, dim=1))
+    generator = torch.Generator().manual_seed(PSEUDO_QUERY_SEED)
+    alone = [augment(flat, Augmentation("affine", 1.0), generator).view_as(support) for _ in "ab"]
+    torch.testing.assert_close(rows_of(0.0, 1.0), torch.cat([support, *alone], dim=1))
 
 
 def test_pseudo_query_rows_are_fixed_warps_of_the_support() -> None:

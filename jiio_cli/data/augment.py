@@ -11,6 +11,10 @@ variants of the same digits each epoch:
   d(p) = A · (bicubic upsampling of a 4×4 grid of N(0, 1) draws), in pixels, and samples
   u(p + d(p)) bilinearly (zeros outside). Strokes bend and thicken locally, as in
   Simard et al.'s elastic distortions, at the cost of a slight bilinear blur.
+- ``affine:A`` maps each image by a random affine transform about its centre, with the
+  ranges of the glyph renderer's per-drawer jitter scaled by A: rotation ±12°·A, scale
+  1 + U(−0.15, 0.1)·A, shear ±0.15·A, shift ±A·3/64 of the image's width. It imitates
+  how two drawers of one glyph differ, where ``elastic`` imitates one drawer's wobble.
 
 All draws come from an explicit generator, so a run stays reproducible batch by batch.
 """
@@ -26,7 +30,7 @@ from torch import Tensor
 
 __all__ = ["Augmentation", "augment", "parse_augmentation"]
 
-AugmentKind = Literal["none", "shift", "elastic"]
+AugmentKind = Literal["none", "shift", "elastic", "affine"]
 
 _ELASTIC_GRID = 4
 
@@ -36,9 +40,10 @@ class Augmentation:
     """Which augmentation, and how strong.
 
     Attributes:
-        kind: ``none``, ``shift`` or ``elastic``.
-        amount: the largest shift N in pixels (``shift``, an integer ≥ 1) or the
-            displacement scale A in pixels (``elastic``, > 0); 0 for ``none``.
+        kind: ``none``, ``shift``, ``elastic`` or ``affine``.
+        amount: the largest shift N in pixels (``shift``, an integer ≥ 1), the
+            displacement scale A in pixels (``elastic``, > 0) or the strength A of the
+            affine jitter (``affine``, 0 < A ≤ 2); 0 for ``none``.
     """
 
     kind: AugmentKind = "none"
@@ -51,13 +56,15 @@ class Augmentation:
             raise ValueError(f"a shift needs a whole number of pixels >= 1, got {self.amount}")
         if self.kind == "elastic" and not 0 < self.amount <= 8:
             raise ValueError(f"an elastic warp needs 0 < amount <= 8 pixels, got {self.amount}")
+        if self.kind == "affine" and not 0 < self.amount <= 2:
+            raise ValueError(f"an affine jitter needs 0 < strength <= 2, got {self.amount}")
 
     @property
     def is_identity(self) -> bool:
         return self.kind == "none"
 
     def describe(self) -> str:
-        """The option's text form (``none``, ``shift:2``, ``elastic:1.5``)."""
+        """The option's text form (``none``, ``shift:2``, ``elastic:1.5``, ``affine:1``)."""
         if self.kind == "none":
             return "none"
         amount = int(self.amount) if self.kind == "shift" else self.amount
@@ -65,12 +72,13 @@ class Augmentation:
 
 
 def parse_augmentation(text: str) -> Augmentation:
-    """Read ``none``, ``shift:N`` or ``elastic:A``; ValueError with the reason otherwise."""
+    """Read ``none``, ``shift:N``, ``elastic:A`` or ``affine:A``; ValueError with the reason
+    otherwise."""
     kind, _, amount = text.strip().partition(":")
     if kind == "none" and not amount:
         return Augmentation()
-    if kind not in ("shift", "elastic") or not amount:
-        raise ValueError("expected none, shift:N or elastic:A")
+    if kind not in ("shift", "elastic", "affine") or not amount:
+        raise ValueError("expected none, shift:N, elastic:A or affine:A")
     try:
         value = float(amount)
     except ValueError:
@@ -94,6 +102,8 @@ def augment(images: Tensor, augmentation: Augmentation, generator: torch.Generat
         return images
     if augmentation.kind == "shift":
         return _shift(images, int(augmentation.amount), generator)
+    if augmentation.kind == "affine":
+        return _affine(images, augmentation.amount, generator)
     return _elastic(images, augmentation.amount, generator)
 
 
@@ -126,4 +136,36 @@ def _elastic(images: Tensor, scale: float, generator: torch.Generator) -> Tensor
     grid = torch.stack((sample_x, sample_y), dim=-1)  # (B, H, W, 2)
     return F.grid_sample(
         images, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    ).clamp(0, 1)
+
+
+def _affine(images: Tensor, strength: float, generator: torch.Generator) -> Tensor:
+    batch = images.shape[0]
+    # One row of uniform draws in [−1, 1] per image: angle, scale, shear, shift x, shift y.
+    u = torch.rand(batch, 5, generator=generator, dtype=torch.float64) * 2 - 1
+    angle = torch.deg2rad(12 * strength * u[:, 0])
+    # U(−0.15, 0.1) as the renderer draws it: centre −0.025, half-width 0.125.
+    scale = 1 + strength * (-0.025 + 0.125 * u[:, 1])
+    shear = 0.15 * strength * u[:, 2]
+    shift = (3 / 32) * strength * u[:, 3:]  # ±3 px of a 64-px canvas, in [−1, 1] units
+    cos, sin = angle.cos(), angle.sin()
+    # Forward map A = scale · R(angle) · [[1, shear], [0, 1]], then the shift. grid_sample
+    # reads the source at A⁻¹(p − shift) for each output position p.
+    forward = (
+        torch.stack(
+            (
+                torch.stack((cos, cos * shear - sin), dim=-1),
+                torch.stack((sin, sin * shear + cos), dim=-1),
+            ),
+            dim=1,
+        )
+        * scale[:, None, None]
+    )
+    inverse = torch.linalg.inv(forward)
+    theta = torch.cat((inverse, -(inverse @ shift[..., None])), dim=2)  # (B, 2, 3)
+    grid = F.affine_grid(
+        theta.to(images.device, images.dtype), list(images.shape), align_corners=False
+    )
+    return F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     ).clamp(0, 1)

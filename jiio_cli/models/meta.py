@@ -71,7 +71,9 @@ class MetaConfig(ModelConfig):
             ``pseudo_warp`` pixels, a fixed draw per position in the row, so the
             objective is deterministic), and v minimises the copies' cross-entropy under
             the centroid read-out of the clean support images at v: the copies stand in
-            for queries, other drawings of the same characters.
+            for queries, other drawings of the same characters. ``pseudo_affine`` > 0
+            draws each copy by a random affine jitter first (the way two drawers of a
+            glyph differ) and ``pseudo_warp`` may then be 0 (no elastic warp).
             Checkpoints written before this option read as ``head``.
         metric_context: (needs ``readout="centroids"``) the context also carries C
             log-weights of the centroid read-out's distance, v = [...; v_metric (C)] and
@@ -79,7 +81,11 @@ class MetaConfig(ModelConfig):
             re-weigh the feature channels for the task at hand. v_metric = 0 is the plain
             distance. Checkpoints written before this option read as False.
         pseudo_copies: warped copies per support image (``pseudo-queries`` only).
-        pseudo_warp: their warp's size in pixels (``pseudo-queries`` only).
+        pseudo_warp: their elastic warp's size in pixels, 0 for none (``pseudo-queries``
+            only).
+        pseudo_affine: the strength of their affine jitter (see
+            :class:`~jiio_cli.data.augment.Augmentation`), 0 for none; checkpoints
+            written before this option read as 0.
     """
 
     context_dim: int = 64
@@ -96,6 +102,7 @@ class MetaConfig(ModelConfig):
     metric_context: bool = False
     pseudo_copies: int = 2
     pseudo_warp: float = 1.0
+    pseudo_affine: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -117,8 +124,12 @@ class MetaConfig(ModelConfig):
         if self.metric_context and self.readout != "centroids":
             raise ValueError("metric_context needs readout 'centroids'")
         check_positive("pseudo_copies", self.pseudo_copies)
-        if self.pseudo_warp <= 0:
-            raise ValueError(f"pseudo_warp must be > 0, got {self.pseudo_warp}")
+        if not 0 <= self.pseudo_warp <= 8:
+            raise ValueError(f"pseudo_warp must be in [0, 8], got {self.pseudo_warp}")
+        if not 0 <= self.pseudo_affine <= 2:
+            raise ValueError(f"pseudo_affine must be in [0, 2], got {self.pseudo_affine}")
+        if self.pseudo_warp == 0 and self.pseudo_affine == 0:
+            raise ValueError("pseudo_warp and pseudo_affine are both 0: the copies would be exact")
 
 
 class FiLMClassifier(DEQModel):

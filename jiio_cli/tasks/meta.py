@@ -108,16 +108,26 @@ def support_rows(model: FiLMClassifier, support: Tensor, labels: Tensor) -> tupl
     """The images (B, n', c, S, S) the inner problem solves, and their labels (B, n').
 
     The support itself, or with ``support_loss="pseudo-queries"`` the support followed
-    by ``pseudo_copies`` warped copies of it (n' = n·(1 + copies), copy j of image i at
-    position n·(j + 1) + i).
+    by ``pseudo_copies`` jittered copies of it (n' = n·(1 + copies), copy j of image i at
+    position n·(j + 1) + i): each copy is the image under a random affine jitter
+    (``pseudo_affine`` > 0), then a random elastic warp (``pseudo_warp`` > 0).
     """
     config = model.config
     if config.support_loss != "pseudo-queries":
         return support, labels
-    warp = Augmentation("elastic", config.pseudo_warp)
+    steps = [
+        Augmentation(kind, amount)  # type: ignore[arg-type]
+        for kind, amount in (("affine", config.pseudo_affine), ("elastic", config.pseudo_warp))
+        if amount > 0
+    ]
     generator = torch.Generator().manual_seed(PSEUDO_QUERY_SEED)
     flat = support.flatten(0, 1)
-    copies = [augment(flat, warp, generator).view_as(support) for _ in range(config.pseudo_copies)]
+    copies = []
+    for _ in range(config.pseudo_copies):
+        copy = flat
+        for step in steps:
+            copy = augment(copy, step, generator)
+        copies.append(copy.view_as(support))
     return torch.cat([support, *copies], dim=1), labels.repeat(1, config.pseudo_copies + 1)
 
 

@@ -134,7 +134,8 @@ def train(
         str,
         typer.Option(
             help="Decoder tasks: training-image augmentation, none, shift:N (random whole-pixel "
-            "shifts of up to N) or elastic:A (a smooth random warp, about A pixels)."
+            "shifts of up to N), elastic:A (a smooth random warp, about A pixels) or "
+            "affine:A (a random rotation, scale, shear and shift; A in (0, 2])."
         ),
     ] = "none",
     inner: Annotated[
@@ -231,6 +232,15 @@ def train(
             "support's centroids); the last two need --readout centroids."
         ),
     ] = "head",
+    pseudo_augment: Annotated[
+        str,
+        typer.Option(
+            help="meta (glyphs, omniglot), --support-loss pseudo-queries: how each copy is "
+            "drawn from its support image: elastic:A (a smooth warp of about A pixels), "
+            "affine:A (a random affine jitter, A times the glyph drawers' own) or both, "
+            "affine:A+elastic:B."
+        ),
+    ] = "elastic:1",
     metric_context: Annotated[
         bool,
         typer.Option(
@@ -320,6 +330,7 @@ def train(
                 context_penalty=context_penalty,
                 head_context=head_context,
                 support_loss=support_loss,
+                pseudo_augment=pseudo_augment,
                 metric_context=metric_context,
                 jac_weight=jac_weight,
                 save_every=save_every,

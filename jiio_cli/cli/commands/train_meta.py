@@ -92,6 +92,27 @@ def parse_ways(text: str) -> tuple[int, ...]:
     return _int_list(text, "--ways", "5,20", 2)
 
 
+def parse_pseudo_augment(text: str) -> tuple[float, float]:
+    """``elastic:A``, ``affine:A`` or ``affine:A+elastic:B`` → (elastic warp, affine
+    strength) of the pseudo-queries, 0 for a part not named; one line otherwise."""
+    from jiio_cli.data.augment import parse_augmentation
+
+    amounts = {"elastic": 0.0, "affine": 0.0}
+    parts = text.split("+")
+    for part in parts:
+        kind = part.strip().partition(":")[0]
+        if kind not in amounts or amounts[kind] or len(parts) > 2:
+            raise UsageError(
+                f"invalid --pseudo-augment {text!r}: expected elastic:A, affine:A or "
+                "affine:A+elastic:B"
+            )
+        try:
+            amounts[kind] = parse_augmentation(part).amount
+        except ValueError as err:
+            raise UsageError(f"invalid --pseudo-augment {text!r}: {err}") from None
+    return amounts["elastic"], amounts["affine"]
+
+
 def parse_shots(text: str) -> tuple[int, ...]:
     """``5`` or a list ``5,10`` of support sizes (sinusoid training cycles through them)."""
     return _int_list(text, "--shots", "5,10", 1, 50)
@@ -122,6 +143,7 @@ class MetaTrainOptions(BaseModel):
     context_penalty: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     head_context: bool = True
     support_loss: Literal["head", "centroids", "pseudo-queries"] = "head"
+    pseudo_augment: str = "elastic:1"
     metric_context: bool = False
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
@@ -164,6 +186,9 @@ def run(
         raise UsageError(f"--data {data} does not exist")
     if opts.support_loss != "head" and opts.readout != "centroids":
         raise UsageError(f"--support-loss {opts.support_loss} needs --readout centroids")
+    if "pseudo_augment" in explicit and opts.support_loss != "pseudo-queries":
+        raise UsageError("--pseudo-augment needs --support-loss pseudo-queries")
+    pseudo_warp, pseudo_affine = parse_pseudo_augment(opts.pseudo_augment)
     if opts.metric_context and opts.readout != "centroids":
         raise UsageError("--metric-context needs --readout centroids")
     if opts.dataset == "omniglot" and data is None:
@@ -179,6 +204,8 @@ def run(
             image_size=opts.image_size,
             head_context=opts.head_context,
             support_loss=opts.support_loss,
+            pseudo_warp=pseudo_warp,
+            pseudo_affine=pseudo_affine,
             metric_context=opts.metric_context,
             readout=opts.readout,
         ),

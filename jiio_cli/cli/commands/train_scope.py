@@ -89,6 +89,7 @@ _META = frozenset(
         "context_penalty",
         "head_context",
         "support_loss",
+        "pseudo_augment",
         "metric_context",
     }
 )
