@@ -241,6 +241,14 @@ def train(
             "affine:A+elastic:B."
         ),
     ] = "elastic:1",
+    pseudo_copies: Annotated[
+        int,
+        typer.Option(
+            help="meta (glyphs, omniglot), --support-loss pseudo-queries: copies per "
+            "support image (more: the fitted context depends less on the draws, and each "
+            "inner solve has more images)."
+        ),
+    ] = 2,
     metric_context: Annotated[
         bool,
         typer.Option(
@@ -331,6 +339,7 @@ def train(
                 head_context=head_context,
                 support_loss=support_loss,
                 pseudo_augment=pseudo_augment,
+                pseudo_copies=pseudo_copies,
                 metric_context=metric_context,
                 jac_weight=jac_weight,
                 save_every=save_every,

@@ -144,6 +144,7 @@ class MetaTrainOptions(BaseModel):
     head_context: bool = True
     support_loss: Literal["head", "centroids", "pseudo-queries"] = "head"
     pseudo_augment: str = "elastic:1"
+    pseudo_copies: int = Field(default=2, ge=1, le=16)
     metric_context: bool = False
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
@@ -186,8 +187,9 @@ def run(
         raise UsageError(f"--data {data} does not exist")
     if opts.support_loss != "head" and opts.readout != "centroids":
         raise UsageError(f"--support-loss {opts.support_loss} needs --readout centroids")
-    if "pseudo_augment" in explicit and opts.support_loss != "pseudo-queries":
-        raise UsageError("--pseudo-augment needs --support-loss pseudo-queries")
+    for name in ("pseudo_augment", "pseudo_copies"):
+        if name in explicit and opts.support_loss != "pseudo-queries":
+            raise UsageError(f"{option_flag(name)} needs --support-loss pseudo-queries")
     pseudo_warp, pseudo_affine = parse_pseudo_augment(opts.pseudo_augment)
     if opts.metric_context and opts.readout != "centroids":
         raise UsageError("--metric-context needs --readout centroids")
@@ -206,6 +208,7 @@ def run(
             support_loss=opts.support_loss,
             pseudo_warp=pseudo_warp,
             pseudo_affine=pseudo_affine,
+            pseudo_copies=opts.pseudo_copies,
             metric_context=opts.metric_context,
             readout=opts.readout,
         ),

@@ -90,6 +90,7 @@ _META = frozenset(
         "head_context",
         "support_loss",
         "pseudo_augment",
+        "pseudo_copies",
         "metric_context",
     }
 )
