@@ -180,6 +180,12 @@ CASES: list[BadInput] = [
         _train("--task", "meta", "--readout", "centroids", "--pseudo-augment", "affine:1"),
         2,
     ),
+    BadInput(
+        "train: --pseudo-copies without pseudo-queries",
+        _train("--task", "meta", "--readout", "centroids", "--pseudo-copies", "4"),
+        2,
+    ),
+    BadInput("train: --pseudo-copies 0", _train(*_PSEUDO_QUERIES, "--pseudo-copies", "0"), 2),
     *(
         BadInput(
             f"train: --pseudo-augment {text}",

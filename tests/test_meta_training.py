@@ -124,18 +124,22 @@ def test_cli_head_context_flag_reaches_the_model(tmp_path: Path, flag: str, expe
     ("text", "warp", "affine"),
     [("affine:1", 0.0, 1.0), ("affine:0.5+elastic:1.5", 1.5, 0.5), (None, 1.0, 0.0)],
 )
-def test_cli_pseudo_augment_reaches_the_model(
-    tmp_path: Path, text: str | None, warp: float, affine: float
+@pytest.mark.parametrize("copies", [None, 3])
+def test_cli_pseudo_query_options_reach_the_model(
+    tmp_path: Path, text: str | None, warp: float, affine: float, copies: int | None
 ) -> None:
     args = ["train", "--task", "meta", "--ways", "3", "--queries", "1", "--epochs", "1",
             "--episodes-per-epoch", "2", "--tasks-per-step", "2", "--image-size", "8",
             "--width", "8", "--context-dim", "4", "--inner-iters", "3", "--readout",
             "centroids", "--support-loss", "pseudo-queries", "--out", str(tmp_path / "run"),
             "--device", "cpu", "--json"]  # fmt: skip
-    result = runner.invoke(app, args + (["--pseudo-augment", text] if text else []))
+    args += ["--pseudo-augment", text] if text else []
+    args += ["--pseudo-copies", str(copies)] if copies else []
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     model, _, _ = load_meta_model(tmp_path / "run" / "meta-last.safetensors", torch.device("cpu"))
     assert (model.config.pseudo_warp, model.config.pseudo_affine) == (warp, affine)
+    assert model.config.pseudo_copies == (copies or 2)
 
 
 def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None:
