@@ -227,9 +227,9 @@ def train(
         typer.Option(
             help="meta (glyphs, omniglot): the support cross-entropy the context is fitted "
             "to: head (the head's logits), centroids (the centroid read-out applied to "
-            "the support images themselves) or pseudo-queries (two elastically warped "
-            "copies of each support image, about 1 pixel, classified by the clean "
-            "support's centroids); the last two need --readout centroids."
+            "the support images themselves) or pseudo-queries (jittered copies of each "
+            "support image, see --pseudo-augment and --pseudo-copies, classified by the "
+            "clean support's centroids); the last two need --readout centroids."
         ),
     ] = "head",
     pseudo_augment: Annotated[
