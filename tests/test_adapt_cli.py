@@ -191,3 +191,19 @@ def test_usage_errors_are_one_line(task: dict[str, Path], args: list[str], messa
     result = runner.invoke(app, ["adapt", "-c", str(task["model"]), *argv, "--device", "cpu"])
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["meta-glyphs.safetensors", "meta-glyphs-metric.safetensors", "meta-glyphs-affine.safetensors"],
+)
+def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
+    model = Path(__file__).resolve().parents[1] / "models" / name
+    doc = _run("-c", str(model), "--episodes", "2", "--ways", "3", "--queries", "2")
+    assert doc["episodes"] == 2 and doc["ways"] == 3
+    for method in ("jiio", "naive", "centroid"):
+        assert 0 <= doc[method]["accuracy"] <= 1
+    # Each shipped file still loads and runs its own inner problem (the affine model's six
+    # jittered copies per support image included) to a finite objective.
+    assert np.isfinite(doc["jiio"]["support_objective"]) and doc["jiio"]["iterations_per_task"] == 40
+    )
