@@ -205,5 +205,5 @@ def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
         assert 0 <= doc[method]["accuracy"] <= 1
     # Each shipped file still loads and runs its own inner problem (the affine model's six
     # jittered copies per support image included) to a finite objective.
-    assert np.isfinite(doc["jiio"]["support_objective"]) and doc["jiio"]["iterations_per_task"] == 40
-    )
+    assert np.isfinite(doc["jiio"]["support_objective"])
+    assert doc["jiio"]["iterations_per_task"] == 40
