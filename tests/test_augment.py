@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -170,3 +172,32 @@ def test_shards_get_the_rows_of_one_process(text: str) -> None:
     parts = [augment_shard(images[a:b], aug, shard(a, b)) for a, b in ((0, 4), (4, 10))]
     assert torch.allclose(torch.cat(parts), whole, atol=1e-6)
     assert not torch.equal(whole, images)
+
+
+def test_affine_jitter_acts_in_pixels_on_non_square_images() -> None:
+    # A blob off the centre of a 40×80 image: its centroid moves by the drawn map in pixel
+    # units (rotation by the drawn angle, shift in fractions of the width), not stretched.
+    height, width, strength = 40, 80, 1.5
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64) + 0.5,
+        torch.arange(width, dtype=torch.float64) + 0.5,
+        indexing="ij",
+    )
+    centre = torch.tensor([width / 2 + 9.0, height / 2 - 5.0], dtype=torch.float64)
+    blob = torch.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / 8)[None, None].float()
+    moved = augment(blob, Augmentation("affine", strength), torch.Generator().manual_seed(4))
+    u = torch.rand(1, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)[0]
+    u = u * 2 - 1
+    angle = math.radians(12 * strength * float(u[0]))
+    scale = 1 + strength * (-0.025 + 0.125 * float(u[1]))
+    rotation = torch.tensor(
+        [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]],
+        dtype=torch.float64,
+    )
+    shear = torch.tensor([[1.0, 0.15 * strength * float(u[2])], [0.0, 1.0]], dtype=torch.float64)
+    linear = scale * rotation @ shear
+    middle = torch.tensor([width / 2, height / 2], dtype=torch.float64)
+    expected = linear @ (centre - middle) + middle + 3 / 64 * strength * u[3:] * width
+    mass = moved[0, 0].double()
+    got = torch.stack(((mass * xs).sum() / mass.sum(), (mass * ys).sum() / mass.sum()))
+    assert torch.allclose(got, expected, atol=0.05)

@@ -140,7 +140,7 @@ def _elastic(images: Tensor, scale: float, generator: torch.Generator) -> Tensor
 
 
 def _affine(images: Tensor, strength: float, generator: torch.Generator) -> Tensor:
-    batch = images.shape[0]
+    batch, _, height, width = images.shape
     # One row of uniform draws in [−1, 1] per image: angle, scale, shear, shift x, shift y.
     u = torch.rand(batch, 5, generator=generator, dtype=torch.float64) * 2 - 1
     angle = torch.deg2rad(12 * strength * u[:, 0])
@@ -161,6 +161,13 @@ def _affine(images: Tensor, strength: float, generator: torch.Generator) -> Tens
         )
         * scale[:, None, None]
     )
+    # grid_sample's [−1, 1] units are half the width across and half the height down:
+    # in them the pixel-space map is D⁻¹ A D with D = diag(W, H), and a shift of t pixels is
+    # 2t/W across and 2t/H down (a no-op for square images).
+    aspect = width / height
+    forward[:, 0, 1] /= aspect
+    forward[:, 1, 0] *= aspect
+    shift[:, 1] *= aspect
     inverse = torch.linalg.inv(forward)
     theta = torch.cat((inverse, -(inverse @ shift[..., None])), dim=2)  # (B, 2, 3)
     grid = F.affine_grid(

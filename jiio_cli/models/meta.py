@@ -80,7 +80,7 @@ class MetaConfig(ModelConfig):
             ‖φ(q) − c_k‖² becomes Σ_c exp(v_metric,c) (φ_c(q) − c_k,c)²: fitting v can
             re-weigh the feature channels for the task at hand. v_metric = 0 is the plain
             distance. Checkpoints written before this option read as False.
-        pseudo_copies: warped copies per support image (``pseudo-queries`` only).
+        pseudo_copies: jittered copies per support image (``pseudo-queries`` only).
         pseudo_warp: their elastic warp's size in pixels, 0 for none (``pseudo-queries``
             only).
         pseudo_affine: the strength of their affine jitter (see
