@@ -28,6 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from jiio_cli.data.glyphs import (
+    CANVAS,
+    JITTER_ROTATION,
+    JITTER_SCALE,
+    JITTER_SHEAR,
+    JITTER_SHIFT,
+)
+
 __all__ = ["Augmentation", "augment", "parse_augmentation"]
 
 AugmentKind = Literal["none", "shift", "elastic", "affine"]
@@ -143,11 +151,12 @@ def _affine(images: Tensor, strength: float, generator: torch.Generator) -> Tens
     batch, _, height, width = images.shape
     # One row of uniform draws in [−1, 1] per image: angle, scale, shear, shift x, shift y.
     u = torch.rand(batch, 5, generator=generator, dtype=torch.float64) * 2 - 1
-    angle = torch.deg2rad(12 * strength * u[:, 0])
-    # U(−0.15, 0.1) as the renderer draws it: centre −0.025, half-width 0.125.
-    scale = 1 + strength * (-0.025 + 0.125 * u[:, 1])
-    shear = 0.15 * strength * u[:, 2]
-    shift = (3 / 32) * strength * u[:, 3:]  # ±3 px of a 64-px canvas, in [−1, 1] units
+    angle = torch.deg2rad(JITTER_ROTATION * strength * u[:, 0])
+    low, high = JITTER_SCALE  # uniform on [low, high], as the renderer draws it
+    scale = 1 + strength * ((low + high) / 2 + (high - low) / 2 * u[:, 1])
+    shear = JITTER_SHEAR * strength * u[:, 2]
+    # Canvas pixels as a fraction of the width, in [−1, 1] units (2 per width).
+    shift = 2 * JITTER_SHIFT / CANVAS * strength * u[:, 3:]
     cos, sin = angle.cos(), angle.sin()
     # Forward map A = scale · R(angle) · [[1, shear], [0, 1]], then the shift. grid_sample
     # reads the source at A⁻¹(p − shift) for each output position p.

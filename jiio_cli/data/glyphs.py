@@ -81,6 +81,16 @@ META_TRAIN_SCRIPTS: tuple[str, ...] = (
 META_TEST_SCRIPTS: tuple[str, ...] = ("Hebrew", "Arabic", "Tifinagh", "NKo", "Lao")
 
 _CANVAS = 64  # render size before the jitter and the downsampling
+
+JITTER_ROTATION = 12.0
+"""Largest rotation of a drawer's affine jitter, in degrees (at strength 1)."""
+JITTER_SCALE = (-0.15, 0.1)
+"""Range of its scale change (the scale is 1 plus a uniform draw from it)."""
+JITTER_SHEAR = 0.15
+"""Largest shear."""
+JITTER_SHIFT = 3.0
+"""Largest shift, in pixels of the 64-pixel render canvas (``CANVAS``)."""
+CANVAS = _CANVAS
 _FONT_PIXELS = 40
 _MISSING_PROBE = "\ue000"  # a private-use code point: every font draws its .notdef box
 
@@ -184,10 +194,10 @@ def random_jitter(rng: np.random.Generator, strength: float = 1.0) -> np.ndarray
     Shifts are in 64-pixel canvas units (about ±1.3 px at 28×28); ``strength`` scales all
     four ranges.
     """
-    angle = math.radians(rng.uniform(-12, 12) * strength)
-    scale = 1.0 + rng.uniform(-0.15, 0.1) * strength
-    shear = rng.uniform(-0.15, 0.15) * strength
-    shift = rng.uniform(-3, 3, size=2) * strength
+    angle = math.radians(rng.uniform(-JITTER_ROTATION, JITTER_ROTATION) * strength)
+    scale = 1.0 + rng.uniform(*JITTER_SCALE) * strength
+    shear = rng.uniform(-JITTER_SHEAR, JITTER_SHEAR) * strength
+    shift = rng.uniform(-JITTER_SHIFT, JITTER_SHIFT, size=2) * strength
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     linear = scale * rotation @ np.array([[1.0, shear], [0.0, 1.0]])
     return np.hstack([linear, shift[:, None]])
