@@ -45,13 +45,14 @@ __all__ = [
 class AdaptBenchConfig:
     """Settings of the adaptation benchmark.
 
-    α_x is constant. On the shipped centroid read-out glyph model α_x = 1 reaches the
-    naive loop's objective in fewer iterations than 2 (the best value on the head
-    read-out model it replaced), 0.5 or 4; BENCHMARKS.md has the side-by-side runs.
+    α_x is constant. On the default meta-model (``meta-glyphs-affine``) α_x = 2 reaches
+    the naive loop's objective in fewer iterations than 1 on each of three batches, and
+    on one of them 3 lost ground as its budget grew; on the earlier default
+    (``meta-glyphs``) 1 was ahead of 2. BENCHMARKS.md has the side-by-side runs.
     ``film_scale`` 0.5 (JIIO's steps on the FiLM code a quarter as large, the code
-    counted twice as much in Anderson's least squares) needed a median of 150
-    iterations against 260 without it over seven batches of 32 tasks, fewer on six of
-    them (BENCHMARKS.md, "A preconditioner for the context").
+    counted twice as much in Anderson's least squares) needed, on ``meta-glyphs``, a
+    median of 150 iterations against 260 without it over seven batches of 32 tasks,
+    fewer on six of them (BENCHMARKS.md, "A preconditioner for the context").
 
     ``inner_max_iter`` caps every forward and adjoint solve of the naive method and
     JIIO's final refinement (None: the model's own cap, 30).
@@ -62,7 +63,7 @@ class AdaptBenchConfig:
     inner_max_iter: int | None = None
     jiio_budgets: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)
     memory: int = 10
-    alpha_x: float = 1.0
+    alpha_x: float = 2.0
     x_weight: float = 30.0
     film_scale: float = 0.5
     repeat: int = 1

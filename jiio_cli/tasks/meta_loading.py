@@ -17,7 +17,7 @@ from jiio_cli.training import TrainConfig
 
 __all__ = ["DEFAULT_META_MODEL", "load_meta_model", "spec_from_json"]
 
-DEFAULT_META_MODEL = MODELS_DIR / "meta-glyphs.safetensors"
+DEFAULT_META_MODEL = MODELS_DIR / "meta-glyphs-affine.safetensors"
 
 
 def spec_from_json(data: dict[str, Any] | None, model: MetaConfig) -> MetaTrainSpec:

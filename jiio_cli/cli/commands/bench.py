@@ -85,7 +85,7 @@ def bench(
     ] = None,
     alpha_x: Annotated[
         float | None,
-        typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 1.0)."),
+        typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 2.0)."),
     ] = None,
     alpha_x_start: Annotated[
         float | None,
