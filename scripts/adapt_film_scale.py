@@ -3,14 +3,15 @@
 Usage: python scripts/adapt_film_scale.py [--seeds 0,1,2] [--scales 1,0.5,0.4,0.3]
 
 For each seed, the batch of ``jiio bench --task adapt --seed S`` (32 held-out 5-way
-1-shot glyph tasks, the shipped meta-model): the naive loop (50 Adam steps, each a full
-forward and adjoint solve) runs once and sets the target, its final mean support
-objective; then, for each factor d of ``--scales``, JIIO with the bench's settings and
-``--film-scale d`` searches the smallest budget that reaches it, as the bench does
-(doubling, then bisection). Prints one JSON line per (seed, d): the naive seconds, the
-JIIO budget and seconds at the target, and their ratio. The naive run is shared by the
-factors of a seed, so their JIIO figures are comparable with each other exactly in
-iterations and up to this machine's timing noise in seconds.
+1-shot glyph tasks, ``models/meta-glyphs.safetensors``, the default meta-model when
+BENCHMARKS.md's figures were measured, with the bench's α_x of then, 1): the naive loop
+(50 Adam steps, each a full forward and adjoint solve) runs once and sets the target,
+its final mean support objective; then, for each factor d of ``--scales``, JIIO with the
+bench's settings and ``--film-scale d`` searches the smallest budget that reaches it, as
+the bench does (doubling, then bisection). Prints one JSON line per (seed, d): the naive
+seconds, the JIIO budget and seconds at the target, and their ratio. The naive run is
+shared by the factors of a seed, so their JIIO figures are comparable with each other
+exactly in iterations and up to this machine's timing noise in seconds.
 
 Threads are PyTorch's default; set OMP_NUM_THREADS to fix them.
 """
@@ -28,6 +29,7 @@ from jiio_cli.bench.adapt import AdaptBenchConfig, jiio_bench_settings, naive_be
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
+from jiio_cli.tasks.loading import MODELS_DIR
 from jiio_cli.tasks.meta import adapt_context
 from jiio_cli.tasks.meta_loading import load_meta_model
 from jiio_cli.tasks.meta_training import adapt_settings
@@ -44,10 +46,11 @@ def main() -> None:
     parser.add_argument("--scales", default="1,0.5,0.4,0.3")
     args = parser.parse_args()
     device = torch.device("cpu")
-    model, _, spec = load_meta_model(None, device)
+    model, _, spec = load_meta_model(MODELS_DIR / "meta-glyphs.safetensors", device)
     pool = load_glyph_pool("test").resized(model.config.image_size)
     settings = adapt_settings(spec)
-    base = AdaptBenchConfig()
+    # The bench's settings of its measurements (α_x was 1 then; the bench now uses 2).
+    base = AdaptBenchConfig(alpha_x=1.0)
     for seed in [int(v) for v in args.seeds.split(",")]:
         ep = sample_episodes(pool, 32, 5, 1, 5, derived_generator(seed, 13)).to(device)
 

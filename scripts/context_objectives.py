@@ -7,7 +7,8 @@ Usage: python scripts/context_objectives.py transductive BETA,LAMBDA [BETA,LAMBD
        python scripts/context_objectives.py pseudo HEAD,LAMBDA [HEAD,LAMBDA ...]
            [--copies 4] [--warp 1.0] [--iterations 60] [--episodes 100]
 
-Both fit the shipped meta-model's context v by JIIO (its own solver settings, with the
+Both fit the context v of ``models/meta-glyphs.safetensors`` (the default meta-model
+when BENCHMARKS.md's figures were measured) by JIIO (its own solver settings, with the
 budget given) on 1-shot episodes (``--ways`` classes, ``--queries`` queries per class) of
 the meta-train characters held out for validation, and classify the queries by the
 centroid read-out at v*. Each setting's accuracy is printed with its paired differences
@@ -45,6 +46,7 @@ from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
 from jiio_cli.engine import InputProblem, jiio_solve
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
+from jiio_cli.tasks.loading import MODELS_DIR
 from jiio_cli.tasks.meta import query_states
 from jiio_cli.tasks.meta_loading import load_meta_model
 from jiio_cli.tasks.meta_training import adapt_settings, split_pool
@@ -138,7 +140,7 @@ def main() -> None:
     pseudo = args.objective == "pseudo"
     iterations = args.iterations or (40 if transductive else 60)
     ways = args.ways
-    model, _, spec = load_meta_model(None, torch.device("cpu"))
+    model, _, spec = load_meta_model(MODELS_DIR / "meta-glyphs.safetensors", torch.device("cpu"))
     pool = split_pool(load_glyph_pool("train").resized(model.config.image_size))[1]
     settings = adapt_settings(spec, iterations=iterations)
     episodes_gen = derived_generator(0, 11, ways, 1)
