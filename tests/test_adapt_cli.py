@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from jiio_cli.cli.app import app
 from jiio_cli.data.episodes import load_class_folders, load_glyph_pool, load_query_folder
 from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
+from jiio_cli.tasks.loading import MODELS_DIR
 from jiio_cli.tasks.meta import query_logits
 from jiio_cli.tasks.meta_eval import adapt_and_predict
 from jiio_cli.tasks.meta_loading import DEFAULT_META_MODEL, load_meta_model
@@ -198,7 +199,7 @@ def test_usage_errors_are_one_line(task: dict[str, Path], args: list[str], messa
     ["meta-glyphs.safetensors", "meta-glyphs-metric.safetensors", "meta-glyphs-affine.safetensors"],
 )
 def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
-    model = Path(__file__).resolve().parents[1] / "models" / name
+    model = MODELS_DIR / name
     doc = _run("-c", str(model), "--episodes", "2", "--ways", "3", "--queries", "2")
     assert doc["episodes"] == 2 and doc["ways"] == 3
     for method in ("jiio", "naive", "centroid"):

@@ -80,7 +80,8 @@ META_TRAIN_SCRIPTS: tuple[str, ...] = (
 )
 META_TEST_SCRIPTS: tuple[str, ...] = ("Hebrew", "Arabic", "Tifinagh", "NKo", "Lao")
 
-_CANVAS = 64  # render size before the jitter and the downsampling
+CANVAS = 64
+"""Render size in pixels, before the jitter and the downsampling."""
 
 JITTER_ROTATION = 12.0
 """Largest rotation of a drawer's affine jitter, in degrees (at strength 1)."""
@@ -90,7 +91,6 @@ JITTER_SHEAR = 0.15
 """Largest shear."""
 JITTER_SHIFT = 3.0
 """Largest shift, in pixels of the 64-pixel render canvas (``CANVAS``)."""
-CANVAS = _CANVAS
 _FONT_PIXELS = 40
 _MISSING_PROBE = "\ue000"  # a private-use code point: every font draws its .notdef box
 
@@ -165,16 +165,16 @@ def render_glyph(
     the affine map ``jitter`` (a 2×3 matrix acting on canvas coordinates centred at the
     middle; None for none) and downsampled with a box filter.
     """
-    canvas = Image.new("L", (_CANVAS, _CANVAS), 0)
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
     left, top, right, bottom = font.getbbox(char)
-    x = (_CANVAS - (right - left)) / 2 - left
-    y = (_CANVAS - (bottom - top)) / 2 - top
+    x = (CANVAS - (right - left)) / 2 - left
+    y = (CANVAS - (bottom - top)) / 2 - top
     from PIL import ImageDraw
 
     ImageDraw.Draw(canvas).text((x, y), char, fill=255, font=font)
     if jitter is not None:
         # PIL wants the inverse map (output pixel -> input pixel) in absolute coordinates.
-        c = _CANVAS / 2
+        c = CANVAS / 2
         full = np.vstack([jitter, [0.0, 0.0, 1.0]])
         shift = np.array([[1.0, 0.0, c], [0.0, 1.0, c], [0.0, 0.0, 1.0]])
         unshift = np.array([[1.0, 0.0, -c], [0.0, 1.0, -c], [0.0, 0.0, 1.0]])
