@@ -29,10 +29,10 @@ from jiio_cli.bench.adapt import AdaptBenchConfig, jiio_bench_settings, naive_be
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
+from jiio_cli.tasks.fewshot.classification import adapt_context
+from jiio_cli.tasks.fewshot.loading import load_meta_model
+from jiio_cli.tasks.fewshot.training import adapt_settings
 from jiio_cli.tasks.loading import MODELS_DIR
-from jiio_cli.tasks.meta import adapt_context
-from jiio_cli.tasks.meta_loading import load_meta_model
-from jiio_cli.tasks.meta_training import adapt_settings
 from jiio_cli.training import derived_generator
 
 

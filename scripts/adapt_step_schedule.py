@@ -22,9 +22,9 @@ from latent_step_schedule import parse_schedule  # the same A or A0:A:K syntax
 
 from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
+from jiio_cli.tasks.fewshot.loading import load_meta_model
+from jiio_cli.tasks.fewshot.training import adapt_settings
 from jiio_cli.tasks.loading import MODELS_DIR
-from jiio_cli.tasks.meta_loading import load_meta_model
-from jiio_cli.tasks.meta_training import adapt_settings
 from jiio_cli.training import derived_generator
 
 

@@ -28,10 +28,10 @@ from torch import Tensor
 
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
 from jiio_cli.models.meta import class_means
-from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
-from jiio_cli.tasks.meta import adapt_context, query_states
-from jiio_cli.tasks.meta_loading import load_meta_model
-from jiio_cli.tasks.meta_training import adapt_settings, split_pool
+from jiio_cli.tasks.fewshot.classification import adapt_context, query_states
+from jiio_cli.tasks.fewshot.loading import load_meta_model
+from jiio_cli.tasks.fewshot.tally import mean_and_ci95, paired_difference
+from jiio_cli.tasks.fewshot.training import adapt_settings, split_pool
 from jiio_cli.training import derived_generator
 
 

@@ -16,8 +16,8 @@ import json
 import torch
 
 from jiio_cli.engine import jiio_solve
-from jiio_cli.tasks.adversarial import COMMAND_ATTACK, ThreatModel, attack_problem, classify
-from jiio_cli.tasks.attack_data import load_attack_set
+from jiio_cli.tasks.adversarial.attacks import COMMAND_ATTACK, ThreatModel, attack_problem, classify
+from jiio_cli.tasks.adversarial.data import load_attack_set
 from jiio_cli.tasks.loading import default_checkpoint, load_model
 
 

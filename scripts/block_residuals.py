@@ -19,7 +19,7 @@ import torch
 import jiio_cli.engine.jiio as jiio_module
 from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
 from jiio_cli.data import load_mnist5k
-from jiio_cli.tasks.inverse import reconstruct
+from jiio_cli.tasks.inverse.problems import reconstruct
 from jiio_cli.tasks.loading import load_decoder
 
 

@@ -15,7 +15,7 @@ solve to 1e-5 per step), which tells a ceiling of the decoder from a limit of JI
 With ``--sigma S`` the digits are observed with the quality table's noise draw instead
 and the denoising PSNR is printed: of the decoded image, and, when the checkpoint
 carries a range error τ², of the posterior image that the bench and ``jiio reconstruct``
-report (:mod:`jiio_cli.tasks.range_error`).
+report (:mod:`jiio_cli.tasks.inverse.range_error`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from jiio_cli.bench.reconstruct import (
 )
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import NaiveConfig, SolverConfig
-from jiio_cli.tasks.corruption import Corruption
-from jiio_cli.tasks.inverse import InferenceSettings, reconstruct
+from jiio_cli.tasks.inverse.corruption import Corruption
+from jiio_cli.tasks.inverse.problems import InferenceSettings, reconstruct
+from jiio_cli.tasks.inverse.range_error import posterior_image, stored_range_error
 from jiio_cli.tasks.loading import default_checkpoint, load_model
-from jiio_cli.tasks.range_error import posterior_image, stored_range_error
 
 
 def main() -> None:

@@ -45,11 +45,11 @@ from jiio_cli.data.augment import Augmentation, augment
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
 from jiio_cli.engine import InputProblem, jiio_solve
 from jiio_cli.models import FiLMClassifier
-from jiio_cli.tasks.episode_tally import mean_and_ci95, paired_difference
+from jiio_cli.tasks.fewshot.classification import query_states
+from jiio_cli.tasks.fewshot.loading import load_meta_model
+from jiio_cli.tasks.fewshot.tally import mean_and_ci95, paired_difference
+from jiio_cli.tasks.fewshot.training import adapt_settings, split_pool
 from jiio_cli.tasks.loading import MODELS_DIR
-from jiio_cli.tasks.meta import query_states
-from jiio_cli.tasks.meta_loading import load_meta_model
-from jiio_cli.tasks.meta_training import adapt_settings, split_pool
 from jiio_cli.training import derived_generator
 
 

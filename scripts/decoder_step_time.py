@@ -21,9 +21,9 @@ import torch
 
 from jiio_cli.data import load_mnist5k
 from jiio_cli.models import DecoderConfig, DEQDecoder
-from jiio_cli.tasks.corruption import Corruption, corrupt
-from jiio_cli.tasks.inverse import training_loss
-from jiio_cli.tasks.inverse_training import InverseTrainSpec, inference_settings
+from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
+from jiio_cli.tasks.inverse.problems import training_loss
+from jiio_cli.tasks.inverse.training import InverseTrainSpec, inference_settings
 from jiio_cli.training import TrainConfig
 
 

@@ -4,7 +4,7 @@ Usage: python scripts/fit_density.py CHECKPOINT [--images 2000] [--components 10
 The codes of the first N MNIST-5k training digits are inferred by JIIO (all pixels
 known); the mixture goes into the checkpoint under ``density.``, and the decoder's range
 error τ², fitted on the first 200 of those digits observed with noise σ = 0.2
-(:mod:`jiio_cli.tasks.range_error`), into its metadata. The file is rewritten atomically.
+(:mod:`jiio_cli.tasks.inverse.range_error`), into its metadata. The file is rewritten atomically.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.data import load_mnist5k
-from jiio_cli.tasks.range_error import stored_range_error
-from jiio_cli.tasks.sampling import attach_density
+from jiio_cli.tasks.inverse.range_error import stored_range_error
+from jiio_cli.tasks.inverse.sampling import attach_density
 
 
 def main() -> None:

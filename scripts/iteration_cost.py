@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from jiio_cli.bench.reconstruct import speed_batch
 from jiio_cli.engine import SolverConfig, forward_solve, lagrangian_grads
 from jiio_cli.models.layers import bilinear_resize
-from jiio_cli.tasks.inverse import reconstruction_problem
+from jiio_cli.tasks.inverse.problems import reconstruction_problem
 from jiio_cli.tasks.loading import load_decoder
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_batch
 from jiio_cli.engine import SolverConfig, forward_solve, jiio_solve
-from jiio_cli.tasks.inverse import reconstruction_problem
+from jiio_cli.tasks.inverse.problems import reconstruction_problem
 from jiio_cli.tasks.loading import load_decoder
 
 TIGHT = SolverConfig(memory=10, max_iter=200, tol=1e-11)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_batch
 from jiio_cli.engine import SolverConfig, StepSchedule, forward_solve, jiio_solve
-from jiio_cli.tasks.inverse import (
+from jiio_cli.tasks.inverse.problems import (
     reconstruction_alpha_x,
     reconstruction_problem,
     trained_latent_weight,

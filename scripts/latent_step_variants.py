@@ -56,9 +56,9 @@ from jiio_cli.engine import (
     jiio_solve,
     lagrangian_grads,
 )
-from jiio_cli.tasks.inverse import reconstruction_problem
+from jiio_cli.tasks.inverse.problems import reconstruction_problem
+from jiio_cli.tasks.inverse.sampling import DENSITY_PREFIX
 from jiio_cli.tasks.loading import load_decoder
-from jiio_cli.tasks.sampling import DENSITY_PREFIX
 
 VARIANTS = (
     "plain",

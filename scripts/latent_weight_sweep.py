@@ -23,7 +23,7 @@ from jiio_cli.bench.reconstruct import (
     speed_batch,
     time_to_equal_objective,
 )
-from jiio_cli.tasks.inverse import reconstruct
+from jiio_cli.tasks.inverse.problems import reconstruct
 from jiio_cli.tasks.loading import load_decoder
 
 

@@ -22,8 +22,8 @@ import torch
 
 from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
 from jiio_cli.engine import SolverConfig, forward_solve
-from jiio_cli.tasks.meta import support_rows
-from jiio_cli.tasks.meta_loading import load_meta_model
+from jiio_cli.tasks.fewshot.classification import support_rows
+from jiio_cli.tasks.fewshot.loading import load_meta_model
 from jiio_cli.training import derived_generator
 
 

@@ -30,9 +30,9 @@ import torch
 from jiio_cli.data import load_mnist5k
 from jiio_cli.models import DecoderConfig, DEQDecoder
 from jiio_cli.models.precision import use_strict_fp32
-from jiio_cli.tasks.corruption import Corruption, corrupt
-from jiio_cli.tasks.inverse import training_loss
-from jiio_cli.tasks.inverse_training import InverseTrainSpec, inference_settings, train_inverse
+from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
+from jiio_cli.tasks.inverse.problems import training_loss
+from jiio_cli.tasks.inverse.training import InverseTrainSpec, inference_settings, train_inverse
 from jiio_cli.training import TrainConfig
 
 

@@ -19,8 +19,12 @@ import time
 import torch
 
 from jiio_cli.data import load_mnist5k
-from jiio_cli.tasks.corruption import Corruption, corrupt
-from jiio_cli.tasks.inverse import reconstruct, reconstruction_settings, trained_latent_weight
+from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
+from jiio_cli.tasks.inverse.problems import (
+    reconstruct,
+    reconstruction_settings,
+    trained_latent_weight,
+)
 from jiio_cli.tasks.loading import load_decoder
 from jiio_cli.training import derived_generator
 

@@ -31,7 +31,7 @@ import torch
 from jiio_cli.bench.reconstruct import ReconstructBenchConfig, jiio_settings, speed_observations
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import SolverConfig, fixed_point_solve, jiio_solve, lagrangian_grads
-from jiio_cli.tasks.inverse import reconstruction_problem
+from jiio_cli.tasks.inverse.problems import reconstruction_problem
 from jiio_cli.tasks.loading import load_decoder
 
 

@@ -30,14 +30,14 @@ sys.path.insert(0, str(ROOT))
 
 from jiio_cli.engine import SolverConfig, forward_solve, implicit_fixed_point  # noqa: E402
 from jiio_cli.models import DEQClassifier  # noqa: E402
-from jiio_cli.tasks.adversarial import (  # noqa: E402
+from jiio_cli.tasks.adversarial.attacks import (  # noqa: E402
     COMMAND_ATTACK,
     PGDConfig,
     ThreatModel,
     classify,
 )
-from jiio_cli.tasks.attack_data import load_attack_set  # noqa: E402
-from jiio_cli.tasks.attack_sweep import run_attack_sweep  # noqa: E402
+from jiio_cli.tasks.adversarial.data import load_attack_set  # noqa: E402
+from jiio_cli.tasks.adversarial.sweep import run_attack_sweep  # noqa: E402
 from jiio_cli.tasks.loading import default_checkpoint, load_model  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Users' mistakes, each with the command that makes it and the exit code it must get.
 
-Shared by the tests and by ``tests/test_error_table.py``, which renders them, with the
+Shared by the tests and by ``tests/cli/test_error_table.py``, which renders them, with the
 message each one actually gets, into ``docs/errors.md``.
 """
 

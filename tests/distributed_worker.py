@@ -1,4 +1,4 @@
-"""What each rank does in tests/test_distributed.py, run as ``torchrun ... distributed_worker.py``.
+"""What each rank does in tests/tasks/test_distributed.py, run by torchrun as a worker script.
 
 Also imported by the test itself, which runs the same functions in one process (world
 size 1) to get the references.
@@ -15,10 +15,10 @@ import torch
 
 from jiio_cli.distributed import BatchShard, all_reduce_gradients, shard_bounds, start_distributed
 from jiio_cli.models import DecoderConfig, DEQDecoder
-from jiio_cli.tasks import inverse_training
-from jiio_cli.tasks.corruption import Corruption
-from jiio_cli.tasks.inverse import training_loss
-from jiio_cli.tasks.inverse_training import (
+from jiio_cli.tasks.inverse import training as inverse_training
+from jiio_cli.tasks.inverse.corruption import Corruption
+from jiio_cli.tasks.inverse.problems import training_loss
+from jiio_cli.tasks.inverse.training import (
     InverseTrainSpec,
     corrupt_shard,
     inference_settings,

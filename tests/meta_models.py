@@ -10,7 +10,7 @@ from PIL import Image
 
 from jiio_cli.checkpoint import save_checkpoint
 from jiio_cli.models import FiLMClassifier, MetaConfig
-from jiio_cli.tasks.meta_training import MetaTrainSpec
+from jiio_cli.tasks.fewshot.training import MetaTrainSpec
 from jiio_cli.training import TrainConfig
 
 TINY_META = MetaConfig(context_dim=8, ways=5, channels=8, image_size=12, head_context=True)

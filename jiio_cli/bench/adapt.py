@@ -30,8 +30,13 @@ from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig, inner_solves_converged
 from jiio_cli.models import FiLMClassifier
-from jiio_cli.tasks.episode_tally import refuse_divergence
-from jiio_cli.tasks.meta import AdaptSettings, adapt_context, context_scale, query_logits
+from jiio_cli.tasks.fewshot.classification import (
+    AdaptSettings,
+    adapt_context,
+    context_scale,
+    query_logits,
+)
+from jiio_cli.tasks.fewshot.tally import refuse_divergence
 
 __all__ = [
     "AdaptBenchConfig",

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.models import DEQClassifier
-from jiio_cli.tasks.adversarial import (
+from jiio_cli.tasks.adversarial.attacks import (
     COMMAND_ATTACK,
     AttackOutcome,
     JIIOAttackConfig,
@@ -37,7 +37,7 @@ from jiio_cli.tasks.adversarial import (
     jiio_attack,
     pgd_attack,
 )
-from jiio_cli.tasks.attack_sweep import refuse_divergence
+from jiio_cli.tasks.adversarial.sweep import refuse_divergence
 
 __all__ = ["AttackBenchConfig", "attack_time_to_equal_objective"]
 

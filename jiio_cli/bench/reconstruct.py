@@ -31,21 +31,21 @@ from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import NaiveConfig, SolverConfig, inner_solves_converged
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
-from jiio_cli.tasks.corruption import Corruption, corrupt
-from jiio_cli.tasks.inverse import (
-    InferenceSettings,
-    reconstruct,
-    reconstruct_in_batches,
-    reconstruction_settings,
-)
-from jiio_cli.tasks.range_error import posterior_image
-from jiio_cli.tasks.reconstruction_defaults import (
+from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
+from jiio_cli.tasks.inverse.defaults import (
     RECONSTRUCTION_ALPHA_X,
     RECONSTRUCTION_MEMORY,
     RECONSTRUCTION_START_ALPHA_X,
     RECONSTRUCTION_START_ITERATIONS,
     RECONSTRUCTION_X_WEIGHT,
 )
+from jiio_cli.tasks.inverse.problems import (
+    InferenceSettings,
+    reconstruct,
+    reconstruct_in_batches,
+    reconstruction_settings,
+)
+from jiio_cli.tasks.inverse.range_error import posterior_image
 from jiio_cli.training import derived_generator
 
 __all__ = [
@@ -98,7 +98,7 @@ def jiio_settings(
     cfg: ReconstructBenchConfig, iterations: int, refine_adjoint: bool = True
 ) -> InferenceSettings:
     """The bench's JIIO inference settings with an iteration budget (``refine_adjoint``:
-    see :func:`~jiio_cli.tasks.inverse.reconstruction_settings`)."""
+    see :func:`~jiio_cli.tasks.inverse.problems.reconstruction_settings`)."""
     return reconstruction_settings(
         iterations,
         latent_weight=cfg.latent_weight,
@@ -229,7 +229,7 @@ def quality_table(
     """PSNR (dB) of no learning, the classical baseline and JIIO for one corruption.
 
     The JIIO row is the posterior-mean image of the range-error model with τ² =
-    ``range_error`` (:func:`~jiio_cli.tasks.range_error.posterior_image`: observed pixels
+    ``range_error`` (:func:`~jiio_cli.tasks.inverse.range_error.posterior_image`: observed pixels
     kept for the noise-free hole, the noisy ones mixed in by τ²/(τ² + σ²) for
     denoising); a second row scores the decoder's output G alone.
     """

@@ -18,7 +18,7 @@ import torch
 
 from jiio_cli.bench.timing import StepClock
 from jiio_cli.models import ClassifierConfig, DecoderConfig
-from jiio_cli.tasks.adversarial import ThreatModel
+from jiio_cli.tasks.adversarial.attacks import ThreatModel
 from jiio_cli.training import TrainConfig, TrainState
 
 __all__ = ["TrainBenchTask", "training_comparison"]
@@ -48,8 +48,8 @@ def _run_denoise(
     out: Path,
     clock: Any,
 ) -> TrainState:
-    from jiio_cli.tasks.corruption import Corruption
-    from jiio_cli.tasks.inverse_training import InverseTrainSpec, train_inverse
+    from jiio_cli.tasks.inverse.corruption import Corruption
+    from jiio_cli.tasks.inverse.training import InverseTrainSpec, train_inverse
 
     spec = InverseTrainSpec(
         task="denoise",
@@ -73,7 +73,7 @@ def _run_adversarial(
     out: Path,
     clock: Any,
 ) -> TrainState:
-    from jiio_cli.tasks.adversarial_training import AdversarialTrainSpec, train_adversarial
+    from jiio_cli.tasks.adversarial.training import AdversarialTrainSpec, train_adversarial
 
     spec = AdversarialTrainSpec(
         threat=ThreatModel("l2", 1.0),

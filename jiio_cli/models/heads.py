@@ -64,7 +64,7 @@ class ImageHead(nn.Module):
     a 1×1 convolution from C to 9c channels at the state's resolution, then two small
     matrix products per tap, instead of upsampling all C channels and convolving at the
     image's resolution. The result is the same function up to rounding
-    (``tests/test_heads.py`` checks it against the upsample-then-convolve form, values
+    (``tests/models/test_heads.py`` checks it against the upsample-then-convolve form, values
     and gradients); on the CPU the upsampling and its backward were most of the cost of
     a JIIO iteration on the shipped decoder.
 

@@ -168,7 +168,7 @@ def adapt(
             raise UsageError("give --support DIR --query DIR, or --episodes N to evaluate")
         import torch
 
-        from jiio_cli.tasks.meta_loading import load_meta_model
+        from jiio_cli.tasks.fewshot.loading import load_meta_model
 
         torch.manual_seed(common.seed)
         model, path, spec = load_meta_model(checkpoint, common.torch_device)
@@ -183,7 +183,7 @@ def adapt(
 def _settings(spec: Any, opts: AdaptOptions) -> Any:
     import dataclasses
 
-    from jiio_cli.tasks.meta_training import adapt_settings
+    from jiio_cli.tasks.fewshot.training import adapt_settings
 
     settings = adapt_settings(spec, iterations=opts.iterations)
     return dataclasses.replace(
@@ -197,7 +197,7 @@ def _adapt_folders(
     import torch
 
     from jiio_cli.data.episodes import load_class_folders, load_query_folder
-    from jiio_cli.tasks.meta_eval import adapt_and_predict
+    from jiio_cli.tasks.fewshot.evaluation import adapt_and_predict
 
     size, most = model.config.image_size, model.config.ways
     pool = load_class_folders(support, size, "support")
@@ -267,7 +267,7 @@ def _evaluate(
     model: Any, path: Path, settings: Any, opts: AdaptOptions, data: Path | None, common: Any
 ) -> None:
     from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, load_omniglot_folder
-    from jiio_cli.tasks.meta_eval import evaluate_episodes
+    from jiio_cli.tasks.fewshot.evaluation import evaluate_episodes
 
     size, most = model.config.image_size, model.config.ways
     if data is not None:
@@ -365,8 +365,8 @@ def _evaluate_sinusoid(
 
     import torch
 
-    from jiio_cli.tasks.sinusoid_eval import evaluate_tasks
-    from jiio_cli.tasks.sinusoid_training import adapt_settings, load_sinusoid_model
+    from jiio_cli.tasks.fewshot.sinusoid_eval import evaluate_tasks
+    from jiio_cli.tasks.fewshot.sinusoid_training import adapt_settings, load_sinusoid_model
 
     torch.manual_seed(common.seed)
     model, path, spec = load_sinusoid_model(checkpoint, common.torch_device)

@@ -29,7 +29,7 @@ from jiio_cli.cli.output import print_json, print_table
 from jiio_cli.cli.progress import batch_progress
 from jiio_cli.config import parse_eps_list
 from jiio_cli.errors import UsageError
-from jiio_cli.tasks.adversarial import COMMAND_ATTACK
+from jiio_cli.tasks.adversarial.attacks import COMMAND_ATTACK
 
 __all__ = ["attack"]
 
@@ -174,9 +174,9 @@ def attack(
             raise UsageError(f"--eps {eps}: an L∞ budget above 1 covers the whole pixel box [0, 1]")
         if save_examples is not None and save_examples.exists() and not save_examples.is_dir():
             raise UsageError(f"--save-examples {save_examples} exists and is not a folder")
-        from jiio_cli.tasks.adversarial import JIIOAttackConfig, PGDConfig, ThreatModel
-        from jiio_cli.tasks.attack_data import load_attack_set
-        from jiio_cli.tasks.attack_sweep import run_attack_sweep
+        from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig, ThreatModel
+        from jiio_cli.tasks.adversarial.data import load_attack_set
+        from jiio_cli.tasks.adversarial.sweep import run_attack_sweep
         from jiio_cli.tasks.loading import default_checkpoint, load_model
 
         dev = common.torch_device
@@ -225,7 +225,7 @@ def attack(
             )
         written: list[str] = []
         if save_examples is not None:
-            from jiio_cli.tasks.attack_examples import save_attack_examples
+            from jiio_cli.tasks.adversarial.examples import save_attack_examples
 
             written = save_attack_examples(save_examples, images, labels, result)
         document = {

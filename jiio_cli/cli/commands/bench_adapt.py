@@ -45,8 +45,8 @@ def run_adapt_bench(
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
     from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, sample_episodes
     from jiio_cli.errors import UsageError
-    from jiio_cli.tasks.meta_loading import load_meta_model
-    from jiio_cli.tasks.meta_training import adapt_settings
+    from jiio_cli.tasks.fewshot.loading import load_meta_model
+    from jiio_cli.tasks.fewshot.training import adapt_settings
     from jiio_cli.training import derived_generator
 
     dev = common.torch_device

@@ -30,8 +30,8 @@ def run_attack_bench(
         raise UsageError(f"invalid --norm {norm!r}: expected linf or l2")
     eps = parse_eps(eps_text)
     from jiio_cli.bench.attack import AttackBenchConfig, attack_time_to_equal_objective
-    from jiio_cli.tasks.adversarial import ThreatModel
-    from jiio_cli.tasks.attack_data import load_attack_set
+    from jiio_cli.tasks.adversarial.attacks import ThreatModel
+    from jiio_cli.tasks.adversarial.data import load_attack_set
     from jiio_cli.tasks.loading import default_checkpoint, load_model
 
     dev = common.torch_device

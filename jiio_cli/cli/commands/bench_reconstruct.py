@@ -35,10 +35,10 @@ def run_reconstruct_bench(
         time_to_equal_objective,
     )
     from jiio_cli.data import load_mnist5k
-    from jiio_cli.tasks.corruption import corrupt
-    from jiio_cli.tasks.inverse import trained_latent_weight
+    from jiio_cli.tasks.inverse.corruption import corrupt
+    from jiio_cli.tasks.inverse.problems import trained_latent_weight
+    from jiio_cli.tasks.inverse.range_error import stored_range_error
     from jiio_cli.tasks.loading import default_checkpoint, load_decoder
-    from jiio_cli.tasks.range_error import stored_range_error
     from jiio_cli.training import derived_generator
 
     dev = common.torch_device

@@ -3,7 +3,7 @@
 The latent code of each image is inferred by JIIO from its known pixels and decoded.
 Images whose size differs from the model's are resized for the solve and the decoded
 image is resized back. The observed pixels are then combined with it by the decoder's
-range-error model (:mod:`jiio_cli.tasks.range_error`): kept exactly when the input is
+range-error model (:mod:`jiio_cli.tasks.inverse.range_error`): kept exactly when the input is
 noise-free, mixed in by τ²/(τ² + σ²) when it is noisy, with the decoder's range-error
 variance τ² fitted on noisy training digits and stored in the checkpoint
 (``--range-error`` overrides it).
@@ -30,7 +30,7 @@ from jiio_cli.cli.options import (
 )
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import JiioError, UsageError
-from jiio_cli.tasks.reconstruction_defaults import (
+from jiio_cli.tasks.inverse.defaults import (
     RECONSTRUCTION_ALPHA_X,
     RECONSTRUCTION_MEMORY,
     RECONSTRUCTION_START_ALPHA_X,
@@ -164,10 +164,10 @@ def reconstruct(
         )
         from jiio_cli.data import read_image, read_mask, resize_image, resize_mask, write_image
         from jiio_cli.metrics import psnr, ssim
-        from jiio_cli.tasks.inverse import reconstruct as run_reconstruction
-        from jiio_cli.tasks.inverse import reconstruction_settings, trained_latent_weight
+        from jiio_cli.tasks.inverse.problems import reconstruct as run_reconstruction
+        from jiio_cli.tasks.inverse.problems import reconstruction_settings, trained_latent_weight
+        from jiio_cli.tasks.inverse.range_error import posterior_image, stored_range_error
         from jiio_cli.tasks.loading import default_checkpoint, load_decoder
-        from jiio_cli.tasks.range_error import posterior_image, stored_range_error
 
         dev = common.torch_device
         torch.manual_seed(common.seed)

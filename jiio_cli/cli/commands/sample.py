@@ -55,8 +55,8 @@ def sample(
         from jiio_cli.checkpoint import load_checkpoint
         from jiio_cli.data import write_grid
         from jiio_cli.density import GaussianMixture
+        from jiio_cli.tasks.inverse.sampling import DENSITY_PREFIX, decode
         from jiio_cli.tasks.loading import default_checkpoint, load_decoder
-        from jiio_cli.tasks.sampling import DENSITY_PREFIX, decode
 
         dev = common.torch_device
         path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
@@ -94,7 +94,7 @@ def _feature_distances(images: torch.Tensor, dev: torch.device) -> dict[str, flo
         raise UsageError("--fd needs at least 2 samples (--n 2 or more; 500 is a good choice)")
     from jiio_cli.data import load_mnist5k
     from jiio_cli.frechet import frechet_distance
-    from jiio_cli.tasks.feature_distance import classifier_features
+    from jiio_cli.tasks.inverse.feature_distance import classifier_features
     from jiio_cli.tasks.loading import default_checkpoint, load_model
 
     clf_path = default_checkpoint("classifier")

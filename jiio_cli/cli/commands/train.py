@@ -32,7 +32,7 @@ from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.errors import UsageError
 from jiio_cli.models import DecoderConfig
-from jiio_cli.tasks.corruption import Corruption
+from jiio_cli.tasks.inverse.corruption import Corruption
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
 __all__ = ["train"]
@@ -377,7 +377,7 @@ def train(
             )
         # Imported here so that `jiio --help` stays fast.
         from jiio_cli.data.augment import parse_augmentation
-        from jiio_cli.tasks.inverse_training import (
+        from jiio_cli.tasks.inverse.training import (
             InverseTrainSpec,
             default_corruption,
             train_inverse,

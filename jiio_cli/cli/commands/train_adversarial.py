@@ -71,8 +71,8 @@ def run(
         )
     if data is not None and not data.exists():
         raise UsageError(f"--data {data} does not exist")
-    from jiio_cli.tasks.adversarial import JIIOAttackConfig, PGDConfig, ThreatModel
-    from jiio_cli.tasks.adversarial_training import AdversarialTrainSpec, train_adversarial
+    from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig, ThreatModel
+    from jiio_cli.tasks.adversarial.training import AdversarialTrainSpec, train_adversarial
 
     spec = AdversarialTrainSpec(
         threat=ThreatModel(opts.norm, eps),  # type: ignore[arg-type]

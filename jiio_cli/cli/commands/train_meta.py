@@ -4,7 +4,7 @@ Kept apart from :mod:`jiio_cli.cli.commands.train` so that the task's option che
 wiring read in one place; ``train`` parses the shared options and calls :func:`run`.
 
 ``--dataset glyphs|omniglot`` trains a FiLM DEQ classifier; ``--dataset sinusoid`` a
-FiLM DEQ regressor on sinusoid tasks (:mod:`jiio_cli.tasks.sinusoid_training`). The
+FiLM DEQ regressor on sinusoid tasks (:mod:`jiio_cli.tasks.fewshot.sinusoid_training`). The
 sinusoid run has its own defaults (:data:`SINUSOID_DEFAULTS`) for the options the user
 did not type, and rejects the typed options that mean nothing for it (``--ways``,
 ``--image-size``, ``--data``, ...), rather than ignoring them.
@@ -196,7 +196,7 @@ def run(
     if opts.dataset == "omniglot" and data is None:
         raise UsageError("--dataset omniglot needs --data FOLDER (alphabet/character/*.png)")
     from jiio_cli.models import MetaConfig
-    from jiio_cli.tasks.meta_training import MetaTrainSpec, train_meta
+    from jiio_cli.tasks.fewshot.training import MetaTrainSpec, train_meta
 
     spec = MetaTrainSpec(
         model=MetaConfig(
@@ -297,7 +297,7 @@ def _run_sinusoid(
     opts = _sinusoid_options(opts, explicit)
     shots = parse_shots(opts.shots)
     from jiio_cli.models import RegressorConfig
-    from jiio_cli.tasks.sinusoid_training import SinusoidTrainSpec, train_sinusoid
+    from jiio_cli.tasks.fewshot.sinusoid_training import SinusoidTrainSpec, train_sinusoid
 
     spec = SinusoidTrainSpec(
         model=RegressorConfig(hidden=opts.width, context_dim=opts.context_dim),

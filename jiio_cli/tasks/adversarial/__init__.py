@@ -1,0 +1,1 @@
+"""Adversarial robustness of DEQ classifiers: attacks, sweeps over budgets, adversarial training."""

@@ -1,0 +1,218 @@
+"""Run attacks over budgets and methods on a labelled set and score them honestly.
+
+Every number reported comes from :func:`~jiio_cli.tasks.adversarial.attacks.classify` — a fresh
+forward solve from zeros at a tight tolerance — at the clean and at the adversarial
+images, never from the attack's own state. A sample counts as robust when it is
+classified correctly both clean and under attack; the attack success rate is the share
+of correctly classified clean samples that the attack flips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from jiio_cli.errors import JiioError
+from jiio_cli.models import DEQClassifier
+from jiio_cli.tasks.adversarial.attacks import (
+    AttackOutcome,
+    Classification,
+    JIIOAttackConfig,
+    PGDConfig,
+    ThreatModel,
+    classify,
+    jiio_attack,
+    perturbation_norms,
+    pgd_attack,
+)
+from jiio_cli.tasks.wall_clock import timed
+
+__all__ = ["AttackRow", "SweepResult", "refuse_divergence", "run_attack_sweep"]
+
+Method = Literal["jiio", "pgd"]
+
+
+@dataclass
+class AttackRow:
+    """One method at one budget, over the whole set."""
+
+    method: str
+    norm: str
+    eps: float
+    clean_accuracy: float
+    robust_accuracy: float
+    success_rate: float
+    mean_norm: float
+    max_norm: float
+    seconds: float
+    attack_unconverged: float
+    eval_unconverged: float
+    mean_iterations: float
+    mean_f_evals: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SweepResult:
+    """Rows per (budget, method), clean-solve convergence, and kept adversarial images.
+
+    ``examples`` maps (method, eps) to adversarial images (N, c, S, S) and their fresh
+    predictions, for writing pictures; ``clean_predictions`` are the clean verdicts.
+    """
+
+    rows: list[AttackRow]
+    clean_unconverged: float
+    clean_predictions: Tensor
+    examples: dict[tuple[str, float], tuple[Tensor, Tensor]] = field(default_factory=dict)
+
+
+def _run_method(
+    method: Method,
+    model: DEQClassifier,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    jiio: JIIOAttackConfig,
+    pgd: PGDConfig,
+    generator: torch.Generator,
+) -> AttackOutcome:
+    if method == "jiio":
+        return jiio_attack(model, x, y, threat, jiio)
+    return pgd_attack(model, x, y, threat, pgd, generator)
+
+
+def run_attack_sweep(
+    model: DEQClassifier,
+    images: Tensor,
+    labels: Tensor,
+    threats: list[ThreatModel],
+    methods: list[Method],
+    jiio: JIIOAttackConfig,
+    pgd: PGDConfig,
+    batch_size: int,
+    seed: int,
+    keep_examples: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SweepResult:
+    """Attack ``images`` (N, c, S, S) with ``labels`` (N,) at every budget and method.
+
+    With several methods, an extra row ``worst`` counts a sample as robust only if it
+    survives every method (the strongest attack per sample).
+
+    Args:
+        keep_examples: keep the first this many adversarial images per (method, ε).
+        progress: called as ``progress(label, done, total)`` after each batch.
+    """
+    device = images.device
+    n = images.shape[0]
+    clean_pred = torch.empty(n, dtype=torch.long, device=device)
+    clean_conv = torch.empty(n, dtype=torch.bool, device=device)
+    clean_failed = torch.empty(n, dtype=torch.bool, device=device)
+    for start in range(0, n, batch_size):
+        verdict = classify(model, images[start : start + batch_size])
+        clean_pred[start : start + batch_size] = verdict.predictions
+        clean_conv[start : start + batch_size] = verdict.converged
+        clean_failed[start : start + batch_size] = verdict.failed
+    refuse_divergence(clean_failed, "clean")
+    correct = clean_pred == labels
+    clean_acc = float(correct.float().mean())
+    result = SweepResult([], float((~clean_conv).float().mean()), clean_pred.cpu())
+
+    for threat in threats:
+        survived_all = correct.clone()
+        for method in methods:
+            generator = torch.Generator().manual_seed(seed)
+            adv_pred = torch.empty(n, dtype=torch.long, device=device)
+            norms = torch.empty(n, device=device, dtype=images.dtype)
+            eval_conv = torch.empty(n, dtype=torch.bool, device=device)
+            eval_failed = torch.empty(n, dtype=torch.bool, device=device)
+            att_unconv = torch.empty(n, dtype=torch.bool, device=device)
+            iterations = torch.empty(n, device=device)
+            f_evals = torch.empty(n, device=device)
+            kept: list[Tensor] = []
+            seconds = 0.0
+            for start in range(0, n, batch_size):
+                sl = slice(start, start + batch_size)
+                x, y = images[sl], labels[sl]
+                run = partial(_run_method, method, model, x, y, threat, jiio, pgd, generator)
+                outcome, took = timed(device, run)
+                seconds += took
+                verdict: Classification = classify(model, outcome.images)
+                adv_pred[sl] = verdict.predictions
+                eval_conv[sl] = verdict.converged
+                eval_failed[sl] = verdict.failed
+                norms[sl] = perturbation_norms(outcome.images, x, threat.norm)
+                att_unconv[sl] = outcome.unconverged
+                iterations[sl] = outcome.iterations.float()
+                f_evals[sl] = outcome.f_evals.float()
+                if sum(k.shape[0] for k in kept) < keep_examples:
+                    kept.append(outcome.images.cpu())
+                if progress is not None:
+                    progress(f"{method} {threat.label()}", min(start + batch_size, n), n)
+            refuse_divergence(eval_failed, f"{method} {threat.label()} adversarial")
+            robust = correct & (adv_pred == labels)
+            survived_all &= robust
+            flipped = correct & (adv_pred != labels)
+            result.rows.append(
+                AttackRow(
+                    method=method,
+                    norm=threat.norm,
+                    eps=threat.eps,
+                    clean_accuracy=clean_acc,
+                    robust_accuracy=float(robust.float().mean()),
+                    success_rate=float(flipped.sum()) / max(int(correct.sum()), 1),
+                    mean_norm=float(norms.mean()),
+                    max_norm=float(norms.max()),
+                    seconds=seconds,
+                    attack_unconverged=float(att_unconv.float().mean()),
+                    eval_unconverged=float((~eval_conv).float().mean()),
+                    mean_iterations=float(iterations.mean()),
+                    mean_f_evals=float(f_evals.mean()),
+                )
+            )
+            if keep_examples > 0:
+                result.examples[(method, threat.eps)] = (
+                    torch.cat(kept)[:keep_examples],
+                    adv_pred[:keep_examples].cpu(),
+                )
+        if len(methods) > 1:
+            result.rows.append(_worst_row(result.rows[-len(methods) :], survived_all, correct))
+    return result
+
+
+def refuse_divergence(failed: Tensor, which: str) -> None:
+    """A NaN/Inf forward solve makes any accuracy meaningless: stop with the indices."""
+    if bool(failed.any()):
+        bad = torch.nonzero(failed).flatten().tolist()
+        shown = ", ".join(str(i) for i in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        raise JiioError(
+            f"the classifier's forward solve diverged: NaN/Inf on {len(bad)} {which} "
+            f"image(s) (index {shown}); the checkpoint is broken or the solve unstable"
+        )
+
+
+def _worst_row(rows: list[AttackRow], survived: Tensor, correct: Tensor) -> AttackRow:
+    first = rows[0]
+    flipped = correct & ~survived
+    return AttackRow(
+        method="worst",
+        norm=first.norm,
+        eps=first.eps,
+        clean_accuracy=first.clean_accuracy,
+        robust_accuracy=float(survived.float().mean()),
+        success_rate=float(flipped.sum()) / max(int(correct.sum()), 1),
+        mean_norm=max(r.mean_norm for r in rows),
+        max_norm=max(r.max_norm for r in rows),
+        seconds=sum(r.seconds for r in rows),
+        attack_unconverged=max(r.attack_unconverged for r in rows),
+        eval_unconverged=max(r.eval_unconverged for r in rows),
+        mean_iterations=sum(r.mean_iterations for r in rows),
+        mean_f_evals=sum(r.mean_f_evals for r in rows),
+    )

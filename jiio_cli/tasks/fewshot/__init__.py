@@ -1,0 +1,1 @@
+"""Few-shot adaptation of FiLM-conditioned DEQs: glyph/Omniglot classes and sinusoid regression."""

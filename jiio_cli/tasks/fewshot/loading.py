@@ -1,0 +1,53 @@
+"""Load a meta-model and the settings it was trained with."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jiio_cli.checkpoint import load_checkpoint
+from jiio_cli.errors import JiioError, UsageError
+from jiio_cli.models import FiLMClassifier, MetaConfig
+from jiio_cli.tasks.fewshot.training import MetaTrainSpec
+from jiio_cli.tasks.loading import MODELS_DIR, load_model
+from jiio_cli.training import TrainConfig
+
+__all__ = ["DEFAULT_META_MODEL", "load_meta_model", "spec_from_json"]
+
+DEFAULT_META_MODEL = MODELS_DIR / "meta-glyphs-affine.safetensors"
+
+
+def spec_from_json(data: dict[str, Any] | None, model: MetaConfig) -> MetaTrainSpec:
+    """Rebuild the training spec stored in a checkpoint; unknown or absent keys fall back
+    to the defaults (the adaptation settings are what matter after training)."""
+    known = {f.name for f in dataclasses.fields(MetaTrainSpec)} - {"model", "loop"}
+    values = {k: v for k, v in (data or {}).items() if k in known}
+    if "ways" in values:
+        values["ways"] = tuple(values["ways"])
+    return MetaTrainSpec(model=model, loop=TrainConfig(), **values)
+
+
+def load_meta_model(
+    path: Path | None, device: torch.device
+) -> tuple[FiLMClassifier, Path, MetaTrainSpec]:
+    """The meta-model at ``path`` (default: the shipped one), its path and its spec.
+
+    Raises:
+        JiioError: the default model is missing, or the file is damaged.
+        UsageError: the file holds another task's model.
+    """
+    if path is None:
+        path = DEFAULT_META_MODEL
+        if not path.exists():
+            raise JiioError(f"the default meta-model {path} is missing; pass --checkpoint PATH")
+    if load_checkpoint(path, expected_task={"meta"}).model_kind == "regressor":
+        raise UsageError(
+            f"checkpoint {path} holds a sinusoid regressor, not a few-shot classifier; "
+            "pass --dataset sinusoid"
+        )
+    model, ckpt = load_model(path, {"meta"}, "meta", device)
+    assert isinstance(model, FiLMClassifier)
+    return model, path, spec_from_json(ckpt.training_config, model.config)

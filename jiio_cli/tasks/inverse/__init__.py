@@ -1,0 +1,1 @@
+"""Inverse problems on a DEQ decoder: latent inference, reconstruction, sampling, training."""

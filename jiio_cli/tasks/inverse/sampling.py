@@ -1,0 +1,115 @@
+"""Generating images from a trained DEQ decoder.
+
+A decoder trained with inferred latents has no prior of its own. After training, the
+codes of (clean) training images are inferred by JIIO and a Gaussian mixture is fitted
+to them; sampling draws codes from that mixture and decodes them (a forward DEQ solve
+and the image head). The mixture is stored in the checkpoint under ``density.``, and
+beside it, in the metadata, the decoder's range error τ² fitted on some of the same
+training images (:mod:`jiio_cli.tasks.inverse.range_error`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from jiio_cli.checkpoint import save_checkpoint
+from jiio_cli.density import GaussianMixture, fit_gmm
+from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
+from jiio_cli.errors import JiioError
+from jiio_cli.models import DEQDecoder
+from jiio_cli.tasks.inverse.problems import InferenceSettings, infer_latents, trained_latent_weight
+from jiio_cli.tasks.inverse.range_error import FIT_IMAGES, RANGE_ERROR_KEY, estimate_range_error
+from jiio_cli.tasks.loading import load_decoder
+
+__all__ = ["DENSITY_PREFIX", "attach_density", "decode", "infer_codes"]
+
+DENSITY_PREFIX = "density."
+
+
+def infer_codes(
+    decoder: DEQDecoder, images: Tensor, settings: InferenceSettings, batch_size: int = 128
+) -> Tensor:
+    """Latent codes (N, D) of clean images (N, C, H, W), inferred from all pixels."""
+    codes = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        known = torch.ones_like(batch[:, :1])
+        _, result = infer_latents(decoder, batch, known, settings)
+        codes.append(result.x)
+    return torch.cat(codes)
+
+
+def decode(decoder: DEQDecoder, codes: Tensor, solver: SolverConfig | None = None) -> Tensor:
+    """Images (N, C, H, W) in [0, 1] for latent codes (N, D): head(z*) with z* = f(z*, x).
+
+    Raises:
+        JiioError: the forward solve diverged (NaN/Inf) for some code; the solver would
+            otherwise hand back its last finite iterate, an image of nothing.
+    """
+    solver = solver or SolverConfig(memory=5, max_iter=60, tol=1e-4)
+    param = next(decoder.parameters())
+    codes = codes.to(param.device, param.dtype)
+    z0 = decoder.init_state(codes.shape[0], device=param.device, dtype=param.dtype)
+    with torch.no_grad():
+        solution = forward_solve(decoder.cell, codes, z0, solver)
+        images = decoder.head(solution.z)
+        failed = solution.stats.failed | ~torch.isfinite(images).flatten(1).all(dim=1)
+        if bool(failed.any()):
+            raise JiioError(
+                f"the decoder's forward solve diverged: NaN/Inf for {int(failed.sum())} of "
+                f"{codes.shape[0]} samples; the checkpoint is broken or the solve unstable"
+            )
+        return images.clamp(0, 1)
+
+
+def attach_density(
+    path: Path,
+    images: Tensor,
+    device: torch.device,
+    components: int = 10,
+    iterations: int = 150,
+) -> GaussianMixture:
+    """Fit the latent mixture of a decoder checkpoint on ``images`` and store it there.
+
+    The checkpoint is rewritten atomically with the mixture under ``density.`` and the
+    decoder's range error τ², fitted on the first :data:`FIT_IMAGES` of ``images``
+    (:func:`~jiio_cli.tasks.inverse.range_error.estimate_range_error`), in its metadata.
+    """
+    decoder, ckpt = load_decoder(path, device)
+    latent_weight = trained_latent_weight(ckpt.training_config)
+    settings = InferenceSettings(
+        latent_weight=latent_weight,
+        # Only the codes are used: μ* is not re-solved at them.
+        jiio=JIIOConfig(
+            alpha_x=0.02,
+            solver=SolverConfig(memory=20, max_iter=iterations),
+            refine_adjoint=False,
+        ),
+    )
+    components = min(components, images.shape[0])
+    images = images.to(device)
+    codes = infer_codes(decoder, images, settings)
+    mixture = fit_gmm(
+        codes.double(),
+        components=components,
+        generator=torch.Generator().manual_seed(0),
+        restarts=2,
+    )
+    variance = estimate_range_error(decoder, images[:FIT_IMAGES], latent_weight)
+    tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith(DENSITY_PREFIX)}
+    tensors.update(mixture.to_tensors(DENSITY_PREFIX))
+    save_checkpoint(
+        path,
+        tensors,
+        task=ckpt.task,
+        model_kind=ckpt.model_kind,
+        model_config=ckpt.model_config,
+        step=ckpt.step,
+        metrics=ckpt.metrics,
+        training_config=ckpt.training_config,
+        extra={**ckpt.extra, RANGE_ERROR_KEY: repr(variance)},
+    )
+    return mixture

@@ -1,0 +1,143 @@
+"""``jiio attack`` end to end on a small classifier checkpoint, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from classifiers import save_classifier
+from PIL import Image
+from typer.testing import CliRunner
+
+from jiio_cli.cli.app import app
+
+runner = CliRunner(env={"NO_COLOR": "1"})
+FAST = ["--iterations", "6", "--memory", "4", "--pgd-steps", "2", "--device", "cpu"]
+
+
+@pytest.fixture
+def classifier(tmp_path: Path) -> Path:
+    return save_classifier(tmp_path / "clf.safetensors")
+
+
+def _labelled_folder(root: Path, classes: int, per_class: int, size: int = 20) -> Path:
+    rng = np.random.default_rng()
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_json_document_has_one_row_per_budget_and_method(classifier: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            *("attack", "-c", str(classifier), "--eps", "0.1,8/255", "--method", "both"),
+            *("--max-images", "6", "--batch-size", "4", "--json", *FAST),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    rows = doc["rows"]
+    assert [(r["method"], r["eps"]) for r in rows] == [
+        ("jiio", 0.1),
+        ("pgd", 0.1),
+        ("worst", 0.1),
+        ("jiio", pytest.approx(8 / 255)),
+        ("pgd", pytest.approx(8 / 255)),
+        ("worst", pytest.approx(8 / 255)),
+    ]
+    for row in rows:
+        for key in (
+            "clean_accuracy",
+            "robust_accuracy",
+            "success_rate",
+            "mean_norm",
+            "max_norm",
+            "seconds",
+            "attack_unconverged",
+            "mean_iterations",
+        ):
+            assert key in row
+        assert row["max_norm"] <= row["eps"]
+    assert doc["images"] == 6
+    assert 0 <= doc["clean_unconverged"] <= 1
+
+
+def test_save_examples_writes_pngs_and_a_grid(classifier: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "examples"
+    result = runner.invoke(
+        app,
+        [
+            *("attack", "-c", str(classifier), "--eps", "0.2", "--norm", "l2"),
+            *("--max-images", "5", "--save-examples", str(folder), "--examples", "3"),
+            *("--json", *FAST),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    grid = folder / "jiio-l2-0.2-grid.png"
+    assert grid.exists()
+    pngs = sorted((folder / "jiio-l2-0.2").glob("*.png"))
+    assert len(pngs) == 3
+    with Image.open(grid) as picture:
+        assert picture.width > 3 * 28 and picture.height > 3 * 28
+    assert not list(folder.rglob(".*.tmp"))
+
+
+def test_labelled_folder_is_resized_to_the_model(tmp_path: Path) -> None:
+    clf = save_classifier(tmp_path / "c3.safetensors", num_classes=3, size=16)
+    data = _labelled_folder(tmp_path / "data", classes=3, per_class=2)
+    result = runner.invoke(
+        app, ["attack", "-c", str(clf), "--data", str(data), "--eps", "0.05", "--json", *FAST]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 6
+
+
+@pytest.mark.parametrize("eps", ["8/0", "-1", "abc", "0.1,,0.2", "2"])
+def test_malformed_eps_is_one_line_and_exit_2(classifier: Path, eps: str) -> None:
+    result = runner.invoke(app, ["attack", "-c", str(classifier), "--eps", eps, *FAST])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_generative_checkpoint_is_refused() -> None:
+    decoder = Path(__file__).resolve().parents[2] / "models" / "mnist-decoder.safetensors"
+    result = runner.invoke(app, ["attack", "-c", str(decoder), *FAST])
+    assert result.exit_code == 2
+    assert "task" in result.stderr
+
+
+def test_labels_out_of_range_and_empty_folder(tmp_path: Path) -> None:
+    clf = save_classifier(tmp_path / "c3.safetensors", num_classes=3, size=16)
+    data = _labelled_folder(tmp_path / "data", classes=5, per_class=1)
+    result = runner.invoke(app, ["attack", "-c", str(clf), "--data", str(data), *FAST])
+    assert result.exit_code == 2
+    assert "labels must lie in 0..2" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["attack", "-c", str(clf), "--data", str(tmp_path / "empty")])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_classifier_is_accurate_and_attackable(tmp_path: Path) -> None:
+    """The default checkpoint loads, classifies held-out digits well, and an attack at
+    a large budget lowers its accuracy (first 40 held-out digits: 4 of each class)."""
+    result = runner.invoke(
+        app,
+        [
+            *("attack", "--eps", "0,3", "--norm", "l2", "--max-images", "40"),
+            *("--iterations", "30", "--device", "cpu", "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert rows[0]["clean_accuracy"] >= 0.9
+    assert rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"]  # ε = 0
+    assert rows[1]["robust_accuracy"] < rows[1]["clean_accuracy"] - 0.2
