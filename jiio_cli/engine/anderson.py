@@ -17,33 +17,23 @@ Both solve ``s = g(s)`` for a batch of independent problems stacked as rows of a
   max-residual, together with that residual (for a converged sample: the point where
   it converged).
 
-Anderson (Type II, Walker & Ni 2011) keeps the last m pairs (g(s_i), g(s_i) − s_i) in
-preallocated (B, m, N) buffers and the Gram matrix H = G Gᵀ (B, m, m), of which one row
-and column are updated per iteration (one pass over the history). The mixing weights solve
+The mathematics of a step, the mixing weights from the Gram matrix of the stored
+residuals and the mixed iterate, are pure functions in :mod:`jiio_cli.engine.mixing`.
+This module holds what makes them fast and safe: preallocated (B, m, N) history buffers
+written one slot per iteration, the Gram matrix H (B, m, m) of which one row and column
+are updated per iteration (one pass over the history), the per-sample masks, the CPU
+buffer swaps and the CUDA-graph-safe variant of the iteration (``SolverConfig.graph``).
 
-    min_α ‖Σ_i α_i G_i‖² + λ̃ ‖α‖²   subject to   Σ_i α_i = 1,
-
-i.e. α = (H + λ̃ I)⁻¹ 1 / 1ᵀ(H + λ̃ I)⁻¹ 1, with λ̃ = λ · mean(diag H) so that the
-regularisation is scale-free and always applied. The (m×m) SPD system is solved by a
-batched Cholesky in float64; a sample whose factorisation fails takes the plain step
-g(s_k) for that iteration instead (no retries). The next iterate is
-``s = Σ_i α_i (β g(s_i) + (1 − β) s_i)``.
-
-History precision. With ``history="bf16"`` the two (B, m, N) history buffers are kept
-in bfloat16 (about half the solver's memory at m = 20). Absolute
-states rounded to 8 or 11 bits would cap the attainable residual near 1e-3, so this mode
-uses the equivalent difference form instead: the buffers hold ΔF_i = g(s_{i+1}) − g(s_i)
-and ΔG_i = (g(s_{i+1}) − s_{i+1}) − (g(s_i) − s_i), which shrink as the iteration
-converges, so their rounding error shrinks with them; the newest g(s) and residual stay
-float32. The coefficients solve the unconstrained least squares
-
-    min_γ ‖g_k − ΔG γ‖² + λ̃ ‖γ‖²,   s_{k+1} = s_k + β g_k − (ΔF − (1 − β) ΔG) γ,
-
-the same Type-II step in exact arithmetic (with m differences, i.e. m + 1 iterates).
-(float16 is not offered: differences of a converging iteration fall below its smallest
-normal number, 6·10⁻⁵, and flush to zero; bfloat16 has float32's exponent range.)
-The Gram entries are accumulated in float32 by the matrix product but rounded to the
-history's precision, so λ is raised to at least ``LOW_PRECISION_LAM`` there.
+History precision. With ``history="bf16"`` the two history buffers are kept in bfloat16
+(about half the solver's memory at m = 20). Absolute states rounded to 8 or 11 bits
+would cap the attainable residual near 1e-3, so this mode stores the difference form
+instead (ΔF_i = f_{i+1} − f_i and ΔR_i = r_{i+1} − r_i, see :mod:`~jiio_cli.engine.mixing`),
+which shrinks as the iteration converges, so its rounding error shrinks with it; the
+newest g(s) and residual stay in the state's precision. (float16 is not offered:
+differences of a converging iteration fall below its smallest normal number, 6·10⁻⁵,
+and flush to zero; bfloat16 has float32's exponent range.) The Gram entries are
+accumulated in float32 by the matrix product but rounded to the history's precision, so
+λ is raised to at least ``LOW_PRECISION_LAM`` there.
 
 Safeguard: Anderson can stagnate on nonlinear maps (the mixed point stops improving).
 A sample whose best residual has not improved for ``patience`` iterations, or whose
@@ -56,12 +46,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
 from jiio_cli.engine.cuda_graph import GraphedStep
+from jiio_cli.engine.mixing import (
+    anderson_coefficients,
+    anderson_weights,
+    cholesky_solve_unrolled,
+    difference_iterate,
+    gram_rows,
+    mixed_iterate,
+)
 
 __all__ = [
     "FixedPointResult",
@@ -210,110 +208,6 @@ def relative_residual(s: Tensor, gs: Tensor, d: Tensor | None = None) -> Tensor:
     return (d.norm(dim=1) / (gs.norm(dim=1) + floor)).unsqueeze(1)
 
 
-def cholesky_solve_unrolled(h: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
-    """Solve h y = rhs for a batch of small SPD matrices with elementwise kernels only.
-
-    A column-by-column Cholesky factorisation and two triangular sweeps, O(m) batched
-    kernels for m×m systems and no linear-algebra library call: the fallback used when a
-    library solve cannot be recorded into a CUDA graph.
-
-    Args:
-        h: (B, m, m) symmetric positive definite.
-        rhs: (B, m).
-
-    Returns:
-        y (B, m) and a (B,) bool flag, False where a pivot was not positive.
-    """
-    batch, m, _ = h.shape
-    tiny = torch.finfo(h.dtype).tiny
-    low = torch.zeros_like(h)
-    ok = torch.ones(batch, dtype=torch.bool, device=h.device)
-    for j in range(m):
-        row = low[:, j, :j]
-        pivot = h[:, j, j] - (row * row).sum(dim=1)
-        ok = ok & (pivot > 0)
-        diag = pivot.clamp_min(tiny).sqrt()
-        low[:, j, j] = diag
-        if j + 1 < m:
-            below = h[:, j + 1 :, j] - torch.einsum("bik,bk->bi", low[:, j + 1 :, :j], row)
-            low[:, j + 1 :, j] = below / diag[:, None]
-    y = torch.zeros_like(rhs)
-    for i in range(m):  # L y = rhs
-        y[:, i] = (rhs[:, i] - (low[:, i, :i] * y[:, :i]).sum(dim=1)) / low[:, i, i]
-    x = torch.zeros_like(rhs)
-    for i in reversed(range(m)):  # Lᵀ x = y
-        x[:, i] = (y[:, i] - (low[:, i + 1 :, i] * x[:, i + 1 :]).sum(dim=1)) / low[:, i, i]
-    return x, ok
-
-
-def anderson_weights(
-    gram: Tensor, valid: Tensor, fallback: Tensor, lam: float, unrolled: bool = False
-) -> Tensor:
-    """Mixing weights α (B, m) from the history Gram matrix.
-
-    Args:
-        gram: H = G Gᵀ of shape (B, m, m).
-        valid: (B, m) bool, which history slots hold pairs of each sample's current run
-            (at least the newest one).
-        fallback: (m,) weights used where the solve fails, normally the one-hot vector of
-            the newest slot (a plain step).
-        lam: relative regularisation λ.
-        unrolled: solve with :func:`cholesky_solve_unrolled` instead of the library's
-            batched Cholesky (same result up to rounding).
-
-    Returns:
-        α with Σ α = 1 over each sample's valid slots and 0 elsewhere, in ``gram``'s dtype.
-    """
-    pair = valid[:, :, None] & valid[:, None, :]
-    h = gram * pair
-    diag = torch.diagonal(h, dim1=1, dim2=2)
-    n_valid = valid.sum(dim=1, keepdim=True).clamp_min(1)
-    reg = lam * diag.sum(dim=1, keepdim=True) / n_valid
-    # Unfilled slots get an identity row and a zero right-hand side, hence α = 0 there.
-    h = h + torch.diag_embed(torch.where(valid, reg, torch.ones_like(reg)))
-    rhs = valid.to(gram.dtype)
-    if unrolled:
-        y, factored = cholesky_solve_unrolled(h, rhs)
-    else:
-        chol, info = torch.linalg.cholesky_ex(h)
-        y = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
-        factored = info == 0
-    alpha = y / y.sum(dim=1, keepdim=True)
-    ok = factored & torch.isfinite(alpha).all(dim=1)
-    return torch.where(ok[:, None], alpha, fallback)
-
-
-def anderson_coefficients(
-    gram: Tensor, rhs: Tensor, valid: Tensor, lam: float, unrolled: bool = False
-) -> Tensor:
-    """Coefficients γ (B, m) of the difference form: (H + λ̃ I) γ = rhs on valid slots.
-
-    Args:
-        gram: H = ΔG ΔGᵀ (B, m, m); rhs: ΔG g_k (B, m); valid: (B, m) bool.
-        lam: relative regularisation λ (λ̃ = λ · mean of H's valid diagonal).
-        unrolled: solve with :func:`cholesky_solve_unrolled`.
-
-    Returns:
-        γ with zeros on invalid slots, and zeros for a whole sample whose factorisation
-        failed or gave non-finite values (a plain step).
-    """
-    pair = valid[:, :, None] & valid[:, None, :]
-    h = gram * pair
-    diag = torch.diagonal(h, dim1=1, dim2=2)
-    n_valid = valid.sum(dim=1, keepdim=True).clamp_min(1)
-    reg = lam * diag.sum(dim=1, keepdim=True) / n_valid
-    h = h + torch.diag_embed(torch.where(valid, reg, torch.ones_like(reg)))
-    b = rhs * valid
-    if unrolled:
-        gamma, factored = cholesky_solve_unrolled(h, b)
-    else:
-        chol, info = torch.linalg.cholesky_ex(h)
-        gamma = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
-        factored = info == 0
-    ok = factored & torch.isfinite(gamma).all(dim=1)
-    return torch.where(ok[:, None], gamma, torch.zeros_like(gamma))
-
-
 def fixed_point_solve(
     fn: MapFn,
     s0: Tensor,
@@ -338,9 +232,10 @@ def fixed_point_solve(
     Returns:
         A :class:`FixedPointResult`.
     """
-    loop = _SolverLoop(fn, s0, config, residual_fn or relative_residual)
+    graph = _records_graph(config, s0)
+    loop = _SolverLoop(fn, s0, config, residual_fn or relative_residual, graph_safe=graph)
     restarts = set(config.restart_at)
-    step = GraphedStep(loop.step, enabled=loop.unrolled)
+    step = GraphedStep(loop.step, enabled=graph)
     # On the CPU reading the flag waits for nothing: stop as soon as every sample has.
     check_every = 1 if loop.host_masks else config.check_every
     with torch.no_grad():
@@ -349,8 +244,8 @@ def fixed_point_solve(
         for k in range(1, config.max_iter):
             if (k % check_every) == 0 and not bool(loop.active.any()):
                 break
-            if loop.anderson and k in restarts:
-                loop.forget()
+            if k in restarts:
+                loop.mixer.forget()
             step()
             steps += 1
     return FixedPointResult(
@@ -365,31 +260,215 @@ def fixed_point_solve(
     )
 
 
-class _SolverLoop:
-    """Buffers of one solve and its iteration, updated in place (CUDA-graph safe).
+def _records_graph(config: SolverConfig, s0: Tensor) -> bool:
+    """Whether the iteration is recorded as a CUDA graph (and must be written for it)."""
+    return config.graph and s0.is_cuda
 
-    Everything that changes between iterations — the state, best iterates, masks,
-    Anderson's history, its Gram matrix, the history slot and the iteration counter —
-    lives in tensors allocated here, so one recorded iteration can be replayed.
+
+class _Mixer(Protocol):
+    """How the loop turns (s, g(s), g(s) − s) into the next state: one of the classes
+    below, picked once per solve by :func:`_mixer_for`."""
+
+    def residual_buffer(self) -> Tensor:
+        """The (B, N) buffer into which this iteration's g(s) − s is to be written."""
+        ...
+
+    def restart_stalled(self, score: Tensor, improved: Tensor, best_score: Tensor) -> None:
+        """Apply the safeguard (see the module docstring) before the step."""
+        ...
+
+    def forget(self) -> None:
+        """Clear every sample's history (the map changes here)."""
+        ...
+
+    def next_state(self, s: Tensor, gs: Tensor, residual: Tensor, out: Tensor) -> None:
+        """Write the next state of every sample into ``out`` (B, N)."""
+        ...
+
+
+def _mixer_for(config: SolverConfig, s0: Tensor, graph_safe: bool) -> _Mixer:
+    """The step rule of ``config``: damped, Anderson on pairs, or on differences."""
+    if config.method == "picard":
+        return _DampedStep(s0, config.beta)
+    if HISTORY_DTYPES[config.history] is None:
+        return _PairHistory(s0, config, graph_safe)
+    return _DifferenceHistory(s0, config, graph_safe)
+
+
+class _DampedStep:
+    """Picard: s⁺ = s + β (g(s) − s). No history, hence no safeguard."""
+
+    def __init__(self, s0: Tensor, beta: float) -> None:
+        self.beta = beta
+        self.diff = torch.empty_like(s0)
+
+    def residual_buffer(self) -> Tensor:
+        return self.diff
+
+    def restart_stalled(self, score: Tensor, improved: Tensor, best_score: Tensor) -> None:
+        pass
+
+    def forget(self) -> None:
+        pass
+
+    def next_state(self, s: Tensor, gs: Tensor, residual: Tensor, out: Tensor) -> None:
+        torch.add(s, residual, alpha=self.beta, out=out)
+
+
+class _History:
+    """Buffers shared by both forms of Anderson's history, updated in place.
+
+    ``images`` and ``residuals`` (B, m, N) hold the last m pairs (f_i, r_i) or their
+    differences, ``gram`` (B, m, m) their residuals' Gram matrix in float64, ``valid``
+    (B, m) which slots belong to each sample's current run, ``slot`` (1,) the slot this
+    iteration writes; ``stale`` and ``plain_left`` (B,) drive the safeguard.
     """
 
     def __init__(
-        self, fn: MapFn, s0: Tensor, config: SolverConfig, residual_fn: ResidualFn
+        self, s0: Tensor, config: SolverConfig, history_dtype: torch.dtype, graph_safe: bool
     ) -> None:
-        self.fn = fn
-        self.residual_fn = residual_fn
-        self.config = config
+        batch, n = s0.shape
+        m, device = config.memory, s0.device
+        self.memory, self.beta, self.blowup = m, config.beta, config.blowup
+        self.patience = 2 * m if config.patience is None else config.patience
+        # The library's batched Cholesky solve (MAGMA) cannot be recorded into a CUDA
+        # graph: it fails silently there. Graph mode solves the small system in plain kernels.
+        self.unrolled = graph_safe
+        self.images = s0.new_zeros(batch, m, n, dtype=history_dtype)
+        self.residuals = s0.new_zeros(batch, m, n, dtype=history_dtype)
+        self.gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
+        self.valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.stale = torch.zeros(batch, dtype=torch.long, device=device)
+        self.plain_left = torch.zeros(batch, dtype=torch.long, device=device)
+
+    def forget(self) -> None:
+        self.valid.zero_()
+
+    def restart_stalled(self, score: Tensor, improved: Tensor, best_score: Tensor) -> None:
+        """Stagnating or blowing-up samples forget their history and take plain steps
+        g(s) for m iterations before accelerating again."""
+        stale = torch.where(improved, 0, self.stale + 1)
+        restart = score > self.blowup * best_score
+        if self.patience > 0:
+            restart = (stale >= self.patience) | restart
+        self.stale.copy_(stale.masked_fill(restart, 0))
+        self.plain_left.copy_(torch.where(restart, self.memory, (self.plain_left - 1).clamp_min(0)))
+        self.valid.logical_and_((self.plain_left == 0)[:, None])
+
+    def _write_gram_row(self, row: Tensor) -> None:
+        """Row and column ``slot`` of H from the new entries ``row`` (B, m) float64."""
+        self.gram.index_copy_(1, self.slot, row.unsqueeze(1))
+        self.gram.index_copy_(2, self.slot, row.unsqueeze(2))
+
+
+class _PairHistory(_History):
+    """Type-II Anderson on the last m pairs (f_i, r_i) in the state's precision.
+
+    In an eager solve the slot index is also kept as a host integer (``host_slot``, equal
+    to ``slot``: both advance once per iteration), so that g(s) − s is written straight
+    into its history slot and g(s) into ``images``'s, instead of into a separate buffer
+    and then copied in: two (B, N) passes fewer per iteration. A CUDA graph replays one
+    recorded iteration, so there the slot must stay a tensor and the pair is copied in.
+    """
+
+    def __init__(self, s0: Tensor, config: SolverConfig, graph_safe: bool) -> None:
+        super().__init__(s0, config, s0.dtype, graph_safe)
+        self.lam = config.lam
+        self.newest = torch.eye(config.memory, dtype=torch.float64, device=s0.device)
+        self.host_slot: int | None = None if graph_safe else 0
+        self.diff = torch.empty_like(s0) if graph_safe else torch.empty(0)
+
+    def residual_buffer(self) -> Tensor:
+        return self.diff if self.host_slot is None else self.residuals[:, self.host_slot]
+
+    def next_state(self, s: Tensor, gs: Tensor, residual: Tensor, out: Tensor) -> None:
+        if self.host_slot is None:
+            self.images.index_copy_(1, self.slot, gs.unsqueeze(1))
+            self.residuals.index_copy_(1, self.slot, residual.unsqueeze(1))
+        else:  # the residual is already in its slot
+            self.images[:, self.host_slot].copy_(gs)
+        self._write_gram_row(gram_rows(residual.unsqueeze(1), self.residuals).squeeze(1))
+        self.valid.index_fill_(1, self.slot, True)
+        # Where the solve fails: the one-hot weights of the newest slot, a plain step.
+        fallback = self.newest.index_select(0, self.slot)
+        alpha = anderson_weights(self.gram, self.valid, fallback, self.lam, self.unrolled)
+        mixed_iterate(alpha, self.images, self.residuals, self.beta, out)
+        self.slot.add_(1).remainder_(self.memory)
+        if self.host_slot is not None:
+            self.host_slot = (self.host_slot + 1) % self.memory
+
+
+class _DifferenceHistory(_History):
+    """Anderson in the difference form, with a low-precision history of (ΔF_i, ΔR_i)."""
+
+    def __init__(self, s0: Tensor, config: SolverConfig, graph_safe: bool) -> None:
+        low = HISTORY_DTYPES[config.history]
+        assert low is not None
+        super().__init__(s0, config, low, graph_safe)
+        batch, n = s0.shape
+        self.lam = max(config.lam, LOW_PRECISION_LAM)
+        # The newest f and r in full precision, and whether a sample has a previous
+        # iterate of its current run to difference against.
+        self.prev_f = s0.new_zeros(batch, n)
+        self.prev_r = s0.new_zeros(batch, n)
+        self.has_prev = torch.zeros(batch, dtype=torch.bool, device=s0.device)
+        self.slot_mask = torch.eye(config.memory, dtype=torch.bool, device=s0.device)
+        # [Δr_new; r] in the history's precision, written in place each iteration (the
+        # left-hand sides of the one pass over ΔR below).
+        self.pair = s0.new_zeros(batch, 2, n, dtype=low)
+        self.diff = torch.empty_like(s0)
+
+    def residual_buffer(self) -> Tensor:
+        return self.diff
+
+    def forget(self) -> None:
+        super().forget()
+        self.has_prev.zero_()
+
+    def next_state(self, s: Tensor, gs: Tensor, residual: Tensor, out: Tensor) -> None:
+        low = self.images.dtype
+        d_r = residual - self.prev_r
+        self.images.index_copy_(1, self.slot, (gs - self.prev_f).to(low).unsqueeze(1))
+        self.residuals.index_copy_(1, self.slot, d_r.to(low).unsqueeze(1))
+        self.prev_f.copy_(gs)
+        self.prev_r.copy_(residual)
+        # One pass over ΔR for the new Gram row (ΔR·Δr_new) and the right-hand side (ΔR·r).
+        self.pair[:, 0].copy_(d_r)
+        self.pair[:, 1].copy_(residual)
+        both = gram_rows(self.pair, self.residuals)
+        self._write_gram_row(both[:, 0])
+        # The newest difference is usable if the sample had a previous iterate and is not
+        # taking plain steps after a safeguard restart.
+        usable = self.has_prev & (self.plain_left == 0)
+        self.valid.logical_or_(self.slot_mask.index_select(0, self.slot) & usable[:, None])
+        self.has_prev.fill_(True)
+        gamma = anderson_coefficients(self.gram, both[:, 1], self.valid, self.lam, self.unrolled)
+        difference_iterate(gamma, gs, residual, self.images, self.residuals, self.beta, out)
+        self.slot.add_(1).remainder_(self.memory)
+
+
+class _SolverLoop:
+    """Buffers of one solve and its iteration, updated in place (CUDA-graph safe).
+
+    Everything that changes between iterations (the state, best iterates, masks, the
+    mixer's history and the iteration counter) lives in tensors allocated here, so one
+    recorded iteration can be replayed.
+    """
+
+    def __init__(
+        self,
+        fn: MapFn,
+        s0: Tensor,
+        config: SolverConfig,
+        residual_fn: ResidualFn,
+        graph_safe: bool = False,
+    ) -> None:
+        self.fn, self.residual_fn = fn, residual_fn
+        self.tol = config.tol
+        self.keep_last = config.keep == "last"
         batch, n = s0.shape
         device = s0.device
-        self.anderson = config.method == "anderson"
-        self.keep_last = config.keep == "last"
-        # The library's batched Cholesky solve (MAGMA) cannot be recorded into a CUDA
-        # graph: it fails silently there. Graph mode solves Anderson's small system in
-        # plain kernels.
-        self.unrolled = config.graph and s0.is_cuda
-        m = config.memory
-        self.patience = 2 * m if config.patience is None else config.patience
-
         self.s = s0.detach().clone()
         self.best_s = self.s.clone()
         self.best_score = torch.full((batch,), float("inf"), device=device)
@@ -400,40 +479,7 @@ class _SolverLoop:
         self.iterations = torch.zeros(batch, dtype=torch.long, device=device)
         self.finite_weights = finite_test_weights(n, s0.dtype, device)
         self.k = torch.zeros((), dtype=torch.long, device=device)
-        history_dtype = HISTORY_DTYPES[config.history]
-        self.differences = self.anderson and history_dtype is not None
-        self.lam = max(config.lam, LOW_PRECISION_LAM) if self.differences else config.lam
-        if self.anderson:
-            dtype = history_dtype or s0.dtype
-            self.hist_f = s0.new_zeros(batch, m, n, dtype=dtype)
-            self.hist_g = s0.new_zeros(batch, m, n, dtype=dtype)
-            if self.differences:
-                # The newest g(s) and residual in full precision, and whether a sample
-                # has a previous iterate of its current run to difference against.
-                self.prev_f = s0.new_zeros(batch, n)
-                self.prev_g = s0.new_zeros(batch, n)
-                self.has_prev = torch.zeros(batch, dtype=torch.bool, device=device)
-                self.slot_mask = torch.eye(m, dtype=torch.bool, device=device)
-                # [Δg_new; g] in the history's precision, written in place each iteration
-                # (the right-hand sides of the one ΔG pass below).
-                self.pair = s0.new_zeros(batch, 2, n, dtype=history_dtype)
-            self.gram = torch.zeros(batch, m, m, dtype=torch.float64, device=device)
-            self.one_hot = torch.eye(m, dtype=torch.float64, device=device)
-            self.valid = torch.zeros(batch, m, dtype=torch.bool, device=device)
-            self.stale = torch.zeros(batch, dtype=torch.long, device=device)
-            self.plain_left = torch.zeros(batch, dtype=torch.long, device=device)
-            self.slot = torch.zeros(1, dtype=torch.long, device=device)
-        # The history slot of this iteration as a host integer, equal to ``slot`` (both
-        # advance once per iteration). An eager float32 Anderson solve writes g(s) − s
-        # straight into that slot of the history and g(s) into hist_f's, instead of into
-        # ``diff`` and then copying both in: two (B, N) passes fewer per iteration. A
-        # CUDA graph replays one recorded iteration, so there the slot must stay a tensor.
-        self.host_slot = 0
-        self.direct_slots = self.anderson and not self.differences and not self.unrolled
-        # Otherwise g(s) − s goes into this buffer, written in place once per iteration and
-        # read by the residual and the step (each used to form it afresh: a (B, N) pass
-        # and allocation per use).
-        self.diff = torch.empty(0) if self.direct_slots else torch.empty_like(self.s)
+        self.mixer = _mixer_for(config, self.s, graph_safe)
         # The next state is written into this buffer, never into a fresh allocation.
         self.spare = torch.empty_like(self.s)
         # On the CPU the host is the device: reading a mask waits for nothing. There,
@@ -442,12 +488,6 @@ class _SolverLoop:
         # row did: s itself becomes best_s). That replaces two (B, N) three-operand
         # selections per iteration. Elsewhere the rows are selected on the device.
         self.host_masks = s0.device.type == "cpu"
-
-    def forget(self) -> None:
-        """Clear every sample's history (the map changes here)."""
-        self.valid.zero_()
-        if self.differences:
-            self.has_prev.zero_()
 
     def first_step(self) -> None:
         """Iteration 0, which also sizes the residual buffer."""
@@ -460,15 +500,24 @@ class _SolverLoop:
         self._update(*self._evaluate())
 
     def _evaluate(self) -> tuple[Tensor, Tensor, Tensor]:
-        """g(s), g(s) − s (in ``diff`` or this iteration's history slot) and the
-        residuals (B, K)."""
+        """g(s), g(s) − s (in the mixer's buffer) and the residuals (B, K)."""
         gs = self.fn(self.s, self.k)
-        diff = self.hist_g[:, self.host_slot] if self.direct_slots else self.diff
+        diff = self.mixer.residual_buffer()
         torch.sub(gs, self.s, out=diff)
         return gs, diff, self.residual_fn(self.s, gs, diff)
 
     def _update(self, gs: Tensor, diff: Tensor, res: Tensor) -> None:
-        cfg, s = self.config, self.s
+        score, improved, kept = self._judge(gs, res)
+        self._safeguard(score, improved)
+        self.mixer.next_state(self.s, gs, diff, out=self.spare)
+        self._advance(kept)
+
+    def _judge(self, gs: Tensor, res: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Score the evaluation and update the per-sample records and masks.
+
+        Returns the score (B,) (the max-residual, +inf where not finite), the samples
+        whose best score it improved, and those whose iterate is kept (``keep``).
+        """
         finite = all_finite(gs, self.finite_weights) & torch.isfinite(res).all(dim=1)
         score = torch.where(finite, res.amax(dim=1), torch.inf)
         active = self.active
@@ -477,16 +526,19 @@ class _SolverLoop:
         self.best_res.copy_(torch.where(kept[:, None], res, self.best_res))
         self.best_score.copy_(torch.where(improved, score, self.best_score))
         self.iterations.add_(active)
-        done = active & finite & (score <= cfg.tol)
+        done = active & finite & (score <= self.tol)
         self.converged.logical_or_(done)
         self.failed.logical_or_(active & ~finite)
         active.logical_and_(~done & finite)
         self.k.add_(1)
-        s_next = self.spare
-        if self.anderson:
-            self._anderson_step(gs, diff, score, improved, out=s_next)
-        else:
-            torch.add(s, diff, alpha=cfg.beta, out=s_next)
+        return score, improved, kept
+
+    def _safeguard(self, score: Tensor, improved: Tensor) -> None:
+        self.mixer.restart_stalled(score, improved, self.best_score)
+
+    def _advance(self, kept: Tensor) -> None:
+        """Kept rows of s go into best_s, and the active rows of the next state into s."""
+        s, s_next, active = self.s, self.spare, self.active
         if self.host_masks and bool(active.all()):
             if bool(kept.all()):
                 # s is every sample's best iterate: it becomes best_s, with no copy.
@@ -500,86 +552,3 @@ class _SolverLoop:
             # In place (out= the tensor being updated): no (B, N) temporary and copy.
             torch.where(kept[:, None], s, self.best_s, out=self.best_s)
             torch.where(active[:, None], s_next, s, out=s)
-
-    def _safeguard(self, score: Tensor, improved: Tensor) -> None:
-        """Stagnating or blowing-up samples forget their history and take plain steps
-        g(s) for m iterations before accelerating again."""
-        cfg = self.config
-        stale = torch.where(improved, 0, self.stale + 1)
-        if self.patience > 0:
-            restart = (stale >= self.patience) | (score > cfg.blowup * self.best_score)
-        else:
-            restart = score > cfg.blowup * self.best_score
-        self.stale.copy_(stale.masked_fill(restart, 0))
-        self.plain_left.copy_(torch.where(restart, cfg.memory, (self.plain_left - 1).clamp_min(0)))
-        self.valid.logical_and_((self.plain_left == 0)[:, None])
-
-    def _anderson_step(
-        self, gs: Tensor, g: Tensor, score: Tensor, improved: Tensor, out: Tensor
-    ) -> None:
-        """Writes the mixed next state of every sample into ``out`` (B, N)."""
-        if self.differences:
-            self._difference_step(gs, g, score, improved, out)
-            return
-        cfg, s, slot = self.config, self.s, self.slot
-        m = cfg.memory
-        if self.direct_slots:  # g is already in its slot (see ``host_slot``)
-            self.hist_f[:, self.host_slot].copy_(gs)
-        else:
-            self.hist_f.index_copy_(1, slot, gs.unsqueeze(1))
-            self.hist_g.index_copy_(1, slot, g.unsqueeze(1))
-        # g (B, 1, N) against the history's transpose, not hist_g (B, m, N) against g: the
-        # same product, but the batched matrix-vector form runs several times slower on
-        # the CPU (measured 7.7 against 1.3 ms at B = 64, m = 10, N = 12,608).
-        row = torch.bmm(g.unsqueeze(1), self.hist_g.transpose(1, 2)).squeeze(1)
-        row = row.to(torch.float64)
-        self.gram.index_copy_(1, slot, row.unsqueeze(1))
-        self.gram.index_copy_(2, slot, row.unsqueeze(2))
-        self._safeguard(score, improved)
-        self.valid.index_fill_(1, slot, True)
-        fallback = self.one_hot.index_select(0, slot)
-        alpha = anderson_weights(self.gram, self.valid, fallback, self.lam, self.unrolled)
-        # (B, 1, m) against (B, m, N) by bmm: einsum's form of the same product writes a
-        # transposed result and copies it into place, a further pass over the state.
-        alpha = alpha.to(s.dtype).unsqueeze(1)
-        torch.bmm(alpha, self.hist_f, out=out.unsqueeze(1))
-        if cfg.beta != 1.0:
-            mixed_g = torch.bmm(alpha, self.hist_g).squeeze(1)
-            out.sub_(mixed_g, alpha=1.0 - cfg.beta)
-        self.slot.add_(1).remainder_(m)
-        self.host_slot = (self.host_slot + 1) % m
-
-    def _difference_step(
-        self, gs: Tensor, g: Tensor, score: Tensor, improved: Tensor, out: Tensor
-    ) -> None:
-        """The Type-II step in difference form with a low-precision history."""
-        cfg, s, slot = self.config, self.s, self.slot
-        low = self.hist_f.dtype
-        d_g = g - self.prev_g
-        self.hist_f.index_copy_(1, slot, (gs - self.prev_f).to(low).unsqueeze(1))
-        self.hist_g.index_copy_(1, slot, d_g.to(low).unsqueeze(1))
-        self.prev_f.copy_(gs)
-        self.prev_g.copy_(g)
-        # One pass over ΔG for the new Gram row (ΔG·Δg_new) and the right-hand side (ΔG·g).
-        self.pair[:, 0].copy_(d_g)
-        self.pair[:, 1].copy_(g)
-        # (B, 2, N) against the history's transpose: see the note in _anderson_step.
-        both = torch.bmm(self.pair, self.hist_g.transpose(1, 2)).to(torch.float64)
-        row, rhs = both[:, 0], both[:, 1]
-        self.gram.index_copy_(1, slot, row.unsqueeze(1))
-        self.gram.index_copy_(2, slot, row.unsqueeze(2))
-        self._safeguard(score, improved)
-        # The newest difference is usable if the sample had a previous iterate and is not
-        # taking plain steps after a safeguard restart.
-        usable = self.has_prev & (self.plain_left == 0)
-        newest = self.slot_mask.index_select(0, slot) & usable[:, None]
-        self.valid.logical_or_(newest)
-        self.has_prev.fill_(True)
-        gamma = anderson_coefficients(self.gram, rhs, self.valid, self.lam, self.unrolled)
-        gamma = gamma.to(low).unsqueeze(1)  # (B, 1, m)
-        correction = torch.bmm(gamma, self.hist_f).squeeze(1).to(s.dtype)
-        torch.sub(gs, correction, out=out)
-        if cfg.beta != 1.0:
-            mixed_g = torch.bmm(gamma, self.hist_g).squeeze(1).to(s.dtype)
-            out.sub_(g - mixed_g, alpha=1.0 - cfg.beta)
-        self.slot.add_(1).remainder_(cfg.memory)
