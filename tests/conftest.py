@@ -1,11 +1,17 @@
-"""Shared fixtures: every device-parametrised test runs on CUDA too when a GPU is present."""
+"""Shared fixtures: every device-parametrised test runs on CUDA too when a GPU is present.
+
+The CUDA cases carry the ``cuda`` marker, so ``python -m pytest -m cuda`` runs just them on
+a machine with a GPU (and selects none elsewhere).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu"] + (
+    [pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else []
+)
 
 
 @pytest.fixture(params=DEVICES)
