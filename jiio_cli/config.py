@@ -10,9 +10,8 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -20,10 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from jiio_cli.errors import UsageError
 
 __all__ = [
-    "CommonOptions",
-    "SolverOptions",
+    "CommonConfig",
     "load_config_file",
-    "load_options",
     "parse_device",
     "parse_eps",
     "parse_eps_list",
@@ -126,7 +123,7 @@ def parse_device(text: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-class CommonOptions(BaseModel):
+class CommonConfig(BaseModel):
     """Options every command takes.
 
     ``device`` is resolved when the model is built (``auto`` becomes ``cpu`` or ``cuda``),
@@ -157,26 +154,13 @@ class CommonOptions(BaseModel):
         return torch.device(self.device)
 
 
-class SolverOptions(BaseModel):
-    """Settings of the joint fixed-point solver used for inference and input optimisation.
-
-    ``alpha_z``, ``alpha_x`` and ``alpha_mu`` are the step sizes of the hidden state, the
-    optimised input and the dual variable; ``alpha_x_final``, when set, is the input step
-    size that ``alpha_x`` decays to over the run. ``lam`` weights the regulariser on x.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    method: Literal["anderson", "picard"] = "anderson"
-    memory: int = Field(default=5, ge=1, le=100)
-    tol: float = Field(default=1e-4, gt=0)
-    max_iter: int = Field(default=50, ge=1)
-    check_every: int = Field(default=1, ge=1)
-    alpha_z: float = Field(default=1.0, gt=0, le=1)
-    alpha_mu: float = Field(default=1.0, gt=0, le=1)
-    alpha_x: float = Field(default=0.1, gt=0)
-    alpha_x_final: float | None = Field(default=None, gt=0)
-    lam: float = Field(default=0.0, ge=0)
+def _toml_loads(text: str) -> Any:
+    """``tomllib.loads``; on Python 3.10 its backport ``tomli`` (a dependency there only)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    return tomllib.loads(text)
 
 
 def load_config_file(path: Path | str, *, section: str | None = None) -> dict[str, Any]:
@@ -188,15 +172,12 @@ def load_config_file(path: Path | str, *, section: str | None = None) -> dict[st
             and a file without it yields no values.
 
     Raises:
-        UsageError: when the file is missing, unreadable, malformed, not an object, or
-            TOML on a Python older than 3.11.
+        UsageError: when the file is missing, unreadable, malformed or not an object.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in {".json", ".toml"}:
         raise UsageError(f"config file {path} must end in .json or .toml")
-    if suffix == ".toml" and sys.version_info < (3, 11):
-        raise UsageError(f"config file {path}: TOML needs Python 3.11 or newer; use JSON")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -206,12 +187,7 @@ def load_config_file(path: Path | str, *, section: str | None = None) -> dict[st
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {exc}") from None
     try:
-        if suffix == ".json":
-            data = json.loads(text)
-        else:
-            import tomllib  # only on 3.11+, checked above
-
-            data = tomllib.loads(text)
+        data = json.loads(text) if suffix == ".json" else _toml_loads(text)
     except ValueError as exc:  # JSONDecodeError and TOMLDecodeError both derive from it
         raise UsageError(f"config file {path} is not valid {suffix[1:].upper()}: {exc}") from None
     if section is not None and isinstance(data, dict):
@@ -220,36 +196,3 @@ def load_config_file(path: Path | str, *, section: str | None = None) -> dict[st
         where = f"section {section!r} of " if section else ""
         raise UsageError(f"{where}config file {path} must hold a table of option values")
     return data
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def load_options(
-    model: type[ModelT],
-    config_path: Path | str | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    section: str | None = None,
-) -> ModelT:
-    """Build ``model`` from a config file, with explicitly given flags taking precedence.
-
-    Args:
-        model: the options class, e.g. :class:`SolverOptions`.
-        config_path: optional ``--config`` file, see :func:`load_config_file`.
-        overrides: values of the flags the user actually gave. Entries set to ``None``
-            count as not given, so a command can declare its flags with a ``None`` default
-            and pass them all here.
-        section: sub-table of the file to read.
-
-    Raises:
-        UsageError: for an unreadable config file.
-        pydantic.ValidationError: for unknown keys or out-of-range values; the command
-            line's error boundary turns it into a one-line usage error.
-    """
-    values: dict[str, Any] = {}
-    if config_path is not None:
-        values.update(load_config_file(config_path, section=section))
-    if overrides:
-        values.update({key: value for key, value in overrides.items() if value is not None})
-    return model.model_validate(values)

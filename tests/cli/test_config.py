@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from jiio_cli.config import (
-    CommonOptions,
-    SolverOptions,
+    CommonConfig,
     load_config_file,
-    load_options,
     parse_device,
     parse_eps,
     parse_eps_list,
@@ -151,59 +148,24 @@ def test_parse_device_rejects_unknown(name: str) -> None:
 
 def test_common_options_resolve_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cuda(monkeypatch, 0)
-    options = CommonOptions()
+    options = CommonConfig()
     assert options.device == "cpu"
     assert options.torch_device == torch.device("cpu")
     assert options.seed == 0
     for bad in [{"seed": -1}, {"seed": 2**32}, {"device": "cuda:99"}, {"colour": True}]:
         with pytest.raises(ValidationError):
-            CommonOptions(**bad)
+            CommonConfig(**bad)
 
 
-def test_solver_options_ranges() -> None:
-    defaults = SolverOptions()
-    assert defaults.method == "anderson"
-    assert SolverOptions(alpha_z=1.0, alpha_mu=1.0, method="picard").method == "picard"
-    bad_values = [
-        {"method": "newton"},
-        {"memory": 0},
-        {"memory": 101},
-        {"tol": 0},
-        {"tol": math.inf},
-        {"max_iter": 0},
-        {"check_every": 0},
-        {"alpha_z": 0},
-        {"alpha_z": 1.5},
-        {"alpha_mu": 0},
-        {"alpha_x": 0},
-        {"alpha_x_final": 0},
-        {"lam": -1},
-        {"unknown": 1},
-    ]
-    for bad in bad_values:
-        with pytest.raises(ValidationError):
-            SolverOptions(**bad)
-
-
-def test_load_options_file_then_flags(tmp_path: Path) -> None:
-    config = tmp_path / "solver.json"
-    config.write_text(json.dumps({"memory": 7, "tol": 1e-3, "method": "picard"}))
-    options = load_options(SolverOptions, config, {"tol": 1e-5, "memory": None})
-    assert (options.memory, options.tol, options.method) == (7, 1e-5, "picard")
-
-
-def test_load_options_toml_section(tmp_path: Path) -> None:
-    config = tmp_path / "run.toml"
-    config.write_text("[solver]\nmax_iter = 12\n\n[other]\nx = 1\n")
-    assert load_options(SolverOptions, config, section="solver").max_iter == 12
-    assert load_options(SolverOptions, config, section="missing") == SolverOptions()
-
-
-def test_load_options_rejects_unknown_keys(tmp_path: Path) -> None:
-    config = tmp_path / "solver.json"
-    config.write_text(json.dumps({"memroy": 7}))
-    with pytest.raises(ValidationError):
-        load_options(SolverOptions, config)
+def test_load_config_file_reads_json_toml_and_sections(tmp_path: Path) -> None:
+    as_json = tmp_path / "run.json"
+    as_json.write_text(json.dumps({"memory": 7, "eps": "8/255"}))
+    assert load_config_file(as_json) == {"memory": 7, "eps": "8/255"}
+    as_toml = tmp_path / "run.toml"
+    as_toml.write_text("epochs = 2\n\n[solver]\nmax_iter = 12\n")
+    assert load_config_file(as_toml, section="solver") == {"max_iter": 12}
+    assert load_config_file(as_toml, section="missing") == {}
+    assert load_config_file(as_toml)["epochs"] == 2
 
 
 @pytest.mark.parametrize(

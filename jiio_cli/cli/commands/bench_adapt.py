@@ -14,7 +14,7 @@ import torch
 
 from jiio_cli.cli.commands.bench_summary import echo_speed_summary
 from jiio_cli.cli.output import emit, print_table
-from jiio_cli.config import CommonOptions
+from jiio_cli.config import CommonConfig
 
 __all__ = ["run_adapt_bench"]
 
@@ -24,7 +24,7 @@ def run_adapt_bench(
     tasks: int,
     naive_steps: int,
     ways: int,
-    common: CommonOptions,
+    common: CommonConfig,
     repeat: int = 1,
     graph: bool = False,
     *,

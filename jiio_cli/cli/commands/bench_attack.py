@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from jiio_cli.cli.output import emit, print_table
-from jiio_cli.config import CommonOptions, parse_eps
+from jiio_cli.config import CommonConfig, parse_eps
 from jiio_cli.errors import UsageError
 
 __all__ = ["run_attack_bench"]
@@ -19,7 +19,7 @@ def run_attack_bench(
     eps_text: str,
     norm: str,
     images: int,
-    common: CommonOptions,
+    common: CommonConfig,
     plot: Path | None = None,
     repeat: int = 1,
     graph: bool = False,

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import typer
 
-from jiio_cli.cli.options import CommonOptions
+from jiio_cli.cli.options import CommonConfig
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import UsageError
 from jiio_cli.models.precision import check_precision
@@ -51,7 +51,7 @@ def run_engine_bench(
     sizes: list[tuple[int, int, int]],
     precision: str,
     graph: bool,
-    common: CommonOptions,
+    common: CommonConfig,
     histories: tuple[str, ...] = ("fp32",),
 ) -> None:
     """Time f, f + VJP and one JIIO iteration at each (batch, channels, side) and Anderson

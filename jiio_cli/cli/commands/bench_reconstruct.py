@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from jiio_cli.cli.commands.bench_summary import echo_speed_summary
-from jiio_cli.cli.options import CommonOptions
+from jiio_cli.cli.options import CommonConfig
 from jiio_cli.cli.output import emit, print_table
 
 __all__ = ["run_reconstruct_bench"]
@@ -21,7 +21,7 @@ def run_reconstruct_bench(
     quality: bool,
     plot: Path | None,
     graph: bool,
-    common: CommonOptions,
+    common: CommonConfig,
 ) -> None:
     """JIIO against the naive method on one held-out batch; with ``quality`` the PSNR table.
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 from jiio_cli.cli.output import emit, print_table
-from jiio_cli.config import CommonOptions
+from jiio_cli.config import CommonConfig
 from jiio_cli.errors import UsageError
 
 __all__ = ["run_train_bench"]
 
 
 def run_train_bench(
-    train_task: str, epochs: int, max_train: int, batch_size: int, common: CommonOptions
+    train_task: str, epochs: int, max_train: int, batch_size: int, common: CommonConfig
 ) -> None:
     """Run both trainings and print the comparison (table, or JSON with ``--json``)."""
     if train_task not in ("denoise", "adversarial"):

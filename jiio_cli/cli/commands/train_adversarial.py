@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jiio_cli.bench.timing import StepClock
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
-from jiio_cli.config import CommonOptions, parse_eps
+from jiio_cli.config import CommonConfig, parse_eps
 from jiio_cli.distributed import DistributedContext
 from jiio_cli.errors import UsageError
 from jiio_cli.models import ClassifierConfig
@@ -53,7 +53,7 @@ class AdversarialTrainOptions(BaseModel):
 
 def run(
     opts: AdversarialTrainOptions,
-    common: CommonOptions,
+    common: CommonConfig,
     data: Path | None,
     out: Path | None,
     resume: bool,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jiio_cli.cli.commands.train_scope import COMMON_OPTIONS, option_flag
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
-from jiio_cli.config import CommonOptions
+from jiio_cli.config import CommonConfig
 from jiio_cli.errors import UsageError
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
@@ -155,7 +155,7 @@ class MetaTrainOptions(BaseModel):
 
 def run(
     opts: MetaTrainOptions,
-    common: CommonOptions,
+    common: CommonConfig,
     data: Path | None,
     out: Path | None,
     resume: bool,
@@ -288,7 +288,7 @@ def _sinusoid_options(opts: MetaTrainOptions, explicit: AbstractSet[str]) -> Met
 
 def _run_sinusoid(
     opts: MetaTrainOptions,
-    common: CommonOptions,
+    common: CommonConfig,
     out: Path | None,
     resume: bool,
     explicit: AbstractSet[str],
