@@ -304,7 +304,11 @@ def run_training(
             optional ``extra``) for the checkpoint metadata.
         best_key: metric that selects the best checkpoint.
         resume: continue from ``<out>/<name>-last.safetensors``.
-        progress: called with a dict after each step and each epoch (for the UI; rank 0).
+        progress: called with a dict (for the UI; rank 0 only): ``plan`` before the first
+            step (task, data size, steps, device, checkpoint paths), ``step`` after each
+            step (global ``step`` of ``steps``, loss, the task's metrics), ``epoch`` after
+            each held-out evaluation, and ``interrupted`` (the checkpoint just saved) when
+            Ctrl-C stops the run.
         stop_after_steps: stop (after saving) once this many global steps are done;
             used by tests to interrupt a run.
         shard_step_fn: instead of ``step_fn``: ``(shard, step) -> StepOutcome`` with a
@@ -350,12 +354,41 @@ def run_training(
     loop = _Loop(
         model, optimizer, params, scaler, context, config, meta, last_path, best_path, progress
     )
+    steps = math.ceil(train_size / config.batch_size) * config.epochs
+    if progress is not None and context.is_main:
+        progress(
+            {
+                "event": "plan",
+                "task": meta["task"],
+                "train_size": train_size,
+                "epochs": config.epochs,
+                "batches": math.ceil(train_size / config.batch_size),
+                "batch_size": config.batch_size,
+                "steps": steps,
+                "done": state.step,
+                "device": str(params[0].device) if params else "cpu",
+                "world_size": context.world_size,
+                "save_every": config.save_every,
+                "checkpoint": str(last_path),
+                "best": str(best_path),
+            }
+        )
     try:
         return loop.run(state, train_size, call_step, eval_fn, best_key, stop_after_steps)
     except KeyboardInterrupt:
-        # Ctrl-C: keep what was learned so far; `--resume` continues from here.
+        # Ctrl-C (or SIGTERM turned into it by the CLI): keep what was learned so far;
+        # `--resume` continues from here.
         if context.is_main:
             loop.save(last_path, state, {})
+            if progress is not None:
+                progress(
+                    {
+                        "event": "interrupted",
+                        "step": state.step,
+                        "steps": steps,
+                        "checkpoint": str(last_path),
+                    }
+                )
         raise
 
 
@@ -498,6 +531,8 @@ class _Loop:
                             "epoch": state.epoch,
                             "batch": b + 1,
                             "batches": batches_per_epoch,
+                            "step": state.step,
+                            "steps": total_steps,
                             "loss": report.loss,
                             **report.metrics,
                         }
