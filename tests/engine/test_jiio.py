@@ -320,9 +320,12 @@ def _literal_jiio_loop(problem: InputProblem, cfg: JIIOConfig):
 @pytest.mark.parametrize("x_weight", [1.0, 10.0])
 def test_jiio_loop_equals_the_literal_augmented_map(x_weight: float, device: torch.device):
     # jiio_solve writes the map into one reused buffer: the iterates must be those of the
-    # plain formulas, up to rounding (40 iterations, no stopping, float64).
+    # plain formulas, up to rounding (25 iterations, no stopping, float64). Not more: near
+    # convergence Anderson's least squares turns ill-conditioned and amplifies rounding, so
+    # that two correct orders of the same sums part by more than 1e-8 after about 40
+    # iterations on some draws and CPU kernels; after 25 they agree to about 1e-11.
     problem, _, _ = quadratic_problem(6, gamma=1.0, device=device)
-    solver = SolverConfig(memory=5, tol=1e-30, max_iter=40)
+    solver = SolverConfig(memory=5, tol=1e-30, max_iter=25)
     cfg = JIIOConfig(alpha_x=0.3, solver=solver, x_weight=x_weight)
     literal = _literal_jiio_loop(problem, cfg)
     nz, nx = problem.z0.shape[1], problem.x0.shape[1]
