@@ -10,17 +10,22 @@ float64 Gram matrix, per sample; the naive method keeps the same kind of history
 (or μ) alone, one solve at a time, with its own memory (5 here). Both are reported per sample from
 these counts (the history dominates what each method adds on top of the network), and on
 a GPU also as measured peak allocation per sample.
+
+Every time is the median of repeated measurements, reported with its relative spread
+(interquartile range over median, :func:`~jiio_cli.bench.timing.relative_spread`): a shared or
+throttling machine shows up as a large spread instead of a silently wrong number.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 
-from jiio_cli.bench.timing import time_call
+from jiio_cli.bench.timing import LARGE_SPREAD, relative_spread, time_samples
 from jiio_cli.engine import (
     InputOptResult,
     InputProblem,
@@ -36,10 +41,21 @@ from jiio_cli.models.precision import Precision, autocast_cell
 
 __all__ = ["EngineTiming", "time_engine"]
 
+_SPREAD_FIELDS = (
+    ("f_spread", "f"),
+    ("f_vjp_spread", "f + VJP"),
+    ("jiio_iteration_spread", "the JIIO iteration"),
+)
+
 
 @dataclass
 class EngineTiming:
-    """Seconds per call at one problem size, solver memory and execution mode."""
+    """Seconds per call at one problem size, solver memory and execution mode.
+
+    ``*_seconds`` are medians over ``repeats`` measurements, ``*_spread`` their relative
+    spread (interquartile range over median); ``repeats`` is the number of paired runs
+    behind the iteration time (f and f + VJP are timed four times as often).
+    """
 
     batch: int
     channels: int
@@ -56,6 +72,29 @@ class EngineTiming:
     jiio_peak_mib_per_sample: float | None = None
     naive_peak_mib_per_sample: float | None = None
     graph_failure: str | None = None
+    repeats: int = 1
+    f_spread: float = 0.0
+    f_vjp_spread: float = 0.0
+    jiio_iteration_spread: float = 0.0
+
+    @property
+    def noisy(self) -> list[str]:
+        """What was timed with a spread above :data:`LARGE_SPREAD`, in words."""
+        return [name for key, name in _SPREAD_FIELDS if getattr(self, key) > LARGE_SPREAD]
+
+    def spread_note(self) -> str | None:
+        """One sentence when a timing of this row is noisy, else None."""
+        noisy = self.noisy
+        if not noisy:
+            return None
+        worst = max(getattr(self, key) for key, _ in _SPREAD_FIELDS)
+        return (
+            f"batch {self.batch}, {self.channels} channels, side {self.size}, memory "
+            f"{self.memory} ({self.mode}, history {self.history}): the times of "
+            f"{' and '.join(noisy)} spread by up to {100 * worst:.0f}% of their median between "
+            "repeats (interquartile range); the machine was busy or changing speed, so read this "
+            "row as rough and rerun it on a quiet machine"
+        )
 
     @property
     def overhead_ratio(self) -> float:
@@ -70,6 +109,7 @@ class EngineTiming:
             **asdict(self),
             "overhead_ratio": self.overhead_ratio,
             "iteration_seconds_per_sample": self.iteration_seconds_per_sample,
+            "noisy": self.noisy,
         }
 
 
@@ -110,8 +150,8 @@ def time_engine(
         return 0.5 * (zz.mean(dim=1) - target).pow(2).flatten(1).sum(dim=1)
 
     with torch.no_grad():
-        f_time = time_call(lambda: cell(z, x), device, repeat=repeat * 4)
-    fv_time = time_call(lambda: lagrangian_grads(cell, objective, z, x, mu), device, repeat * 4)
+        f_times = time_samples(lambda: cell(z, x), device, repeat=repeat * 4)
+    fv_times = time_samples(lambda: lagrangian_grads(cell, objective, z, x, mu), device, repeat * 4)
 
     problem = InputProblem(cell, objective, torch.zeros_like(z), x)
 
@@ -157,9 +197,18 @@ def time_engine(
     def run(cfg: JIIOConfig) -> None:
         last["result"] = jiio_solve(problem, cfg)
 
-    long_t = time_call(lambda: run(long), device, repeat=repeat, warmup=1)
-    short_t = time_call(lambda: run(short), device, repeat=repeat, warmup=1)
-    per_iter = (long_t - short_t) / iterations
+    # Long and short runs alternate, so that each pair sees the same machine; each pair
+    # gives one measurement of the marginal iteration cost.
+    run(long)
+    run(short)
+    per_iter_samples = [
+        (
+            time_samples(lambda: run(long), device, 1, 0)[0]
+            - time_samples(lambda: run(short), device, 1, 0)[0]
+        )
+        / iterations
+        for _ in range(repeat)
+    ]
     return EngineTiming(
         batch=batch,
         channels=channels,
@@ -168,14 +217,18 @@ def time_engine(
         mode="graph" if last["result"].graph else "eager",
         precision=precision,
         history=history,
-        f_seconds=f_time,
-        f_vjp_seconds=fv_time,
-        jiio_iteration_seconds=per_iter,
+        f_seconds=statistics.median(f_times),
+        f_vjp_seconds=statistics.median(fv_times),
+        jiio_iteration_seconds=statistics.median(per_iter_samples),
         jiio_history_mib_per_sample=jiio_history,
         naive_history_mib_per_sample=naive_history,
         jiio_peak_mib_per_sample=jiio_peak,
         naive_peak_mib_per_sample=naive_peak,
         graph_failure=last["result"].graph_failure,
+        repeats=repeat,
+        f_spread=relative_spread(f_times),
+        f_vjp_spread=relative_spread(fv_times),
+        jiio_iteration_spread=relative_spread(per_iter_samples),
     )
 
 

@@ -13,7 +13,17 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["StepClock", "time_call", "timed_median"]
+__all__ = [
+    "LARGE_SPREAD",
+    "StepClock",
+    "relative_spread",
+    "time_call",
+    "time_samples",
+    "timed_median",
+]
+
+LARGE_SPREAD = 0.25
+"""A relative spread (:func:`relative_spread`) above which a timing is called noisy."""
 
 T = TypeVar("T")
 
@@ -46,10 +56,12 @@ def timed_median(fn: Callable[[], T], device: torch.device, repeat: int = 1) -> 
     return result, statistics.median(samples)
 
 
-def time_call(
+def time_samples(
     fn: Callable[[], object], device: torch.device, repeat: int = 10, warmup: int = 3
-) -> float:
-    """Median seconds per call of ``fn`` over ``repeat`` timed calls after ``warmup``."""
+) -> list[float]:
+    """Seconds of each of ``repeat`` timed calls of ``fn`` after ``warmup`` untimed ones."""
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
     for _ in range(warmup):
         fn()
     samples: list[float] = []
@@ -68,7 +80,32 @@ def time_call(
             t0 = time.perf_counter()
             fn()
             samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    return samples
+
+
+def time_call(
+    fn: Callable[[], object], device: torch.device, repeat: int = 10, warmup: int = 3
+) -> float:
+    """Median seconds per call of ``fn`` over ``repeat`` timed calls after ``warmup``."""
+    return statistics.median(time_samples(fn, device, repeat, warmup))
+
+
+def relative_spread(samples: list[float]) -> float:
+    """Interquartile range over |median| of repeated timings: 0 for perfectly steady ones.
+
+    Quartiles rather than the full range: one call delayed by the garbage collector or a
+    page fault says little, a machine that is busy for a quarter of the runs says a lot.
+    0 for fewer than two samples, ``inf`` for a zero median with a non-zero range.
+    """
+    if not samples:
+        raise ValueError("need at least one sample")
+    if len(samples) < 2:
+        return 0.0
+    low, _, high = statistics.quantiles(samples, n=4, method="inclusive")
+    middle = abs(statistics.median(samples))
+    if middle == 0:
+        return 0.0 if high == low else float("inf")
+    return (high - low) / middle
 
 
 class StepClock:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import typer
 
 from jiio_cli.cli.options import CommonConfig
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.cli.progress import progress_display
 from jiio_cli.errors import UsageError
 from jiio_cli.models.precision import check_precision
+
+if TYPE_CHECKING:
+    from jiio_cli.bench.engine import EngineTiming
 
 __all__ = ["parse_histories", "parse_sizes", "run_engine_bench"]
 
@@ -58,6 +62,9 @@ def run_engine_bench(
     memories 5 and 20, for each history precision in ``histories``.
 
     With ``graph`` on a GPU each memory is timed eagerly and as a replayed CUDA graph.
+    A bar (or a line every 10 s) shows the rows; Ctrl-C prints the rows measured so far
+    (``"complete": false`` in JSON) before the exit. Rows whose repeated timings spread
+    widely get a note on stderr.
     """
     from jiio_cli.bench.engine import time_engine
 
@@ -70,8 +77,8 @@ def run_engine_bench(
                 "multiple of 8 (GroupNorm uses 8 groups)"
             )
     modes = (False, True) if graph and dev.type == "cuda" else (False,)
-    rows = [
-        time_engine(b, c, side, m, dev, graph=g, precision=precision, history=h).as_dict()  # type: ignore[arg-type]
+    plan = [
+        (b, c, side, m, h, g)
         for b, c, side in sizes
         for m in MEMORIES
         for h in histories
@@ -82,32 +89,67 @@ def run_engine_bench(
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "rows": rows,
+        "rows": [],
     }
+    timings: list[EngineTiming] = []
+    try:
+        with progress_display() as progress:
+            for i, (b, c, side, m, h, g) in enumerate(plan):
+                progress.update("engine timings", i, len(plan), f"batch {b}, memory {m}")
+                timings.append(
+                    time_engine(b, c, side, m, dev, graph=g, precision=precision, history=h)  # type: ignore[arg-type]
+                )
+                result["rows"] = [t.as_dict() for t in timings]
+            progress.update("engine timings", len(plan), len(plan))
+    except KeyboardInterrupt:
+        # Ctrl-C: what was measured is still worth showing; the boundary then exits 130.
+        result["complete"] = False
+        _report(result, timings, precision, common, f"{len(timings)} of {len(plan)} rows")
+        raise
+    result["complete"] = True
+    _report(result, timings, precision, common, None)
+
+
+def _report(
+    result: dict[str, Any],
+    timings: list[EngineTiming],
+    precision: str,
+    common: CommonConfig,
+    partial: str | None,
+) -> None:
+    """The JSON document or the table, then a note for every noisy row (stderr)."""
     if common.json_output:
         emit(result, json_output=True)
-        return
-    shown = [
-        {
-            "batch": r["batch"],
-            "ch": r["channels"],
-            "side": r["size"],
-            "mem": r["memory"],
-            "mode": r["mode"],
-            "history": r["history"],
-            "f ms": 1e3 * float(r["f_seconds"]),  # type: ignore[arg-type]
-            "f+vjp ms": 1e3 * float(r["f_vjp_seconds"]),  # type: ignore[arg-type]
-            "iter ms": 1e3 * float(r["jiio_iteration_seconds"]),  # type: ignore[arg-type]
-            "iter/(f+vjp)": r["overhead_ratio"],
-            "history MiB/sample": r["jiio_history_mib_per_sample"],
-            "peak MiB/sample": r["jiio_peak_mib_per_sample"] or "",
-        }
-        for r in rows
-    ]
-    print_table(
-        shown,
-        title=f"jiio bench --task engine ({precision}, {result['device_name']})",
-    )
-    for r in rows:
-        if r["graph_failure"]:
-            typer.echo(f"CUDA graph capture failed, timed eagerly: {r['graph_failure']}")
+    else:
+        shown = [
+            {
+                "batch": t.batch,
+                "ch": t.channels,
+                "side": t.size,
+                "mem": t.memory,
+                "mode": t.mode,
+                "history": t.history,
+                "f ms": 1e3 * t.f_seconds,
+                "f+vjp ms": 1e3 * t.f_vjp_seconds,
+                "iter ms": 1e3 * t.jiio_iteration_seconds,
+                "iter ±%": 100 * t.jiio_iteration_spread,
+                "iter/(f+vjp)": t.overhead_ratio,
+                "history MiB/sample": t.jiio_history_mib_per_sample,
+                "peak MiB/sample": t.jiio_peak_mib_per_sample or "",
+            }
+            for t in timings
+        ]
+        title = f"jiio bench --task engine ({precision}, {result['device_name']})"
+        print_table(
+            shown,
+            title=title + (f", interrupted: {partial}" if partial else ""),
+            caption="medians of repeated runs; iter ±%: interquartile range of the iteration's "
+            "measurements over their median",
+        )
+        for t in timings:
+            if t.graph_failure:
+                typer.echo(f"CUDA graph capture failed, timed eagerly: {t.graph_failure}")
+    for t in timings:
+        note = t.spread_note()
+        if note is not None:
+            typer.echo(f"note: {note}", err=True)
