@@ -24,7 +24,7 @@ def test_relative_spread_is_the_interquartile_range_over_the_median() -> None:
     assert relative_spread(busy) == pytest.approx(
         (statistics.quantiles(busy, n=4, method="inclusive")[2] - 1.0) / 10.5
     )
-    assert math.isinf(relative_spread([0.0, 0.0, 1.0, 1.0]))
+    assert math.isinf(relative_spread([0.0, 0.0, 0.0, 1.0, 1.0]))
 
 
 def _timing(**spreads: float) -> EngineTiming:
