@@ -1,48 +1,47 @@
-"""Gaussian mixture density over latent vectors, fitted by expectation-maximisation.
+"""Gaussian mixture density over latent vectors: fitted by scikit-learn, kept and sampled in torch.
 
 The mixture has K components with full covariances:
 
     p(x) = Σ_k w_k N(x; μ_k, Σ_k),   x ∈ R^D,   w_k ≥ 0,   Σ_k w_k = 1.
 
-Fitting (:func:`fit_gmm`) on latents (N, D):
+**Fitting** (:func:`fit_gmm`) is scikit-learn's ``GaussianMixture`` (expectation-maximisation
+with full covariances) on the latents moved to the host as float64. Its options map as:
+``init="kmeans++"`` → greedy k-means++ seeds (``init_params="k-means++"``), ``"random"`` →
+K distinct data points (``"random_from_data"``); ``iterations`` → ``max_iter`` (a budget:
+stopping at it is not an error, so the library's ``ConvergenceWarning`` is silenced);
+``tol`` → ``tol`` on the gain in mean log-likelihood per point; ``reg_covar`` → the ridge
+ε I added to every Σ_k. By default ε is relative to the data,
+ε = max(1e-4 · mean_d Var(x_d), 1e-6), so it scales with the latents. ``restarts`` fits
+from independent seeds and keeps the mixture with the highest mean log-likelihood; the
+starts are ranked here, by the final mixture's likelihood, rather than by the library's
+``n_init``, which ranks them by the bound it computed before each start's last M-step.
 
-1. **Initialisation.** Greedy k-means++ seeding (Arthur & Vassilvitskii 2007: each next
-   centre is drawn with probability proportional to its squared distance to the nearest
-   chosen centre; the greedy variant draws 2 + ⌊ln K⌋ candidates and keeps the best),
-   then every point is assigned to its nearest centre and one M-step turns those hard
-   assignments into weights, means and covariances. ``init="random"`` draws the K
-   centres uniformly without replacement instead.
-2. **EM.** The E-step computes log responsibilities
-   log r_nk = log w_k + log N(x_n; μ_k, Σ_k) − logsumexp_j(log w_j + log N(x_n; μ_j, Σ_j)),
-   so no density is ever exponentiated before normalisation. The M-step sets
-   N_k = Σ_n r_nk, w_k = N_k / N, μ_k = Σ_n r_nk x_n / N_k and
-   Σ_k = Σ_n r_nk (x_n − μ_k)(x_n − μ_k)ᵀ / N_k + ε I.
-   It stops when the mean log-likelihood improves by less than ``tol`` per iteration, or
-   after ``iterations`` iterations. With ``restarts`` > 1 the whole fit is repeated from
-   fresh seeds and the one with the highest mean log-likelihood is kept.
+**What stays in torch, and why.**
 
-The ridge ε (as scikit-learn's ``reg_covar``) keeps every Σ_k positive definite, even for
-a component sitting on fewer than D + 1 points. By default it is relative to the data:
-ε = max(1e-4 · mean_d Var(x_d), 1e-6), so it scales with the latents; passing
-``reg_covar`` sets an absolute ε instead.
-
-A component whose responsibilities sum to less than one point (N_k < 1) has collapsed;
-it is re-seeded at the point the current mixture explains worst, with the covariance of
-the whole data set, and EM continues (that iteration is not counted for convergence).
-
-All arithmetic is float64 on the device of the latents; the fitted parameters stay
-float64 so that they round-trip through a checkpoint without loss.
+* The fitted parameters, as float64 tensors (``weights`` (K,), ``means`` (K, D),
+  ``covariances`` (K, D, D), ridge included): they are what a safetensors checkpoint stores
+  under a prefix (``density.`` in decoder checkpoints), unchanged from earlier versions, so
+  checkpoints written before still load.
+* :meth:`GaussianMixture.sample`: the codes feed the decoder on its device, and the draws
+  come from a ``torch.Generator`` in a fixed order (component labels, then N(0, I) noise),
+  so ``jiio sample --seed S`` keeps giving the same images from a given checkpoint.
+  scikit-learn's sampler draws from NumPy's generator and would change every sample.
+* :meth:`GaussianMixture.log_prob`: ``torch.distributions`` evaluates the density on the
+  parameters' device, so codes on a GPU are scored where they are (say, as a prior inside
+  an optimisation loop) without a round trip to the host.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
+from torch import distributions as D
 
 __all__ = [
     "DEFAULT_REG_ABSOLUTE",
@@ -58,12 +57,13 @@ DEFAULT_REG_ABSOLUTE = 1e-6
 """Floor of the default ridge, for data with (nearly) zero variance."""
 
 _PARAM_NAMES = ("weights", "means", "covariances")
-_LOG_2PI = math.log(2 * math.pi)
+_INIT_PARAMS = {"kmeans++": "k-means++", "random": "random_from_data"}
+_SEED_BOUND = 2**31 - 1  # scikit-learn seeds are 32-bit
 
 
 def _generator_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
     # Random draws happen where the generator lives and are then moved, so a CPU generator
-    # gives the same fit on every device.
+    # gives the same draws on every device.
     return generator.device if generator is not None else fallback
 
 
@@ -102,6 +102,7 @@ class GaussianMixture:
         )
 
     def _cholesky(self) -> Tensor:
+        """(K, D, D) lower Cholesky factors L_k with L_k L_kᵀ = Σ_k, in float64."""
         factor, info = torch.linalg.cholesky_ex(self.covariances.to(torch.float64))
         if bool((info != 0).any()):
             bad = torch.nonzero(info).flatten().tolist()
@@ -109,24 +110,22 @@ class GaussianMixture:
         return factor
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """Log density log p(x_n) of each row of ``x``.
+        """Log density log p(x_n) = logsumexp_k(log w_k + log N(x_n; μ_k, Σ_k)) of each row.
 
         Args:
             x: (N, D) points.
 
         Returns:
-            (N,) log densities, computed in float64 and returned in the floating dtype of
-            ``x`` (float64 for integer input).
+            (N,) log densities, computed in float64 on the parameters' device and returned
+            on the device of ``x`` in its floating dtype (float64 for integer input).
         """
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected points of shape (N, {self.dim}), got {tuple(x.shape)}")
-        joint = _log_joint(
-            x.to(self.means.device, torch.float64),
-            self.weights.to(torch.float64),
-            self.means.to(torch.float64),
-            self._cholesky(),
+        mixture = D.MixtureSameFamily(
+            D.Categorical(probs=self.weights.to(torch.float64)),
+            D.MultivariateNormal(self.means.to(torch.float64), scale_tril=self._cholesky()),
         )
-        out = torch.logsumexp(joint, dim=1)
+        out = mixture.log_prob(x.to(self.means.device, torch.float64))
         out_dtype = x.dtype if x.is_floating_point() else torch.float64
         return out.to(device=x.device, dtype=out_dtype)
 
@@ -138,8 +137,9 @@ class GaussianMixture:
     ) -> Tensor:
         """Draw ``n`` points: a component k ~ Categorical(w), then μ_k + L_k z, z ~ N(0, I).
 
-        L_k is the Cholesky factor of Σ_k. The draws are made on the generator's device
-        (or the parameters' device without one) and returned on the parameters' device.
+        L_k is the Cholesky factor of Σ_k. All n labels are drawn first, then the (n, D)
+        noise, on the generator's device (or the parameters' device without one); the
+        points are returned on the parameters' device.
 
         Returns:
             (n, D) samples in ``dtype`` (default: the dtype of ``means``).
@@ -215,154 +215,39 @@ def _check_shapes(weights: Tensor, means: Tensor, covariances: Tensor) -> tuple[
     return k, d
 
 
-def _log_joint(x: Tensor, weights: Tensor, means: Tensor, factor: Tensor) -> Tensor:
-    """log w_k + log N(x_n; μ_k, L_k L_kᵀ) as an (N, K) matrix.
-
-    Args:
-        x: (N, D) points; weights (K,); means (K, D); factor (K, D, D) lower Cholesky.
-    """
-    d = x.shape[1]
-    columns = []
-    # One component at a time keeps memory at O(N·D) instead of O(N·K·D).
-    for k in range(means.shape[0]):
-        diff = (x - means[k]).T  # (D, N)
-        whitened = torch.linalg.solve_triangular(factor[k], diff, upper=False)
-        mahalanobis = whitened.pow(2).sum(dim=0)
-        log_det = 2 * factor[k].diagonal().log().sum()
-        columns.append(-0.5 * (d * _LOG_2PI + log_det + mahalanobis))
-    log_weights = weights.clamp_min(torch.finfo(weights.dtype).tiny).log()
-    return torch.stack(columns, dim=1) + log_weights
-
-
-def _m_step(x: Tensor, resp: Tensor, reg: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Weights (K,), means (K, D), covariances (K, D, D) and counts N_k (K,) from (N, K)."""
-    counts = resp.sum(dim=0)
-    safe = counts.clamp_min(torch.finfo(x.dtype).tiny)
-    means = (resp.T @ x) / safe[:, None]
-    # Centred per component (not E[xxᵀ] − μμᵀ, which cancels badly), one component at a
-    # time so memory stays O(N·D) as in the E-step.
-    scatter = []
-    for k in range(resp.shape[1]):
-        diff = x - means[k]
-        scatter.append((resp[:, k, None] * diff).T @ diff)
-    covariances = torch.stack(scatter) / safe[:, None, None]
-    covariances = 0.5 * (covariances + covariances.transpose(1, 2))
-    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    covariances = covariances + reg * eye
-    weights = counts / counts.sum()
-    return weights, means, covariances, counts
-
-
-def _kmeanspp(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-    """Indices (k,) of greedy k-means++ seeds among the rows of x.
-
-    Each step draws 2 + ⌊ln k⌋ candidates with probability ∝ D(x)² and keeps the one that
-    lowers Σ_n D(x_n)² the most (the variant scikit-learn uses): plain k-means++ puts two
-    seeds in one of a few well-separated clusters a few percent of the time, and EM
-    rarely recovers from that.
-    """
-    n = x.shape[0]
-    trials = 2 + int(math.log(k))
-    draw_on = _generator_device(generator, x.device)
-    first = torch.randint(n, (1,), generator=generator, device=draw_on).to(x.device)
-    chosen = [first]
-    nearest = (x - x[first]).pow(2).sum(dim=1)
-    for _ in range(1, k):
-        total = nearest.sum()
-        if float(total) <= 0:
-            # Every point coincides with a centre already: any unchosen point will do.
-            taken = torch.zeros(n, dtype=torch.bool, device=x.device)
-            taken[torch.cat(chosen)] = True
-            probs = (~taken).to(torch.float64)
-        else:
-            probs = nearest / total
-        candidates = torch.multinomial(
-            probs.to(draw_on), trials, replacement=True, generator=generator
-        ).to(x.device)
-        # (trials, N): squared distance to the nearest centre if that candidate were added.
-        updated = torch.minimum(nearest, torch.cdist(x[candidates], x).pow(2))
-        best = updated.sum(dim=1).argmin()
-        chosen.append(candidates[best : best + 1])
-        nearest = updated[best]
-    return torch.cat(chosen)
-
-
-def _initial_resp(x: Tensor, k: int, init: str, generator: torch.Generator | None) -> Tensor:
-    """Hard (N, K) responsibilities from the seeds: each point to its nearest centre."""
-    if init == "kmeans++":
-        seeds = _kmeanspp(x, k, generator)
-    else:
-        draw_on = _generator_device(generator, x.device)
-        seeds = torch.randperm(x.shape[0], generator=generator, device=draw_on)[:k]
-        seeds = seeds.to(x.device)
-    labels = torch.cdist(x, x[seeds]).argmin(dim=1)
-    # Each seed owns itself, so no component starts empty even with duplicate points.
-    labels[seeds] = torch.arange(k, device=x.device)
-    return torch.nn.functional.one_hot(labels, k).to(x.dtype)
-
-
-def _default_reg(x: Tensor) -> float:
-    scale = float(x.var(dim=0, unbiased=False).mean())
+def _default_reg(x: np.ndarray) -> float:
+    scale = float(x.var(axis=0).mean())
     return max(DEFAULT_REG_RELATIVE * scale, DEFAULT_REG_ABSOLUTE)
 
 
-def _reseed(
-    x: Tensor,
-    weights: Tensor,
-    means: Tensor,
-    covariances: Tensor,
-    counts: Tensor,
-    log_density: Tensor,
-    reg: float,
-) -> bool:
-    """Re-seed collapsed components (N_k < 1) in place; True if any was re-seeded."""
-    collapsed = torch.nonzero(counts < 1.0).flatten()
-    if collapsed.numel() == 0:
-        return False
-    worst = torch.argsort(log_density)[: collapsed.numel()]
-    data_cov = torch.cov(x.T, correction=0).reshape(x.shape[1], x.shape[1])
-    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-    means[collapsed] = x[worst]
-    covariances[collapsed] = data_cov + reg * eye
-    weights[collapsed] = 1.0 / x.shape[0]
-    weights /= weights.sum()
-    return True
-
-
-def _mean_log_likelihood(x: Tensor, weights: Tensor, means: Tensor, covariances: Tensor) -> float:
-    joint = _log_joint(x, weights, means, torch.linalg.cholesky(covariances))
-    return float(torch.logsumexp(joint, dim=1).mean())
+def _library_seed(generator: torch.Generator | None) -> int:
+    """A scikit-learn seed drawn from ``generator`` (torch's global generator without one)."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return int(torch.randint(_SEED_BOUND, (1,), generator=generator, device=device))
 
 
 def _fit_once(
-    x: Tensor,
-    components: int,
-    iterations: int,
-    tol: float,
-    generator: torch.Generator | None,
-    init: str,
-    reg: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One initialisation followed by EM; weights (K,), means (K, D), covariances (K, D, D)."""
-    resp = _initial_resp(x, components, init, generator)
-    weights, means, covariances, _ = _m_step(x, resp, reg)
-    previous = -math.inf
-    for _ in range(iterations):
-        # E-step.
-        factor = torch.linalg.cholesky(covariances)
-        joint = _log_joint(x, weights, means, factor)
-        log_density = torch.logsumexp(joint, dim=1)
-        current = float(log_density.mean())
-        resp = (joint - log_density[:, None]).exp()
-        # M-step.
-        weights, means, covariances, counts = _m_step(x, resp, reg)
-        reseeded = _reseed(x, weights, means, covariances, counts, log_density, reg)
-        # The log-likelihood was evaluated before this M-step, so a re-seed only shows up
-        # next iteration; comparing across it would stop on a spurious non-improvement.
-        if not reseeded and current - previous < tol:
-            break
-        previous = -math.inf if reseeded else current
-    return weights, means, covariances
+    x: np.ndarray, components: int, iterations: int, tol: float, init: str, reg: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """One start of scikit-learn's EM: weights (K,), means (K, D), covariances (K, D, D),
+    and the mean log-likelihood per point of that mixture on ``x`` (N, D)."""
+    # Imported here: scikit-learn takes a second to import and only fitting needs it.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture as LibraryMixture
+
+    model = LibraryMixture(
+        n_components=components,
+        covariance_type="full",
+        tol=tol,
+        reg_covar=reg,
+        max_iter=iterations,
+        init_params=_INIT_PARAMS[init],
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x)
+    return model.weights_, model.means_, model.covariances_, float(model.score(x))
 
 
 def fit_gmm(
@@ -375,21 +260,23 @@ def fit_gmm(
     reg_covar: float | None = None,
     restarts: int = 1,
 ) -> GaussianMixture:
-    """Fit a K-component full-covariance Gaussian mixture to ``latents`` by EM.
+    """Fit a K-component full-covariance Gaussian mixture to ``latents`` by EM (scikit-learn).
 
     Args:
-        latents: (N, D) vectors, N ≥ ``components``.
+        latents: (N, D) vectors, N ≥ max(``components``, 2).
         components: number of components K.
-        iterations: maximum number of EM iterations per start.
+        iterations: maximum number of EM iterations per start (at least 1).
         tol: stop once the mean log-likelihood per point improves by less than this.
-        generator: source of randomness for the initialisation; the fit is deterministic
-            given its state. Draws happen on the generator's device.
+        generator: source of randomness: one 32-bit seed per start is drawn from it (from
+            torch's global generator without one), so the fit is deterministic given its
+            state. Draws happen on the generator's device.
         init: ``"kmeans++"`` seeding or ``"random"`` distinct data points.
         reg_covar: absolute ridge ε added to covariance diagonals; ``None`` means
             max(1e-4 · mean per-dimension variance, 1e-6) (see the module docstring).
         restarts: number of independent initialisations; the fit with the highest mean
             log-likelihood is kept (EM only finds a local optimum, and a start with two
-            seeds in one cluster rarely leaves it).
+            seeds in one cluster rarely leaves it). The first start is the one a fit
+            with ``restarts=1`` and the same generator makes.
 
     Returns:
         The fitted :class:`GaussianMixture`, float64 on the device of ``latents``.
@@ -400,25 +287,27 @@ def fit_gmm(
         raise ValueError(f"components must be at least 1, got {components}")
     if latents.shape[0] < components:
         raise ValueError(f"cannot fit {components} components to {latents.shape[0]} latent vectors")
-    if init not in ("kmeans++", "random"):
+    if latents.shape[0] < 2:
+        raise ValueError("a mixture needs at least 2 latent vectors to fit")
+    if init not in _INIT_PARAMS:
         raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
-    if iterations < 0:
-        raise ValueError(f"iterations must be non-negative, got {iterations}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    x = latents.detach().to(torch.float64)
-    if not bool(torch.isfinite(x).all()):
+    x = latents.detach().to("cpu", torch.float64).numpy()
+    if not np.isfinite(x).all():
         raise ValueError("latents contain NaN or infinite values")
     reg = _default_reg(x) if reg_covar is None else float(reg_covar)
     if not reg > 0:
         raise ValueError(f"reg_covar must be positive, got {reg_covar}")
 
-    best = _fit_once(x, components, iterations, tol, generator, init, reg)
-    if restarts > 1:
-        best_score = _mean_log_likelihood(x, *best)
-        for _ in range(restarts - 1):
-            params = _fit_once(x, components, iterations, tol, generator, init, reg)
-            score = _mean_log_likelihood(x, *params)
-            if score > best_score:
-                best, best_score = params, score
-    return GaussianMixture(*best)
+    fits = [
+        _fit_once(x, components, iterations, tol, init, reg, _library_seed(generator))
+        for _ in range(restarts)
+    ]
+    # max keeps the first of equally likely fits, so one start is a fit without restarts.
+    *best, _ = max(fits, key=lambda fit: fit[3])
+    return GaussianMixture(
+        *(torch.from_numpy(np.ascontiguousarray(p)).to(latents.device) for p in best)
+    )
