@@ -2,42 +2,30 @@
 
 Both take two batches ``x`` and ``y`` of shape (B, C, H, W) with values in
 ``[0, data_range]`` (``[0, 1]`` by default) and return one score per image, shape (B,).
-Neither is differentiated through in the toolkit, but both are plain torch code and work
-on any device.
 
 PSNR
     ``10 · log10(data_range² / MSE)`` with the MSE taken over all C·H·W values of an image.
     Identical images have MSE 0 and score ``+inf``; callers averaging PSNR over a set must
-    decide how to treat that (it is a perfect reconstruction, not an error).
+    decide how to treat that (it is a perfect reconstruction, not an error). It stays in
+    torch, a few lines: training scores every held-out batch with it on the device.
 
 SSIM
-    The structural similarity of Wang et al. (2004) exactly as scikit-image's
-    ``structural_similarity`` computes it with its defaults: local means, variances and
-    covariance over a 7×7 uniform window, with sample-covariance correction N/(N−1),
-    N = 49, and
-
-        S = (2 μx μy + C1)(2 σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2)),
-        C1 = (0.01 · data_range)², C2 = (0.03 · data_range)².
-
-    The map S is averaged over the region whose windows lie fully inside the image
-    (scikit-image filters with reflection and then crops (7 − 1)//2 = 3 pixels from each
-    border, which leaves exactly those pixels), and then over channels, as scikit-image
-    does with ``channel_axis``.
+    The structural similarity of Wang et al. (2004) as scikit-image's
+    ``structural_similarity`` computes it with its defaults (7×7 uniform window,
+    sample-covariance correction, K1 = 0.01, K2 = 0.03), averaged over channels with
+    ``channel_axis``. It is computed on the host in float64, one image at a time: it scores
+    finished reconstructions against references, never inside a solver loop.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SSIM_K1", "SSIM_K2", "SSIM_WINDOW", "psnr", "ssim"]
+__all__ = ["SSIM_WINDOW", "psnr", "ssim"]
 
 SSIM_WINDOW = 7
 """Side of the uniform SSIM window (scikit-image's default ``win_size``)."""
-
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
 
 
 def _check_pair(x: Tensor, y: Tensor, data_range: float) -> None:
@@ -50,8 +38,8 @@ def _check_pair(x: Tensor, y: Tensor, data_range: float) -> None:
 
 
 def _work_dtype(device: torch.device) -> torch.dtype:
-    # Local variances are differences of window averages (E[x²] − E[x]²), which cancel
-    # badly in float32; MPS has no float64, so it is the one device that stays in float32.
+    # The MSE of images that differ little sums many tiny squares: float64 keeps every digit;
+    # MPS has no float64, so it is the one device that stays in float32.
     return torch.float32 if device.type == "mps" else torch.float64
 
 
@@ -77,7 +65,7 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
 
 
 def ssim(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
-    """Mean structural similarity per image, matching scikit-image's defaults.
+    """Mean structural similarity per image (scikit-image's ``structural_similarity``).
 
     Args:
         x, y: (B, C, H, W) images with values in ``[0, data_range]``; H and W must be at
@@ -85,8 +73,8 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
         data_range: the span of possible values (1.0 for images in [0, 1]).
 
     Returns:
-        (B,) tensor of mean SSIM in the floating dtype of ``x`` (float32 for integer
-        input); 1 for identical images.
+        (B,) tensor of mean SSIM on the device of ``x``, in its floating dtype (float32
+        for integer input); 1 for identical images.
     """
     _check_pair(x, y, data_range)
     height, width = x.shape[-2:]
@@ -95,29 +83,14 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
             f"SSIM needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} pixels, "
             f"got {height}×{width}"
         )
-    work = _work_dtype(x.device)
-    batch, channels = x.shape[:2]
-    # Channels become batch entries so one pooling call filters every channel separately.
-    xs = x.to(work).reshape(batch * channels, 1, height, width)
-    ys = y.to(work).reshape(batch * channels, 1, height, width)
+    # Imported here: scikit-image takes a moment to import and most commands never score.
+    from skimage.metrics import structural_similarity
 
-    # Unpadded pooling yields only the windows fully inside the image: the same pixels
-    # scikit-image keeps after cropping (win − 1)//2 from each border.
-    stacked = torch.cat([xs, ys, xs * xs, ys * ys, xs * ys], dim=1)
-    means = F.avg_pool2d(stacked, kernel_size=SSIM_WINDOW, stride=1)
-    ux, uy, uxx, uyy, uxy = means.unbind(dim=1)
-
-    n = SSIM_WINDOW**2
-    cov_norm = n / (n - 1)
-    vx = cov_norm * (uxx - ux * ux)
-    vy = cov_norm * (uyy - uy * uy)
-    vxy = cov_norm * (uxy - ux * uy)
-
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    numerator = (2 * ux * uy + c1) * (2 * vxy + c2)
-    denominator = (ux * ux + uy * uy + c1) * (vx + vy + c2)
-    per_channel = (numerator / denominator).flatten(1).mean(dim=1)
-    score = per_channel.reshape(batch, channels).mean(dim=1)
+    xs = x.detach().to("cpu", torch.float64).numpy()
+    ys = y.detach().to("cpu", torch.float64).numpy()
+    scores = [
+        structural_similarity(a, b, win_size=SSIM_WINDOW, data_range=data_range, channel_axis=0)
+        for a, b in zip(xs, ys, strict=True)
+    ]
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
-    return score.to(out_dtype)
+    return torch.tensor(scores, dtype=torch.float64).to(device=x.device, dtype=out_dtype)

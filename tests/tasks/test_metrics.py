@@ -8,6 +8,7 @@ import secrets
 import numpy as np
 import pytest
 import torch
+from skimage.metrics import structural_similarity
 
 from jiio_cli.frechet import frechet_distance
 from jiio_cli.metrics import psnr, ssim
@@ -70,9 +71,25 @@ def test_metrics_reject_mismatched_shapes() -> None:
 # ---------------------------------------------------------------- SSIM
 
 
+@pytest.mark.parametrize("data_range", [1.0, 2.0])
+def test_ssim_of_flat_images_is_the_luminance_term(device: torch.device, data_range: float) -> None:
+    # Flat images have no local variance, so the contrast-structure factor is C2 / C2 = 1
+    # and SSIM is (2ab + C1) / (a² + b² + C1) at every pixel, C1 = (0.01 · range)²; the
+    # score averages it over channels.
+    a = data_range * torch.tensor([[0.2, 0.5, 0.9], [0.7, 0.0, 0.4]], dtype=torch.float64)
+    b = data_range * torch.tensor([[0.3, 0.5, 0.1], [0.7, 0.6, 0.05]], dtype=torch.float64)
+    x = a[:, :, None, None].expand(2, 3, 9, 11).to(device)
+    y = b[:, :, None, None].expand(2, 3, 9, 11).to(device)
+    c1 = (0.01 * data_range) ** 2
+    expected = ((2 * a * b + c1) / (a * a + b * b + c1)).mean(dim=1)
+    got = ssim(x, y, data_range=data_range)
+    assert got.device == x.device and got.dtype == torch.float64
+    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
-def test_ssim_matches_skimage(channels: int) -> None:
-    metrics = pytest.importorskip("skimage.metrics")
+def test_ssim_reads_batches_as_images_with_channels_first(channels: int) -> None:
+    # The (B, C, H, W) layout against scikit-image called on each (H, W, C) image.
     gen = _fresh_generator()
     x = torch.rand(4, channels, 23, 17, generator=gen, dtype=torch.float64)
     noise = torch.randn(x.shape, generator=gen, dtype=torch.float64)
@@ -80,29 +97,26 @@ def test_ssim_matches_skimage(channels: int) -> None:
     y = (x + scale * noise).clamp(0, 1)
     ours = ssim(x, y)
     for b in range(4):
-        if channels == 1:
-            ref = metrics.structural_similarity(x[b, 0].numpy(), y[b, 0].numpy(), data_range=1.0)
-        else:
-            ref = metrics.structural_similarity(
-                x[b].permute(1, 2, 0).numpy(),
-                y[b].permute(1, 2, 0).numpy(),
-                data_range=1.0,
-                channel_axis=-1,
-            )
-        assert abs(float(ours[b]) - float(ref)) < 1e-4, f"seed {gen.initial_seed()}"
+        ref = structural_similarity(
+            x[b].permute(1, 2, 0).numpy(),
+            y[b].permute(1, 2, 0).numpy(),
+            data_range=1.0,
+            channel_axis=-1,
+        )
+        assert abs(float(ours[b]) - float(ref)) < 1e-12, f"seed {gen.initial_seed()}"
+    # Noisier pairs score lower: the batch order is kept.
+    assert bool((ours[:-1] > ours[1:]).all()), f"seed {gen.initial_seed()}"
 
 
-def test_ssim_float32_close_to_skimage() -> None:
-    metrics = pytest.importorskip("skimage.metrics")
+def test_ssim_keeps_the_input_dtype() -> None:
     gen = _fresh_generator()
     x = torch.rand(1, 1, 16, 16, generator=gen)
     y = torch.rand(1, 1, 16, 16, generator=gen)
-    ref = metrics.structural_similarity(
-        x[0, 0].double().numpy(), y[0, 0].double().numpy(), data_range=1.0
-    )
     score = ssim(x, y)
     assert score.dtype == torch.float32
-    assert abs(float(score[0]) - ref) < 1e-4, f"seed {gen.initial_seed()}"
+    assert abs(float(score[0]) - float(ssim(x.double(), y.double())[0])) < 1e-6
+    integers = (255 * x).to(torch.uint8), (255 * y).to(torch.uint8)
+    assert ssim(*integers, data_range=255.0).dtype == torch.float32
 
 
 def test_ssim_identical_is_one(device: torch.device) -> None:
