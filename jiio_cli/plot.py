@@ -1,7 +1,10 @@
-"""Line plots drawn with Pillow (no plotting library needed): objective against time.
+"""Line plots of objective against time, drawn with matplotlib (the optional ``jiio[plot]``).
 
-The picture has labelled axes with tick values, one coloured polyline with point markers
-per series, and a legend. It is written atomically as a PNG.
+One line with point markers per series on shared axes, a legend, a grid and labelled axes;
+the x axis starts at 0 (time starts there). The PNG is written atomically. matplotlib is
+imported only when a plot is drawn, so the rest of jiio never needs it; a command given
+``--plot`` calls :func:`require_matplotlib` before its work, so a missing install is one
+line on stderr at once rather than a failure after a long benchmark.
 """
 
 from __future__ import annotations
@@ -9,30 +12,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from PIL import Image, ImageDraw, ImageFont
+from typing import BinaryIO
 
 from jiio_cli.data.atomic import atomic_write
+from jiio_cli.errors import JiioError
 
-__all__ = ["write_line_plot"]
+__all__ = ["PLOT_SIZE", "require_matplotlib", "write_line_plot"]
 
-_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
-_SIZE = (720, 480)
-_MARGIN = (80, 30, 30, 60)  # left, top, right, bottom
+PLOT_SIZE = (720, 480)
+"""Width and height of the PNG, in pixels."""
+
+_DPI = 100
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values covering [low, high]."""
-    if high <= low:
-        high = low + 1.0
-    raw = (high - low) / count
-    step = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 5, 10):
-        if raw <= factor * step:
-            step *= factor
-            break
-    first = math.floor(low / step) * step
-    return [first + i * step for i in range(count + 2) if first + i * step <= high + 1e-12]
+def require_matplotlib() -> None:
+    """Raise a one-line :class:`JiioError` (exit 1) naming the fix if matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise JiioError(
+            "--plot needs matplotlib, which is not installed: pip install 'jiio[plot]'"
+        ) from None
 
 
 def write_line_plot(
@@ -43,53 +43,35 @@ def write_line_plot(
     ylabel: str,
     title: str,
 ) -> Path:
-    """Draw ``series`` (name → [(x, y), ...]) on shared axes and write a PNG atomically.
+    """Draw ``series`` (name → [(x, y), ...], any order) on shared axes; write a PNG atomically.
 
     Raises:
         ValueError: no points at all, or a non-finite coordinate.
+        JiioError: matplotlib is not installed, or the file cannot be written.
     """
     points = [p for pts in series.values() for p in pts]
     if not points:
         raise ValueError("nothing to plot")
     if not all(math.isfinite(x) and math.isfinite(y) for x, y in points):
         raise ValueError("plot coordinates must be finite")
-    x_lo, x_hi = min(0.0, min(x for x, _ in points)), max(x for x, _ in points)
-    y_lo, y_hi = min(y for _, y in points), max(y for _, y in points)
-    pad = 0.05 * (y_hi - y_lo or abs(y_hi) or 1.0)
-    y_lo, y_hi = y_lo - pad, y_hi + pad
-    width, height = _SIZE
-    left, top, right, bottom = _MARGIN
-    plot_w, plot_h = width - left - right, height - top - bottom
+    require_matplotlib()
+    # The object-oriented Figure, not pyplot: no global figure state and no GUI backend.
+    from matplotlib.figure import Figure
 
-    def to_px(x: float, y: float) -> tuple[float, float]:
-        px = left + (x - x_lo) / ((x_hi - x_lo) or 1.0) * plot_w
-        py = top + (1 - (y - y_lo) / ((y_hi - y_lo) or 1.0)) * plot_h
-        return px, py
+    width, height = PLOT_SIZE
+    figure = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout="constrained")
+    axes = figure.add_subplot()
+    for name, pts in series.items():
+        ordered = sorted(pts)
+        axes.plot(
+            [x for x, _ in ordered], [y for _, y in ordered], marker="o", markersize=4, label=name
+        )
+    axes.set_xlim(left=min(0.0, min(x for x, _ in points)))
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    axes.grid(alpha=0.3)
+    axes.legend()
 
-    image = Image.new("RGB", _SIZE, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    for tick in _ticks(x_lo, x_hi):
-        if x_lo <= tick <= x_hi:
-            px, _ = to_px(tick, y_lo)
-            draw.line([px, top + plot_h, px, top + plot_h + 4], fill="black")
-            draw.text((px - 10, top + plot_h + 8), f"{tick:g}", fill="black", font=font)
-    for tick in _ticks(y_lo, y_hi):
-        if y_lo <= tick <= y_hi:
-            _, py = to_px(x_lo, tick)
-            draw.line([left - 4, py, left, py], fill="black")
-            draw.text((8, py - 6), f"{tick:.4g}", fill="black", font=font)
-    draw.text((left + plot_w // 2 - 40, height - 22), xlabel, fill="black", font=font)
-    draw.text((8, 8), f"{title}   (y: {ylabel})", fill="black", font=font)
-    for k, (name, pts) in enumerate(series.items()):
-        colour = _COLOURS[k % len(_COLOURS)]
-        pixels = [to_px(x, y) for x, y in sorted(pts)]
-        if len(pixels) > 1:
-            draw.line(pixels, fill=colour, width=2)
-        for px, py in pixels:
-            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        ly = top + 10 + 16 * k
-        draw.line([left + plot_w - 150, ly + 6, left + plot_w - 125, ly + 6], fill=colour, width=3)
-        draw.text((left + plot_w - 118, ly), name, fill="black", font=font)
-    return atomic_write(path, lambda file: image.save(file, format="PNG"), "plot")
+    def save(file: BinaryIO) -> None:
+        figure.savefig(file, format="png", dpi=_DPI)
+
+    return atomic_write(path, save, "plot")
