@@ -19,6 +19,7 @@ Two measurements, both on the MNIST-5k held-out split and the given decoder:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,12 @@ from jiio_cli.tasks.inverse.problems import (
 )
 from jiio_cli.tasks.inverse.range_error import posterior_image
 from jiio_cli.training import derived_generator
+
+ProgressFn = Callable[[str, int, "int | None"], None]
+"""``progress(label, done, total)``: how far a phase of the bench is."""
+
+RowFn = Callable[[dict[str, Any]], None]
+"""Called with each finished method's row (method, seconds, objective, f_evals)."""
 
 __all__ = [
     "CORRUPTIONS",
@@ -115,9 +122,23 @@ def jiio_settings(
 
 
 def time_to_equal_objective(
-    decoder: DEQDecoder, observed: Tensor, known: Tensor, cfg: ReconstructBenchConfig
+    decoder: DEQDecoder,
+    observed: Tensor,
+    known: Tensor,
+    cfg: ReconstructBenchConfig,
+    progress: ProgressFn | None = None,
+    on_row: RowFn | None = None,
 ) -> dict[str, Any]:
-    """Objective-versus-time of both methods on one batch, and the speed ratio."""
+    """Objective-versus-time of both methods on one batch, and the speed ratio.
+
+    ``progress`` hears each phase (the naive run, then the JIIO budgets: at most
+    ``len(cfg.jiio_budgets) + cfg.refine`` runs); ``on_row`` gets each method's row as
+    soon as it is measured, so that an interrupted bench can still show them.
+    """
+    report: ProgressFn = progress if progress is not None else (lambda _l, _d, _t: None)
+    naive_label = "naive (Adam, full solves)"
+    jiio_label = "jiio budgets"
+    most_runs = len(cfg.jiio_budgets) + cfg.refine
     device = observed.device
     inner = SolverConfig(memory=5, max_iter=cfg.inner_max_iter, tol=cfg.inner_tol)
     naive_settings = InferenceSettings(
@@ -129,6 +150,7 @@ def time_to_equal_objective(
     )
     # Warm-up so that neither method pays one-off costs (allocator, kernels).
     reconstruct(decoder, observed[:2], known[:2], jiio_settings(cfg, 3))
+    report(naive_label, 0, 1)
     (_, naive), naive_seconds = timed_median(
         lambda: reconstruct(decoder, observed, known, naive_settings), device, cfg.repeat
     )
@@ -142,25 +164,43 @@ def time_to_equal_objective(
             "is broken or the solve unstable: nothing to compare"
         )
     naive_reach = next(t for t, v in zip(naive_times, trace.tolist(), strict=True) if v <= target)
+    report(naive_label, 1, 1)
+    if on_row is not None:
+        on_row(
+            {
+                "method": naive_label,
+                "seconds": naive_reach,
+                "objective": target,
+                "f_evals": int(naive.batch_f_evals),
+            }
+        )
+    runs_done = 0
 
     def jiio_run(budget: int) -> dict[str, Any]:
+        nonlocal runs_done
+        report(jiio_label, runs_done, most_runs)
         (_, result), seconds = timed_median(
             lambda: reconstruct(decoder, observed, known, jiio_settings(cfg, budget)),
             device,
             cfg.repeat,
         )
-        return {
+        row = {
             "iterations": budget,
             "seconds": seconds,
             "objective": float(result.objective.mean()),
             "f_evals": int(result.batch_f_evals),
             "cuda_graph": result.graph,
         }
+        runs_done += 1
+        if on_row is not None:
+            on_row({"method": f"jiio, {budget} iterations", **row})
+        return row
 
     def reached(run: dict[str, Any]) -> bool:
         return run["objective"] <= target
 
     jiio_points = search_budgets(jiio_run, reached, cfg.jiio_budgets, cfg.refine)
+    report(jiio_label, runs_done, runs_done)
     first = first_reaching_run(jiio_points, reached)
     jiio_reach = first["seconds"] if first else None
     return {
@@ -225,8 +265,11 @@ def quality_table(
     tv_weight: float | None,
     seed: int,
     range_error: float = 0.0,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """PSNR (dB) of no learning, the classical baseline and JIIO for one corruption.
+
+    ``progress`` hears the images reconstructed so far (label ``quality: <kind>``).
 
     The JIIO row is the posterior-mean image of the range-error model with τ² =
     ``range_error`` (:func:`~jiio_cli.tasks.inverse.range_error.posterior_image`: observed pixels
@@ -239,7 +282,16 @@ def quality_table(
     observed, known = quality_observations(clean, corruption, seed)
     # Only the images are scored: μ* is not re-solved (x and z* are the same either way).
     settings = jiio_settings(cfg, iterations, refine_adjoint=False)
-    decoded = reconstruct_in_batches(decoder, observed, known, settings, cfg.batch_size)
+    label = f"quality: {kind}"
+
+    def batch_done(done: int, total: int) -> None:
+        if progress is not None:
+            progress(label, done, total)
+
+    batch_done(0, observed.shape[0])
+    decoded = reconstruct_in_batches(
+        decoder, observed, known, settings, cfg.batch_size, progress=batch_done
+    )
     sigma = corruption.sigma_range[0]
     jiio_images = posterior_image(decoded, observed, known, sigma, range_error)
     if kind == "inpaint":

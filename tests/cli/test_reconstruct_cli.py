@@ -71,15 +71,15 @@ def test_default_output_is_next_to_the_input(digit: dict[str, Path]) -> None:
     assert (digit["noisy"].parent / "digit_4_noisy-restored.png").exists()
 
 
-def test_colour_input_of_another_size_is_converted_with_notes(tmp_path: Path) -> None:
+def test_colour_input_of_another_size_comes_back_in_colour_at_its_size(tmp_path: Path) -> None:
     rgb = (np.random.default_rng().random((40, 56, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
     result = _run(str(tmp_path / "photo.png"), "--allow-unconverged")
     assert result.exit_code == 0, result.stderr
-    assert "converted RGB to greyscale" in result.stderr
+    assert "in colour but the model knows greyscale only" in result.stderr
     assert "resized 56x40" in result.stderr
     out, _ = read_image(tmp_path / "photo-restored.png")
-    assert out.shape[1:] == (40, 56)
+    assert out.shape == (3, 40, 56)
 
 
 def test_unconverged_solves_write_nothing_and_exit_1(digit: dict[str, Path], tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from jiio_cli.cli.commands.bench_summary import echo_speed_summary
 from jiio_cli.cli.options import CommonConfig
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.cli.progress import progress_display
 
 __all__ = ["run_reconstruct_bench"]
 
@@ -28,18 +30,13 @@ def run_reconstruct_bench(
     ``opts`` are the validated numeric options of ``jiio bench`` (``BenchOptions``).
     """
     from jiio_cli.bench.reconstruct import (
-        CORRUPTIONS,
         ReconstructBenchConfig,
-        quality_table,
         speed_batch,
         time_to_equal_objective,
     )
-    from jiio_cli.data import load_mnist5k
-    from jiio_cli.tasks.inverse.corruption import corrupt
     from jiio_cli.tasks.inverse.problems import trained_latent_weight
     from jiio_cli.tasks.inverse.range_error import stored_range_error
     from jiio_cli.tasks.loading import default_checkpoint, load_decoder
-    from jiio_cli.training import derived_generator
 
     dev = common.torch_device
 
@@ -64,7 +61,37 @@ def run_reconstruct_bench(
     )
     _, observed, known = speed_batch(opts.batch_size, corruption, common.seed)
     observed, known = observed.to(dev), known.to(dev)
-    speed = time_to_equal_objective(decoder, observed, known, cfg)
+    title = (
+        f"jiio bench --task reconstruct ({corruption}, batch {opts.batch_size}, "
+        f"{torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'})"
+    )
+    finished: list[dict[str, Any]] = []
+    quality_done: dict[str, dict[str, float]] = {}
+    try:
+        with progress_display() as progress:
+            speed = time_to_equal_objective(
+                decoder, observed, known, cfg, progress=progress.update, on_row=finished.append
+            )
+            if quality:
+                tables = _quality_tables(decoder, ckpt, cfg, opts, common, dev, progress.update)
+                for kind, table in tables:
+                    quality_done[kind] = table
+    except KeyboardInterrupt:
+        # Ctrl-C: show what was measured; the boundary then exits 130.
+        partial = {"task": "reconstruct", "complete": False, "rows": finished}
+        if quality_done:
+            partial["quality_psnr_db"] = quality_done
+        if common.json_output:
+            emit(partial, json_output=True)
+        else:
+            if finished:
+                print_table(finished, title=f"{title}, interrupted")
+            for kind, table in quality_done.items():
+                print_table(
+                    [{"method": k, "psnr_db": v} for k, v in table.items()],
+                    title=f"PSNR on {opts.count} held-out digits: {kind}",
+                )
+        raise
     if plot is not None:
         from jiio_cli.plot import write_line_plot
 
@@ -94,22 +121,9 @@ def run_reconstruct_bench(
         "speed": speed,
     }
     if quality:
-        from jiio_cli.baselines import tune_tv_weight
-
-        clean = load_mnist5k("heldout")[0][: opts.count].to(dev)
-        train, _ = load_mnist5k("train")
-        tune = train[:200]
-        noisy, _ = corrupt(tune, CORRUPTIONS["denoise"], derived_generator(common.seed, 6))
-        weight = tune_tv_weight(noisy, tune)
-        variance = stored_range_error(ckpt.extra) or 0.0
-        result["quality_psnr_db"] = {
-            kind: quality_table(
-                decoder, clean, kind, cfg, opts.iterations, weight, common.seed, variance
-            )
-            for kind in ("inpaint", "denoise")
-        }
+        result["quality_psnr_db"] = quality_done
         result["quality_images"] = opts.count
-        result["quality_range_error"] = variance
+        result["quality_range_error"] = stored_range_error(ckpt.extra) or 0.0
     if common.json_output:
         emit(result, json_output=True)
         return
@@ -130,11 +144,7 @@ def run_reconstruct_bench(
                 "f_evals": run["f_evals"],
             }
         )
-    print_table(
-        rows,
-        title=f"jiio bench --task reconstruct ({corruption}, "
-        f"batch {opts.batch_size}, {result['device_name']})",
-    )
+    print_table(rows, title=title)
     echo_speed_summary(speed)
     if quality:
         for kind, table in result["quality_psnr_db"].items():
@@ -142,3 +152,41 @@ def run_reconstruct_bench(
                 [{"method": k, "psnr_db": v} for k, v in table.items()],
                 title=f"PSNR on {opts.count} held-out digits: {kind}",
             )
+
+
+def _quality_tables(
+    decoder: Any,
+    ckpt: Any,
+    cfg: Any,
+    opts: Any,
+    common: CommonConfig,
+    dev: torch.device,
+    progress: Callable[[str, int, int | None], None],
+) -> Iterator[tuple[str, dict[str, float]]]:
+    """(corruption, PSNR table) for inpainting then denoising, each as soon as it is done."""
+    from jiio_cli.baselines import tune_tv_weight
+    from jiio_cli.bench.reconstruct import CORRUPTIONS, quality_table
+    from jiio_cli.data import load_mnist5k
+    from jiio_cli.tasks.inverse.corruption import corrupt
+    from jiio_cli.tasks.inverse.range_error import stored_range_error
+    from jiio_cli.training import derived_generator
+
+    clean = load_mnist5k("heldout")[0][: opts.count].to(dev)
+    train, _ = load_mnist5k("train")
+    tune = train[:200]
+    noisy, _ = corrupt(tune, CORRUPTIONS["denoise"], derived_generator(common.seed, 6))
+    weight = tune_tv_weight(noisy, tune)
+    variance = stored_range_error(ckpt.extra) or 0.0
+    for kind in ("inpaint", "denoise"):
+        table = quality_table(
+            decoder,
+            clean,
+            kind,
+            cfg,
+            opts.iterations,
+            weight,
+            common.seed,
+            variance,
+            progress=progress,
+        )
+        yield kind, table

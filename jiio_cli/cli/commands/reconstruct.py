@@ -1,23 +1,25 @@
 """``jiio reconstruct``: inpaint and/or denoise images with a trained DEQ decoder.
 
-The latent code of each image is inferred by JIIO from its known pixels and decoded.
-Images whose size differs from the model's are resized for the solve and the decoded
-image is resized back. The observed pixels are then combined with it by the decoder's
-range-error model (:mod:`jiio_cli.tasks.inverse.range_error`): kept exactly when the input is
-noise-free, mixed in by τ²/(τ² + σ²) when it is noisy, with the decoder's range-error
-variance τ² fitted on noisy training digits and stored in the checkpoint
-(``--range-error`` overrides it).
+The command reads the files, checks them (counts, sizes, output paths and the model's
+training domain, all before any solve), calls
+:func:`jiio_cli.tasks.inverse.reconstruction.reconstruct_images` (which does all the
+image work: the solve at the model's size and channels, the result back at the input's,
+the known pixels kept) and writes and reports what it returns. Inputs far from what the
+decoder was trained on get a warning in words (``--strict`` refuses them). Unconverged
+solves follow the rule of :mod:`jiio_cli.cli.unconverged`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
 from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
@@ -29,7 +31,9 @@ from jiio_cli.cli.options import (
     common_options,
 )
 from jiio_cli.cli.output import emit, print_table
-from jiio_cli.errors import JiioError, UsageError
+from jiio_cli.cli.progress import progress_display
+from jiio_cli.cli.unconverged import enforce_converged
+from jiio_cli.errors import UsageError
 from jiio_cli.tasks.inverse.defaults import (
     RECONSTRUCTION_ALPHA_X,
     RECONSTRUCTION_MEMORY,
@@ -140,6 +144,14 @@ def reconstruct(
     allow_unconverged: Annotated[
         bool, typer.Option(help="Write results and exit 0 even if some solves did not converge.")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse inputs far from the model's training data (another size by more "
+            "than 2x, colour into a greyscale model, a photo into a digit model) instead "
+            "of warning."
+        ),
+    ] = False,
     compile_graph: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
@@ -162,48 +174,38 @@ def reconstruct(
             x_weight=x_weight,
             range_error=range_error,
         )
-        from jiio_cli.data import read_image, read_mask, resize_image, resize_mask, write_image
-        from jiio_cli.metrics import psnr, ssim
-        from jiio_cli.tasks.inverse.problems import reconstruct as run_reconstruction
+        masks = mask or []
+        refs = reference or []
+        # Cheap checks first: counts, paths, sizes and the model's domain, before any solve.
+        if len(masks) not in (0, 1, len(images)):
+            raise UsageError(f"give one --mask for all images or one per image ({len(images)})")
+        if len(refs) not in (0, len(images)):
+            raise UsageError(f"give one --reference per image ({len(images)})")
+        outputs = _output_paths(images, out)
+        from jiio_cli.data import write_image
         from jiio_cli.tasks.inverse.problems import reconstruction_settings, trained_latent_weight
-        from jiio_cli.tasks.inverse.range_error import posterior_image, stored_range_error
+        from jiio_cli.tasks.inverse.range_error import stored_range_error
+        from jiio_cli.tasks.inverse.reconstruction import reconstruct_images
         from jiio_cli.tasks.loading import default_checkpoint, load_decoder
 
         dev = common.torch_device
         torch.manual_seed(common.seed)
         path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
         decoder, ckpt = load_decoder(path, dev)
-        cfg = decoder.config
-        size, channels = cfg.image_size, cfg.image_channels
-        masks = mask or []
-        if len(masks) not in (0, 1, len(images)):
-            raise UsageError(f"give one --mask for all images or one per image ({len(images)})")
-        refs = reference or []
-        if len(refs) not in (0, len(images)):
-            raise UsageError(f"give one --reference per image ({len(images)})")
-        outputs = _output_paths(images, out)
-
-        notes: list[str] = []
-        observed, known, originals, known_full = [], [], [], []
-        for i, image_path in enumerate(images):
-            img, img_notes = read_image(image_path, channels)
-            notes += [f"{image_path.name}: {n}" for n in img_notes]
+        inputs = _read_inputs(images, masks, refs)
+        notes = list(inputs.notes)
+        domain = _model_domain(ckpt.extra, decoder.config)
+        size = decoder.config.image_size
+        for image_path, img in zip(images, inputs.images, strict=True):
             h, w = img.shape[1:]
-            if masks:
-                m = read_mask(masks[i if len(masks) > 1 else 0], (h, w)).float()[None]
-            else:
-                m = torch.ones(1, h, w)
             if (h, w) != (size, size):
-                notes.append(f"{image_path.name}: resized {w}x{h} to the model's {size}x{size}")
-            originals.append(img)
-            known_full.append(m)
-            observed.append(resize_image(img, size))
-            known.append((resize_mask(m.bool()[0], size)).float()[None])
+                notes.append(
+                    f"{image_path.name}: resized {w}x{h} to the model's {size}x{size} for the "
+                    "solve and the result back"
+                )
+        _check_domain(domain, images, inputs, strict)
         if not masks and opts.sigma == 0:
             notes.append("no --mask and --sigma 0: the image is projected onto the model")
-        obs = torch.stack(observed).to(dev)
-        kn = torch.stack(known).to(dev)
-        obs = obs * kn
 
         variance = opts.range_error
         if variance is None:
@@ -223,86 +225,172 @@ def reconstruct(
             refine_tol=opts.tol,
             graph=compile_graph,
             tol=opts.tol,
-            refine_iterations=50,
             extra_rounds=opts.extra_rounds,
         )
         started = time.perf_counter()
-        recon, result = run_reconstruction(decoder, obs, kn, settings)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+        label = f"reconstruct ({len(images)} image{'s' if len(images) > 1 else ''}, one batch)"
+        with progress_display() as progress:
+            progress.update(label, 0, len(images))
+            restored = reconstruct_images(
+                decoder,
+                inputs.images,
+                inputs.masks,
+                settings,
+                sigma=opts.sigma,
+                range_error=variance,
+                references=inputs.references or None,
+            )
+            progress.update(label, len(images), len(images))
         seconds = time.perf_counter() - started
 
         rows: list[dict[str, Any]] = []
-        failed: list[str] = []
-        for i, image_path in enumerate(images):
-            h, w = originals[i].shape[1:]
-            full = (
-                resize_image(recon[i].cpu(), (h, w)) if (h, w) != (size, size) else recon[i].cpu()
-            )
-            if masks or opts.sigma > 0:  # without either, the output is the projection itself
-                full = posterior_image(
-                    full[None], originals[i][None], known_full[i][None], opts.sigma, variance
-                )[0]
-            ok = bool(result.converged[i]) and not bool(result.failed[i])
-            row: dict[str, Any] = {
-                "image": str(image_path),
-                "output": str(outputs[i]),
-                "objective": float(result.objective[i]),
-                "iterations": int(result.iterations[i]),
-                "residual": float(
-                    max(result.residual_z[i], result.residual_mu[i], result.residual_x[i])
-                ),
-                "converged": ok,
-            }
-            if refs:
-                ref, _ = read_image(refs[i], channels)
-                if ref.shape != full.shape:
-                    raise UsageError(
-                        f"reference {refs[i]} is {ref.shape[2]}x{ref.shape[1]} "
-                        f"but the image is {w}x{h}"
-                    )
-                row["psnr"] = float(psnr(full[None], ref[None])[0])
-                row["ssim"] = float(ssim(full[None], ref[None])[0])
-            if ok or allow_unconverged:
-                write_image(outputs[i], full)
+        unconverged: list[str] = []
+        for image_path, target, result in zip(images, outputs, restored, strict=True):
+            solve = result.solve
+            written = solve.converged or allow_unconverged
+            if written:
+                write_image(target, result.image)
             else:
-                row["output"] = None
-                reason = "diverged: NaN/Inf" if bool(result.failed[i]) else "not converged"
-                failed.append(f"{image_path.name} ({reason})")
-            rows.append(row)
-
+                reason = "diverged: NaN/Inf" if solve.failed else "not converged"
+                unconverged.append(f"{image_path.name} ({reason})")
+            rows.append(
+                {
+                    "image": str(image_path),
+                    "output": str(target) if written else None,
+                    "objective": solve.objective,
+                    "iterations": solve.iterations,
+                    "residual": solve.residual,
+                    "residual_z": solve.residual_z,
+                    "residual_mu": solve.residual_mu,
+                    "residual_x": solve.residual_x,
+                    "converged": solve.converged,
+                    **result.metrics,
+                }
+            )
         summary: dict[str, Any] = {
             "objective": sum(r["objective"] for r in rows) / len(rows),
             "iterations": max(r["iterations"] for r in rows),
-            "converged": not failed and all(r["converged"] for r in rows),
+            "tol": opts.tol,
+            "converged": not unconverged,
             "seconds": seconds,
             "range_error": variance,
             "device": str(dev),
             "checkpoint": str(path),
+            "domain": domain.describe(),
             "notes": notes,
+            "outputs": [r["output"] for r in rows if r["output"] is not None],
             "images": rows,
         }
-        if refs:
-            summary["psnr"] = sum(r["psnr"] for r in rows) / len(rows)
-            summary["ssim"] = sum(r["ssim"] for r in rows) / len(rows)
+        for key in ("psnr", "ssim", "psnr_hole", "ssim_hole"):
+            values = [r[key] for r in rows if key in r]
+            if values:
+                summary[key] = sum(values) / len(values)
         if common.json_output:
             emit(summary, json_output=True)
         else:
-            table_rows = [
-                {"image": Path(r["image"]).name}
-                | {k: v for k, v in r.items() if k not in ("output", "image")}
-                for r in rows
-            ]
-            count = f"{len(rows)} image{'s' if len(rows) > 1 else ''}"
-            print_table(
-                table_rows,
-                title="jiio reconstruct",
-                caption=f"{seconds:.2f} s for {count} on {dev}, solved as one batch",
-            )
+            _print_rows(rows, seconds, str(dev), opts.tol)
             for note in notes:
                 typer.echo(f"note: {note}", err=True)
-        if failed:
-            raise JiioError(
-                f"the solve did not converge for {', '.join(failed)}; no output written; "
-                "raise --iterations or --extra-rounds, or pass --allow-unconverged"
-            )
+        enforce_converged(
+            unconverged,
+            allow=allow_unconverged,
+            fix="no output written for them; raise --iterations or --extra-rounds",
+        )
+
+
+_TABLE_COLUMNS = (
+    "image",
+    "output",
+    "objective",
+    "iterations",
+    "residual",
+    "converged",
+    "psnr",
+    "ssim",
+    "psnr_hole",
+    "ssim_hole",
+)
+
+
+def _print_rows(rows: list[dict[str, Any]], seconds: float, device: str, tol: float) -> None:
+    """The table of results (stdout): one row per image, its output path included."""
+    shown = [
+        {
+            key: (Path(row[key]).name if key == "image" else row[key])
+            for key in _TABLE_COLUMNS
+            if key in row
+        }
+        for row in rows
+    ]
+    for row in shown:
+        if row["output"] is None:
+            row["output"] = "(not written)"
+    count = f"{len(rows)} image{'s' if len(rows) > 1 else ''}"
+    print_table(
+        shown,
+        title="jiio reconstruct",
+        caption=f"{seconds:.2f} s for {count} on {device}, solved as one batch; iterations: "
+        f"run per image; converged: every block's residual (z, μ, x) ≤ --tol {tol:g}; "
+        "*_hole: inside the hole only",
+    )
+
+
+@dataclass
+class _Inputs:
+    """The files of one ``jiio reconstruct`` call, read and checked."""
+
+    images: list[Tensor] = field(default_factory=list)
+    masks: list[Tensor | None] = field(default_factory=list)
+    references: list[Tensor] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_inputs(images: list[Path], masks: list[Path], refs: list[Path]) -> _Inputs:
+    """Read every image in its own channels, its mask and reference; sizes are checked
+    here, before any solve."""
+    from jiio_cli.data import read_image, read_mask
+
+    read = _Inputs()
+    for i, image_path in enumerate(images):
+        img, img_notes = read_image(image_path)
+        read.notes += [f"{image_path.name}: {n}" for n in img_notes]
+        h, w = img.shape[1:]
+        read.images.append(img)
+        read.masks.append(
+            read_mask(masks[i if len(masks) > 1 else 0], (h, w))[None] if masks else None
+        )
+        if refs:
+            ref, _ = read_image(refs[i], img.shape[0])
+            if ref.shape != img.shape:
+                raise UsageError(
+                    f"reference {refs[i]} is {ref.shape[2]}x{ref.shape[1]} but the image "
+                    f"{image_path} is {w}x{h}; give a reference the same size as its image"
+                )
+            read.references.append(ref)
+    return read
+
+
+def _model_domain(extra: dict[str, str], config: Any) -> Any:
+    """The decoder's training domain from its metadata, or what its config tells."""
+    from jiio_cli.tasks.inverse.domain import DataDomain
+
+    recorded = DataDomain.from_metadata(extra)
+    if recorded is not None:
+        return recorded
+    size, channels = config.image_size, config.image_channels
+    return DataDomain("training images", size, size, channels)
+
+
+def _check_domain(domain: Any, images: list[Path], inputs: _Inputs, strict: bool) -> None:
+    """Warn (stderr) about each input far from the model's domain; refuse it with --strict."""
+    from jiio_cli.tasks.inverse.domain import domain_mismatches, mismatch_sentence
+
+    for path, img, known in zip(images, inputs.images, inputs.masks, strict=True):
+        has_hole = known is not None and not bool(known.all())
+        problems = domain_mismatches(domain, img, has_hole)
+        if not problems:
+            continue
+        sentence = mismatch_sentence(domain, path.name, problems)
+        if strict:
+            raise UsageError(f"{sentence}; refused because of --strict")
+        typer.echo(f"warning: {sentence} (--strict refuses such inputs)", err=True)

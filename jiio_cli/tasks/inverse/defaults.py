@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "RECONSTRUCTION_ALPHA_X",
     "RECONSTRUCTION_MEMORY",
+    "RECONSTRUCTION_REFINE_ITERATIONS",
     "RECONSTRUCTION_START_ALPHA_X",
     "RECONSTRUCTION_START_ITERATIONS",
     "RECONSTRUCTION_X_WEIGHT",
@@ -31,3 +32,6 @@ RECONSTRUCTION_MEMORY = 10
 
 RECONSTRUCTION_X_WEIGHT = 10.0
 """Weight of the latent code in Anderson's least squares (``JIIOConfig.x_weight``)."""
+
+RECONSTRUCTION_REFINE_ITERATIONS = 50
+"""The most iterations of the final refinement of z* (and μ*) at the returned code."""

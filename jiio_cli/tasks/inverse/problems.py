@@ -15,7 +15,7 @@ clean image and the gradient goes through an adjoint solve warm-started from μ*
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ from jiio_cli.models.precision import Precision, autocast_cell
 from jiio_cli.tasks.inverse.defaults import (
     RECONSTRUCTION_ALPHA_X,
     RECONSTRUCTION_MEMORY,
+    RECONSTRUCTION_REFINE_ITERATIONS,
     RECONSTRUCTION_START_ALPHA_X,
     RECONSTRUCTION_START_ITERATIONS,
     RECONSTRUCTION_X_WEIGHT,
@@ -241,17 +242,25 @@ def reconstruct_in_batches(
     known: Tensor,
     settings: InferenceSettings,
     batch_size: int = 128,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """Reconstructed images (N, C, H, W) of N observations, solved ``batch_size`` at a time."""
-    images = [
-        reconstruct(
-            decoder,
-            observed[start : start + batch_size],
-            known[start : start + batch_size],
-            settings,
-        )[0]
-        for start in range(0, observed.shape[0], batch_size)
-    ]
+    """Reconstructed images (N, C, H, W) of N observations, solved ``batch_size`` at a time.
+
+    ``progress(done, total)`` is called after each batch with the images done so far.
+    """
+    total = observed.shape[0]
+    images = []
+    for first in range(0, total, batch_size):
+        images.append(
+            reconstruct(
+                decoder,
+                observed[first : first + batch_size],
+                known[first : first + batch_size],
+                settings,
+            )[0]
+        )
+        if progress is not None:
+            progress(min(first + batch_size, total), total)
     return torch.cat(images)
 
 
@@ -283,7 +292,7 @@ def reconstruction_settings(
     refine_tol: float = 1e-4,
     graph: bool = False,
     tol: float = 1e-6,
-    refine_iterations: int = 30,
+    refine_iterations: int = RECONSTRUCTION_REFINE_ITERATIONS,
     alpha_x_start: float | None = RECONSTRUCTION_START_ALPHA_X,
     start_iterations: int = RECONSTRUCTION_START_ITERATIONS,
     refine_adjoint: bool = True,
@@ -295,7 +304,9 @@ def reconstruction_settings(
     30 iterations and 0.02 after, see :func:`reconstruction_alpha_x`; Anderson memory
     10, x weight 10; tolerance 1e-6 so that the budget, not the tolerance, ends the
     loop), with a warm-started refinement of z* and μ* to ``refine_tol`` in at most
-    ``refine_iterations``. ``jiio reconstruct`` stops at its ``--tol`` instead.
+    ``refine_iterations`` (:data:`~jiio_cli.tasks.inverse.defaults.
+    RECONSTRUCTION_REFINE_ITERATIONS`, which ``jiio reconstruct`` uses too). ``jiio
+    reconstruct`` stops at its ``--tol`` instead.
 
     ``refine_adjoint`` False skips the re-solve of μ* (``JIIOConfig.refine_adjoint``):
     for callers that use only the images or codes and report no convergence. The

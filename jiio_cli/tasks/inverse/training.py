@@ -35,6 +35,7 @@ from jiio_cli.metrics import psnr
 from jiio_cli.models import DecoderConfig, DEQDecoder
 from jiio_cli.models.precision import check_precision
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
+from jiio_cli.tasks.inverse.domain import DOMAIN_KEY, training_domain
 from jiio_cli.tasks.inverse.problems import InferenceSettings, infer_latents, training_loss
 from jiio_cli.tasks.inverse.sampling import attach_density
 from jiio_cli.training import (
@@ -326,11 +327,14 @@ def train_inverse(
     def eval_fn() -> dict[str, float]:
         return evaluate_psnr(decoder, heldout, spec.corruption, eval_settings, spec.loop.seed)
 
+    # What the decoder will know: checked against users' images before each solve.
+    data_name = "MNIST digits" if spec.data is None else f"images from {Path(spec.data).name}"
     meta = {
         "task": spec.task,
         "model_kind": "decoder",
         "model_config": spec.model.to_dict(),
         "training_config": spec.to_json(),
+        "extra": {DOMAIN_KEY: training_domain(data_name, heldout.cpu()).to_metadata()},
     }
     state = run_training(
         model=decoder,
