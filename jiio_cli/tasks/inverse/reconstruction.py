@@ -34,7 +34,7 @@ from jiio_cli.data.images import resize_image, resize_mask
 from jiio_cli.engine import InputOptResult
 from jiio_cli.metrics import psnr, ssim
 from jiio_cli.models import DEQDecoder
-from jiio_cli.tasks.inverse.problems import InferenceSettings, reconstruct
+from jiio_cli.tasks.inverse import problems as inverse_problems
 from jiio_cli.tasks.inverse.range_error import posterior_image
 
 __all__ = [
@@ -144,7 +144,7 @@ def reconstruct_images(
     decoder: DEQDecoder,
     images: Sequence[Tensor],
     masks: Sequence[Tensor | None],
-    settings: InferenceSettings,
+    settings: inverse_problems.InferenceConfig,
     *,
     sigma: float = 0.0,
     range_error: float = 0.0,
@@ -184,7 +184,7 @@ def reconstruct_images(
     ]
     observed = torch.stack([p[0] for p in pairs]).to(device)
     known = torch.stack([p[1] for p in pairs]).to(device)
-    decoded, result = reconstruct(decoder, observed, known, settings)
+    decoded, result = inverse_problems.reconstruct(decoder, observed, known, settings)
     stats = solve_stats(result, settings.jiio.solver.tol)
 
     restored = []
@@ -208,4 +208,3 @@ def reconstruct_images(
                 metrics["ssim_hole"] = hole_ssim(full, ref, hole)
         restored.append(RestoredImage(full, stats[i], metrics))
     return restored
-
