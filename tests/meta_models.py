@@ -10,7 +10,7 @@ from PIL import Image
 
 from jiio_cli.checkpoint import save_checkpoint
 from jiio_cli.models import FiLMClassifier, MetaConfig
-from jiio_cli.tasks.fewshot.training import MetaTrainSpec
+from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.training import TrainConfig
 
 TINY_META = MetaConfig(context_dim=8, ways=5, channels=8, image_size=12, head_context=True)
@@ -20,7 +20,7 @@ def save_tiny_meta_model(path: Path, config: MetaConfig = TINY_META) -> None:
     """An untrained 5-way meta-model on 12×12 images, saved like ``jiio train`` does."""
     torch.manual_seed(0)
     model = FiLMClassifier(config)
-    spec = MetaTrainSpec(model=config, loop=TrainConfig(), inner_iters=10)
+    spec = MetaTrainConfig(model=config, loop=TrainConfig(), inner_iters=10)
     save_checkpoint(
         path,
         {f"model.{k}": v for k, v in model.state_dict().items()},
@@ -50,3 +50,24 @@ def write_meta_folders(tmp: Path) -> None:
         (good / f"class_{k}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((20, 20), 40 * k, np.uint8)).save(good / f"class_{k}" / "0.png")
     (tmp / "query_empty").mkdir(exist_ok=True)
+
+
+TINY_CONV4 = MetaConfig(
+    context_dim=4,
+    ways=5,
+    channels=8,
+    image_size=16,
+    readout="centroids",
+    support_loss="pseudo-queries",
+    pseudo_copies=1,
+    pseudo_warp=0.0,
+    pseudo_affine=1.0,
+    encoder="conv4",
+    hidden=16,
+    preprocess="crop",
+)
+
+
+def save_tiny_conv4_model(path: Path, config: MetaConfig = TINY_CONV4) -> None:
+    """An untrained conv4 FiLM DEQ (crop-to-ink preprocessing), saved like ``jiio train``."""
+    save_tiny_meta_model(path, config)

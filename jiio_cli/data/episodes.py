@@ -13,6 +13,7 @@ same class twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,20 +29,34 @@ from jiio_cli.data.glyphs import (
     render_glyph_set,
 )
 from jiio_cli.data.images import IMAGE_SUFFIXES, read_image, resize_image
+from jiio_cli.data.omniglot import (
+    OmniglotCharacters,
+    normalise_drawing,
+    normalised_characters,
+    read_omniglot,
+)
 from jiio_cli.data.paths import sample_data_dir
 from jiio_cli.errors import JiioError, UsageError
 
 __all__ = [
+    "EPISODE_KINDS",
     "ClassPool",
     "EpisodeBatch",
     "check_episode_shape",
+    "draw_episodes",
     "load_class_folders",
     "load_glyph_pool",
     "load_omniglot_folder",
     "load_query_folder",
+    "pool_from_characters",
     "pool_from_glyphs",
     "sample_episodes",
+    "sample_within_alphabet_episodes",
 ]
+
+EPISODE_KINDS = ("across", "within")
+"""``across``: N classes drawn from the whole pool; ``within``: N classes of one alphabet,
+support and queries from disjoint sets of drawers (Lake et al.'s one-shot protocol)."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +67,14 @@ class ClassPool:
         images: per class, float32 (n_c, 1, S, S) in [0, 1], ink = 1.
         names: class names (a character, or ``alphabet/character``).
         alphabets: the alphabet of each class.
+        drawers: per class, int64 (n_c,) the drawer of each image (all different within
+            a class), or None when unknown (rendered glyphs: image i is drawer i).
     """
 
     images: tuple[Tensor, ...]
     names: tuple[str, ...]
     alphabets: tuple[str, ...]
+    drawers: tuple[Tensor, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +95,22 @@ class ClassPool:
             tuple(resize_image(x, size).clamp(0, 1) for x in self.images),
             self.names,
             self.alphabets,
+            self.drawers,
+        )
+
+    def drawers_of(self, c: int) -> Tensor:
+        """Drawer indices (n_c,) of class c (0..n_c−1 when unknown)."""
+        if self.drawers is None:
+            return torch.arange(self.images[c].shape[0])
+        return self.drawers[c]
+
+    def select(self, keep: list[int]) -> ClassPool:
+        """The classes at the given indices, in that order."""
+        return ClassPool(
+            tuple(self.images[i] for i in keep),
+            tuple(self.names[i] for i in keep),
+            tuple(self.alphabets[i] for i in keep),
+            None if self.drawers is None else tuple(self.drawers[i] for i in keep),
         )
 
 
@@ -133,12 +167,6 @@ def load_glyph_pool(split: str, path: Path | None = None) -> ClassPool:
     return pool_from_glyphs(glyphs)
 
 
-def _ink_on_blank(img: Tensor) -> Tensor:
-    """Make ink 1 and background 0: invert images whose border is mostly bright."""
-    border = torch.cat([img[..., 0, :], img[..., -1, :], img[..., :, 0], img[..., :, -1]], -1)
-    return 1.0 - img if float(border.mean()) > 0.5 else img
-
-
 def _image_files(folder: Path) -> list[Path]:
     return sorted(
         p
@@ -147,34 +175,31 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def _wxh(img: Tensor) -> str:
-    return f"{img.shape[-1]}x{img.shape[-2]}"
-
-
-def _read_same_size(files: list[Path], what: str) -> list[Tensor]:
-    """Read greyscale images and insist that all have one size (one line if not)."""
-    images = [read_image(p, channels=1)[0] for p in files]
-    sizes = {tuple(x.shape[-2:]) for x in images}
-    if len(sizes) > 1:
-        k = next(i for i, x in enumerate(images) if x.shape[-2:] != images[0].shape[-2:])
-        raise UsageError(
-            f"{what} mixes image sizes: {files[0]} is {_wxh(images[0])} but {files[k]} is "
-            f"{_wxh(images[k])}; give images of one size"
-        )
-    return images
+def _read_normalised(files: list[Path], size: int, preprocess: str) -> Tensor:
+    """Drawings of any size and polarity → (n, 1, S, S), strokes 1 (see
+    :func:`~jiio_cli.data.omniglot.normalise_drawing`)."""
+    return torch.stack(
+        [normalise_drawing(read_image(p, channels=1)[0], size, preprocess) for p in files]
+    )
 
 
 def load_class_folders(
-    root: Path, image_size: int, what: str, *, allow_empty_classes: bool = False
+    root: Path,
+    image_size: int,
+    what: str,
+    *,
+    allow_empty_classes: bool = False,
+    preprocess: str = "resize",
 ) -> ClassPool:
     """One class per subfolder of ``root`` (sorted by name), images directly inside.
 
-    Images are converted to greyscale, made ink-on-blank and resized to S×S. All images
-    under ``root`` must have one size.
+    Each image, of any size and polarity, is converted to greyscale, made ink-on-blank
+    and reduced to S×S by ``preprocess`` (see
+    :func:`~jiio_cli.data.omniglot.normalise_drawing`).
 
     Raises:
-        UsageError: ``root`` is missing or not a folder, holds no class folders, a class
-            folder holds no image (unless ``allow_empty_classes``), or sizes are mixed.
+        UsageError: ``root`` is missing or not a folder, holds no class folders, or a
+            class folder holds no image (unless ``allow_empty_classes``).
     """
     if not root.exists():
         raise UsageError(f"{what} folder {root} does not exist")
@@ -195,26 +220,22 @@ def load_class_folders(
             f"{what} class {empty[0].name!r} ({empty[0]}) has no images; add at least one"
         )
     folders = [f for f in folders if files[f]]
-    flat = [p for f in folders for p in files[f]]
-    images = _read_same_size(flat, f"{what} folder {root}")
-    out: list[Tensor] = []
-    start = 0
-    for f in folders:
-        batch = torch.stack(images[start : start + len(files[f])])
-        start += len(files[f])
-        out.append(resize_image(_ink_on_blank(batch), image_size).clamp(0, 1))
+    out = [_read_normalised(files[f], image_size, preprocess) for f in folders]
     return ClassPool(tuple(out), tuple(f.name for f in folders), tuple(root.name for _ in folders))
 
 
-def load_query_folder(root: Path, image_size: int) -> tuple[Tensor, list[Path], list[str] | None]:
-    """Query images: directly in ``root`` (unlabelled) or in one subfolder per class.
+def load_query_folder(
+    root: Path, image_size: int, preprocess: str = "resize"
+) -> tuple[Tensor, list[Path], list[str] | None]:
+    """Query images: directly in ``root`` (unlabelled) or in one subfolder per class,
+    normalised as :func:`load_class_folders` does.
 
     Returns:
         images (m, 1, S, S) ink-on-blank, their files, and per image its class folder's
         name (None when the images are not in class folders).
 
     Raises:
-        UsageError: missing folder, no image, images of mixed sizes.
+        UsageError: missing folder, or no image.
     """
     if not root.is_dir():
         raise UsageError(f"query folder {root} does not exist or is not a folder")
@@ -229,36 +250,30 @@ def load_query_folder(root: Path, image_size: int) -> tuple[Tensor, list[Path], 
         raise UsageError(f"query folder {root} is empty; add the images to classify")
     files = direct or [p for _, p in labelled]
     names = None if direct else [f.name for f, _ in labelled]
-    images = torch.stack(_read_same_size(files, f"query folder {root}"))
-    images = torch.stack([_ink_on_blank(x) for x in images])
-    return resize_image(images, image_size).clamp(0, 1), files, names
+    return _read_normalised(files, image_size, preprocess), files, names
 
 
-def load_omniglot_folder(root: Path, image_size: int) -> ClassPool:
-    """A folder in Omniglot's layout: ``alphabet/character/*.png`` (any depth above it).
+def pool_from_characters(characters: OmniglotCharacters) -> ClassPool:
+    """A pool of Omniglot characters (see :mod:`jiio_cli.data.omniglot`), drawers kept."""
+    return ClassPool(
+        characters.images, characters.characters, characters.alphabets, characters.drawers
+    )
 
-    Every folder that directly holds images is a class named ``alphabet/character`` after
-    its parent and itself. Omniglot's 105×105 black-on-white PNGs become ink-on-blank S×S
-    images (area-averaged).
+
+def load_omniglot_folder(
+    root: Path | Sequence[Path], image_size: int, preprocess: str = "resize"
+) -> ClassPool:
+    """All characters of Omniglot sources (archives or ``alphabet/character/*.png``
+    folders, one or several), duplicates merged, normalised to S×S ink-on-blank images
+    (see :func:`~jiio_cli.data.omniglot.normalise_drawing`).
 
     Raises:
-        UsageError: missing folder, no class found, or images of mixed sizes in one class.
+        UsageError: a missing or unreadable source, or no drawing found.
     """
-    if not root.is_dir():
-        raise UsageError(f"--data {root} is not a folder; give a folder in Omniglot's layout")
-    classes = sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES})
-    classes = [c for c in classes if not any(s.startswith(".") for s in c.relative_to(root).parts)]
-    if not classes:
-        raise UsageError(
-            f"--data {root} holds no images; expected alphabet/character/*.png as in Omniglot"
-        )
-    images, names, alphabets = [], [], []
-    for folder in classes:
-        batch = torch.stack(_read_same_size(_image_files(folder), f"class folder {folder}"))
-        images.append(resize_image(_ink_on_blank(batch), image_size).clamp(0, 1))
-        names.append(f"{folder.parent.name}/{folder.name}")
-        alphabets.append(folder.parent.name)
-    return ClassPool(tuple(images), tuple(names), tuple(alphabets))
+    sources = [root] if isinstance(root, Path) else list(root)
+    return pool_from_characters(
+        normalised_characters(read_omniglot(sources), image_size, preprocess)
+    )
 
 
 def check_episode_shape(pool: ClassPool, ways: int, shots: int, queries: int, what: str) -> None:
@@ -321,3 +336,91 @@ def sample_episodes(
         torch.stack(q_labels),
         ways,
     )
+
+
+def within_alphabet_groups(pool: ClassPool, ways: int, need: int) -> list[list[int]]:
+    """Per alphabet with at least ``ways`` classes of ``need`` images, its class indices."""
+    groups: dict[str, list[int]] = {}
+    for c, (alphabet, x) in enumerate(zip(pool.alphabets, pool.images, strict=True)):
+        if x.shape[0] >= need:
+            groups.setdefault(alphabet, []).append(c)
+    return [g for _, g in sorted(groups.items()) if len(g) >= ways]
+
+
+def sample_within_alphabet_episodes(
+    pool: ClassPool,
+    batch: int,
+    ways: int,
+    shots: int,
+    queries: int,
+    generator: torch.Generator,
+) -> EpisodeBatch:
+    """Draw ``batch`` N-way tasks of one alphabet each, drawers disjoint between sets.
+
+    Per task: an alphabet uniformly among those with at least N eligible classes, N of its
+    classes, then K + Q distinct drawers among those that drew all N classes; class k's
+    support images are its drawings by the first K drawers, its queries those by the
+    other Q. No drawer appears in both the support set and the queries, and no task mixes
+    alphabets.
+
+    Raises:
+        UsageError: no alphabet has N classes, or the drawn classes share fewer than
+            K + Q drawers.
+    """
+    need = shots + queries
+    groups = within_alphabet_groups(pool, ways, need)
+    if not groups:
+        raise UsageError(
+            f"no alphabet has {ways} classes with {need} images each; within-alphabet "
+            f"{ways}-way episodes need one (use fewer --ways)"
+        )
+    supports, queries_, s_labels, q_labels = [], [], [], []
+    for _ in range(batch):
+        group = groups[int(torch.randint(len(groups), (1,), generator=generator))]
+        order = torch.randperm(len(group), generator=generator)[:ways].tolist()
+        chosen = [group[i] for i in order]
+        common = set(pool.drawers_of(chosen[0]).tolist())
+        for c in chosen[1:]:
+            common &= set(pool.drawers_of(c).tolist())
+        if len(common) < need:
+            raise UsageError(
+                f"classes of alphabet {pool.alphabets[chosen[0]]!r} share only {len(common)} "
+                f"drawers; within-alphabet episodes need {need} (--shots + --queries)"
+            )
+        shared = torch.tensor(sorted(common))
+        picked = shared[torch.randperm(len(shared), generator=generator)[:need]]
+        s_rows, q_rows = [], []
+        for c in chosen:
+            drawers = pool.drawers_of(c)
+            # Position of each picked drawer among this class's drawings.
+            where = (drawers[None, :] == picked[:, None]).float().argmax(dim=1)
+            s_rows.append(pool.images[c][where[:shots]])
+            q_rows.append(pool.images[c][where[shots:]])
+        supports.append(torch.cat(s_rows))
+        queries_.append(torch.cat(q_rows) if queries else torch.zeros(0, *pool.images[0].shape[1:]))
+        s_labels.append(torch.arange(ways).repeat_interleave(shots))
+        q_labels.append(torch.arange(ways).repeat_interleave(queries))
+    return EpisodeBatch(
+        torch.stack(supports),
+        torch.stack(s_labels),
+        torch.stack(queries_),
+        torch.stack(q_labels),
+        ways,
+    )
+
+
+def draw_episodes(
+    pool: ClassPool,
+    kind: str,
+    batch: int,
+    ways: int,
+    shots: int,
+    queries: int,
+    generator: torch.Generator,
+) -> EpisodeBatch:
+    """Episodes of one of :data:`EPISODE_KINDS`."""
+    if kind == "within":
+        return sample_within_alphabet_episodes(pool, batch, ways, shots, queries, generator)
+    if kind != "across":
+        raise ValueError(f"episode kind must be one of {EPISODE_KINDS}, got {kind!r}")
+    return sample_episodes(pool, batch, ways, shots, queries, generator)

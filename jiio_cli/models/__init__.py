@@ -14,6 +14,7 @@ from .film import FiLMConvDEQCell
 from .heads import ClassifierHead, ImageHead
 from .injection import ImageInjection, LatentInjection
 from .meta import FiLMClassifier, MetaConfig
+from .protonet import ProtoNet, ProtoNetConfig
 from .registry import MODEL_KINDS, build_model, config_from_dict
 from .regressor import FiLMMLPDEQCell, FiLMRegressor, RegressorConfig
 
@@ -34,6 +35,8 @@ __all__ = [
     "LatentInjection",
     "MetaConfig",
     "ModelConfig",
+    "ProtoNet",
+    "ProtoNetConfig",
     "RegressorConfig",
     "ResidualBlock",
     "build_model",

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 from .base import DEQModel
 from .config import ModelConfig
+from .conv4 import Conv4Encoder, conv4_embedding_size
+from .embedding_cell import FiLMEmbeddingCell
 from .film import FiLMConvDEQCell
 from .heads import ClassifierHead
 from .injection import ImageInjection
@@ -19,6 +21,14 @@ from .layers import check_groups, check_positive
 
 __all__ = ["READOUTS", "SUPPORT_LOSSES", "FiLMClassifier", "MetaConfig", "class_means"]
 
+
+ENCODERS = ("injection", "conv4")
+"""What the DEQ looks at: ``injection``, a conv state over the image bound by a strided
+conv injection; ``conv4``, a 4-block conv encoder's embedding refined by a contractive
+FiLM DEQ (:class:`~jiio_cli.models.embedding_cell.FiLMEmbeddingCell`)."""
+
+PREPROCESSING = ("resize", "crop")
+"""How drawings are reduced to S×S (see :func:`~jiio_cli.data.omniglot.normalise_drawing`)."""
 
 READOUTS = ("head", "centroids")
 """How a :class:`FiLMClassifier` classifies queries at the adapted context."""
@@ -86,6 +96,14 @@ class MetaConfig(ModelConfig):
         pseudo_affine: the strength of their affine jitter (see
             :class:`~jiio_cli.data.augment.Augmentation`), 0 for none; checkpoints
             written before this option read as 0.
+        encoder: see :data:`ENCODERS`. With ``conv4``, ``channels`` is the encoder's
+            filters, the state is the E-dimensional embedding (E = 64 for 28×28 images
+            and 64 filters), ``hidden`` the refinement's width; the read-out must be
+            ``centroids`` and the support loss ``centroids`` or ``pseudo-queries``.
+            Checkpoints written before this option read as ``injection``.
+        hidden: H, hidden width of the ``conv4`` model's DEQ refinement.
+        preprocess: how drawings are reduced to S×S for this model (``resize`` or
+            ``crop``); checkpoints written before this option read as ``resize``.
     """
 
     context_dim: int = 64
@@ -103,9 +121,24 @@ class MetaConfig(ModelConfig):
     pseudo_copies: int = 2
     pseudo_warp: float = 1.0
     pseudo_affine: float = 0.0
+    encoder: str = "injection"
+    hidden: int = 128
+    preprocess: str = "resize"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.preprocess not in PREPROCESSING:
+            raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {self.preprocess!r}")
+        check_positive("hidden", self.hidden)
+        if self.encoder == "conv4":
+            conv4_embedding_size(self.channels, self.image_size)
+            if self.readout != "centroids" or self.support_loss == "head" or self.head_context:
+                raise ValueError(
+                    "encoder 'conv4' needs readout 'centroids', a support loss other than "
+                    "'head' and no head_context"
+                )
         check_positive("context_dim", self.context_dim)
         check_positive("ways", self.ways)
         check_positive("image_channels", self.image_channels)
@@ -157,6 +190,15 @@ class FiLMClassifier(DEQModel):
     def __init__(self, config: MetaConfig | None = None) -> None:
         super().__init__()
         config = self._accept_config(config)
+        if config.encoder == "conv4":
+            self.encoder = Conv4Encoder(config.image_channels, config.channels)
+            self.cell = FiLMEmbeddingCell(
+                conv4_embedding_size(config.channels, config.image_size),
+                config.hidden,
+                config.context_dim,
+            )
+            self.log_distance_scale = nn.Parameter(torch.zeros(()))
+            return
         injection = ImageInjection(
             config.image_channels,
             config.channels,
@@ -182,7 +224,15 @@ class FiLMClassifier(DEQModel):
         ``metric_context``."""
         c = self.config
         head = c.ways * c.channels if c.head_context else 0
-        return c.context_dim + head + (c.channels if c.metric_context else 0)
+        return c.context_dim + head + (self.feature_dim if c.metric_context else 0)
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the read-out features: C, or E for the ``conv4`` encoder."""
+        c = self.config
+        if c.encoder == "conv4":
+            return conv4_embedding_size(c.channels, c.image_size)
+        return c.channels
 
     def film_context(self, v: Tensor) -> Tensor:
         """The part (B, D) of v (B, context_size) that modulates the cell."""
@@ -219,7 +269,7 @@ class FiLMClassifier(DEQModel):
         ``metric_context`` or without v."""
         if v is None or not self.config.metric_context:
             return None
-        return (0.5 * v[:, -self.config.channels :]).exp()
+        return (0.5 * v[:, -self.feature_dim :]).exp()
 
     def centroid_logits(
         self,
@@ -271,14 +321,36 @@ class FiLMClassifier(DEQModel):
         n = support_labels.shape[1]
         return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways, v)
 
-    def bind(self, images: Tensor) -> FiLMConvDEQCell:
-        """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell."""
+    def bind(self, images: Tensor) -> FiLMConvDEQCell | FiLMEmbeddingCell:
+        """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell.
+
+        The ``conv4`` encoder takes task rows (B, n, c, S, S), or their embeddings
+        (B, n, E) from :meth:`embed`, and binds the embeddings.
+        """
+        if self.config.encoder == "conv4":
+            if images.ndim == 3:  # already embedded by :meth:`embed`
+                return self.cell.bind(images)
+            return self.cell.bind(self.embed(images))
         return self.cell.bind(images)
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Embeddings (B, n, E) of task rows (B, n, c, S, S) by the ``conv4`` encoder.
+
+        :meth:`bind` accepts them in place of the images, so that one encoder pass can
+        serve several solves on the same images (what a meta-training step does).
+        """
+        if self.config.encoder != "conv4":
+            raise ValueError("only the conv4 encoder embeds images ahead of binding")
+        if images.ndim != 5:
+            raise ValueError(f"embed expects images (B, n, c, S, S), got {tuple(images.shape)}")
+        return self.encoder(images.flatten(0, 1)).view(*images.shape[:2], -1)
 
     def unbind(self) -> None:
         """Drop the bound images' injection."""
         self.cell.unbind()
 
     def features(self, z: Tensor) -> Tensor:
-        """Pooled features (…, C) of z (…, C, H, W)."""
+        """Pooled features (…, C) of z (…, C, H, W); the state itself for ``conv4``."""
+        if self.config.encoder == "conv4":
+            return z
         return self.head.features(z)

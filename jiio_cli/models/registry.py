@@ -12,6 +12,7 @@ from .classifier import DEQClassifier
 from .config import ModelConfig
 from .decoder import DEQDecoder
 from .meta import FiLMClassifier
+from .protonet import ProtoNet
 from .regressor import FiLMRegressor
 
 __all__ = ["MODEL_KINDS", "build_model", "config_from_dict"]
@@ -22,6 +23,7 @@ MODEL_KINDS: Mapping[str, type[nn.Module]] = MappingProxyType(
         DEQClassifier.kind: DEQClassifier,
         FiLMClassifier.kind: FiLMClassifier,
         FiLMRegressor.kind: FiLMRegressor,
+        ProtoNet.kind: ProtoNet,
     }
 )
 

@@ -6,9 +6,13 @@ Three modes:
   in ``support/``; ``query/`` with loose images, or with class subfolders to be scored).
   Prints each query image's predicted class (and the accuracy when labelled).
 * ``--episodes N`` (no folders): N held-out episodes (the glyph meta-test alphabets, or
-  an Omniglot-layout ``--data`` folder), JIIO against the naive inner loop at the same
-  number of f-evaluations and the no-adaptation centroid baseline: mean accuracy with a
-  95 % confidence interval, support objective, timings and solver counts.
+  Omniglot ``--data``: archives or ``alphabet/character`` folders, of which the held-out
+  alphabets are used when present), JIIO against the naive inner loop at the same
+  number of f-evaluations and the no-adaptation centroid baseline (and, with
+  ``--baseline``, a Prototypical Network), paired on the same episodes: mean accuracy
+  with a 95 % confidence interval, support objective, timings, solver counts and
+  fixed-point residuals. Episodes are drawn ``across`` the pool, ``within`` one alphabet
+  (support and queries by disjoint drawers), or ``both`` kinds, one report each.
 * ``--dataset sinusoid --episodes N``: the same comparison on N fresh sinusoid
   regression tasks (a sinusoid meta-model; default ``models/meta-sinusoid.safetensors``),
   scored by the query MSE, the baseline being no adaptation (v = 0). Options that mean
@@ -27,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
+    AllowUnconvergedOption,
     DebugOption,
     DeviceOption,
     JsonOption,
@@ -59,7 +64,7 @@ _SINUSOID_DEFAULTS: dict[str, int | float] = {
 }
 
 
-class AdaptOptions(BaseModel):
+class AdaptCommandConfig(BaseModel):
     """Validated numeric options of ``jiio adapt``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -94,8 +99,22 @@ def adapt(
         int | None, typer.Option(help="Evaluate on N held-out episodes instead of folders.")
     ] = None,
     data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="--episodes: Omniglot archives or alphabet/character folders, repeatable "
+            "(default: glyph meta-test split); their held-out alphabets when present."
+        ),
+    ] = None,
+    episode_kind: Annotated[
+        str,
+        typer.Option(
+            help="--episodes: across (any classes), within (one alphabet, support and "
+            "queries by different drawers) or both."
+        ),
+    ] = "both",
+    baseline: Annotated[
         Path | None,
-        typer.Option(help="--episodes: Omniglot-layout folder (default: glyph meta-test split)."),
+        typer.Option(help="--episodes: a Prototypical Network scored on the same episodes."),
     ] = None,
     ways: Annotated[int, typer.Option(help="--episodes: classes per episode.")] = 5,
     shots: Annotated[
@@ -121,6 +140,7 @@ def adapt(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Tasks solved together: 20 (sinusoid 100).")
     ] = None,
+    allow_unconverged: AllowUnconvergedOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -141,7 +161,7 @@ def adapt(
             "naive_lr": naive_lr,
         }
         resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
-        opts = AdaptOptions(
+        opts = AdaptCommandConfig(
             dataset=dataset,
             episodes=episodes,
             ways=ways,
@@ -154,7 +174,8 @@ def adapt(
         )
         if sinusoid:
             # --ways has a default, so only a typed one is a misfit; the paths default to None.
-            given_paths = {"data": data, "support": support, "query": query}
+            given_paths = {"data": data or None, "support": support, "query": query}
+            given_paths["baseline"] = baseline
             misfits = explicit_options(ctx, ["ways"])
             misfits |= {name for name, value in given_paths.items() if value is not None}
             _evaluate_sinusoid(checkpoint, opts, misfits, common)
@@ -166,6 +187,10 @@ def adapt(
             raise UsageError("a new task needs both --support DIR and --query DIR")
         if not folders and opts.episodes is None:
             raise UsageError("give --support DIR --query DIR, or --episodes N to evaluate")
+        if episode_kind not in ("across", "within", "both"):
+            raise UsageError(
+                f"invalid --episode-kind {episode_kind!r}: give across, within or both"
+            )
         import torch
 
         from jiio_cli.tasks.fewshot.loading import load_meta_model
@@ -175,12 +200,19 @@ def adapt(
         settings = _settings(spec, opts)
         if folders:
             assert support is not None and query is not None
-            _adapt_folders(model, path, settings, support, query, common.json_output)
+            _adapt_folders(
+                model, path, settings, support, query, common.json_output, allow_unconverged
+            )
         else:
-            _evaluate(model, path, settings, opts, data, common)
+            base = None
+            if baseline is not None:
+                from jiio_cli.tasks.fewshot.loading import load_protonet
+
+                base = load_protonet(baseline, common.torch_device)
+            _evaluate(model, path, settings, opts, data or [], episode_kind, base, common)
 
 
-def _settings(spec: Any, opts: AdaptOptions) -> Any:
+def _settings(spec: Any, opts: AdaptCommandConfig) -> Any:
     import dataclasses
 
     from jiio_cli.tasks.fewshot.training import adapt_settings
@@ -192,7 +224,13 @@ def _settings(spec: Any, opts: AdaptOptions) -> Any:
 
 
 def _adapt_folders(
-    model: Any, path: Path, settings: Any, support: Path, query: Path, json_output: bool
+    model: Any,
+    path: Path,
+    settings: Any,
+    support: Path,
+    query: Path,
+    json_output: bool,
+    allow_unconverged: bool = False,
 ) -> None:
     import torch
 
@@ -200,7 +238,8 @@ def _adapt_folders(
     from jiio_cli.tasks.fewshot.evaluation import adapt_and_predict
 
     size, most = model.config.image_size, model.config.ways
-    pool = load_class_folders(support, size, "support")
+    preprocess = model.config.preprocess
+    pool = load_class_folders(support, size, "support", preprocess=preprocess)
     if pool.num_classes < 2:
         raise UsageError(f"support folder {support} has one class; give at least two")
     if pool.num_classes > most:
@@ -208,7 +247,7 @@ def _adapt_folders(
             f"support folder {support} has {pool.num_classes} classes but the model "
             f"{path} serves at most {most} ways"
         )
-    images, files, names = load_query_folder(query, size)
+    images, files, names = load_query_folder(query, size, preprocess)
     if names is not None:
         unknown = sorted(set(names) - set(pool.names))
         if unknown:
@@ -250,6 +289,7 @@ def _adapt_folders(
     }
     if json_output:
         emit(document, json_output=True)
+        _converged_or_fail(document, allow_unconverged)
         return
     print_table(rows, title=f"jiio adapt: {len(rows)} queries, {pool.num_classes} classes")
     summary = (
@@ -261,63 +301,139 @@ def _adapt_folders(
     if document["accuracy"] is not None:
         summary = f"accuracy {document['accuracy']:.3f}; " + summary
     typer.echo(summary)
+    _converged_or_fail(document, allow_unconverged)
+
+
+def _converged_or_fail(document: dict[str, Any], allow_unconverged: bool) -> None:
+    """The shared rule for unconverged solves (:mod:`jiio_cli.cli.unconverged`)."""
+    from jiio_cli.cli.unconverged import enforce_converged
+
+    enforce_converged(
+        [] if document["converged"] else ["the support set's context"],
+        allow=allow_unconverged,
+        fix="its predictions are unreliable; raise --iterations",
+    )
+
+
+def _evaluation_pool(data: list[Path], size: int, preprocess: str) -> tuple[Any, str]:
+    """The held-out classes: the glyph meta-test alphabets, or the Omniglot ``data``'s
+    held-out alphabets when present (all of them otherwise, e.g. a user's own folder)."""
+    from jiio_cli.data.episodes import load_glyph_pool, load_omniglot_folder
+    from jiio_cli.data.omniglot import HELD_OUT_ALPHABETS
+
+    if not data:
+        return (
+            load_glyph_pool("test").resized(size),
+            "glyph meta-test alphabets (sample_data/glyphs.npz)",
+        )
+    pool = load_omniglot_folder(data, size, preprocess)
+    names = ", ".join(str(p) for p in data)
+    held = [c for c, a in enumerate(pool.alphabets) if a in HELD_OUT_ALPHABETS]
+    if held:
+        return pool.select(held), f"{names}: held-out alphabets {', '.join(HELD_OUT_ALPHABETS)}"
+    return pool, names
 
 
 def _evaluate(
-    model: Any, path: Path, settings: Any, opts: AdaptOptions, data: Path | None, common: Any
+    model: Any,
+    path: Path,
+    settings: Any,
+    opts: AdaptCommandConfig,
+    data: list[Path],
+    episode_kind: str,
+    baseline: Any,
+    common: Any,
 ) -> None:
-    from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, load_omniglot_folder
+    from jiio_cli.data.episodes import check_episode_shape, within_alphabet_groups
     from jiio_cli.tasks.fewshot.evaluation import evaluate_episodes
 
     size, most = model.config.image_size, model.config.ways
-    if data is not None:
-        pool = load_omniglot_folder(data, size)
-        source = str(data)
-    else:
-        pool = load_glyph_pool("test").resized(size)
-        source = "glyph meta-test alphabets (sample_data/glyphs.npz)"
+    if baseline is not None and (
+        baseline.config.image_size != size or baseline.config.preprocess != model.config.preprocess
+    ):
+        raise UsageError(
+            "--baseline sees its images at another size or preprocessing than the "
+            "meta-model; compare models trained with the same --image-size and --preprocess"
+        )
+    pool, source = _evaluation_pool(data, size, model.config.preprocess)
     check_episode_shape(pool, opts.ways, opts.shots, opts.queries, source)
     if opts.ways > most:
         raise UsageError(f"--ways {opts.ways}: the model {path} serves at most {most} ways")
+    kinds = ["across", "within"] if episode_kind == "both" else [episode_kind]
+    if not within_alphabet_groups(pool, opts.ways, opts.shots + opts.queries):
+        if episode_kind == "within":
+            raise UsageError(
+                f"no alphabet of {source} has {opts.ways} classes: within-alphabet "
+                f"{opts.ways}-way episodes are impossible; use fewer --ways"
+            )
+        if episode_kind == "both":
+            typer.echo(
+                f"note: no alphabet has {opts.ways} classes; within-alphabet episodes skipped",
+                err=True,
+            )
+            kinds = ["across"]
     assert opts.episodes is not None
-    report = evaluate_episodes(
-        model,
-        pool,
-        ways=opts.ways,
-        shots=opts.shots,
-        queries=opts.queries,
-        episodes=opts.episodes,
-        settings=settings,
-        seed=common.seed,
-        batch=opts.batch_size,
-        naive_steps=opts.naive_steps,
-    )
-    document = {
-        "checkpoint": str(path),
-        "data": source,
-        "ways": opts.ways,
-        "shots": opts.shots,
-        "queries": opts.queries,
-        "jiio_iterations": opts.iterations,
-        "device": str(common.torch_device),
-        "seed": common.seed,
-        **report,
-    }
+    documents = []
+    for kind in kinds:
+        report = evaluate_episodes(
+            model,
+            pool,
+            ways=opts.ways,
+            shots=opts.shots,
+            queries=opts.queries,
+            episodes=opts.episodes,
+            settings=settings,
+            seed=common.seed,
+            batch=opts.batch_size,
+            naive_steps=opts.naive_steps,
+            kind=kind,
+            baseline=baseline,
+        )
+        documents.append(
+            {
+                "checkpoint": str(path),
+                "baseline": None if baseline is None else "protonet",
+                "data": source,
+                "episode_kind": kind,
+                "ways": opts.ways,
+                "shots": opts.shots,
+                "queries": opts.queries,
+                "jiio_iterations": opts.iterations,
+                "device": str(common.torch_device),
+                "seed": common.seed,
+                **report,
+            }
+        )
     if common.json_output:
-        emit(document, json_output=True)
+        emit(documents[0] if len(documents) == 1 else {"reports": documents}, json_output=True)
         return
+    for document in documents:
+        _print_episode_report(document, opts)
+
+
+def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) -> None:
+    """One kind of episodes' table, paired differences and residuals."""
     labels = {
         "jiio": f"jiio ({opts.iterations} iterations)",
-        "naive": f"naive Adam ({', '.join(map(str, report['naive_steps']))} steps)",
+        "naive": f"naive Adam ({', '.join(map(str, document['naive_steps']))} steps)",
         "centroid": "no adaptation (feature centroids)",
     }
+    if "protonet" in document:
+        labels["protonet"] = "Prototypical Network (--baseline)"
+    kind = "within one alphabet" if document["episode_kind"] == "within" else "across alphabets"
     _print_comparison(
-        report,
+        document,
         labels,
         ("accuracy", lambda r: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} %"),
         lambda d: f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} points",
-        title=f"jiio adapt: {opts.episodes} episodes, {opts.ways}-way {opts.shots}-shot, "
-        f"{opts.queries} queries per class ({source})",
+        title=f"jiio adapt: {opts.episodes} episodes {kind}, {opts.ways}-way {opts.shots}-shot, "
+        f"{opts.queries} queries per class ({document['data']})",
+    )
+    res = document["residuals"]
+    typer.echo(
+        "relative fixed-point residuals (mean / max): support z "
+        f"{res['support_z']['mean']:.1e} / {res['support_z']['max']:.1e}, query z "
+        f"{res['query_z']['mean']:.1e} / {res['query_z']['max']:.1e}"
     )
 
 
@@ -350,7 +466,7 @@ def _print_comparison(
 
 
 def _evaluate_sinusoid(
-    checkpoint: Path | None, opts: AdaptOptions, misfits: set[str], common: Any
+    checkpoint: Path | None, opts: AdaptCommandConfig, misfits: set[str], common: Any
 ) -> None:
     """``--dataset sinusoid --episodes N``: JIIO, naive Adam and no adaptation, by query MSE."""
     if misfits:

@@ -19,6 +19,30 @@ from jiio_cli.config import CommonConfig
 __all__ = ["run_adapt_bench"]
 
 
+def _held_out_pool(model: Any, spec: Any, data: list[Path] | None) -> tuple[Any, str]:
+    """The held-out classes to bench on, and their description (see run_adapt_bench)."""
+    from jiio_cli.data.episodes import load_glyph_pool, load_omniglot_folder
+    from jiio_cli.data.omniglot import HELD_OUT_ALPHABETS
+    from jiio_cli.errors import UsageError
+
+    size = model.config.image_size
+    sources = data or [Path(p) for p in (spec.data or ())]
+    if not sources:
+        return load_glyph_pool("test").resized(size), "the glyph meta-test alphabets"
+    missing = [p for p in sources if not p.exists()]
+    if missing:
+        raise UsageError(
+            f"the model was trained on Omniglot data at {missing[0]}, which is not there; "
+            "run from the folder it was trained in"
+        )
+    pool = load_omniglot_folder(sources, size, model.config.preprocess)
+    held = [c for c, a in enumerate(pool.alphabets) if a in HELD_OUT_ALPHABETS]
+    if not held:
+        raise UsageError(f"{sources[0]} holds none of the held-out alphabets")
+    names = ", ".join(str(p) for p in sources)
+    return pool.select(held), f"held-out alphabets of {names}"
+
+
 def run_adapt_bench(
     checkpoint: Path | None,
     tasks: int,
@@ -34,8 +58,11 @@ def run_adapt_bench(
     film_scale: float | None = None,
     solve_iters: int | None = None,
     plot: Path | None = None,
+    data: list[Path] | None = None,
 ) -> None:
-    """Time to equal support objective on ``tasks`` held-out glyph episodes (1 shot).
+    """Time to equal support objective on ``tasks`` held-out episodes (1 shot): the
+    glyph meta-test alphabets, or for a model trained on Omniglot the held-out alphabets
+    of ``data`` (default: the sources recorded in the checkpoint, when present).
 
     ``memory``, ``alpha_x``, ``x_weight`` and ``film_scale`` override JIIO's defaults,
     ``solve_iters`` the cap of the naive method's solves and of JIIO's refinement
@@ -43,7 +70,7 @@ def run_adapt_bench(
     time for both methods (PNG).
     """
     from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
-    from jiio_cli.data.episodes import check_episode_shape, load_glyph_pool, sample_episodes
+    from jiio_cli.data.episodes import check_episode_shape, sample_episodes
     from jiio_cli.errors import UsageError
     from jiio_cli.tasks.fewshot.loading import load_meta_model
     from jiio_cli.tasks.fewshot.training import adapt_settings
@@ -53,8 +80,8 @@ def run_adapt_bench(
     model, path, spec = load_meta_model(checkpoint, dev)
     if ways > model.config.ways:
         raise UsageError(f"--ways {ways}: the model {path} serves at most {model.config.ways}")
-    pool = load_glyph_pool("test").resized(model.config.image_size)
-    check_episode_shape(pool, ways, 1, 5, "the glyph meta-test alphabets")
+    pool, source = _held_out_pool(model, spec, data)
+    check_episode_shape(pool, ways, 1, 5, source)
     episodes = sample_episodes(pool, tasks, ways, 1, 5, derived_generator(common.seed, 13)).to(dev)
     cfg = AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat, graph=graph)
     cfg = dataclasses.replace(
@@ -84,6 +111,7 @@ def run_adapt_bench(
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "checkpoint": str(path),
+        "episodes": source,
         "seed": common.seed,
         "jiio_alpha_x": cfg.alpha_x,
         "jiio_memory": cfg.memory,

@@ -3,53 +3,44 @@
 ``generate``, ``denoise``, ``inpaint`` train a DEQ decoder whose latent codes are inferred
 per batch by JIIO (or by the naive method with ``--inner naive``); ``adversarial`` a DEQ
 classifier against JIIO's inner attack (:mod:`.train_adversarial`); ``meta`` a few-shot
-meta-model (:mod:`.train_meta`). One signature serves every task; an option typed for a
-task that does not read it is an error (:mod:`.train_scope`).
+meta-model (:mod:`.train_meta`). One signature serves every task; its options are declared
+in :mod:`.train_options`, whose help panels also say which tasks read them, and an option
+typed for another task is an error. ``--config recipe.toml`` reads option values from a
+recipe (``recipes/``); options typed on the command line override it.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from enum import Enum
+from collections.abc import Mapping, Set
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, Literal
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.commands.train_scope import reject_misplaced_options
+from jiio_cli.cli.commands import train_options as o
+from jiio_cli.cli.commands.train_options import option_flag
 from jiio_cli.cli.options import (
+    ConfigOption,
     DebugOption,
     DeviceOption,
     JsonOption,
     SeedOption,
     common_options,
     explicit_options,
+    reject_other_task_options,
 )
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
+from jiio_cli.config import CommonConfig
+from jiio_cli.distributed import DistributedContext
 from jiio_cli.errors import UsageError
-from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.inverse.corruption import Corruption
-from jiio_cli.training import TrainConfig, checkpoint_paths
 
-__all__ = ["train"]
-
-
-class Task(str, Enum):
-    generate = "generate"
-    denoise = "denoise"
-    inpaint = "inpaint"
-    adversarial = "adversarial"
-    meta = "meta"
-
-
-class Inner(str, Enum):
-    jiio = "jiio"
-    naive = "naive"
-    pgd = "pgd"
+__all__ = ["parse_sigma", "train"]
 
 
 def parse_sigma(text: str) -> float | tuple[float, float]:
@@ -70,8 +61,168 @@ def parse_sigma(text: str) -> float | tuple[float, float]:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
-class InverseTrainOptions(BaseModel):
-    """Validated options of ``jiio train`` for the inverse-problem tasks."""
+def train(
+    task: o.TaskOption = o.Task.denoise,
+    config: ConfigOption = None,
+    data: o.DataOption = None,
+    out: o.RunFolderOption = None,
+    resume: o.ResumeOption = False,
+    init: o.InitOption = None,
+    epochs: o.EpochsOption = 10,
+    lr: o.LrOption = 1e-3,
+    inner: o.InnerOption = o.Inner.jiio,
+    iterations: o.TrainIterationsOption = None,
+    inner_iters: o.InnerItersOption = None,
+    image_size: o.ImageSizeOption = 28,
+    width: o.WidthOption = 32,
+    jac_weight: o.JacWeightOption = 0.01,
+    save_every: o.SaveEveryOption = 0,
+    max_bad_steps: o.MaxBadStepsOption = 5,
+    max_grad_norm: o.MaxGradNormOption = None,
+    nproc: o.NprocOption = None,
+    batch_size: o.TrainBatchSizeOption = 64,
+    channels: o.ChannelsOption = 1,
+    max_train: o.MaxTrainOption = None,
+    sigma: o.SigmaOption = None,
+    hole_size: o.HoleSizeOption = None,
+    mask_ratio: o.MaskRatioOption = 0.0,
+    latent_dim: o.LatentDimOption = 32,
+    state_resolution: o.StateResolutionOption = "half",
+    precision: o.PrecisionOption = "fp32",
+    augment: o.AugmentOption = "none",
+    eps: o.TrainEpsOption = "1.0",
+    norm: o.TrainNormOption = "l2",
+    pgd_steps: o.PgdStepsOption = 10,
+    warmup_epochs: o.WarmupEpochsOption = 1,
+    num_classes: o.NumClassesOption = 10,
+    dataset: o.DatasetOption = "glyphs",
+    ways: o.WaysOption = "5",
+    shots: o.ShotsOption = "1",
+    queries: o.QueriesOption = 3,
+    tasks_per_step: o.TasksPerStepOption = 8,
+    episodes_per_epoch: o.EpisodesPerEpochOption = 400,
+    context_dim: o.ContextDimOption = 64,
+    naive_steps: o.TrainNaiveStepsOption = 10,
+    hyper_step: o.HyperStepOption = 10.0,
+    alpha_x: o.TrainAlphaXOption = 1.0,
+    context_step: o.ContextStepOption = None,
+    readout: o.ReadoutOption = "head",
+    model: o.ModelOption = "deq",
+    context_penalty: o.ContextPenaltyOption = 1.0,
+    head_context: o.HeadContextOption = True,
+    support_loss: o.SupportLossOption = "head",
+    pseudo_augment: o.PseudoAugmentOption = "elastic:1",
+    pseudo_copies: o.PseudoCopiesOption = 2,
+    metric_context: o.MetricContextOption = False,
+    encoder: o.EncoderOption = "injection",
+    preprocess: o.PreprocessOption = "resize",
+    rotations: o.RotationsOption = True,
+    episode_kinds: o.EpisodeKindsOption = "across",
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    json_output: JsonOption = False,
+    debug: DebugOption = False,
+    # Typer fills it in; None when the function is called from Python (nothing typed).
+    ctx: typer.Context = None,  # type: ignore[assignment]
+) -> None:
+    """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
+    classifier (adversarial) or a few-shot meta-model (meta).
+
+    The shipped models' recipes are in recipes/ (jiio train --config recipes/X.toml); that
+    folder's README also lists the meta-model options left out of this help."""
+    values = {name: value for name, value in locals().items() if name != "ctx"}
+    with error_boundary(debug=debug):
+        common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
+        # Before launching workers, so that a misplaced option is one line, not one per rank.
+        reject_other_task_options(ctx, task.value, o.PANEL_TASKS)
+        if task != o.Task.meta and data is not None and len(data) > 1:
+            raise UsageError(f"--task {task.value} reads one --data path; give one")
+        if nproc is not None:  # become the launcher: torchrun re-runs this command N times
+            from jiio_cli.cli.launch import launch_workers
+
+            raise typer.Exit(launch_workers(nproc, sys.argv[1:]))
+        given = explicit_options(ctx)
+        values, given = _resolve_old_names(values, given)
+        if task == o.Task.meta:
+            _train_meta(values, common, given)
+        elif task == o.Task.adversarial:
+            _train_adversarial(values, common)
+        else:
+            _train_decoder(values, common)
+
+
+_OLD_NAMES = {"inner_iters": "iterations", "context_step": "alpha_x"}
+
+
+def _resolve_old_names(values: dict[str, Any], given: Set[str]) -> tuple[dict[str, Any], set[str]]:
+    """``values`` and ``given`` with an option typed by its old name moved to its new one."""
+    given = set(given)
+    for old, new in _OLD_NAMES.items():
+        if old in given and new in given:
+            raise UsageError(f"{option_flag(old)} is the old name of {option_flag(new)}: give one")
+        if old in given:
+            values[new] = values[old]
+            given = (given - {old}) | {new}
+    return values, given
+
+
+def _pick(values: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """The option values that ``model`` has fields for."""
+    return {name: values[name] for name in model.model_fields if name in values}
+
+
+def _first_data(values: Mapping[str, Any]) -> Path | None:
+    paths = values["data"] or []
+    if paths and not paths[0].exists():
+        raise UsageError(f"--data {paths[0]} does not exist")
+    return paths[0] if paths else None
+
+
+def _train_meta(values: Mapping[str, Any], common: CommonConfig, given: Set[str]) -> None:
+    """``--task meta``: the options under :mod:`.train_meta`'s names, then its run."""
+    from jiio_cli.cli.commands import train_meta
+
+    if values["inner"] == o.Inner.pgd:
+        raise UsageError("--task meta takes --inner jiio or --inner naive")
+    renamed = {
+        **values,
+        "inner": values["inner"].value,
+        "batch_size": values["tasks_per_step"],
+        "inner_iters": values["iterations"] if values["iterations"] is not None else 30,
+        "context_step": values["alpha_x"],
+    }
+    opts = train_meta.MetaTrainCommandConfig(**_pick(renamed, train_meta.MetaTrainCommandConfig))
+    # train_meta names the context's step by its old option name.
+    given = {"context_step" if name == "alpha_x" else name for name in given}
+    train_meta.run(opts, common, list(values["data"] or []), values["out"], values["resume"], given)
+
+
+def _train_adversarial(values: Mapping[str, Any], common: CommonConfig) -> None:
+    """``--task adversarial``: validated options, then :func:`.train_adversarial.run`."""
+    from jiio_cli.cli.commands import train_adversarial
+    from jiio_cli.distributed import start_distributed
+
+    if values["inner"] == o.Inner.naive:
+        raise UsageError("--task adversarial takes --inner jiio or --inner pgd")
+    config = train_adversarial.AdversarialTrainCommandConfig(
+        **_pick(values, train_adversarial.AdversarialTrainCommandConfig)
+        | {
+            "inner": values["inner"].value,
+            "norm": values["norm"].value,
+            "iterations": values["iterations"] if values["iterations"] is not None else 20,
+            "max_grad_norm": values["max_grad_norm"] or 0.0,
+        }
+    )
+    context, rank_device = start_distributed(common.torch_device)
+    data = _first_data(values)
+    train_adversarial.run(
+        config, common, data, values["out"], values["resume"], context, rank_device
+    )
+
+
+class DecoderTrainCommandConfig(BaseModel):
+    """Validated options of ``jiio train`` for the decoder tasks (generate, denoise,
+    inpaint); names as the command line's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -85,7 +236,7 @@ class InverseTrainOptions(BaseModel):
     state_resolution: Literal["half", "full"]
     hole_size: int = Field(ge=0)
     mask_ratio: float = Field(ge=0, lt=1)
-    inner_iters: int = Field(ge=2)
+    iterations: int = Field(ge=2)
     jac_weight: float = Field(ge=0)
     max_train: int | None = Field(default=None, ge=1)
     save_every: int = Field(ge=0)
@@ -95,361 +246,124 @@ class InverseTrainOptions(BaseModel):
     init: Path | None = None
 
 
-def train(
-    task: Annotated[Task, typer.Option("--task", help="What to train.")] = Task.denoise,
-    data: Annotated[
-        Path | None,
-        typer.Option(help="Image folder, .npz or MNIST IDX file (default: bundled MNIST-5k)."),
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/<task>).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
-    init: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from the weights of this checkpoint (same kind of model, same "
-            "parameter shapes), e.g. to fine-tune under other options; the optimiser and "
-            "schedule start afresh. A resumed run does not read it."
-        ),
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 1e-3,
-    sigma: Annotated[
-        str | None, typer.Option(help="Noise σ on [0, 1], or a range low:high (denoise: 0.2).")
-    ] = None,
-    hole_size: Annotated[int | None, typer.Option(help="Square hole side (inpaint: 10).")] = None,
-    mask_ratio: Annotated[float, typer.Option(help="Fraction of pixels missing at random.")] = 0.0,
-    image_size: Annotated[int, typer.Option(help="Model resolution.")] = 28,
-    channels: Annotated[int, typer.Option(help="Image channels (1 grey, 3 colour).")] = 1,
-    latent_dim: Annotated[int, typer.Option(help="Latent code size.")] = 32,
-    width: Annotated[int, typer.Option(help="DEQ cell channels.")] = 32,
-    state_resolution: Annotated[
-        str,
-        typer.Option(
-            help="Decoder tasks: the DEQ state at half the image side (upsampled in the "
-            "read-out; 4× fewer pixels per channel) or at full resolution."
-        ),
-    ] = "half",
-    augment: Annotated[
-        str,
-        typer.Option(
-            help="Decoder tasks: training-image augmentation, none, shift:N (random whole-pixel "
-            "shifts of up to N), elastic:A (a smooth random warp, about A pixels) or "
-            "affine:A (a random rotation, scale, shear and shift; A in (0, 2])."
-        ),
-    ] = "none",
-    inner: Annotated[
-        Inner,
-        typer.Option(help="Inner solve: jiio, or naive (latent tasks) / pgd (adversarial)."),
-    ] = Inner.jiio,
-    inner_iters: Annotated[
-        int | None, typer.Option(help="JIIO iterations per batch (latent 40, adversarial 20).")
-    ] = None,
-    jac_weight: Annotated[float, typer.Option(help="Jacobian regulariser weight.")] = 0.01,
-    max_train: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
-    save_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0: off).")] = 0,
-    max_bad_steps: Annotated[
-        int,
-        typer.Option(
-            help="Stop when this many batches in a row fail (NaN/Inf in the solve or the loss); "
-            "failed batches are skipped with a warning."
-        ),
-    ] = 5,
-    max_grad_norm: Annotated[
-        float | None,
-        typer.Option(
-            help="Rescale the parameter gradient to at most this norm before each Adam step "
-            "(0: off; default off, sinusoid meta-training 1). The history records the norm "
-            "before clipping as grad_norm."
-        ),
-    ] = None,
-    # --- adversarial training options ---
-    eps: Annotated[
-        str, typer.Option(help="adversarial: training budget, e.g. 1.0 or 8/255.")
-    ] = "1.0",
-    norm: Annotated[str, typer.Option(help="adversarial: threat model, linf or l2.")] = "l2",
-    pgd_steps: Annotated[int, typer.Option(help="adversarial: PGD steps with --inner pgd.")] = 10,
-    warmup_epochs: Annotated[
-        int, typer.Option(help="adversarial: epochs over which eps ramps up from 0.")
-    ] = 1,
-    num_classes: Annotated[int, typer.Option(help="adversarial: number of classes.")] = 10,
-    # --- meta (few-shot) training options: see jiio_cli/cli/commands/train_meta.py ---
-    dataset: Annotated[
-        str,
-        typer.Option(
-            help="meta: glyphs (shipped), omniglot (--data) or sinusoid (regression; "
-            "untyped options take its defaults: shots 5,10, 10 queries, 25 tasks per step, "
-            "episodes per epoch 2500, width 40, context 32, context step 0.3, lr 5e-3, "
-            "no Jacobian term; its path through v* is Gauss-Newton, --hyper-step 0 drops it)."
-        ),
-    ] = "glyphs",
-    ways: Annotated[str, typer.Option(help="meta: classes per episode, e.g. 5 or 5,20.")] = "5",
-    shots: Annotated[
-        str,
-        typer.Option(
-            help="meta: support images per class (sinusoid: points per task; a list such "
-            "as 5,10 alternates between them step by step)."
-        ),
-    ] = "1",
-    queries: Annotated[int, typer.Option(help="meta: query images per class.")] = 3,
-    tasks_per_step: Annotated[int, typer.Option(help="meta: episodes per update.")] = 8,
-    episodes_per_epoch: Annotated[int, typer.Option(help="meta: episodes per epoch.")] = 400,
-    context_dim: Annotated[int, typer.Option(help="meta: size of the FiLM context.")] = 64,
-    naive_steps: Annotated[int, typer.Option(help="meta: Adam steps with --inner naive.")] = 10,
-    hyper_step: Annotated[
-        float, typer.Option(help="meta: step η of the hypergradient through v* (0: first order).")
-    ] = 10.0,
-    context_step: Annotated[
-        float, typer.Option(help="meta: JIIO step α_x on the context (halved at 5/8 of the run).")
-    ] = 1.0,
-    readout: Annotated[
-        str,
-        typer.Option(
-            help="meta: how queries are classified at the adapted context: head (the "
-            "adapted linear read-out) or centroids (distances to the support features' "
-            "class means at the adapted context)."
-        ),
-    ] = "head",
-    context_penalty: Annotated[
-        float,
-        typer.Option(help="meta (glyphs, omniglot): λ of the inner penalty λ·mean(v²)."),
-    ] = 1.0,
-    head_context: Annotated[
-        bool,
-        typer.Option(
-            help="meta (glyphs, omniglot): the context also offsets the head's read-out "
-            "weights; with --no-head-context it only modulates the DEQ cell, so fitting "
-            "the support has to change the features."
-        ),
-    ] = True,
-    support_loss: Annotated[
-        str,
-        typer.Option(
-            help="meta (glyphs, omniglot): the support cross-entropy the context is fitted "
-            "to: head (the head's logits), centroids (the centroid read-out applied to "
-            "the support images themselves) or pseudo-queries (jittered copies of each "
-            "support image, see --pseudo-augment and --pseudo-copies, classified by the "
-            "clean support's centroids); the last two need --readout centroids."
-        ),
-    ] = "head",
-    pseudo_augment: Annotated[
-        str,
-        typer.Option(
-            help="meta (glyphs, omniglot), --support-loss pseudo-queries: how each copy is "
-            "drawn from its support image: elastic:A (a smooth warp of about A pixels), "
-            "affine:A (a random affine jitter, A times the glyph drawers' own) or both, "
-            "affine:A+elastic:B."
-        ),
-    ] = "elastic:1",
-    pseudo_copies: Annotated[
-        int,
-        typer.Option(
-            help="meta (glyphs, omniglot), --support-loss pseudo-queries: copies per "
-            "support image (more: the fitted context depends less on the draws, and each "
-            "inner solve has more images)."
-        ),
-    ] = 2,
-    metric_context: Annotated[
-        bool,
-        typer.Option(
-            help="meta (glyphs, omniglot): the context also weighs the channels of the "
-            "centroid read-out's distance (needs --readout centroids)."
-        ),
-    ] = False,
-    # --- end of meta options ---
-    nproc: Annotated[
-        int | None,
-        typer.Option(help="Train on N processes on this machine (runs torchrun for you)."),
-    ] = None,
-    precision: Annotated[
-        str, typer.Option(help="Arithmetic of the DEQ cell in training: fp32, bf16 or fp16.")
-    ] = "fp32",
-    device: DeviceOption = "auto",
-    seed: SeedOption = 0,
-    json_output: JsonOption = False,
-    debug: DebugOption = False,
-    # Typer fills it in; None when the function is called from Python (nothing typed).
-    ctx: typer.Context = None,  # type: ignore[assignment]
-) -> None:
-    """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
-    classifier (adversarial) or a few-shot meta-model (meta)."""
-    with error_boundary(debug=debug):
-        common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        # Before launching workers, so that a misplaced option is one line, not one per rank.
-        reject_misplaced_options(task.value, explicit_options(ctx))
-        if nproc is not None:  # become the launcher: torchrun re-runs this command N times
-            from jiio_cli.cli.launch import launch_workers
+def _decoder_corruption(values: Mapping[str, Any]) -> Corruption:
+    """The task's observation model with the typed ``--sigma``/``--hole-size``/
+    ``--mask-ratio`` in place of its defaults; refuses one that observes nothing."""
+    from jiio_cli.tasks.inverse.training import default_corruption
 
-            raise typer.Exit(launch_workers(nproc, sys.argv[1:]))
-        from jiio_cli.distributed import start_distributed
+    task, sigma, hole_size = values["task"].value, values["sigma"], values["hole_size"]
+    base = default_corruption(task)
+    corruption = Corruption(
+        sigma=parse_sigma(sigma) if sigma is not None else base.sigma,
+        hole_size=hole_size if hole_size is not None else base.hole_size,
+        mask_ratio=values["mask_ratio"] or base.mask_ratio,
+    )
+    if task == "denoise" and corruption.sigma_range == (0.0, 0.0):
+        raise UsageError("--task denoise needs a noise level: --sigma 0.2 (or a range 0.1:0.3)")
+    if task == "inpaint" and corruption.hole_size == 0 and corruption.mask_ratio == 0:
+        raise UsageError("--task inpaint needs --hole-size N or --mask-ratio R")
+    return corruption
 
-        context, rank_device = start_distributed(common.torch_device)
-        if task == Task.adversarial:
-            from jiio_cli.cli.commands import train_adversarial
 
-            if inner == Inner.naive:
-                raise UsageError("--task adversarial takes --inner jiio or --inner pgd")
-            adversarial_opts = train_adversarial.AdversarialTrainOptions(
-                eps=eps,
-                norm=norm,
-                inner=inner.value,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                image_size=image_size,
-                channels=channels,
-                width=width,
-                num_classes=num_classes,
-                inner_iters=inner_iters if inner_iters is not None else 20,
-                pgd_steps=pgd_steps,
-                warmup_epochs=warmup_epochs,
-                jac_weight=jac_weight,
-                max_train=max_train,
-                save_every=save_every,
-                max_bad_steps=max_bad_steps,
-                max_grad_norm=max_grad_norm or 0.0,
-                init=init,
-            )
-            train_adversarial.run(adversarial_opts, common, data, out, resume, context, rank_device)
-            return
-        if task == Task.meta:
-            from jiio_cli.cli.commands import train_meta
+def _decoder_training_config(values: Mapping[str, Any], common: CommonConfig) -> Any:
+    """Options → the task's training configuration, in one step (validated first)."""
+    from jiio_cli.data.augment import parse_augmentation
+    from jiio_cli.models import DecoderConfig
+    from jiio_cli.tasks.inverse.training import InverseTrainConfig
+    from jiio_cli.training import TrainConfig
 
-            if inner == Inner.pgd:
-                raise UsageError("--task meta takes --inner jiio or --inner naive")
-            meta_opts = train_meta.MetaTrainOptions(
-                dataset=dataset,
-                ways=ways,
-                shots=shots,
-                queries=queries,
-                epochs=epochs,
-                batch_size=tasks_per_step,
-                episodes_per_epoch=episodes_per_epoch,
-                lr=lr,
-                image_size=image_size,
-                width=width,
-                context_dim=context_dim,
-                inner=inner.value,
-                inner_iters=inner_iters if inner_iters is not None else 30,
-                naive_steps=naive_steps,
-                hyper_step=hyper_step,
-                context_step=context_step,
-                readout=readout,
-                context_penalty=context_penalty,
-                head_context=head_context,
-                support_loss=support_loss,
-                pseudo_augment=pseudo_augment,
-                pseudo_copies=pseudo_copies,
-                metric_context=metric_context,
-                jac_weight=jac_weight,
-                save_every=save_every,
-                max_bad_steps=max_bad_steps,
-                max_grad_norm=max_grad_norm,
-                init=init,
-            )
-            train_meta.run(meta_opts, common, data, out, resume, explicit_options(ctx))
-            return
-        if inner == Inner.pgd:
-            raise UsageError("--inner pgd is for --task adversarial; use jiio or naive")
-        opts = InverseTrainOptions(
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            image_size=image_size,
-            channels=channels,
-            latent_dim=latent_dim,
-            width=width,
-            state_resolution=state_resolution,
-            hole_size=hole_size if hole_size is not None else 0,
-            mask_ratio=mask_ratio,
-            inner_iters=inner_iters if inner_iters is not None else 40,
-            jac_weight=jac_weight,
-            max_train=max_train,
-            save_every=save_every,
-            max_bad_steps=max_bad_steps,
-            max_grad_norm=max_grad_norm or 0.0,
-            precision=precision,
-            init=init,
-        )
-        if opts.width % 8:
-            raise UsageError(
-                f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
-            )
-        # Imported here so that `jiio --help` stays fast.
-        from jiio_cli.data.augment import parse_augmentation
-        from jiio_cli.tasks.inverse.training import (
-            InverseTrainSpec,
-            default_corruption,
-            train_inverse,
-        )
-
-        try:
-            augmentation = parse_augmentation(augment)
-        except ValueError as error:
-            raise UsageError(f"invalid --augment {augment!r}: {error}") from None
-
-        base = default_corruption(task.value)  # type: ignore[arg-type]
-        corruption = Corruption(
-            sigma=parse_sigma(sigma) if sigma is not None else base.sigma,
-            hole_size=hole_size if hole_size is not None else base.hole_size,
-            mask_ratio=mask_ratio or base.mask_ratio,
-        )
-        if task == Task.denoise and corruption.sigma_range == (0.0, 0.0):
-            raise UsageError("--task denoise needs a noise level: --sigma 0.2 (or a range 0.1:0.3)")
-        if task == Task.inpaint and corruption.hole_size == 0 and corruption.mask_ratio == 0:
-            raise UsageError("--task inpaint needs --hole-size N or --mask-ratio R")
-        if data is not None and not data.exists():
-            raise UsageError(f"--data {data} does not exist")
-        spec = InverseTrainSpec(
-            task=task.value,  # type: ignore[arg-type]
-            corruption=corruption,
-            augmentation=augmentation,
-            model=DecoderConfig(
-                latent_dim=opts.latent_dim,
-                channels=opts.width,
-                image_channels=opts.channels,
-                image_size=opts.image_size,
-                half_resolution=opts.state_resolution == "half",
-            ),
-            loop=TrainConfig(
-                epochs=opts.epochs,
-                batch_size=opts.batch_size,
-                lr=opts.lr,
-                seed=common.seed,
-                save_every=opts.save_every,
-                max_bad_steps=opts.max_bad_steps,
-                max_grad_norm=opts.max_grad_norm,
-                precision=opts.precision,
-                init=str(opts.init) if opts.init is not None else None,
-            ),
-            inner=inner.value,  # type: ignore[arg-type]
-            inner_iterations=opts.inner_iters,
-            jacobian_weight=opts.jac_weight,
-            data=str(data) if data is not None else None,
-            max_train=opts.max_train,
-        )
-        run_dir = out if out is not None else Path("runs") / task.value
-        started = time.perf_counter()
-        show = context.is_main and not common.json_output
-        with training_progress(opts.epochs, enabled=show) as progress:
-            state = train_inverse(spec, rank_device, run_dir, resume, progress)
-        if not context.is_main:
-            return
-        last, best = checkpoint_paths(run_dir, task.value)
-        evals = [h for h in state.history if "heldout_psnr" in h]
-        result = {
-            "task": task.value,
-            "epochs": state.epoch,
-            "steps": state.step,
-            "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
-            "heldout_psnr": evals[-1]["heldout_psnr"] if evals else None,
-            "best_heldout_psnr": state.best_metric if evals else None,
-            "seconds": time.perf_counter() - started,
-            "checkpoint_last": str(last),
-            "checkpoint_best": str(best),
-            "device": str(common.torch_device),
-            "processes": context.world_size,
-            "precision": opts.precision,
-            "seed": common.seed,
+    task, inner = values["task"].value, values["inner"]
+    if inner == o.Inner.pgd:
+        raise UsageError("--inner pgd is for --task adversarial; use jiio or naive")
+    config = DecoderTrainCommandConfig(
+        **_pick(values, DecoderTrainCommandConfig)
+        | {
+            "hole_size": values["hole_size"] or 0,
+            "iterations": values["iterations"] if values["iterations"] is not None else 40,
+            "max_grad_norm": values["max_grad_norm"] or 0.0,
         }
-        emit(result, json_output=common.json_output, title="jiio train")
+    )
+    if config.width % 8:
+        raise UsageError(
+            f"invalid --width {config.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
+        )
+    try:
+        augmentation = parse_augmentation(values["augment"])
+    except ValueError as error:
+        raise UsageError(f"invalid --augment {values['augment']!r}: {error}") from None
+    corruption = _decoder_corruption(values)
+    data = _first_data(values)
+    return InverseTrainConfig(
+        task=task,
+        corruption=corruption,
+        augmentation=augmentation,
+        model=DecoderConfig(
+            latent_dim=config.latent_dim,
+            channels=config.width,
+            image_channels=config.channels,
+            image_size=config.image_size,
+            half_resolution=config.state_resolution == "half",
+        ),
+        loop=TrainConfig(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=common.seed,
+            save_every=config.save_every,
+            max_bad_steps=config.max_bad_steps,
+            max_grad_norm=config.max_grad_norm,
+            precision=config.precision,
+            init=str(config.init) if config.init is not None else None,
+        ),
+        inner=inner.value,
+        inner_iterations=config.iterations,
+        jacobian_weight=config.jac_weight,
+        data=str(data) if data is not None else None,
+        max_train=config.max_train,
+    )
+
+
+def _train_decoder(values: Mapping[str, Any], common: CommonConfig) -> None:
+    """``--task generate|denoise|inpaint``: train, then print the result."""
+    from jiio_cli.distributed import start_distributed
+    from jiio_cli.tasks.inverse.training import train_inverse
+
+    spec = _decoder_training_config(values, common)
+    context, rank_device = start_distributed(common.torch_device)
+    run_dir = values["out"] if values["out"] is not None else Path("runs") / spec.task
+    started = time.perf_counter()
+    show = context.is_main and not common.json_output
+    with training_progress(spec.loop.epochs, enabled=show) as progress:
+        state = train_inverse(spec, rank_device, run_dir, values["resume"], progress)
+    if context.is_main:
+        _report_decoder(spec, state, run_dir, time.perf_counter() - started, common, context)
+
+
+def _report_decoder(
+    spec: Any,
+    state: Any,
+    run_dir: Path,
+    seconds: float,
+    common: CommonConfig,
+    context: DistributedContext,
+) -> None:
+    from jiio_cli.training import checkpoint_paths
+
+    last, best = checkpoint_paths(run_dir, spec.task)
+    evals = [h for h in state.history if "heldout_psnr" in h]
+    result = {
+        "task": spec.task,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
+        "heldout_psnr": evals[-1]["heldout_psnr"] if evals else None,
+        "best_heldout_psnr": state.best_metric if evals else None,
+        "seconds": seconds,
+        "checkpoint_last": str(last),
+        "checkpoint_best": str(best),
+        "device": str(common.torch_device),
+        "processes": context.world_size,
+        "precision": spec.loop.precision,
+        "seed": common.seed,
+    }
+    emit(result, json_output=common.json_output, title="jiio train")

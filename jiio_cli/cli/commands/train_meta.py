@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jiio_cli.cli.commands.train_scope import COMMON_OPTIONS, option_flag
+from jiio_cli.cli.commands.train_options import COMMON_OPTIONS, option_flag
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig
@@ -29,7 +29,7 @@ from jiio_cli.training import TrainConfig, checkpoint_paths
 __all__ = [
     "SINUSOID_DEFAULTS",
     "SINUSOID_OPTIONS",
-    "MetaTrainOptions",
+    "MetaTrainCommandConfig",
     "parse_shots",
     "parse_ways",
     "run",
@@ -113,12 +113,24 @@ def parse_pseudo_augment(text: str) -> tuple[float, float]:
     return amounts["elastic"], amounts["affine"]
 
 
+def parse_episode_kinds(text: str) -> tuple[str, ...]:
+    """``across``, ``within`` or a list such as ``across,within`` (cycled step by step)."""
+    from jiio_cli.data.episodes import EPISODE_KINDS
+
+    kinds = tuple(part.strip() for part in text.split(","))
+    if not kinds or any(k not in EPISODE_KINDS for k in kinds):
+        raise UsageError(
+            f"invalid --episode-kinds {text!r}: give across, within or a list like across,within"
+        )
+    return kinds
+
+
 def parse_shots(text: str) -> tuple[int, ...]:
     """``5`` or a list ``5,10`` of support sizes (sinusoid training cycles through them)."""
     return _int_list(text, "--shots", "5,10", 1, 50)
 
 
-class MetaTrainOptions(BaseModel):
+class MetaTrainCommandConfig(BaseModel):
     """Validated options of ``jiio train --task meta``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -146,6 +158,12 @@ class MetaTrainOptions(BaseModel):
     pseudo_augment: str = "elastic:1"
     pseudo_copies: int = Field(default=2, ge=1, le=16)
     metric_context: bool = False
+    model: Literal["deq", "protonet"] = "deq"
+    encoder: Literal["injection", "conv4"] = "injection"
+    preprocess: Literal["resize", "crop"] = "resize"
+    rotations: bool = True
+    episode_kinds: str = "across"
+    augment: str = "none"
     jac_weight: float = Field(ge=0)
     save_every: int = Field(ge=0)
     max_bad_steps: int = Field(ge=1)
@@ -154,9 +172,9 @@ class MetaTrainOptions(BaseModel):
 
 
 def run(
-    opts: MetaTrainOptions,
+    opts: MetaTrainCommandConfig,
     common: CommonConfig,
-    data: Path | None,
+    data: list[Path],
     out: Path | None,
     resume: bool,
     explicit: AbstractSet[str] = frozenset(),
@@ -166,13 +184,18 @@ def run(
     Args:
         opts: the validated options (``train``'s defaults where untyped).
         common: device, seed, output mode.
-        data: ``--data``.
+        data: the ``--data`` paths (empty when not given).
         out: run folder (default ``runs/meta`` or ``runs/meta-sinusoid``).
         resume: continue the run in ``out``.
         explicit: ``train`` parameter names the user typed (see
             :func:`~jiio_cli.cli.options.explicit_options`).
     """
     if opts.dataset == "sinusoid":
+        if data:
+            raise UsageError(
+                "--data does not apply to --task meta --dataset sinusoid (the tasks are "
+                "drawn from a generator, not read); remove it"
+            )
         _run_sinusoid(opts, common, out, resume, explicit)
         return
     ways = parse_ways(opts.ways)
@@ -183,8 +206,33 @@ def run(
         raise UsageError(
             f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
         )
-    if data is not None and not data.exists():
-        raise UsageError(f"--data {data} does not exist")
+    for path in data:
+        if not path.exists():
+            raise UsageError(f"--data {path} does not exist")
+    if data and opts.dataset != "omniglot":
+        raise UsageError("--data is read by --dataset omniglot; add --dataset omniglot")
+    kinds = parse_episode_kinds(opts.episode_kinds)
+    if opts.augment != "none":
+        from jiio_cli.data.augment import parse_augmentation
+
+        try:
+            parse_augmentation(opts.augment)
+        except ValueError as err:
+            raise UsageError(f"invalid --augment {opts.augment!r}: {err}") from None
+    conv4_misfits = [
+        flag
+        for flag, bad in (
+            ("--readout head", opts.readout != "centroids"),
+            ("--support-loss head", opts.support_loss == "head"),
+            ("--head-context", opts.head_context and "head_context" in explicit),
+        )
+        if bad
+    ]
+    if opts.model == "deq" and opts.encoder == "conv4" and conv4_misfits:
+        raise UsageError(
+            f"--encoder conv4 classifies by class centroids: {conv4_misfits[0]} does not "
+            "apply; use --readout centroids --support-loss pseudo-queries"
+        )
     if opts.support_loss != "head" and opts.readout != "centroids":
         raise UsageError(f"--support-loss {opts.support_loss} needs --readout centroids")
     for name in ("pseudo_augment", "pseudo_copies"):
@@ -193,19 +241,23 @@ def run(
     pseudo_warp, pseudo_affine = parse_pseudo_augment(opts.pseudo_augment)
     if opts.metric_context and opts.readout != "centroids":
         raise UsageError("--metric-context needs --readout centroids")
-    if opts.dataset == "omniglot" and data is None:
-        raise UsageError("--dataset omniglot needs --data FOLDER (alphabet/character/*.png)")
+    if opts.dataset == "omniglot" and not data:
+        raise UsageError(
+            "--dataset omniglot needs --data: Omniglot's archives or alphabet/character folders"
+        )
     from jiio_cli.models import MetaConfig
-    from jiio_cli.tasks.fewshot.training import MetaTrainSpec, train_meta
+    from jiio_cli.tasks.fewshot.training import MetaTrainConfig, train_meta
 
-    spec = MetaTrainSpec(
+    spec = MetaTrainConfig(
         model=MetaConfig(
             context_dim=opts.context_dim,
             ways=max(ways),
             channels=opts.width,
             image_size=opts.image_size,
-            head_context=opts.head_context,
+            head_context=opts.head_context and opts.encoder != "conv4",
             support_loss=opts.support_loss,
+            encoder=opts.encoder,
+            preprocess=opts.preprocess,
             pseudo_warp=pseudo_warp,
             pseudo_affine=pseudo_affine,
             pseudo_copies=opts.pseudo_copies,
@@ -234,7 +286,11 @@ def run(
         alpha_x_final=opts.context_step / 2,
         jacobian_weight=opts.jac_weight,
         context_weight=opts.context_penalty,
-        data=str(data) if data is not None else None,
+        data=tuple(str(p) for p in data) if data else None,
+        model_type=opts.model,
+        augment=opts.augment,
+        rotations=opts.rotations,
+        episode_kinds=kinds,
     )
     run_dir = out if out is not None else Path("runs") / "meta"
     started = time.perf_counter()
@@ -245,7 +301,8 @@ def run(
     result: dict[str, Any] = {
         "task": "meta",
         "inner": opts.inner,
-        "data": str(data) if data is not None else "glyphs (sample_data/glyphs.npz)",
+        "model": opts.model,
+        "data": [str(p) for p in data] if data else "glyphs (sample_data/glyphs.npz)",
         "ways": list(ways),
         "shots": shots[0],
         "epochs": state.epoch,
@@ -262,7 +319,9 @@ def run(
     emit(result, json_output=common.json_output, title="jiio train --task meta")
 
 
-def _sinusoid_options(opts: MetaTrainOptions, explicit: AbstractSet[str]) -> MetaTrainOptions:
+def _sinusoid_options(
+    opts: MetaTrainCommandConfig, explicit: AbstractSet[str]
+) -> MetaTrainCommandConfig:
     """``opts`` with the sinusoid defaults for untyped options; typed misfits rejected."""
     misfits = sorted(set(explicit) - SINUSOID_OPTIONS)
     if "hyper_step" in explicit and opts.hyper_step != 0:
@@ -283,11 +342,11 @@ def _sinusoid_options(opts: MetaTrainOptions, explicit: AbstractSet[str]) -> Met
         for name, value in SINUSOID_DEFAULTS.items()
         if name not in explicit
     }
-    return MetaTrainOptions.model_validate({**opts.model_dump(), **updates})
+    return MetaTrainCommandConfig.model_validate({**opts.model_dump(), **updates})
 
 
 def _run_sinusoid(
-    opts: MetaTrainOptions,
+    opts: MetaTrainCommandConfig,
     common: CommonConfig,
     out: Path | None,
     resume: bool,
@@ -297,9 +356,9 @@ def _run_sinusoid(
     opts = _sinusoid_options(opts, explicit)
     shots = parse_shots(opts.shots)
     from jiio_cli.models import RegressorConfig
-    from jiio_cli.tasks.fewshot.sinusoid_training import SinusoidTrainSpec, train_sinusoid
+    from jiio_cli.tasks.fewshot.sinusoid_training import SinusoidTrainConfig, train_sinusoid
 
-    spec = SinusoidTrainSpec(
+    spec = SinusoidTrainConfig(
         model=RegressorConfig(hidden=opts.width, context_dim=opts.context_dim),
         loop=TrainConfig(
             epochs=opts.epochs,

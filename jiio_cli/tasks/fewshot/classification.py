@@ -51,13 +51,14 @@ from jiio_cli.models import FiLMClassifier
 from jiio_cli.models.meta import class_means
 
 __all__ = [
-    "AdaptSettings",
+    "AdaptConfig",
     "MetaLoss",
     "adapt_context",
     "centroid_predictions",
     "class_matched_warm_start",
     "meta_loss",
     "query_logits",
+    "query_logits_with_residual",
     "support_gradient",
     "support_objective",
     "support_rows",
@@ -65,7 +66,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class AdaptSettings:
+class AdaptConfig:
     """How the context v is fitted on a support set.
 
     Attributes:
@@ -196,7 +197,7 @@ def adapt_context(
     support: Tensor,
     labels: Tensor,
     ways: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     method: Literal["jiio", "naive"] | None = None,
 ) -> InputOptResult:
     """Fit v on each task's support set; the result's ``x`` is v* (B, D).
@@ -221,7 +222,7 @@ def _adapt_rows(
     rows: Tensor,
     row_labels: Tensor,
     ways: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     method: Literal["jiio", "naive"],
 ) -> InputOptResult:
     """:func:`adapt_context` on rows already built by :func:`support_rows`."""
@@ -254,6 +255,30 @@ def query_states(
             return forward_solve(cell, context, model.init_state(images.shape[0]), solver).z
         finally:
             model.unbind()
+
+
+def query_logits_with_residual(
+    model: FiLMClassifier,
+    images: Tensor,
+    context: Tensor,
+    ways: int,
+    solver: SolverConfig,
+    support: Tensor | None = None,
+    support_labels: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`query_logits` and the relative fixed-point residual (B,) of each task row's
+    read-out solve (the largest over the solver's residual entries): whether the DEQ
+    converged at test time."""
+    with torch.no_grad():
+        rows = _readout_rows(model, support, images)
+        model.bind(rows)
+        try:
+            cell = model.context_cell()
+            solution = forward_solve(cell, context, model.init_state(rows.shape[0]), solver)
+        finally:
+            model.unbind()
+        logits = model.readout_logits(solution.z, context, ways, support_labels)
+        return logits, solution.stats.residual.amax(dim=1)
 
 
 def query_logits(
@@ -334,7 +359,7 @@ def support_gradient(
     support: Tensor,
     labels: Tensor,
     ways: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     inner: InputOptResult,
 ) -> Tensor:
     """∇_v of the support Lagrangian at JIIO's (z*, v*, μ*), differentiable w.r.t. θ, (B, D).
@@ -354,7 +379,7 @@ def _rows_gradient(
     rows: Tensor,
     row_labels: Tensor,
     ways: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     inner: InputOptResult,
 ) -> Tensor:
     """:func:`support_gradient` on rows already built by :func:`support_rows`."""
@@ -395,7 +420,7 @@ def meta_loss(
     query: Tensor,
     query_labels: Tensor,
     ways: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     *,
     hyper_step: float = 0.0,
     jacobian_weight: float = 0.0,
@@ -420,7 +445,14 @@ def meta_loss(
     """
     # Built once: the pseudo-queries' warps are the same for the solve and its gradient.
     rows, row_labels = support_rows(model, support, support_labels)
-    inner = _adapt_rows(model, rows, row_labels, ways, settings, settings.method)
+    if model.config.encoder == "conv4":
+        # One encoder pass (one set of BatchNorm statistics) serves every solve below: the
+        # model binds embeddings (B, n, E) in place of images.
+        embedded = model.embed(torch.cat([rows, query], dim=1))
+        n_rows = rows.shape[1]
+        rows, query = embedded[:, :n_rows], embedded[:, n_rows:]
+        support = rows[:, : support.shape[1]]
+    inner = _adapt_rows(model, rows.detach(), row_labels, ways, settings, settings.method)
     context = inner.x.detach()
     if hyper_step > 0:
         g = _rows_gradient(model, rows, row_labels, ways, settings, inner)
@@ -429,7 +461,7 @@ def meta_loss(
     # The centroid read-out differentiates through the support fixed points at v* too:
     # support and query images are solved as one row of n + m images.
     images = _readout_rows(model, support, query)
-    z_star = query_states(model, images, context, settings.forward)
+    z_star = query_states(model, images.detach(), context, settings.forward)
     # Bound with autograd (the outer loss trains the image injection too) and frozen, because
     # the implicit backward evaluates f after this function has returned.
     model.bind(images)

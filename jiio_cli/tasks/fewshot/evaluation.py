@@ -5,7 +5,14 @@ Per episode batch, on the same model, episodes and device:
 * **jiio** — v* by JIIO on the support objective, queries classified at v*;
 * **naive** — v* by Adam with a full forward and adjoint solve per step, run for the
   number of steps whose function evaluations match JIIO's (measured per batch);
-* **centroid** — no adaptation: nearest class centroid of the DEQ features at v = 0.
+* **centroid** — no adaptation: nearest class centroid of the DEQ features at v = 0;
+* **protonet** (when a baseline :class:`~jiio_cli.models.ProtoNet` is given) — its nearest
+  prototype, on the very same episodes, so JIIO's difference to it is paired.
+
+Episodes are ``across`` (N classes of the whole pool) or ``within`` (N classes of one
+alphabet, support and queries by disjoint drawers); see
+:data:`~jiio_cli.data.episodes.EPISODE_KINDS`. The report also gives the relative
+fixed-point residuals of JIIO's support solves and of the query solves at v*.
 
 Accuracy is the fraction of queries classified right, per episode; the report gives the
 mean over episodes and its 95 % confidence interval (1.96 standard errors), with the
@@ -17,17 +24,20 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from jiio_cli.data.episodes import ClassPool, EpisodeBatch, sample_episodes
+from jiio_cli.data.episodes import ClassPool, EpisodeBatch, draw_episodes
 from jiio_cli.engine import InputOptResult
-from jiio_cli.models import FiLMClassifier
+from jiio_cli.models import FiLMClassifier, ProtoNet
 from jiio_cli.tasks.fewshot.classification import (
-    AdaptSettings,
+    AdaptConfig,
     adapt_context,
     centroid_predictions,
     query_logits,
+    query_logits_with_residual,
 )
+from jiio_cli.tasks.fewshot.protonet import protonet_predictions
 from jiio_cli.tasks.fewshot.tally import (
     MethodTally,
     matched_naive_settings,
@@ -45,21 +55,32 @@ METHODS = ("jiio", "naive", "centroid")
 def _adapted_predictions(
     model: FiLMClassifier,
     ep: EpisodeBatch,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     method: str,
-) -> tuple[Tensor, InputOptResult, float]:
-    """Predicted query labels (B, m), the support solve and the seconds both took."""
+) -> tuple[Tensor, InputOptResult, float, Tensor]:
+    """Predicted query labels (B, m), the support solve, the seconds both took and the
+    query solves' relative residuals (B,)."""
 
-    def work() -> tuple[Tensor, InputOptResult]:
+    def work() -> tuple[Tensor, InputOptResult, Tensor]:
         result = adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method)  # type: ignore[arg-type]
-        logits = query_logits(
+        logits, residual = query_logits_with_residual(
             model, ep.query, result.x, ep.ways, settings.forward, ep.support, ep.support_labels
         )
         refuse_divergence(result, logits, "meta-model")
-        return logits.argmax(-1), result
+        return logits.argmax(-1), result, residual
 
-    (predicted, result), seconds = timed(ep.support.device, work)
-    return predicted, result, seconds
+    (predicted, result, residual), seconds = timed(ep.support.device, work)
+    return predicted, result, seconds, residual
+
+
+def _residual_summary(values: list[float]) -> dict[str, float]:
+    """Mean, 99th percentile and largest of per-task relative residuals."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return {
+        "mean": float(t.mean()),
+        "p99": float(torch.quantile(t, 0.99)),
+        "max": float(t.max()),
+    }
 
 
 def _accuracy(predicted: Tensor, labels: Tensor) -> Tensor:
@@ -75,10 +96,12 @@ def evaluate_episodes(
     shots: int,
     queries: int,
     episodes: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     seed: int,
     batch: int = 20,
     naive_steps: int | None = None,
+    kind: str = "across",
+    baseline: ProtoNet | None = None,
 ) -> dict[str, Any]:
     """JIIO, the naive loop and the centroid baseline on the same held-out episodes.
 
@@ -91,24 +114,37 @@ def evaluate_episodes(
         seed: seed of the episodes.
         batch: tasks solved together.
         naive_steps: Adam steps; None matches JIIO's f-evaluations batch by batch.
+        kind: ``across`` or ``within`` (one alphabet per episode, disjoint drawers).
+        baseline: a Prototypical Network scored on the same episodes (eval mode).
 
     Returns:
-        ``{"jiio": {...}, "naive": {...}, "centroid": {...}, "paired": {...},
-        "naive_steps": [...]}`` with accuracy, ci95, timings and solver counts per method,
-        and JIIO's paired accuracy differences to the other two (mean, ci95).
+        ``{"jiio": {...}, "naive": {...}, "centroid": {...}, ["protonet": {...},]
+        "paired": {...}, "naive_steps": [...], "residuals": {...}}`` with accuracy, ci95,
+        timings and solver counts per method, JIIO's paired accuracy differences to the
+        others (mean, ci95), and the relative residuals of JIIO's support solves
+        (``support_z``, ``support_x``) and of its query solves (``query_z``).
     """
     device = next(model.parameters()).device
-    generator = derived_generator(seed, 11, ways, shots)
-    tallies = {m: MethodTally("accuracy") for m in METHODS}
+    # ``across`` keeps the episodes of earlier reports; ``within`` draws its own.
+    keys = (11, ways, shots) if kind == "across" else (17, ways, shots)
+    generator = derived_generator(seed, *keys)
+    methods = METHODS + (("protonet",) if baseline is not None else ())
+    tallies = {m: MethodTally("accuracy") for m in methods}
     steps_used: list[int] = []
+    residuals: dict[str, list[float]] = {"support_z": [], "support_x": [], "query_z": []}
     # Warm-up: neither method pays one-off costs (allocator, first calls) inside the timing.
-    warm = sample_episodes(pool, 1, ways, shots, queries, derived_generator(seed, 12)).to(device)
-    _adapted_predictions(model, warm, settings, "jiio")
+    warm = draw_episodes(pool, kind, 1, ways, shots, queries, derived_generator(seed, 12))
+    _adapted_predictions(model, warm.to(device), settings, "jiio")
     for begin in range(0, episodes, batch):
         count = min(batch, episodes - begin)
-        ep = sample_episodes(pool, count, ways, shots, queries, generator).to(device)
-        predicted, result, seconds = _adapted_predictions(model, ep, settings, "jiio")
+        ep = draw_episodes(pool, kind, count, ways, shots, queries, generator).to(device)
+        predicted, result, seconds, query_residual = _adapted_predictions(
+            model, ep, settings, "jiio"
+        )
         tallies["jiio"].add(_accuracy(predicted, ep.query_labels), seconds, result)
+        residuals["support_z"] += result.residual_z.tolist()
+        residuals["support_x"] += result.residual_x.tolist()
+        residuals["query_z"] += query_residual.tolist()
 
         naive_settings, steps = matched_naive_settings(
             settings,
@@ -117,7 +153,7 @@ def evaluate_episodes(
             naive_steps,
         )
         steps_used.append(steps)
-        predicted, result, seconds = _adapted_predictions(model, ep, naive_settings, "naive")
+        predicted, result, seconds, _ = _adapted_predictions(model, ep, naive_settings, "naive")
         tallies["naive"].add(_accuracy(predicted, ep.query_labels), seconds, result)
 
         predicted, seconds = timed(
@@ -133,7 +169,13 @@ def evaluate_episodes(
             ),
         )
         tallies["centroid"].add(_accuracy(predicted, ep.query_labels), seconds, None)
-    return tally_report(tallies, ("centroid", "naive"), steps_used, episodes)
+        if baseline is not None:
+            predicted, seconds = timed(device, partial(protonet_predictions, baseline, ep))
+            tallies["protonet"].add(_accuracy(predicted, ep.query_labels), seconds, None)
+    report = tally_report(tallies, methods[1:], steps_used, episodes)
+    report["kind"] = kind
+    report["residuals"] = {k: _residual_summary(v) for k, v in residuals.items()}
+    return report
 
 
 def adapt_and_predict(
@@ -142,7 +184,7 @@ def adapt_and_predict(
     support_labels: Tensor,
     query: Tensor,
     ways: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
 ) -> tuple[Tensor, Tensor, InputOptResult]:
     """Adapt to one task and classify its queries.
 

@@ -10,29 +10,34 @@ import torch
 
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.errors import JiioError, UsageError
-from jiio_cli.models import FiLMClassifier, MetaConfig
-from jiio_cli.tasks.fewshot.training import MetaTrainSpec
+from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet
+from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
 from jiio_cli.training import TrainConfig
 
-__all__ = ["DEFAULT_META_MODEL", "load_meta_model", "spec_from_json"]
+__all__ = ["DEFAULT_META_MODEL", "load_meta_model", "load_protonet", "spec_from_json"]
 
 DEFAULT_META_MODEL = MODELS_DIR / "meta-glyphs-affine.safetensors"
 
 
-def spec_from_json(data: dict[str, Any] | None, model: MetaConfig) -> MetaTrainSpec:
+def spec_from_json(data: dict[str, Any] | None, model: MetaConfig) -> MetaTrainConfig:
     """Rebuild the training spec stored in a checkpoint; unknown or absent keys fall back
     to the defaults (the adaptation settings are what matter after training)."""
-    known = {f.name for f in dataclasses.fields(MetaTrainSpec)} - {"model", "loop"}
+    known = {f.name for f in dataclasses.fields(MetaTrainConfig)} - {"model", "loop"}
     values = {k: v for k, v in (data or {}).items() if k in known}
-    if "ways" in values:
-        values["ways"] = tuple(values["ways"])
-    return MetaTrainSpec(model=model, loop=TrainConfig(), **values)
+    for key in ("ways", "episode_kinds"):
+        if key in values:
+            values[key] = tuple(values[key])
+    if isinstance(values.get("data"), str):  # one path, as older checkpoints store it
+        values["data"] = (values["data"],)
+    elif values.get("data") is not None:
+        values["data"] = tuple(values["data"])
+    return MetaTrainConfig(model=model, loop=TrainConfig(), **values)
 
 
 def load_meta_model(
     path: Path | None, device: torch.device
-) -> tuple[FiLMClassifier, Path, MetaTrainSpec]:
+) -> tuple[FiLMClassifier, Path, MetaTrainConfig]:
     """The meta-model at ``path`` (default: the shipped one), its path and its spec.
 
     Raises:
@@ -43,11 +48,35 @@ def load_meta_model(
         path = DEFAULT_META_MODEL
         if not path.exists():
             raise JiioError(f"the default meta-model {path} is missing; pass --checkpoint PATH")
-    if load_checkpoint(path, expected_task={"meta"}).model_kind == "regressor":
+    kind = load_checkpoint(path, expected_task={"meta"}).model_kind
+    if kind == "regressor":
         raise UsageError(
             f"checkpoint {path} holds a sinusoid regressor, not a few-shot classifier; "
             "pass --dataset sinusoid"
         )
+    if kind == "protonet":
+        raise UsageError(
+            f"checkpoint {path} holds a Prototypical Network (a baseline with nothing to "
+            "adapt); pass it as --baseline and a meta-model as --checkpoint"
+        )
     model, ckpt = load_model(path, {"meta"}, "meta", device)
     assert isinstance(model, FiLMClassifier)
     return model, path, spec_from_json(ckpt.training_config, model.config)
+
+
+def load_protonet(path: Path, device: torch.device) -> ProtoNet:
+    """The Prototypical Network baseline at ``path`` (eval mode).
+
+    Raises:
+        UsageError: the file is missing or holds another kind of model.
+        JiioError: the file is damaged.
+    """
+    kind = load_checkpoint(path, expected_task={"meta"}).model_kind
+    if kind != "protonet":
+        raise UsageError(
+            f"--baseline {path} holds a {kind!r} model, not a Prototypical Network "
+            "(train one with jiio train --task meta --model protonet)"
+        )
+    model, _ = load_model(path, {"meta"}, "protonet", device)
+    assert isinstance(model, ProtoNet)
+    return model

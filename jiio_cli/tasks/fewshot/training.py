@@ -21,38 +21,50 @@ from typing import Any, Literal
 
 import torch
 
+from jiio_cli.data.augment import augment, parse_augmentation
 from jiio_cli.data.episodes import (
     ClassPool,
+    EpisodeBatch,
     check_episode_shape,
+    draw_episodes,
     load_glyph_pool,
-    load_omniglot_folder,
-    sample_episodes,
+    pool_from_characters,
 )
+from jiio_cli.data.omniglot import normalised_characters, read_omniglot, with_rotations
 from jiio_cli.engine import SolverConfig
-from jiio_cli.models import FiLMClassifier, MetaConfig
+from jiio_cli.errors import UsageError
+from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
 from jiio_cli.tasks.fewshot.classification import (
-    AdaptSettings,
+    AdaptConfig,
     adapt_context,
     meta_loss,
     query_logits,
 )
 from jiio_cli.tasks.fewshot.inner_solvers import inner_solvers
+from jiio_cli.tasks.fewshot.protonet import protonet_loss, protonet_predictions
 from jiio_cli.training import StepOutcome, TrainConfig, TrainState, derived_generator, run_training
 
 __all__ = [
-    "MetaTrainSpec",
+    "MODEL_TYPES",
+    "MetaTrainConfig",
     "adapt_settings",
+    "augmented",
+    "build_meta_model",
     "episode_accuracy",
     "split_pool",
     "train_meta",
     "training_pools",
 ]
 
+MODEL_TYPES = ("deq", "protonet")
+"""What ``jiio train --task meta`` trains: the FiLM DEQ, or the Prototypical Network
+baseline (same data, split, episodes, augmentation and seeds)."""
+
 VALIDATION_FRACTION = 0.15
 
 
 @dataclass(frozen=True)
-class MetaTrainSpec:
+class MetaTrainConfig:
     """Everything that defines a run of ``jiio train --task meta``.
 
     Attributes:
@@ -67,8 +79,18 @@ class MetaTrainSpec:
         context_weight: λ of the penalty λ·mean(v²).
         hyper_step: η of the meta-gradient's path through v* (0: first order).
         jacobian_weight: weight of the Jacobian regulariser.
-        data: an Omniglot-layout folder, or None for the shipped glyph tasks.
+        data: Omniglot sources (archives or ``alphabet/character`` folders; a single
+            path in older checkpoints), or None for the shipped glyph tasks.
         eval_episodes: validation tasks per N.
+        model_type: ``deq`` (the FiLM DEQ of ``model``) or ``protonet`` (a
+            :class:`~jiio_cli.models.ProtoNet` with ``model``'s channels, image size and
+            preprocessing).
+        augment: training-image augmentation of every support and query image (e.g.
+            ``affine:1``, see :mod:`jiio_cli.data.augment`), ``none`` for none.
+        rotations: Omniglot only: rotations by 90/180/270° of the training characters
+            are extra classes.
+        episode_kinds: kinds of training episodes, cycled step by step (``across``,
+            ``within``; see :data:`~jiio_cli.data.episodes.EPISODE_KINDS`).
     """
 
     model: MetaConfig
@@ -87,8 +109,12 @@ class MetaTrainSpec:
     context_weight: float = 1.0
     hyper_step: float = 10.0
     jacobian_weight: float = 0.5
-    data: str | None = None
+    data: tuple[str, ...] | None = None
     eval_episodes: int = 40
+    model_type: str = "deq"
+    augment: str = "none"
+    rotations: bool = True
+    episode_kinds: tuple[str, ...] = ("across",)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -96,11 +122,11 @@ class MetaTrainSpec:
 
 
 def adapt_settings(
-    spec: MetaTrainSpec, *, iterations: int | None = None, method: str | None = None
-) -> AdaptSettings:
+    spec: MetaTrainConfig, *, iterations: int | None = None, method: str | None = None
+) -> AdaptConfig:
     """The inner-solve settings of a run (``iterations`` overrides the JIIO budget)."""
     jiio, naive = inner_solvers(spec, iterations)
-    return AdaptSettings(
+    return AdaptConfig(
         method=(method or spec.inner),  # type: ignore[arg-type]
         context_weight=spec.context_weight,
         jiio=jiio,
@@ -127,24 +153,74 @@ def split_pool(
     return take(order[:cut]), take(order[cut:])
 
 
-def training_pools(spec: MetaTrainSpec) -> tuple[ClassPool, ClassPool]:
-    """(training, validation) pools at the model's image size."""
+def training_pools(spec: MetaTrainConfig) -> tuple[ClassPool, ClassPool]:
+    """(training, validation) pools at the model's image size.
+
+    Glyphs: the meta-train scripts, split by :func:`split_pool`. Omniglot: the alphabets
+    outside :data:`~jiio_cli.data.omniglot.HELD_OUT_ALPHABETS`; a fixed 15 % of their
+    characters validate (unrotated), the others train, with their rotations as extra
+    classes when ``spec.rotations``.
+    """
     size = spec.model.image_size
     if spec.data is None:
-        pool = load_glyph_pool("train")
-    else:
-        pool = load_omniglot_folder(Path(spec.data), size)
-    return split_pool(pool.resized(size))
+        return split_pool(load_glyph_pool("train").resized(size))
+    drawings = read_omniglot([Path(p) for p in spec.data])
+    characters = normalised_characters(drawings, size, spec.model.preprocess)
+    train_chars, _held_out = characters.split_held_out()
+    if train_chars.characters == ():
+        raise UsageError("--data holds only the held-out alphabets; nothing to train on")
+    train, val = split_pool(pool_from_characters(train_chars))
+    if spec.rotations:
+        train_chars = train_chars.select(
+            [train_chars.characters.index(name) for name in train.names]
+        )
+        train = pool_from_characters(with_rotations(train_chars))
+    return train, val
+
+
+def build_meta_model(spec: MetaTrainConfig) -> FiLMClassifier | ProtoNet:
+    """The untrained model a spec describes."""
+    if spec.model_type == "protonet":
+        m = spec.model
+        return ProtoNet(
+            ProtoNetConfig(
+                channels=m.channels,
+                image_channels=m.image_channels,
+                image_size=m.image_size,
+                preprocess=m.preprocess,
+            )
+        )
+    return FiLMClassifier(spec.model)
+
+
+def augmented(
+    batch: EpisodeBatch, spec: MetaTrainConfig, generator: torch.Generator
+) -> EpisodeBatch:
+    """The episodes with every image augmented independently (``spec.augment``)."""
+    if spec.augment == "none":
+        return batch
+    step = parse_augmentation(spec.augment)
+
+    def jitter(images: torch.Tensor) -> torch.Tensor:
+        return augment(images.flatten(0, 1), step, generator).view_as(images)
+
+    return EpisodeBatch(
+        jitter(batch.support),
+        batch.support_labels,
+        jitter(batch.query),
+        batch.query_labels,
+        batch.ways,
+    )
 
 
 def episode_accuracy(
-    model: FiLMClassifier,
+    model: FiLMClassifier | ProtoNet,
     pool: ClassPool,
     ways: int,
     shots: int,
     queries: int,
     episodes: int,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     seed: int,
     batch: int = 20,
 ) -> float:
@@ -154,27 +230,31 @@ def episode_accuracy(
     correct, total = 0.0, 0
     for start in range(0, episodes, batch):
         count = min(batch, episodes - start)
-        ep = sample_episodes(pool, count, ways, shots, queries, generator).to(device)
-        result = adapt_context(model, ep.support, ep.support_labels, ways, settings)
-        logits = query_logits(
-            model, ep.query, result.x, ways, settings.forward, ep.support, ep.support_labels
-        )
-        correct += float((logits.argmax(-1) == ep.query_labels).float().sum())
+        ep = draw_episodes(pool, "across", count, ways, shots, queries, generator).to(device)
+        if isinstance(model, ProtoNet):
+            predicted = protonet_predictions(model, ep)
+        else:
+            result = adapt_context(model, ep.support, ep.support_labels, ways, settings)
+            predicted = query_logits(
+                model, ep.query, result.x, ways, settings.forward, ep.support, ep.support_labels
+            ).argmax(-1)
+        correct += float((predicted == ep.query_labels).float().sum())
         total += ep.query_labels.numel()
     return correct / max(total, 1)
 
 
 def train_meta(
-    spec: MetaTrainSpec,
+    spec: MetaTrainConfig,
     device: torch.device,
     out: Path,
     resume: bool,
     progress: Callable[[dict[str, Any]], None] | None = None,
     stop_after_steps: int | None = None,
 ) -> TrainState:
-    """Meta-train (or resume) a FiLM DEQ classifier; checkpoints ``meta-last``/``meta-best``."""
+    """Meta-train (or resume) a FiLM DEQ classifier or the Prototypical Network baseline;
+    checkpoints ``meta-last``/``meta-best``."""
     torch.manual_seed(spec.loop.seed)
-    model = FiLMClassifier(spec.model).to(device)
+    model = build_meta_model(spec).to(device)
     train_pool, val_pool = training_pools(spec)
     for ways in spec.ways:
         check_episode_shape(train_pool, ways, spec.shots, spec.queries, "the meta-training split")
@@ -182,9 +262,19 @@ def train_meta(
 
     def step_fn(_indices: torch.Tensor, step: int, generator: torch.Generator) -> StepOutcome:
         ways = spec.ways[step % len(spec.ways)]
-        batch = sample_episodes(
-            train_pool, spec.loop.batch_size, ways, spec.shots, spec.queries, generator
-        ).to(device)
+        kind = spec.episode_kinds[step % len(spec.episode_kinds)]
+        batch = draw_episodes(
+            train_pool, kind, spec.loop.batch_size, ways, spec.shots, spec.queries, generator
+        )
+        batch = augmented(batch, spec, generator).to(device)
+        if isinstance(model, ProtoNet):
+            proto = protonet_loss(model, batch)
+            metrics = {
+                "ways": float(ways),
+                "query_ce": proto.query_ce,
+                "query_accuracy": proto.query_accuracy,
+            }
+            return StepOutcome(proto.loss, metrics, bool(torch.isfinite(proto.loss)))
         result = meta_loss(
             model,
             batch.support,
@@ -221,8 +311,8 @@ def train_meta(
 
     meta = {
         "task": "meta",
-        "model_kind": "meta",
-        "model_config": spec.model.to_dict(),
+        "model_kind": model.kind,
+        "model_config": model.config.to_dict(),
         "training_config": spec.to_json(),
     }
     return run_training(
