@@ -34,7 +34,7 @@ from jiio_cli.bench.reconstruct import (
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import NaiveConfig, SolverConfig
 from jiio_cli.tasks.inverse.corruption import Corruption
-from jiio_cli.tasks.inverse.problems import InferenceSettings, reconstruct
+from jiio_cli.tasks.inverse.problems import InferenceConfig, reconstruct
 from jiio_cli.tasks.inverse.range_error import posterior_image, stored_range_error
 from jiio_cli.tasks.loading import default_checkpoint, load_model
 
@@ -81,7 +81,7 @@ def main() -> None:
             forward=solve,
             adjoint=solve,
         )
-        settings = InferenceSettings(
+        settings = InferenceConfig(
             method="naive", latent_weight=ReconstructBenchConfig().latent_weight, naive=naive
         )
         images, _ = reconstruct(decoder, observed, known, settings)

@@ -32,12 +32,12 @@ from jiio_cli.models import DecoderConfig, DEQDecoder
 from jiio_cli.models.precision import use_strict_fp32
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse.problems import training_loss
-from jiio_cli.tasks.inverse.training import InverseTrainSpec, inference_settings, train_inverse
+from jiio_cli.tasks.inverse.training import InverseTrainConfig, inference_settings, train_inverse
 from jiio_cli.training import TrainConfig
 
 
-def _spec(args: argparse.Namespace, precision: str) -> InverseTrainSpec:
-    return InverseTrainSpec(
+def _spec(args: argparse.Namespace, precision: str) -> InverseTrainConfig:
+    return InverseTrainConfig(
         task="denoise",
         corruption=Corruption(sigma=0.2),
         model=DecoderConfig(

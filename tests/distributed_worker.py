@@ -19,7 +19,7 @@ from jiio_cli.tasks.inverse import training as inverse_training
 from jiio_cli.tasks.inverse.corruption import Corruption
 from jiio_cli.tasks.inverse.problems import training_loss
 from jiio_cli.tasks.inverse.training import (
-    InverseTrainSpec,
+    InverseTrainConfig,
     corrupt_shard,
     inference_settings,
     load_training_data,
@@ -31,13 +31,13 @@ CUT_AFTER = 5
 """Steps after which the interrupted runs stop (mid-epoch: 6 batches per epoch)."""
 
 
-def make_spec(data: Path) -> InverseTrainSpec:
+def make_spec(data: Path) -> InverseTrainConfig:
     """A tiny denoising run: 40 images, global batch 7 (uneven shards and a last batch of 5).
 
     The Jacobian penalty is off: its Hutchinson probes are drawn per rank (see the README),
     everything else a step draws is the same for any number of ranks.
     """
-    return InverseTrainSpec(
+    return InverseTrainConfig(
         task="denoise",
         corruption=Corruption(sigma=0.1, hole_size=3),
         model=DecoderConfig(latent_dim=8, channels=8, image_size=12, half_resolution=True),
@@ -51,7 +51,7 @@ def make_spec(data: Path) -> InverseTrainSpec:
     )
 
 
-def batch_gradient(spec: InverseTrainSpec, rank: int, world_size: int) -> torch.Tensor:
+def batch_gradient(spec: InverseTrainConfig, rank: int, world_size: int) -> torch.Tensor:
     """Flat parameter gradient of the mean loss over the first global batch.
 
     Each rank computes its shard's mean loss and gradient; with several ranks the

@@ -31,7 +31,7 @@ from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig, inner_solves_converged
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.fewshot.classification import (
-    AdaptSettings,
+    AdaptConfig,
     adapt_context,
     context_scale,
     query_logits,
@@ -80,7 +80,7 @@ def _capped(solver: SolverConfig, cap: int | None) -> SolverConfig:
     return solver if cap is None else dataclasses.replace(solver, max_iter=cap)
 
 
-def naive_bench_settings(settings: AdaptSettings, cfg: AdaptBenchConfig) -> AdaptSettings:
+def naive_bench_settings(settings: AdaptConfig, cfg: AdaptBenchConfig) -> AdaptConfig:
     """The model's adaptation settings with the bench's naive loop (steps, learning rate,
     cap of its solves)."""
     naive = dataclasses.replace(
@@ -94,8 +94,8 @@ def naive_bench_settings(settings: AdaptSettings, cfg: AdaptBenchConfig) -> Adap
 
 
 def jiio_bench_settings(
-    model: FiLMClassifier, settings: AdaptSettings, cfg: AdaptBenchConfig, budget: int
-) -> AdaptSettings:
+    model: FiLMClassifier, settings: AdaptConfig, cfg: AdaptBenchConfig, budget: int
+) -> AdaptConfig:
     """The model's adaptation settings with the bench's JIIO (budget, memory, α_x, x weight,
     the context's preconditioner and the cap of its final refinement)."""
     solver = dataclasses.replace(
@@ -115,7 +115,7 @@ def jiio_bench_settings(
 def _timed(
     model: FiLMClassifier,
     ep: EpisodeBatch,
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     method: str,
     repeat: int = 1,
 ) -> tuple[InputOptResult, float]:
@@ -144,13 +144,13 @@ def _counts(result: InputOptResult) -> dict[str, float]:
 
 
 def time_to_equal_support_objective(
-    model: FiLMClassifier, ep: EpisodeBatch, settings: AdaptSettings, cfg: AdaptBenchConfig
+    model: FiLMClassifier, ep: EpisodeBatch, settings: AdaptConfig, cfg: AdaptBenchConfig
 ) -> dict[str, Any]:
     """Objective-versus-time of both methods on one batch of tasks, and the speed ratio."""
     naive_settings = naive_bench_settings(settings, cfg)
     solve = naive_settings.naive.forward
 
-    def jiio_settings(budget: int) -> AdaptSettings:
+    def jiio_settings(budget: int) -> AdaptConfig:
         return jiio_bench_settings(model, settings, cfg, budget)
 
     # Warm-up so that neither method pays one-off costs (allocator, first calls).

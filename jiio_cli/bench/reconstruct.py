@@ -41,7 +41,7 @@ from jiio_cli.tasks.inverse.defaults import (
     RECONSTRUCTION_X_WEIGHT,
 )
 from jiio_cli.tasks.inverse.problems import (
-    InferenceSettings,
+    InferenceConfig,
     reconstruct,
     reconstruct_in_batches,
     reconstruction_settings,
@@ -103,7 +103,7 @@ class ReconstructBenchConfig:
 
 def jiio_settings(
     cfg: ReconstructBenchConfig, iterations: int, refine_adjoint: bool = True
-) -> InferenceSettings:
+) -> InferenceConfig:
     """The bench's JIIO inference settings with an iteration budget (``refine_adjoint``:
     see :func:`~jiio_cli.tasks.inverse.problems.reconstruction_settings`)."""
     return reconstruction_settings(
@@ -141,7 +141,7 @@ def time_to_equal_objective(
     most_runs = len(cfg.jiio_budgets) + cfg.refine
     device = observed.device
     inner = SolverConfig(memory=5, max_iter=cfg.inner_max_iter, tol=cfg.inner_tol)
-    naive_settings = InferenceSettings(
+    naive_settings = InferenceConfig(
         method="naive",
         latent_weight=cfg.latent_weight,
         naive=NaiveConfig(

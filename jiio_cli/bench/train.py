@@ -49,9 +49,9 @@ def _run_denoise(
     clock: Any,
 ) -> TrainState:
     from jiio_cli.tasks.inverse.corruption import Corruption
-    from jiio_cli.tasks.inverse.training import InverseTrainSpec, train_inverse
+    from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
 
-    spec = InverseTrainSpec(
+    spec = InverseTrainConfig(
         task="denoise",
         corruption=Corruption(sigma=0.2),
         model=DecoderConfig(latent_dim=32, channels=32, half_resolution=True),
@@ -73,9 +73,9 @@ def _run_adversarial(
     out: Path,
     clock: Any,
 ) -> TrainState:
-    from jiio_cli.tasks.adversarial.training import AdversarialTrainSpec, train_adversarial
+    from jiio_cli.tasks.adversarial.training import AdversarialTrainConfig, train_adversarial
 
-    spec = AdversarialTrainSpec(
+    spec = AdversarialTrainConfig(
         threat=ThreatModel("l2", 1.0),
         model=ClassifierConfig(),
         loop=loop,

@@ -52,6 +52,7 @@ __all__ = [
     "XWeightOption",
     "common_options",
     "explicit_options",
+    "in_panel",
     "option_flag",
     "reject_other_task_options",
 ]
@@ -202,6 +203,18 @@ PlotOption = Annotated[
 RepeatOption = Annotated[
     int, typer.Option("--repeat", help="Time each run this many times and report the median.")
 ]
+
+
+def in_panel(option: Any, panel: str, help: str | None = None) -> Any:
+    """The shared ``option`` (an ``Annotated[type, typer.Option(...)]`` from here) under a
+    command's rich help panel ``panel``, with ``help`` when the command says more."""
+    info = option.__metadata__[0]
+    # Inside Annotated, typer keeps an option's first name where a default would go.
+    first = (info.default,) if isinstance(info.default, str) else ()
+    names = (*first, *info.param_decls)
+    return Annotated[  # type: ignore[valid-type]
+        option.__origin__, typer.Option(*names, help=help or info.help, rich_help_panel=panel)
+    ]
 
 
 def common_options(*, device: str, seed: int, json_output: bool, debug: bool) -> CommonConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -115,7 +116,7 @@ def _raise(exc: BaseException) -> Callable[[], object]:
     return body
 
 
-class _Options(BaseModel):
+class _Config(BaseModel):
     seed: int = Field(ge=0)
 
 
@@ -141,7 +142,7 @@ def test_boundary_maps_exceptions(
 
 
 def test_boundary_maps_validation_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _exit_code(lambda: _Options(seed=-3)) == 2
+    assert _exit_code(lambda: _Config(seed=-3)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: invalid --seed -3")
     assert err.count("\n") == 1
@@ -214,14 +215,24 @@ def test_train_rejects_bad_options_in_one_line(args: list[str], needle: str) -> 
 
 
 def test_every_train_option_belongs_to_a_task() -> None:
-    import inspect
+    """An option's help panel is its scope: a task panel, the Run panel (every task, the
+    names that --dataset sinusoid also reads being COMMON_OPTIONS) or the shared ones."""
+    import typer.main
 
     from jiio_cli.cli.commands.train import train
-    from jiio_cli.cli.commands.train_scope import TASK_OPTIONS
+    from jiio_cli.cli.commands.train_options import COMMON_OPTIONS, PANEL_TASKS, RUN
 
-    owned = set().union(*TASK_OPTIONS.values())
-    parameters = set(inspect.signature(train).parameters) - {"ctx"}
-    assert parameters == owned
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    panels = {p.name: getattr(p, "rich_help_panel", None) for p in command.params}
+    assert set(panels) == set(inspect.signature(train).parameters) - {"ctx"}
+    shared = {name for name, panel in panels.items() if panel is None}
+    assert shared == {"config", "device", "seed", "json_output", "debug"}
+    run = {name for name, panel in panels.items() if panel == RUN}
+    assert (run | shared) - {"data", "image_size"} == COMMON_OPTIONS
+    assert all(panel in PANEL_TASKS for name, panel in panels.items() if name not in run | shared)
+    assert {task for tasks in PANEL_TASKS.values() for task in tasks} == {
+        "generate", "denoise", "inpaint", "adversarial", "meta"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -238,7 +249,8 @@ def test_every_train_option_belongs_to_a_task() -> None:
             "--ways does not apply to --task inpaint (it is for --task meta)",
         ),
         (["--task", "denoise", "--eps", "8/255"], "(it is for --task adversarial)"),
-        (["--task", "meta", "--no-resume", "--augment", "shift:1"], "--augment does not apply"),
+        (["--task", "adversarial", "--augment", "shift:1"], "--augment does not apply"),
+        (["--task", "meta", "--resume", "--channels", "3"], "--channels does not apply"),
     ],
 )
 def test_train_rejects_options_of_another_task(args: list[str], needle: str) -> None:

@@ -16,7 +16,7 @@ from jiio_cli.data.streaming import StreamingImageFolder
 from jiio_cli.errors import UsageError
 from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.inverse.corruption import Corruption
-from jiio_cli.tasks.inverse.training import InverseTrainSpec, load_training_data, train_inverse
+from jiio_cli.tasks.inverse.training import InverseTrainConfig, load_training_data, train_inverse
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
 
@@ -47,8 +47,8 @@ def test_streamed_pixels_equal_loaded_pixels(tmp_path: Path, workers: int) -> No
         streamed.close()
 
 
-def _spec(root: Path, stream: bool, max_train: int | None = None) -> InverseTrainSpec:
-    return InverseTrainSpec(
+def _spec(root: Path, stream: bool, max_train: int | None = None) -> InverseTrainConfig:
+    return InverseTrainConfig(
         task="denoise",
         corruption=Corruption(sigma=0.1),
         model=DecoderConfig(latent_dim=8, channels=8, image_size=12, half_resolution=True),

@@ -10,7 +10,7 @@ from jiio_cli.engine import lagrangian_grads
 from jiio_cli.engine.anderson import relative_residual
 from jiio_cli.models import ConvDEQCell, DecoderConfig, DEQDecoder, LatentInjection
 from jiio_cli.tasks.inverse.problems import (
-    InferenceSettings,
+    InferenceConfig,
     infer_latents,
     reconstruction_settings,
 )
@@ -105,7 +105,7 @@ def test_infer_latents_solves_folded_and_returns_the_trainable_cell() -> None:
     assert (residual <= result.residual_z + 1e-5).all()
     problem.cell(result.z, result.x).sum().backward()
     assert decoder.cell.injection.linear.weight.grad is not None
-    naive = InferenceSettings(method="naive")
+    naive = InferenceConfig(method="naive")
     assert infer_latents(decoder, observed, known, naive)[0].cell is decoder.cell
 
 

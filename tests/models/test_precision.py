@@ -17,12 +17,12 @@ from jiio_cli.models import DecoderConfig, DEQDecoder
 from jiio_cli.models.precision import AutocastCell, autocast_cell, check_precision
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse.problems import (
-    InferenceSettings,
+    InferenceConfig,
     infer_latents,
     reconstruction_problem,
     training_loss,
 )
-from jiio_cli.tasks.inverse.training import InverseTrainSpec, train_inverse
+from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
 CPU = torch.device("cpu")
@@ -73,7 +73,7 @@ def test_jiio_state_stays_float32_under_bf16() -> None:
     for precision in ("fp32", "bf16"):
         problem = reconstruction_problem(decoder, observed, known, 1e-3, precision)  # type: ignore[arg-type]
         with torch.no_grad():
-            results[precision] = jiio_solve(problem, InferenceSettings().jiio)
+            results[precision] = jiio_solve(problem, InferenceConfig().jiio)
     low = results["bf16"]
     assert low.z.dtype == low.x.dtype == low.mu.dtype == torch.float32
     assert torch.isfinite(low.objective).all()
@@ -97,7 +97,7 @@ def test_bf16_gradient_at_a_fixed_solution_matches_fp32() -> None:
     """The same (z*, x*, μ*): only the cell's arithmetic differs in the VJP."""
     decoder = _decoder()
     _, observed, known = _batch()
-    problem, inner = infer_latents(decoder, observed, known, InferenceSettings())
+    problem, inner = infer_latents(decoder, observed, known, InferenceConfig())
     grads = {}
     for precision in ("fp32", "bf16"):
         decoder.zero_grad(set_to_none=True)
@@ -123,7 +123,7 @@ def test_bf16_training_step_runs_and_stays_close(task: str) -> None:
     losses, grads = {}, {}
     for precision in ("fp32", "bf16"):
         decoder.zero_grad(set_to_none=True)
-        settings = InferenceSettings(precision=precision)  # type: ignore[arg-type]
+        settings = InferenceConfig(precision=precision)  # type: ignore[arg-type]
         result = training_loss(decoder, clean, observed, known, task, settings)  # type: ignore[arg-type]
         result.loss.backward()
         losses[precision] = float(result.loss.detach())
@@ -134,8 +134,8 @@ def test_bf16_training_step_runs_and_stays_close(task: str) -> None:
     assert float(cosine) > 0.5
 
 
-def _spec(data: Path, precision: str) -> InverseTrainSpec:
-    return InverseTrainSpec(
+def _spec(data: Path, precision: str) -> InverseTrainConfig:
+    return InverseTrainConfig(
         task="denoise",
         corruption=Corruption(sigma=0.1),
         model=DecoderConfig(latent_dim=8, channels=8, image_size=12, half_resolution=True),

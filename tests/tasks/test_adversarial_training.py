@@ -15,7 +15,7 @@ from jiio_cli.cli.app import app
 from jiio_cli.errors import UsageError
 from jiio_cli.models import ClassifierConfig
 from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig, ThreatModel
-from jiio_cli.tasks.adversarial.training import AdversarialTrainSpec, train_adversarial
+from jiio_cli.tasks.adversarial.training import AdversarialTrainConfig, train_adversarial
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
 runner = CliRunner(env={"NO_COLOR": "1"})
@@ -36,7 +36,7 @@ def _bars(path: Path, count: int = 48) -> Path:
 
 
 def _spec(data: Path, epochs: int, inner: str = "jiio", max_train: int | None = None):
-    return AdversarialTrainSpec(
+    return AdversarialTrainConfig(
         threat=ThreatModel("linf", 0.05),
         model=ClassifierConfig(num_classes=2, image_size=12, channels=8, groups=4),
         loop=TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, seed=3),

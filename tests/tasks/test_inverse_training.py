@@ -13,7 +13,7 @@ from jiio_cli.data.augment import Augmentation
 from jiio_cli.errors import UsageError
 from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
-from jiio_cli.tasks.inverse.training import InverseTrainSpec, train_inverse
+from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
 
@@ -30,8 +30,8 @@ def _toy_dataset(path: Path, count: int = 48) -> Path:
     return path
 
 
-def _spec(data: Path, epochs: int, task: str = "denoise") -> InverseTrainSpec:
-    return InverseTrainSpec(
+def _spec(data: Path, epochs: int, task: str = "denoise") -> InverseTrainConfig:
+    return InverseTrainConfig(
         task=task,  # type: ignore[arg-type]
         corruption=Corruption(sigma=0.1) if task == "denoise" else Corruption(),
         model=DecoderConfig(latent_dim=8, channels=8, image_size=12, half_resolution=True),
@@ -63,7 +63,7 @@ def test_short_training_decreases_the_loss(tmp_path: Path, task: str) -> None:
 @pytest.mark.parametrize("augmentation", [Augmentation(), Augmentation("elastic", 1.0)])
 def test_resume_equals_uninterrupted(tmp_path: Path, augmentation: Augmentation) -> None:
     data = _toy_dataset(tmp_path / "blobs.npz")
-    spec = InverseTrainSpec(**{**_spec(data, epochs=2).__dict__, "augmentation": augmentation})
+    spec = InverseTrainConfig(**{**_spec(data, epochs=2).__dict__, "augmentation": augmentation})
     full = train_inverse(spec, torch.device("cpu"), tmp_path / "full", False)
     # Interrupt mid-epoch (after 4 of 6 steps), then resume to the end.
     train_inverse(spec, torch.device("cpu"), tmp_path / "cut", False, stop_after_steps=4)
@@ -146,7 +146,7 @@ def test_sample_needs_a_density(tmp_path: Path) -> None:
 
     data = _toy_dataset(tmp_path / "blobs.npz", count=16)
     spec = _spec(data, epochs=1, task="generate")
-    spec = InverseTrainSpec(**{**spec.__dict__, "density_images": 0})
+    spec = InverseTrainConfig(**{**spec.__dict__, "density_images": 0})
     train_inverse(spec, torch.device("cpu"), tmp_path / "run", False)
     best = checkpoint_paths(tmp_path / "run", "generate")[1]
     result = CliRunner().invoke(

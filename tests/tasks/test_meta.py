@@ -21,7 +21,7 @@ from jiio_cli.engine import InputOptResult, JIIOConfig, NaiveConfig, SolverConfi
 from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.tasks.fewshot.classification import (
     PSEUDO_QUERY_SEED,
-    AdaptSettings,
+    AdaptConfig,
     adapt_context,
     centroid_predictions,
     class_matched_warm_start,
@@ -64,8 +64,8 @@ def _tiny_model(
     return model
 
 
-def _settings() -> AdaptSettings:
-    return AdaptSettings(
+def _settings() -> AdaptConfig:
+    return AdaptConfig(
         context_weight=5.0,
         jiio=JIIOConfig(
             alpha_x=StepSchedule(1.0),
@@ -230,7 +230,7 @@ def test_metric_context_weighs_the_channels_of_the_centroid_distance() -> None:
 
 
 def _adapted_draw(
-    settings: AdaptSettings,
+    settings: AdaptConfig,
     readout: str = "head",
     support_loss: str = "head",
     metric_context: bool = False,

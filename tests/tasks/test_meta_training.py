@@ -14,14 +14,14 @@ from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.cli.app import app
 from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.tasks.fewshot.loading import load_meta_model
-from jiio_cli.tasks.fewshot.training import MetaTrainSpec, split_pool, train_meta, training_pools
+from jiio_cli.tasks.fewshot.training import MetaTrainConfig, split_pool, train_meta, training_pools
 from jiio_cli.training import TrainConfig
 
 runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
 
 
-def _spec(seed: int) -> MetaTrainSpec:
-    return MetaTrainSpec(
+def _spec(seed: int) -> MetaTrainConfig:
+    return MetaTrainConfig(
         model=MetaConfig(context_dim=4, ways=5, channels=8, image_size=8, head_context=True),
         loop=TrainConfig(epochs=2, batch_size=2, lr=1e-3, seed=seed),
         ways=(3, 5),
@@ -153,7 +153,7 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None
     # Other options, the same parameters: the context's parts and the support loss
     # change, the weights carry over. Adam's first step moves each weight by about lr,
     # so with a tiny lr the new run's weights after one step are the source's.
-    tuned = MetaTrainSpec(
+    tuned = MetaTrainConfig(
         model=MetaConfig(
             context_dim=4,
             ways=5,

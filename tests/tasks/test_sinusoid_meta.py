@@ -27,7 +27,7 @@ from jiio_cli.models.regressor import CONTRACTION
 from jiio_cli.tasks.fewshot import sinusoid_training
 from jiio_cli.tasks.fewshot.sinusoid import (
     DIVERGED_RESIDUAL,
-    RegressionAdaptSettings,
+    RegressionAdaptConfig,
     adapt_context,
     meta_loss,
     prediction_jacobian,
@@ -37,7 +37,7 @@ from jiio_cli.tasks.fewshot.sinusoid import (
     support_problem,
 )
 from jiio_cli.tasks.fewshot.sinusoid_training import (
-    SinusoidTrainSpec,
+    SinusoidTrainConfig,
     adapt_settings,
     load_sinusoid_model,
 )
@@ -63,8 +63,8 @@ def _tasks(seed: int, batch: int = 4, shots: int = 5, queries: int = 6) -> Sinus
     return SinusoidBatch(*(getattr(tasks, f.name).double() for f in dataclasses.fields(tasks)))
 
 
-def _settings(penalty: float = 1.0) -> RegressionAdaptSettings:
-    return RegressionAdaptSettings(
+def _settings(penalty: float = 1.0) -> RegressionAdaptConfig:
+    return RegressionAdaptConfig(
         penalty=penalty,
         jiio=JIIOConfig(
             alpha_x=StepSchedule(0.3),
@@ -311,8 +311,8 @@ def test_hypergradient_is_the_exact_bilevel_gradient_where_the_support_is_fitted
 # ------------------------------------------------------------------------------ training
 
 
-def _spec(seed: int, epochs: int = 2) -> SinusoidTrainSpec:
-    return SinusoidTrainSpec(
+def _spec(seed: int, epochs: int = 2) -> SinusoidTrainConfig:
+    return SinusoidTrainConfig(
         model=RegressorConfig(hidden=32, context_dim=8, injection_hidden=32),
         loop=TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, seed=seed),
         shots=(5,),

@@ -69,7 +69,7 @@ class Method(str, Enum):
     both = "both"
 
 
-class AttackOptions(BaseModel):
+class AttackCommandConfig(BaseModel):
     """Validated numeric options of ``jiio attack``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -157,7 +157,7 @@ def attack(
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         budgets = parse_eps_list(eps)
-        opts = AttackOptions(
+        opts = AttackCommandConfig(
             iterations=iterations,
             memory=memory,
             alpha=alpha,

@@ -27,7 +27,7 @@ def run_reconstruct_bench(
 ) -> None:
     """JIIO against the naive method on one held-out batch; with ``quality`` the PSNR table.
 
-    ``opts`` are the validated numeric options of ``jiio bench`` (``BenchOptions``).
+    ``opts`` are the validated numeric options of ``jiio bench`` (``BenchCommandConfig``).
     """
     from jiio_cli.bench.reconstruct import (
         ReconstructBenchConfig,

@@ -45,7 +45,7 @@ from jiio_cli.tasks.inverse.defaults import (
 __all__ = ["reconstruct"]
 
 
-class ReconstructOptions(BaseModel):
+class ReconstructCommandConfig(BaseModel):
     """Validated numeric options of ``jiio reconstruct``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -162,7 +162,7 @@ def reconstruct(
     model's resolution for the solve and the result is resized back."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        opts = ReconstructOptions(
+        opts = ReconstructCommandConfig(
             sigma=sigma,
             iterations=iterations,
             extra_rounds=extra_rounds,

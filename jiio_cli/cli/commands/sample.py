@@ -10,14 +10,21 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.options import DebugOption, DeviceOption, JsonOption, SeedOption, common_options
+from jiio_cli.cli.options import (
+    DebugOption,
+    DecoderCheckpointOption,
+    DeviceOption,
+    JsonOption,
+    SeedOption,
+    common_options,
+)
 from jiio_cli.cli.output import emit
 from jiio_cli.errors import JiioError, UsageError
 
 __all__ = ["sample"]
 
 
-class SampleOptions(BaseModel):
+class SampleCommandConfig(BaseModel):
     """Validated options of ``jiio sample``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -27,9 +34,7 @@ class SampleOptions(BaseModel):
 
 
 def sample(
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", "-c", help="Decoder (default: shipped).")
-    ] = None,
+    checkpoint: DecoderCheckpointOption = None,
     n: Annotated[int, typer.Option("--n", help="Number of images to draw.")] = 64,
     out: Annotated[Path, typer.Option(help="Grid picture to write (PNG or JPEG).")] = Path(
         "samples.png"
@@ -51,7 +56,7 @@ def sample(
     """Draw new images: latent codes from the checkpoint's Gaussian mixture, then decoded."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        opts = SampleOptions(n=n, nrow=nrow)
+        opts = SampleCommandConfig(n=n, nrow=nrow)
         from jiio_cli.checkpoint import load_checkpoint
         from jiio_cli.data import write_grid
         from jiio_cli.density import GaussianMixture

@@ -135,20 +135,16 @@ def train(
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         # Before launching workers, so that a misplaced option is one line, not one per rank.
         reject_other_task_options(ctx, task.value, o.PANEL_TASKS)
-        if task != o.Task.meta and data is not None and len(data) > 1:
-            raise UsageError(f"--task {task.value} reads one --data path; give one")
         if nproc is not None:  # become the launcher: torchrun re-runs this command N times
-            from jiio_cli.cli.launch import launch_workers
+            raise typer.Exit(_launch_workers(nproc))
+        values, given = _resolve_old_names(values, explicit_options(ctx))
+        _RUNNERS[task](values, common, given)
 
-            raise typer.Exit(launch_workers(nproc, sys.argv[1:]))
-        given = explicit_options(ctx)
-        values, given = _resolve_old_names(values, given)
-        if task == o.Task.meta:
-            _train_meta(values, common, given)
-        elif task == o.Task.adversarial:
-            _train_adversarial(values, common)
-        else:
-            _train_decoder(values, common)
+
+def _launch_workers(nproc: int) -> int:
+    from jiio_cli.cli.launch import launch_workers
+
+    return launch_workers(nproc, sys.argv[1:])
 
 
 _OLD_NAMES = {"inner_iters": "iterations", "context_step": "alpha_x"}
@@ -172,7 +168,10 @@ def _pick(values: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _first_data(values: Mapping[str, Any]) -> Path | None:
+    """The one ``--data`` path of an image task, checked to exist (None: the default)."""
     paths = values["data"] or []
+    if len(paths) > 1:
+        raise UsageError(f"--task {values['task'].value} reads one --data path; give one")
     if paths and not paths[0].exists():
         raise UsageError(f"--data {paths[0]} does not exist")
     return paths[0] if paths else None
@@ -197,7 +196,7 @@ def _train_meta(values: Mapping[str, Any], common: CommonConfig, given: Set[str]
     train_meta.run(opts, common, list(values["data"] or []), values["out"], values["resume"], given)
 
 
-def _train_adversarial(values: Mapping[str, Any], common: CommonConfig) -> None:
+def _train_adversarial(values: Mapping[str, Any], common: CommonConfig, _: Set[str]) -> None:
     """``--task adversarial``: validated options, then :func:`.train_adversarial.run`."""
     from jiio_cli.cli.commands import train_adversarial
     from jiio_cli.distributed import start_distributed
@@ -323,7 +322,7 @@ def _decoder_training_config(values: Mapping[str, Any], common: CommonConfig) ->
     )
 
 
-def _train_decoder(values: Mapping[str, Any], common: CommonConfig) -> None:
+def _train_decoder(values: Mapping[str, Any], common: CommonConfig, _: Set[str]) -> None:
     """``--task generate|denoise|inpaint``: train, then print the result."""
     from jiio_cli.distributed import start_distributed
     from jiio_cli.tasks.inverse.training import train_inverse
@@ -367,3 +366,12 @@ def _report_decoder(
         "seed": common.seed,
     }
     emit(result, json_output=common.json_output, title="jiio train")
+
+
+_RUNNERS = {
+    o.Task.generate: _train_decoder,
+    o.Task.denoise: _train_decoder,
+    o.Task.inpaint: _train_decoder,
+    o.Task.adversarial: _train_adversarial,
+    o.Task.meta: _train_meta,
+}

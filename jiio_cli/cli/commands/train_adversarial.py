@@ -22,10 +22,10 @@ from jiio_cli.errors import UsageError
 from jiio_cli.models import ClassifierConfig
 from jiio_cli.training import TrainConfig, checkpoint_paths
 
-__all__ = ["AdversarialTrainOptions", "run"]
+__all__ = ["AdversarialTrainCommandConfig", "run"]
 
 
-class AdversarialTrainOptions(BaseModel):
+class AdversarialTrainCommandConfig(BaseModel):
     """Validated options of ``jiio train --task adversarial``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -40,7 +40,7 @@ class AdversarialTrainOptions(BaseModel):
     channels: int = Field(ge=1, le=4)
     width: int = Field(ge=8)
     num_classes: int = Field(ge=2)
-    inner_iters: int = Field(ge=2)
+    iterations: int = Field(ge=2)
     pgd_steps: int = Field(ge=1)
     warmup_epochs: int = Field(ge=0)
     jac_weight: float = Field(ge=0)
@@ -52,7 +52,7 @@ class AdversarialTrainOptions(BaseModel):
 
 
 def run(
-    opts: AdversarialTrainOptions,
+    opts: AdversarialTrainCommandConfig,
     common: CommonConfig,
     data: Path | None,
     out: Path | None,
@@ -69,12 +69,10 @@ def run(
         raise UsageError(
             f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
         )
-    if data is not None and not data.exists():
-        raise UsageError(f"--data {data} does not exist")
     from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig, ThreatModel
-    from jiio_cli.tasks.adversarial.training import AdversarialTrainSpec, train_adversarial
+    from jiio_cli.tasks.adversarial.training import AdversarialTrainConfig, train_adversarial
 
-    spec = AdversarialTrainSpec(
+    spec = AdversarialTrainConfig(
         threat=ThreatModel(opts.norm, eps),  # type: ignore[arg-type]
         model=ClassifierConfig(
             num_classes=opts.num_classes,
@@ -93,7 +91,7 @@ def run(
             init=str(opts.init) if opts.init is not None else None,
         ),
         inner=opts.inner,  # type: ignore[arg-type]
-        jiio=JIIOAttackConfig(iterations=opts.inner_iters),
+        jiio=JIIOAttackConfig(iterations=opts.iterations),
         pgd=PGDConfig(steps=opts.pgd_steps),
         warmup_epochs=opts.warmup_epochs,
         jacobian_weight=opts.jac_weight,
@@ -111,8 +109,21 @@ def run(
             progress(event)
 
         state = train_adversarial(spec, device, run_dir, resume, on_event)
-    if not context.is_main:
-        return
+    if context.is_main:
+        _report(opts, eps, state, time.perf_counter() - started, clock, run_dir, common, context)
+
+
+def _report(
+    opts: AdversarialTrainCommandConfig,
+    eps: float,
+    state: Any,
+    seconds: float,
+    clock: StepClock,
+    run_dir: Path,
+    common: CommonConfig,
+    context: DistributedContext,
+) -> None:
+    """Print the run's result: a table, or one JSON document with ``--json``."""
     last, best = checkpoint_paths(run_dir, "adversarial")
     evals = [h for h in state.history if "heldout_robust_accuracy" in h]
     result: dict[str, Any] = {
@@ -125,7 +136,7 @@ def run(
         "heldout_clean_accuracy": evals[-1]["heldout_clean_accuracy"] if evals else None,
         "heldout_robust_accuracy": evals[-1]["heldout_robust_accuracy"] if evals else None,
         "best_heldout_robust_accuracy": state.best_metric if evals else None,
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
         "train_step_seconds": clock.train_seconds,
         "evaluation_seconds": clock.other_seconds,
         "checkpoint_last": str(last),

@@ -44,7 +44,7 @@ from jiio_cli.training import (
 )
 
 __all__ = [
-    "AdversarialTrainSpec",
+    "AdversarialTrainConfig",
     "adversarial_loss",
     "evaluate_robustness",
     "load_labelled_data",
@@ -53,7 +53,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class AdversarialTrainSpec:
+class AdversarialTrainConfig:
     """Everything that defines a run of ``jiio train --task adversarial``.
 
     Attributes:
@@ -181,7 +181,7 @@ def evaluate_robustness(
 
 
 def train_adversarial(
-    spec: AdversarialTrainSpec,
+    spec: AdversarialTrainConfig,
     device: torch.device,
     out: Path,
     resume: bool,

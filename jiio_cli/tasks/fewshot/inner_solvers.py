@@ -13,10 +13,10 @@ from typing import Protocol
 
 from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
 
-__all__ = ["InnerSolveSpec", "inner_solvers"]
+__all__ = ["InnerSolveConfig", "inner_solvers"]
 
 
-class InnerSolveSpec(Protocol):
+class InnerSolveConfig(Protocol):
     """The inner-solve options of a meta-training spec (read-only, as on a frozen dataclass).
 
     Attributes:
@@ -40,7 +40,7 @@ class InnerSolveSpec(Protocol):
 
 
 def inner_solvers(
-    spec: InnerSolveSpec, iterations: int | None = None
+    spec: InnerSolveConfig, iterations: int | None = None
 ) -> tuple[JIIOConfig, NaiveConfig]:
     """JIIO's and the naive loop's settings for a run (``iterations`` overrides JIIO's budget).
 

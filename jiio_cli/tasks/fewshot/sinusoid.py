@@ -64,7 +64,7 @@ from jiio_cli.models import FiLMRegressor
 __all__ = [
     "DIVERGED_RESIDUAL",
     "RETRIES",
-    "RegressionAdaptSettings",
+    "RegressionAdaptConfig",
     "RegressionMetaLoss",
     "adapt_context",
     "meta_loss",
@@ -77,7 +77,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class RegressionAdaptSettings:
+class RegressionAdaptConfig:
     """How the context v is fitted on a support set.
 
     Attributes:
@@ -135,7 +135,7 @@ def adapt_context(
     model: FiLMRegressor,
     t: Tensor,
     y: Tensor,
-    settings: RegressionAdaptSettings,
+    settings: RegressionAdaptConfig,
     method: Literal["jiio", "naive"] | None = None,
 ) -> InputOptResult:
     """Fit v on each task's support points; the result's ``x`` is v* (B, D).
@@ -300,7 +300,7 @@ def meta_loss(
     support_y: Tensor,
     query_t: Tensor,
     query_y: Tensor,
-    settings: RegressionAdaptSettings,
+    settings: RegressionAdaptConfig,
     *,
     hypergradient: bool = True,
     jacobian_weight: float = 0.0,
@@ -353,7 +353,7 @@ def _hypergradient_surrogate(
     z_s: Tensor,
     v: Tensor,
     grad_v: Tensor,
-    settings: RegressionAdaptSettings,
+    settings: RegressionAdaptConfig,
 ) -> Tensor:
     """Zero-valued term whose θ-gradient is (∇_v L_q)ᵀ dv*/dθ (Gauss–Newton IFT).
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from jiio_cli.data.sinusoid import SinusoidBatch, sample_sinusoid_tasks
 from jiio_cli.engine import InputOptResult
 from jiio_cli.models import FiLMRegressor
-from jiio_cli.tasks.fewshot.sinusoid import RegressionAdaptSettings, adapt_context, predictions
+from jiio_cli.tasks.fewshot.sinusoid import RegressionAdaptConfig, adapt_context, predictions
 from jiio_cli.tasks.fewshot.tally import (
     MethodTally,
     matched_naive_settings,
@@ -57,7 +57,7 @@ def _query_mse(predicted: Tensor, target: Tensor) -> Tensor:
 
 
 def _adapted(
-    model: FiLMRegressor, tasks: SinusoidBatch, settings: RegressionAdaptSettings, method: str
+    model: FiLMRegressor, tasks: SinusoidBatch, settings: RegressionAdaptConfig, method: str
 ) -> tuple[Tensor, InputOptResult, float]:
     """Per-task query MSE (B,), the support solve and the seconds both took."""
 
@@ -80,7 +80,7 @@ def evaluate_tasks(
     shots: int,
     queries: int,
     episodes: int,
-    settings: RegressionAdaptSettings,
+    settings: RegressionAdaptConfig,
     seed: int,
     batch: int = 100,
     naive_steps: int | None = None,

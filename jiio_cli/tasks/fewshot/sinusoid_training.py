@@ -29,7 +29,7 @@ from jiio_cli.errors import JiioError, UsageError
 from jiio_cli.models import FiLMRegressor, RegressorConfig
 from jiio_cli.tasks.fewshot.inner_solvers import inner_solvers
 from jiio_cli.tasks.fewshot.sinusoid import (
-    RegressionAdaptSettings,
+    RegressionAdaptConfig,
     adapt_context,
     meta_loss,
     predictions,
@@ -40,7 +40,7 @@ from jiio_cli.training import StepOutcome, TrainConfig, TrainState, run_training
 __all__ = [
     "DEFAULT_SINUSOID_MODEL",
     "VALIDATION_SEED",
-    "SinusoidTrainSpec",
+    "SinusoidTrainConfig",
     "adapt_settings",
     "load_sinusoid_model",
     "train_sinusoid",
@@ -54,7 +54,7 @@ VALIDATION_QUERIES = 50
 
 
 @dataclass(frozen=True)
-class SinusoidTrainSpec:
+class SinusoidTrainConfig:
     """Everything that defines a run of ``jiio train --task meta --dataset sinusoid``.
 
     Attributes:
@@ -97,7 +97,7 @@ class SinusoidTrainSpec:
         return {"dataset": "sinusoid", **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | None, model: RegressorConfig) -> SinusoidTrainSpec:
+    def from_json(cls, data: dict[str, Any] | None, model: RegressorConfig) -> SinusoidTrainConfig:
         """Rebuild the spec stored in a checkpoint; unknown or absent keys take the defaults
         (the adaptation settings are what matter after training)."""
         known = set(cls.__dataclass_fields__) - {"model", "loop"}
@@ -109,11 +109,11 @@ class SinusoidTrainSpec:
 
 
 def adapt_settings(
-    spec: SinusoidTrainSpec, *, iterations: int | None = None, method: str | None = None
-) -> RegressionAdaptSettings:
+    spec: SinusoidTrainConfig, *, iterations: int | None = None, method: str | None = None
+) -> RegressionAdaptConfig:
     """The inner-solve settings of a run (``iterations`` overrides the JIIO budget)."""
     jiio, naive = inner_solvers(spec, iterations)
-    return RegressionAdaptSettings(
+    return RegressionAdaptConfig(
         method=(method or spec.inner),  # type: ignore[arg-type]
         penalty=spec.penalty,
         jiio=jiio,
@@ -127,7 +127,7 @@ def validation_mse(
     model: FiLMRegressor,
     shots: int,
     episodes: int,
-    settings: RegressionAdaptSettings,
+    settings: RegressionAdaptConfig,
     batch: int = 100,
 ) -> float:
     """Mean query MSE after adaptation on ``episodes`` fixed validation tasks.
@@ -149,7 +149,7 @@ def validation_mse(
 
 
 def train_sinusoid(
-    spec: SinusoidTrainSpec,
+    spec: SinusoidTrainConfig,
     device: torch.device,
     out: Path,
     resume: bool,
@@ -216,7 +216,7 @@ def train_sinusoid(
 
 def load_sinusoid_model(
     path: Path | None, device: torch.device
-) -> tuple[FiLMRegressor, Path, SinusoidTrainSpec]:
+) -> tuple[FiLMRegressor, Path, SinusoidTrainConfig]:
     """The sinusoid meta-model at ``path`` (default: the shipped one), its path and spec.
 
     Raises:
@@ -235,4 +235,4 @@ def load_sinusoid_model(
         )
     model, ckpt = load_model(path, {"meta"}, FiLMRegressor.kind, device)
     assert isinstance(model, FiLMRegressor)
-    return model, path, SinusoidTrainSpec.from_json(ckpt.training_config, model.config)
+    return model, path, SinusoidTrainConfig.from_json(ckpt.training_config, model.config)

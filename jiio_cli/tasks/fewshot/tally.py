@@ -23,7 +23,7 @@ from jiio_cli.errors import JiioError
 
 __all__ = [
     "MethodTally",
-    "NaiveSettings",
+    "NaiveAdaptConfig",
     "matched_naive_settings",
     "matched_naive_steps",
     "mean_and_ci95",
@@ -145,14 +145,14 @@ def matched_naive_steps(jiio_f_evals: float, per_step: float, overhead: float) -
     return max(1, round((jiio_f_evals - overhead) / max(per_step, 1.0)))
 
 
-class NaiveSettings(Protocol):
+class NaiveAdaptConfig(Protocol):
     """Adaptation settings (a dataclass) that carry the naive loop's configuration."""
 
     @property
     def naive(self) -> NaiveConfig: ...
 
 
-S = TypeVar("S", bound=NaiveSettings)
+S = TypeVar("S", bound=NaiveAdaptConfig)
 
 
 def _with_naive_steps(settings: S, steps: int) -> S:

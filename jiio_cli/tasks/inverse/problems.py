@@ -47,7 +47,7 @@ from jiio_cli.tasks.inverse.defaults import (
 )
 
 __all__ = [
-    "InferenceSettings",
+    "InferenceConfig",
     "TrainLossResult",
     "infer_latents",
     "reconstruct",
@@ -63,7 +63,7 @@ InverseTask = Literal["generate", "denoise", "inpaint"]
 
 
 @dataclass(frozen=True)
-class InferenceSettings:
+class InferenceConfig:
     """How latent codes are inferred.
 
     Attributes:
@@ -106,8 +106,8 @@ class InferenceSettings:
 
 def trained_latent_weight(training_config: Mapping[str, Any] | None) -> float:
     """λ of the latent penalty a decoder was trained with, from its checkpoint's training
-    config (:class:`InferenceSettings`' default when the run did not record it)."""
-    return float((training_config or {}).get("latent_weight", InferenceSettings.latent_weight))
+    config (:class:`InferenceConfig`' default when the run did not record it)."""
+    return float((training_config or {}).get("latent_weight", InferenceConfig.latent_weight))
 
 
 def reconstruction_problem(
@@ -143,7 +143,7 @@ def reconstruction_problem(
 
 
 def infer_latents(
-    decoder: DEQDecoder, observed: Tensor, known: Tensor, settings: InferenceSettings
+    decoder: DEQDecoder, observed: Tensor, known: Tensor, settings: InferenceConfig
 ) -> tuple[InputProblem, InputOptResult]:
     """Infer latent codes by the chosen method (no autograd graph is kept).
 
@@ -194,7 +194,7 @@ def training_loss(
     observed: Tensor,
     known: Tensor,
     task: InverseTask,
-    settings: InferenceSettings,
+    settings: InferenceConfig,
     jacobian_weight: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> TrainLossResult:
@@ -227,7 +227,7 @@ def training_loss(
 
 
 def reconstruct(
-    decoder: DEQDecoder, observed: Tensor, known: Tensor, settings: InferenceSettings
+    decoder: DEQDecoder, observed: Tensor, known: Tensor, settings: InferenceConfig
 ) -> tuple[Tensor, InputOptResult]:
     """Reconstruct images (B, C, H, W) in [0, 1] from observations at the model's size."""
     _, result = infer_latents(decoder, observed, known, settings)
@@ -240,7 +240,7 @@ def reconstruct_in_batches(
     decoder: DEQDecoder,
     observed: Tensor,
     known: Tensor,
-    settings: InferenceSettings,
+    settings: InferenceConfig,
     batch_size: int = 128,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
@@ -297,7 +297,7 @@ def reconstruction_settings(
     start_iterations: int = RECONSTRUCTION_START_ITERATIONS,
     refine_adjoint: bool = True,
     extra_rounds: int = 0,
-) -> InferenceSettings:
+) -> InferenceConfig:
     """JIIO settings for reconstructing at test time with an iteration budget.
 
     The defaults are those of ``jiio bench --task reconstruct`` (α_x 0.06 for the first
@@ -312,10 +312,10 @@ def reconstruction_settings(
     for callers that use only the images or codes and report no convergence. The
     returned x and z* are the same either way.
 
-    ``extra_rounds``: see :class:`InferenceSettings` (``jiio reconstruct`` continues the
+    ``extra_rounds``: see :class:`InferenceConfig` (``jiio reconstruct`` continues the
     images it has not converged on; the bench does not, it measures fixed budgets).
     """
-    return InferenceSettings(
+    return InferenceConfig(
         latent_weight=latent_weight,
         extra_rounds=extra_rounds,
         jiio=JIIOConfig(

@@ -20,7 +20,7 @@ from jiio_cli.density import GaussianMixture, fit_gmm
 from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
-from jiio_cli.tasks.inverse.problems import InferenceSettings, infer_latents, trained_latent_weight
+from jiio_cli.tasks.inverse.problems import InferenceConfig, infer_latents, trained_latent_weight
 from jiio_cli.tasks.inverse.range_error import FIT_IMAGES, RANGE_ERROR_KEY, estimate_range_error
 from jiio_cli.tasks.loading import load_decoder
 
@@ -30,7 +30,7 @@ DENSITY_PREFIX = "density."
 
 
 def infer_codes(
-    decoder: DEQDecoder, images: Tensor, settings: InferenceSettings, batch_size: int = 128
+    decoder: DEQDecoder, images: Tensor, settings: InferenceConfig, batch_size: int = 128
 ) -> Tensor:
     """Latent codes (N, D) of clean images (N, C, H, W), inferred from all pixels."""
     codes = []
@@ -80,7 +80,7 @@ def attach_density(
     """
     decoder, ckpt = load_decoder(path, device)
     latent_weight = trained_latent_weight(ckpt.training_config)
-    settings = InferenceSettings(
+    settings = InferenceConfig(
         latent_weight=latent_weight,
         # Only the codes are used: μ* is not re-solved at them.
         jiio=JIIOConfig(

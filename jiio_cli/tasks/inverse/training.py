@@ -36,7 +36,7 @@ from jiio_cli.models import DecoderConfig, DEQDecoder
 from jiio_cli.models.precision import check_precision
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse.domain import DOMAIN_KEY, training_domain
-from jiio_cli.tasks.inverse.problems import InferenceSettings, infer_latents, training_loss
+from jiio_cli.tasks.inverse.problems import InferenceConfig, infer_latents, training_loss
 from jiio_cli.tasks.inverse.sampling import attach_density
 from jiio_cli.training import (
     BatchShard,
@@ -49,7 +49,7 @@ from jiio_cli.training import (
 )
 
 __all__ = [
-    "InverseTrainSpec",
+    "InverseTrainConfig",
     "augment_shard",
     "corrupt_shard",
     "default_corruption",
@@ -64,7 +64,7 @@ InverseTask = Literal["generate", "denoise", "inpaint"]
 
 
 @dataclass(frozen=True)
-class InverseTrainSpec:
+class InverseTrainConfig:
     """Everything that defines a run of ``jiio train --task generate|denoise|inpaint``."""
 
     task: InverseTask
@@ -104,7 +104,7 @@ def default_corruption(task: InverseTask) -> Corruption:
     return Corruption()
 
 
-def inference_settings(spec: InverseTrainSpec, *, evaluation: bool = False) -> InferenceSettings:
+def inference_settings(spec: InverseTrainConfig, *, evaluation: bool = False) -> InferenceConfig:
     """Latent-inference settings of a run (evaluation solves get a larger budget)."""
     iterations = spec.inner_iterations * (2 if evaluation else 1)
     schedule = StepSchedule(spec.alpha_x, spec.alpha_x_final)
@@ -125,7 +125,7 @@ def inference_settings(spec: InverseTrainSpec, *, evaluation: bool = False) -> I
     method = "jiio" if evaluation else spec.inner
     # Held-out numbers are always measured in float32, whatever the training precision.
     precision = "fp32" if evaluation else spec.loop.precision
-    return InferenceSettings(
+    return InferenceConfig(
         method=method,
         latent_weight=spec.latent_weight,
         jiio=jiio,
@@ -138,14 +138,14 @@ TrainImages = Tensor | StreamingImageFolder
 """Training images (N, C, S, S): in memory, or read from disk on indexing."""
 
 
-def _streams(spec: InverseTrainSpec, files: list[Path]) -> bool:
+def _streams(spec: InverseTrainConfig, files: list[Path]) -> bool:
     if spec.stream_data is not None:
         return spec.stream_data
     size, channels = spec.model.image_size, spec.model.image_channels
     return folder_bytes(len(files), size, channels) > IN_MEMORY_LIMIT_BYTES
 
 
-def load_training_data(spec: InverseTrainSpec) -> tuple[TrainImages, Tensor]:
+def load_training_data(spec: InverseTrainConfig) -> tuple[TrainImages, Tensor]:
     """(train, held-out) images (N, C, S, S) in [0, 1].
 
     The training images of a large folder (``spec.stream_data``, or by default when the
@@ -253,7 +253,7 @@ def evaluate_psnr(
     decoder: DEQDecoder,
     clean: Tensor,
     corruption: Corruption,
-    settings: InferenceSettings,
+    settings: InferenceConfig,
     seed: int,
     batch_size: int = 128,
 ) -> dict[str, float]:
@@ -275,7 +275,7 @@ def evaluate_psnr(
 
 
 def train_inverse(
-    spec: InverseTrainSpec,
+    spec: InverseTrainConfig,
     device: torch.device,
     out: Path,
     resume: bool,
