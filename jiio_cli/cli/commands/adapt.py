@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
-    AllowUnconvergedOption,
     DebugOption,
     DeviceOption,
     JsonOption,
@@ -140,7 +139,6 @@ def adapt(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Tasks solved together: 20 (sinusoid 100).")
     ] = None,
-    allow_unconverged: AllowUnconvergedOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -200,9 +198,7 @@ def adapt(
         settings = _settings(spec, opts)
         if folders:
             assert support is not None and query is not None
-            _adapt_folders(
-                model, path, settings, support, query, common.json_output, allow_unconverged
-            )
+            _adapt_folders(model, path, settings, support, query, common.json_output)
         else:
             base = None
             if baseline is not None:
@@ -224,13 +220,7 @@ def _settings(spec: Any, opts: AdaptCommandConfig) -> Any:
 
 
 def _adapt_folders(
-    model: Any,
-    path: Path,
-    settings: Any,
-    support: Path,
-    query: Path,
-    json_output: bool,
-    allow_unconverged: bool = False,
+    model: Any, path: Path, settings: Any, support: Path, query: Path, json_output: bool
 ) -> None:
     import torch
 
@@ -289,7 +279,6 @@ def _adapt_folders(
     }
     if json_output:
         emit(document, json_output=True)
-        _converged_or_fail(document, allow_unconverged)
         return
     print_table(rows, title=f"jiio adapt: {len(rows)} queries, {pool.num_classes} classes")
     summary = (
@@ -301,18 +290,6 @@ def _adapt_folders(
     if document["accuracy"] is not None:
         summary = f"accuracy {document['accuracy']:.3f}; " + summary
     typer.echo(summary)
-    _converged_or_fail(document, allow_unconverged)
-
-
-def _converged_or_fail(document: dict[str, Any], allow_unconverged: bool) -> None:
-    """The shared rule for unconverged solves (:mod:`jiio_cli.cli.unconverged`)."""
-    from jiio_cli.cli.unconverged import enforce_converged
-
-    enforce_converged(
-        [] if document["converged"] else ["the support set's context"],
-        allow=allow_unconverged,
-        fix="its predictions are unreliable; raise --iterations",
-    )
 
 
 def _evaluation_pool(data: list[Path], size: int, preprocess: str) -> tuple[Any, str]:
