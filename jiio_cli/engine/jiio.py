@@ -40,7 +40,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from jiio_cli.engine.anderson import RESIDUAL_FLOOR, SolverConfig, fixed_point_solve
+from jiio_cli.engine.anderson import (
+    RESIDUAL_FLOOR,
+    FixedPointResult,
+    SolverConfig,
+    fixed_point_solve,
+)
 from jiio_cli.engine.constraints import Box, Constraint, LinfBall, NoConstraint, apply_step_rule
 from jiio_cli.engine.fixed_point import solve_at
 from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
@@ -222,76 +227,35 @@ def jiio_solve(
         residuals at the returned point all ≤ ``config.solver.tol``.
     """
     config = config or JIIOConfig()
-    cfg = config.solver
-    schedule = config.schedule
-    switch = schedule.switch_iteration(cfg.max_iter)
-    restart_at = cfg.restart_at
-    if config.restart_on_switch and switch is not None:
-        restart_at = (*restart_at, switch)
-    # The loop aims at tol/10: the refined z and μ move the x-gradient by O(tol), and the
-    # returned point is judged at tol.
-    loop_cfg = dataclasses.replace(cfg, tol=0.1 * cfg.tol, restart_at=restart_at)
-
-    cell, objective, constraint = problem.cell, problem.objective, problem.constraint
-    z_init = problem.z0.detach()
-    x_init = constraint.project(problem.x0.detach())
-    mu_init = torch.zeros_like(z_init) if mu0 is None else mu0.detach()
-    layout = StateLayout.of([z_init, x_init, mu_init])
-    device, dtype = z_init.device, z_init.dtype
-    trace = torch.zeros(cfg.max_iter, device=device, dtype=dtype)
-    # α_x per iteration, looked up on the device by the iteration counter, so that the
-    # map never reads k on the host (and can be replayed as a CUDA graph).
-    alpha_x = torch.tensor(
-        [schedule.value(i, cfg.max_iter) for i in range(cfg.max_iter)], device=device, dtype=dtype
-    )
-    # Iterates recorded for the caller (the snapshot and the checkpoints): one stacked
-    # buffer with a spare last row, and a per-iteration table of the row to write, so
-    # each iteration does one copy (into the spare row when k is not recorded).
-    record_at = sorted({at for at in (*config.checkpoints, config.snapshot_at) if at is not None})
-    rows = {at: i for i, at in enumerate(record_at)}
-    spare = len(record_at)
-    row_at: Tensor | None = None
-    record_z: Tensor | None = None
-    record_x: Tensor | None = None
-    if record_at:
-        row_at = torch.tensor([rows.get(i, spare) for i in range(cfg.max_iter)], device=device)
-        record_z = z_init.new_zeros(spare + 1, *z_init.shape)
-        record_x = x_init.new_zeros(spare + 1, *x_init.shape)
-    a_z, a_mu = config.alpha_z, config.alpha_mu
-    # The weight of x in Anderson's state: w, or w / d with a preconditioner d.
-    x_weight: float | Tensor = config.x_weight
-    step_scale: Tensor | None = None
-    if config.x_scale is not None:
-        d = _preconditioner(config.x_scale, x_init, constraint)
-        x_weight, step_scale = config.x_weight / d, d * d
-    # The paper's unweighted state: skip two elementwise passes over x per iteration.
-    unweighted = config.x_scale is None and config.x_weight == 1.0
-
-    s0 = layout.pack([z_init, x_weight * x_init, mu_init])
+    # Set-up: the starting point s0 = [z; w·x; μ] and the buffers the map writes into.
+    z0, x0, m0 = _starting_point(problem, mu0)
+    x_block = _XBlock.of(config, x0, problem.constraint)
+    layout = StateLayout.of([z0, x0, m0])
+    s0 = layout.pack([z0, x_block.to_state(x0), m0])
+    max_iter = config.solver.max_iter
+    alpha_x = _alpha_x_table(config.schedule, max_iter, like=z0)
+    trace = z0.new_zeros(max_iter)
+    recorder = _IterateRecorder((*config.checkpoints, config.snapshot_at), z0, x0, max_iter)
     # The map writes its value into this one buffer at every iteration (the solver copies
     # what it keeps), with no (B, N) temporaries for the damped blocks or the packing.
     out = torch.empty_like(s0)
     out_z, out_x, out_mu = layout.unpack(out)
+    cell, objective, a_z, a_mu = problem.cell, problem.objective, config.alpha_z, config.alpha_mu
 
     def augmented_map(s: Tensor, k: Tensor) -> Tensor:
-        z, x_weighted, mu = layout.unpack(s)
-        x = x_weighted if unweighted else x_weighted / x_weight
+        """F(s) = [z + α_z (f − z); w·Π(x − α_x step(∇_x)); μ + α_μ (∇_z ℓ + J_zᵀ μ − μ)]."""
+        z, x_state, mu = layout.unpack(s)
+        x = x_block.from_state(x_state)
         fz, loss, gz, gx = lagrangian_grads(cell, objective, z, x, mu)
         trace.index_copy_(0, k.view(1), loss.mean().view(1))
-        if row_at is not None and record_z is not None and record_x is not None:
-            row = row_at.index_select(0, k.view(1))
-            record_z.index_copy_(0, row, z.unsqueeze(0))
-            record_x.index_copy_(0, row, x.unsqueeze(0))
+        recorder.record(k, z, x)
         a_x = alpha_x.index_select(0, k.view(1))
-        x_new = _projected_x_step(problem, x, gx, a_x, step_scale)
+        x_new = _projected_x_step(problem, x, gx, a_x, x_block.step_scale)
         # z + α_z (f − z) and μ + α_μ (u_z − μ), each one pass. lerp takes operands of
         # one dtype, so a cell that returns another one is cast to the state's.
         torch.lerp(z, fz.to(z.dtype), a_z, out=out_z)
         torch.lerp(mu, gz, a_mu, out=out_mu)
-        if unweighted:
-            out_x.copy_(x_new)
-        else:
-            torch.mul(x_new, x_weight, out=out_x)
+        x_block.write_state(x_new, out=out_x)
         return out
 
     nz, nx, _ = layout.sizes
@@ -299,15 +263,125 @@ def jiio_solve(
     def residuals(s: Tensor, gs: Tensor, d: Tensor) -> Tensor:
         return augmented_residuals(s, gs, (nz, nx), a_z, a_mu, config.x_weight, d)
 
-    loop = fixed_point_solve(augmented_map, s0, loop_cfg, residuals)
-    z_loop, x_loop_weighted, mu_loop = layout.unpack(loop.state)
-    x_loop = x_loop_weighted / x_weight
+    # The loop.
+    loop = fixed_point_solve(augmented_map, s0, _loop_config(config), residuals)
+    # The refinement, at the returned (projected) x.
+    z_loop, x_loop_state, mu_loop = layout.unpack(loop.state)
+    x_loop = x_loop_state / x_block.weight
+    return _refined_result(
+        problem, config, (z_loop, x_loop, mu_loop), loop, x_block, recorder, trace
+    )
 
-    # Make the answer self-consistent at a feasible x (see module docstring).
+
+def _starting_point(problem: InputProblem, mu0: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(z0, Π(x0), μ0) detached, with μ0 = 0 unless given."""
+    z = problem.z0.detach()
+    mu = torch.zeros_like(z) if mu0 is None else mu0.detach()
+    return z, problem.constraint.project(problem.x0.detach()), mu
+
+
+def _loop_config(config: JIIOConfig) -> SolverConfig:
+    """The solver settings of the loop: the history cleared where α_x switches (the map
+    changes there), and a tolerance of tol/10, because the refined z and μ move the
+    x-gradient by O(tol) and the returned point is judged at tol."""
+    cfg = config.solver
+    switch = config.schedule.switch_iteration(cfg.max_iter)
+    restart_at = cfg.restart_at
+    if config.restart_on_switch and switch is not None:
+        restart_at = (*restart_at, switch)
+    return dataclasses.replace(cfg, tol=0.1 * cfg.tol, restart_at=restart_at)
+
+
+def _alpha_x_table(schedule: StepSchedule, max_iter: int, like: Tensor) -> Tensor:
+    """α_x per iteration (max_iter,), looked up on the device by the iteration counter,
+    so that the map never reads k on the host (and can be replayed as a CUDA graph)."""
+    values = [schedule.value(i, max_iter) for i in range(max_iter)]
+    return torch.tensor(values, device=like.device, dtype=like.dtype)
+
+
+@dataclass(frozen=True)
+class _XBlock:
+    """How x sits in the solver's state: as w·x, or as (w/d)·x with a preconditioner d,
+    whose x step is then scaled by ``step_scale`` = d² (see the module docstring)."""
+
+    weight: float | Tensor
+    step_scale: Tensor | None
+
+    @classmethod
+    def of(cls, config: JIIOConfig, x: Tensor, constraint: Constraint) -> _XBlock:
+        if config.x_scale is None:
+            return cls(config.x_weight, None)
+        d = _preconditioner(config.x_scale, x, constraint)
+        return cls(config.x_weight / d, d * d)
+
+    @property
+    def unweighted(self) -> bool:
+        """The paper's state [z; x; μ]: the map skips two elementwise passes over x."""
+        return self.step_scale is None and self.weight == 1.0
+
+    def to_state(self, x: Tensor) -> Tensor:
+        return self.weight * x
+
+    def from_state(self, x_state: Tensor) -> Tensor:
+        return x_state if self.unweighted else x_state / self.weight
+
+    def write_state(self, x: Tensor, out: Tensor) -> None:
+        if self.unweighted:
+            out.copy_(x)
+        else:
+            torch.mul(x, self.weight, out=out)
+
+
+class _IterateRecorder:
+    """Iterates (z, x) recorded at chosen iterations (the snapshot and the checkpoints).
+
+    One stacked buffer with a spare last row, and a per-iteration table of the row to
+    write, so each iteration does one copy (into the spare row when k is not recorded)
+    and never reads k on the host. Nothing is allocated when nothing is recorded.
+    """
+
+    def __init__(self, at: tuple[int | None, ...], z0: Tensor, x0: Tensor, max_iter: int):
+        record_at = sorted({k for k in at if k is not None})
+        self.rows = {k: i for i, k in enumerate(record_at)}
+        spare = len(record_at)
+        self.row_at: Tensor | None = None
+        if record_at:
+            rows = [self.rows.get(i, spare) for i in range(max_iter)]
+            self.row_at = torch.tensor(rows, device=z0.device)
+            self.z = z0.new_zeros(spare + 1, *z0.shape)
+            self.x = x0.new_zeros(spare + 1, *x0.shape)
+
+    def record(self, k: Tensor, z: Tensor, x: Tensor) -> None:
+        if self.row_at is not None:
+            row = self.row_at.index_select(0, k.view(1))
+            self.z.index_copy_(0, row, z.unsqueeze(0))
+            self.x.index_copy_(0, row, x.unsqueeze(0))
+
+    def iterate_at(self, at: int | None, steps_run: int) -> tuple[Tensor, Tensor] | None:
+        """(z, x) of iteration ``at`` if it was recorded and reached, else None."""
+        if at is None or at not in self.rows or at >= steps_run:
+            return None
+        return self.z[self.rows[at]], self.x[self.rows[at]]
+
+
+def _refined_result(
+    problem: InputProblem,
+    config: JIIOConfig,
+    loop_point: tuple[Tensor, Tensor, Tensor],
+    loop: FixedPointResult,
+    x_block: _XBlock,
+    recorder: _IterateRecorder,
+    trace: Tensor,
+) -> InputOptResult:
+    """Make the answer self-consistent at a feasible x (see the module docstring): x
+    projected, z re-solved and μ refined there (warm-started from the loop's ``loop_point``
+    (z, x, μ)), the three block residuals measured at that point."""
+    z_loop, x_loop, mu_loop = loop_point
+    constraint = problem.constraint
     x_out = constraint.project(x_loop)
     end = solve_at(
-        cell,
-        objective,
+        problem.cell,
+        problem.objective,
         x_out,
         z_loop,
         mu_loop,
@@ -315,26 +389,18 @@ def jiio_solve(
         config.refine,
         solve_adjoint=config.refine_adjoint,
     )
-    a_x_final = schedule.value(cfg.max_iter - 1, cfg.max_iter)
-    res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final, step_scale)
-
+    max_iter = config.solver.max_iter
+    a_x_final = config.schedule.value(max_iter - 1, max_iter)
+    res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final, x_block.step_scale)
     res_z = end.forward.residual[:, 0]
     res_mu = end.adjoint.residual[:, 0]
     failed = loop.failed | end.forward.failed | end.adjoint.failed
     failed = failed | ~torch.isfinite(end.objective)
-    tol = cfg.tol
+    tol = config.solver.tol
     converged = (res_z <= tol) & (res_mu <= tol) & (res_x <= tol) & ~failed
-    steps_run = loop.steps
-
-    def iterate_at(at: int | None) -> tuple[Tensor, Tensor] | None:
-        if record_z is None or record_x is None or at is None or at >= steps_run:
-            return None
-        return record_z[rows[at]], record_x[rows[at]]
-
-    snapshot = iterate_at(config.snapshot_at)
     checkpoints: dict[int, tuple[Tensor, Tensor]] = {}
     for at in config.checkpoints:
-        pair = iterate_at(at)
+        pair = recorder.iterate_at(at, loop.steps)
         if pair is not None:
             # Projected, as the returned x is: Anderson's mixing can leave the feasible set.
             checkpoints[at] = (pair[0], constraint.project(pair[1]))
@@ -351,10 +417,10 @@ def jiio_solve(
         iterations=loop.iterations,
         f_evals=loop.iterations + end.f_evals,
         vjps=loop.iterations + end.vjps,
-        batch_f_evals=steps_run + end.batch_f_evals,
-        trace=trace[:steps_run],
+        batch_f_evals=loop.steps + end.batch_f_evals,
+        trace=trace[: loop.steps],
         method="jiio",
-        snapshot=snapshot,
+        snapshot=recorder.iterate_at(config.snapshot_at, loop.steps),
         checkpoints=checkpoints,
         graph=loop.graph,
         graph_failure=loop.graph_failure,
