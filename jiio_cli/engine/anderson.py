@@ -108,9 +108,10 @@ class SolverConfig:
         blowup: safeguard: a sample whose residual exceeds ``blowup`` × its best one is
             restarted the same way at once.
         keep: which iterate a sample returns: ``"best"`` (lowest residual; the iterate of
-            convergence when it converged) or ``"last"`` (the last one evaluated: for maps
-            that keep making progress without their residual falling, such as attacks
-            whose normalised steps never shrink).
+            convergence when it converged) or ``"last"`` (the last one evaluated with a
+            finite value, up to and including that of convergence: for maps that keep
+            making progress without their residual falling, such as attacks whose
+            normalised steps never shrink).
         graph: on a CUDA device, record one iteration as a CUDA graph after two warm-up
             iterations and replay it (one launch per iteration instead of hundreds);
             results are the same as eager. Ignored on the CPU.
@@ -522,7 +523,9 @@ class _SolverLoop:
         score = torch.where(finite, res.amax(dim=1), torch.inf)
         active = self.active
         improved = active & (score < self.best_score)
-        kept = active if self.keep_last else improved
+        # Formed before ``active`` is updated in place below: the iterate a sample
+        # converges at is its last one too, and a failing evaluation is not kept.
+        kept = active & finite if self.keep_last else improved
         self.best_res.copy_(torch.where(kept[:, None], res, self.best_res))
         self.best_score.copy_(torch.where(improved, score, self.best_score))
         self.iterations.add_(active)
@@ -534,6 +537,8 @@ class _SolverLoop:
         return score, improved, kept
 
     def _safeguard(self, score: Tensor, improved: Tensor) -> None:
+        """The mixer's safeguard against the updated best scores (one place for tests to
+        observe which samples improved)."""
         self.mixer.restart_stalled(score, improved, self.best_score)
 
     def _advance(self, kept: Tensor) -> None:
