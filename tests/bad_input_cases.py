@@ -225,6 +225,9 @@ CASES: list[BadInput] = [
     BadInput("attack: --eps not a number", _attack("--eps", "abc"), 2),
     BadInput("attack: L∞ --eps above 1", _attack("--eps", "2", "--norm", "linf"), 2),
     BadInput("attack: unknown --norm", _attack("--norm", "l3"), 2),
+    BadInput("attack: unknown --method", _attack("--method", "autoattack"), 2),
+    BadInput("attack: --apgd-steps 0", _attack("--method", "apgd", "--apgd-steps", "0"), 2),
+    BadInput("attack: --apgd-restarts 0", _attack("--apgd-restarts", "0"), 2),
     BadInput(
         "attack: generative checkpoint",
         lambda t: ["attack", "-c", str(MODEL), "--device", "cpu"],
@@ -309,6 +312,16 @@ CASES: list[BadInput] = [
     BadInput(
         "bench: --x-weight for the attack bench",
         lambda t: ["bench", "--task", "attack", "--x-weight", "10", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
+        "bench: unknown attack --baseline",
+        lambda t: ["bench", "--task", "attack", "--baseline", "fgsm", "--device", "cpu"],
+        2,
+    ),
+    BadInput(
+        "bench: --baseline for another task",
+        lambda t: ["bench", "--task", "adapt", "--baseline", "apgd", "--device", "cpu"],
         2,
     ),
     BadInput(

@@ -141,3 +141,50 @@ def test_shipped_classifier_is_accurate_and_attackable(tmp_path: Path) -> None:
     assert rows[0]["clean_accuracy"] >= 0.9
     assert rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"]  # ε = 0
     assert rows[1]["robust_accuracy"] < rows[1]["clean_accuracy"] - 0.2
+
+
+def test_standard_method_names_the_attacks_that_broke_each_image(classifier: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            *("attack", "-c", str(classifier), "--eps", "0.5", "--norm", "l2"),
+            *("--method", "standard", "--apgd-steps", "3", "--max-images", "5"),
+            *("--batch-size", "3", "--json", *FAST),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    rows = doc["rows"]
+    assert [r["method"] for r in rows] == ["jiio", "apgd-ce", "apgd-dlr", "pgd", "standard"]
+    assert [r["mean_iterations"] for r in rows[1:3]] == [3, 3]
+    (per_image,) = doc["per_image"]
+    assert (per_image["norm"], per_image["eps"]) == ("l2", 0.5)
+    broken = per_image["broken_by"]
+    assert len(broken) == 5 and len(per_image["eval_unconverged"]) == 5
+    correct = round(5 * rows[0]["clean_accuracy"])
+    for row in rows[:4]:
+        flipped = sum(row["method"] in names for names in broken)
+        assert row["robust_accuracy"] == pytest.approx((correct - flipped) / 5, abs=1e-6)
+    standard = rows[-1]
+    survivors = (correct - sum(bool(names) for names in broken)) / 5
+    if standard["unconverged_counted_broken"]:
+        assert standard["robust_accuracy"] <= survivors + 1e-6
+    else:
+        assert standard["robust_accuracy"] == pytest.approx(survivors, abs=1e-6)
+    assert standard["robust_accuracy"] <= min(r["robust_accuracy"] for r in rows[:4])
+
+
+def test_apgd_method_runs_both_losses_with_a_worst_row(classifier: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            *("attack", "-c", str(classifier), "--eps", "0.1", "--method", "apgd"),
+            *("--apgd-steps", "2", "--apgd-restarts", "2", "--max-images", "3", "--json"),
+            *FAST,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["method"] for r in rows] == ["apgd-ce", "apgd-dlr", "worst"]
+    assert rows[0]["mean_iterations"] == 4  # 2 steps x 2 restarts
+    assert all(r["max_norm"] <= 0.1 for r in rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from classifiers import save_classifier
 from PIL import Image
 from typer.testing import CliRunner
 
+from jiio_cli.bench import attack as bench_attack
 from jiio_cli.cli.app import app
 
 runner = CliRunner(env={"NO_COLOR": "1"})
@@ -68,3 +70,44 @@ def test_plot_refuses_empty_or_non_finite_series(tmp_path: Path) -> None:
             tmp_path / "b.png", {"x": [(0.0, float("nan"))]}, xlabel="s", ylabel="y", title="t"
         )
     assert not list(tmp_path.iterdir())
+
+
+def test_attack_bench_against_apgd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short budgets keep it fast; the command's own defaults are exercised by the PGD test.
+    short = functools.partial(
+        bench_attack.AttackBenchConfig, jiio_budgets=(2, 4), apgd_budgets=(2, 3)
+    )
+    monkeypatch.setattr(bench_attack, "AttackBenchConfig", short)
+    clf = save_classifier(tmp_path / "clf.safetensors")
+    result = runner.invoke(
+        app,
+        [
+            *("bench", "--task", "attack", "-c", str(clf), "--batch-size", "3"),
+            *("--eps", "0.5", "--norm", "l2", "--baseline", "apgd", "--device", "cpu"),
+            *("--candidates", "1", "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    speed = json.loads(result.stdout)["speed"]
+    assert speed["baseline"] == "apgd" and "pgd" not in speed
+    assert [r["budget"] for r in speed["apgd"]] == [2, 3]
+    assert [r["budget"] for r in speed["jiio"]] == [2, 4]
+    for r in speed["apgd"]:
+        # One forward solve per step and one at the start, each at least one f evaluation.
+        assert r["iterations"] == r["budget"] and r["f_evals"] >= r["budget"] + 1
+    assert speed["target_robust_accuracy"] == speed["apgd"][-1]["robust_accuracy"]
+    hits = [
+        r["seconds"]
+        for r in speed["apgd"]
+        if r["robust_accuracy"] <= speed["target_robust_accuracy"]
+    ]
+    assert speed["pgd_seconds_to_target"] == min(hits)
+
+
+def test_unknown_baseline_is_refused() -> None:
+    result = runner.invoke(
+        app, ["bench", "--task", "attack", "--baseline", "fgsm", "--device", "cpu"]
+    )
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "--baseline" in line and "fgsm" in line

@@ -1,7 +1,8 @@
 """``jiio attack``: worst-case perturbations of a DEQ classifier's inputs.
 
 Attacks a classifier (the shipped MNIST-5k model unless ``--checkpoint``) on a labelled
-set with the JIIO attack, PGD with full solves per step, or both, at one or several
+set with the JIIO attack, PGD or APGD (CE and DLR losses) with full solves per step, or
+the standard evaluation (the per-image worst case of all four), at one or several
 budgets, and reports accuracies measured by a fresh, fully converged forward solve.
 """
 
@@ -18,12 +19,20 @@ from rich.console import Console
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
+    AlphaXOption,
+    BatchSizeOption,
+    ClassifierCheckpointOption,
     CompileOption,
     DebugOption,
     DeviceOption,
+    IterationsOption,
     JsonOption,
+    MemoryOption,
+    Norm,
+    NormOption,
     SeedOption,
     common_options,
+    in_panel,
 )
 from jiio_cli.cli.output import print_json, print_table
 from jiio_cli.cli.progress import batch_progress
@@ -44,13 +53,9 @@ _COLUMNS = [
     "max_norm",
     "seconds",
     "attack_unconverged",
+    "eval_unconverged",
     "mean_iterations",
 ]
-
-
-class Norm(str, Enum):
-    linf = "linf"
-    l2 = "l2"
 
 
 class Loss(str, Enum):
@@ -67,6 +72,18 @@ class Method(str, Enum):
     jiio = "jiio"
     pgd = "pgd"
     both = "both"
+    apgd = "apgd"
+    apgd_ce = "apgd-ce"
+    apgd_dlr = "apgd-dlr"
+    standard = "standard"
+
+
+_METHODS: dict[Method, list[str]] = {
+    Method.both: ["jiio", "pgd"],
+    Method.apgd: ["apgd-ce", "apgd-dlr"],
+    Method.standard: ["jiio", "apgd-ce", "apgd-dlr", "pgd"],
+}
+"""Methods that run several attacks (a worst-case row follows theirs)."""
 
 
 class AttackCommandConfig(BaseModel):
@@ -76,29 +93,41 @@ class AttackCommandConfig(BaseModel):
 
     iterations: int = Field(ge=2, le=10_000)
     memory: int = Field(ge=1, le=100)
-    alpha: float = Field(gt=0, le=10)
-    alpha_final: float = Field(gt=0, le=10)
+    alpha_x: float = Field(gt=0, le=10)
+    alpha_x_final: float = Field(gt=0, le=10)
     candidates: int = Field(ge=1, le=100)
     pgd_steps: int = Field(ge=1, le=10_000)
     pgd_step_size: float | None = Field(default=None, gt=0, le=10)
     restarts: int = Field(ge=1, le=100)
+    apgd_steps: int = Field(ge=1, le=10_000)
+    apgd_restarts: int = Field(ge=1, le=100)
     batch_size: int = Field(ge=1)
     max_images: int | None = Field(default=None, ge=1)
     examples: int = Field(ge=1, le=64)
+
+
+_AlphaX = in_panel(AlphaXOption, None, "JIIO's step size α_x, as a fraction of eps.")
+_AlphaXFinal = Annotated[
+    float,
+    typer.Option(
+        "--alpha-x-final", help="JIIO's α_x after the switch at 5/8 of the run (fraction of eps)."
+    ),
+]
 
 
 def attack(
     eps: Annotated[
         str, typer.Option(help="Budget(s): 0.3, 8/255 or a list 0.1,0.2,0.3 (one row each).")
     ] = "0.1",
-    norm: Annotated[Norm, typer.Option(help="Threat model: linf or l2.")] = Norm.linf,
+    norm: NormOption = Norm.linf,
     method: Annotated[
-        Method, typer.Option(help="jiio, pgd (full solves per step) or both.")
+        Method,
+        typer.Option(
+            help="jiio; pgd, apgd-ce or apgd-dlr (full solves per step); both (jiio, pgd); "
+            "apgd (apgd-ce, apgd-dlr); standard (the per-image worst case of all four)."
+        ),
     ] = Method.jiio,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option("--checkpoint", "-c", help="Classifier checkpoint (default: shipped)."),
-    ] = None,
+    checkpoint: ClassifierCheckpointOption = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -107,15 +136,11 @@ def attack(
         ),
     ] = None,
     max_images: Annotated[int | None, typer.Option(help="Attack only the first N images.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 250,
-    iterations: Annotated[int, typer.Option(help="JIIO iterations.")] = COMMAND_ATTACK.iterations,
-    memory: Annotated[int, typer.Option(help="JIIO Anderson memory.")] = COMMAND_ATTACK.memory,
-    alpha: Annotated[
-        float, typer.Option(help="JIIO step size as a fraction of eps.")
-    ] = COMMAND_ATTACK.alpha,
-    alpha_final: Annotated[
-        float, typer.Option(help="JIIO step size after the switch (fraction of eps).")
-    ] = COMMAND_ATTACK.alpha_final or COMMAND_ATTACK.alpha,
+    batch_size: BatchSizeOption = 250,
+    iterations: IterationsOption = COMMAND_ATTACK.iterations,
+    memory: MemoryOption = COMMAND_ATTACK.memory,
+    alpha_x: _AlphaX = COMMAND_ATTACK.alpha,
+    alpha_x_final: _AlphaXFinal = COMMAND_ATTACK.alpha_final or COMMAND_ATTACK.alpha,
     candidates: Annotated[
         int,
         typer.Option(
@@ -139,6 +164,8 @@ def attack(
         float | None, typer.Option(help="PGD step as a fraction of eps (default 2.5/steps).")
     ] = None,
     restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 1,
+    apgd_steps: Annotated[int, typer.Option(help="APGD steps per restart.")] = 50,
+    apgd_restarts: Annotated[int, typer.Option(help="APGD random restarts.")] = 1,
     save_examples: Annotated[
         Path | None,
         typer.Option(help="Folder for adversarial PNGs and a clean/perturbation/adversarial grid."),
@@ -160,12 +187,14 @@ def attack(
         opts = AttackCommandConfig(
             iterations=iterations,
             memory=memory,
-            alpha=alpha,
-            alpha_final=alpha_final,
+            alpha_x=alpha_x,
+            alpha_x_final=alpha_x_final,
             candidates=candidates,
             pgd_steps=pgd_steps,
             pgd_step_size=pgd_step_size,
             restarts=restarts,
+            apgd_steps=apgd_steps,
+            apgd_restarts=apgd_restarts,
             batch_size=batch_size,
             max_images=max_images,
             examples=examples,
@@ -174,6 +203,7 @@ def attack(
             raise UsageError(f"--eps {eps}: an L∞ budget above 1 covers the whole pixel box [0, 1]")
         if save_examples is not None and save_examples.exists() and not save_examples.is_dir():
             raise UsageError(f"--save-examples {save_examples} exists and is not a folder")
+        from jiio_cli.tasks.adversarial.apgd import APGDConfig
         from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig, ThreatModel
         from jiio_cli.tasks.adversarial.data import load_attack_set
         from jiio_cli.tasks.adversarial.sweep import run_attack_sweep
@@ -186,8 +216,13 @@ def attack(
         images, labels, notes = load_attack_set(model.config, data, opts.max_images)
         images, labels = images.to(dev), labels.to(dev)
 
-        methods = ["jiio", "pgd"] if method == Method.both else [method.value]
+        methods = _METHODS.get(method, [method.value])
         err = Console(stderr=True)
+        if len(methods) > 1 and not common.json_output:
+            err.print(
+                f"the {'standard' if method == Method.standard else 'worst'} row: robust = "
+                f"survived every one of {', '.join(methods)} (per image)"
+            )
         with batch_progress(not common.json_output) as progress:
             result = run_attack_sweep(
                 model,
@@ -198,8 +233,8 @@ def attack(
                 JIIOAttackConfig(
                     iterations=opts.iterations,
                     memory=opts.memory,
-                    alpha=opts.alpha,
-                    alpha_final=opts.alpha_final,
+                    alpha=opts.alpha_x,
+                    alpha_final=opts.alpha_x_final,
                     loss=loss.value,  # type: ignore[arg-type]
                     solver=solver.value,  # type: ignore[arg-type]
                     candidates=opts.candidates,
@@ -215,6 +250,8 @@ def attack(
                 common.seed,
                 keep_examples=opts.examples if save_examples is not None else 0,
                 progress=progress,
+                apgd=APGDConfig(steps=opts.apgd_steps, restarts=opts.apgd_restarts),
+                worst_label="standard" if method == Method.standard else "worst",
             )
         warnings = list(notes)
         if result.clean_unconverged > 0:
@@ -223,6 +260,13 @@ def attack(
                 f"{100 * result.clean_unconverged:.1f}% of the clean inputs; robustness "
                 "numbers from unconverged DEQ solves are unreliable"
             )
+        for row in result.rows:
+            if row.unconverged_counted_broken:
+                warnings.append(
+                    f"{row.method} {row.norm} {row.eps:g}: {100 * row.eval_unconverged:.1f}% "
+                    "of the images had an adversarial image scored by an unconverged solve; "
+                    "they are counted as broken"
+                )
         written: list[str] = []
         if save_examples is not None:
             from jiio_cli.tasks.adversarial.examples import save_attack_examples
@@ -234,6 +278,15 @@ def attack(
             "clean_accuracy": result.rows[0].clean_accuracy if result.rows else None,
             "clean_unconverged": result.clean_unconverged,
             "rows": [row.as_dict() for row in result.rows],
+            "per_image": [
+                {
+                    "norm": norm_name,
+                    "eps": budget,
+                    "broken_by": broken,
+                    "eval_unconverged": result.eval_unconverged[(norm_name, budget)],
+                }
+                for (norm_name, budget), broken in result.broken_by.items()
+            ],
             "warnings": warnings,
             "examples": written,
             "device": str(dev),

@@ -1,4 +1,4 @@
-"""``jiio bench --task attack``: the JIIO attack against PGD on held-out digits."""
+"""``jiio bench --task attack``: the JIIO attack against PGD or APGD-CE on held-out digits."""
 
 from __future__ import annotations
 
@@ -24,10 +24,13 @@ def run_attack_bench(
     repeat: int = 1,
     graph: bool = False,
     candidates: int | None = None,
+    baseline: str = "pgd",
 ) -> None:
     """Time both attacks on the first ``images`` held-out digits and print the result."""
     if norm not in ("linf", "l2"):
         raise UsageError(f"invalid --norm {norm!r}: expected linf or l2")
+    if baseline not in ("pgd", "apgd"):
+        raise UsageError(f"invalid --baseline {baseline!r}: expected pgd or apgd")
     eps = parse_eps(eps_text)
     from jiio_cli.bench.attack import AttackBenchConfig, attack_time_to_equal_objective
     from jiio_cli.tasks.adversarial.attacks import ThreatModel
@@ -43,7 +46,13 @@ def run_attack_bench(
     jiio = dataclasses.replace(defaults.jiio, graph=graph)
     if candidates is not None:
         jiio = dataclasses.replace(jiio, candidates=candidates)
-    bench_config = dataclasses.replace(defaults, jiio=jiio, repeat=repeat)
+    bench_config = dataclasses.replace(
+        defaults,
+        jiio=jiio,
+        repeat=repeat,
+        baseline=baseline,  # type: ignore[arg-type]
+    )
+    base_name = "PGD" if baseline == "pgd" else "APGD-CE"
     speed = attack_time_to_equal_objective(
         model, x.to(dev), y.to(dev), threat, bench_config, common.seed
     )
@@ -53,7 +62,9 @@ def run_attack_bench(
         write_line_plot(
             plot,
             {
-                "PGD (full solves)": [(r["seconds"], r["robust_accuracy"]) for r in speed["pgd"]],
+                f"{base_name} (full solves)": [
+                    (r["seconds"], r["robust_accuracy"]) for r in speed[baseline]
+                ],
                 "JIIO": [(r["seconds"], r["robust_accuracy"]) for r in speed["jiio"]],
             },
             xlabel="seconds",
@@ -72,7 +83,7 @@ def run_attack_bench(
     if common.json_output:
         emit(result, json_output=True)
         return
-    rows = [{"method": m, **r} for m in ("pgd", "jiio") for r in speed[m]]
+    rows = [{"method": m, **r} for m in (baseline, "jiio") for r in speed[m]]
     print_table(
         rows, title=f"jiio bench --task attack ({speed['threat']}, {speed['images']} images)"
     )
@@ -81,7 +92,7 @@ def run_attack_bench(
         [
             {
                 "target_robust_accuracy": speed["target_robust_accuracy"],
-                "pgd_seconds": speed["pgd_seconds_to_target"],
+                f"{baseline}_seconds": speed["pgd_seconds_to_target"],
                 "jiio_seconds": speed["jiio_seconds_to_target"],
                 "ratio": ratio if ratio is not None else "JIIO did not reach the target",
                 "ratio_by_mean_loss": speed["ratio_by_loss"],

@@ -75,7 +75,7 @@ class APGDConfig:
         momentum: α of the update (0.75 in the paper).
         rho: ρ of the checkpoint condition 1 (0.75 in the paper).
         initial_step: η⁽⁰⁾ as a multiple of ε (2 in the paper).
-        solve: forward and adjoint solver settings of every evaluation.
+        solve: forward and adjoint solver settings of every evaluation (each from zeros).
     """
 
     steps: int = 50
@@ -84,8 +84,10 @@ class APGDConfig:
     momentum: float = 0.75
     rho: float = 0.75
     initial_step: float = 2.0
+    # Room to converge: at PGD's 40 iterations 13 % of the final points of APGD-CE on the
+    # shipped classifier (L2 1.0) were above tolerance; at 100 none, for the same f count.
     solve: SolverConfig = field(
-        default_factory=lambda: SolverConfig(memory=5, max_iter=40, tol=1e-4)
+        default_factory=lambda: SolverConfig(memory=10, max_iter=100, tol=1e-4)
     )
 
     def __post_init__(self) -> None:
