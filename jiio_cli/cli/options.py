@@ -205,9 +205,10 @@ RepeatOption = Annotated[
 ]
 
 
-def in_panel(option: Any, panel: str, help: str | None = None) -> Any:
+def in_panel(option: Any, panel: str | None, help: str | None = None) -> Any:
     """The shared ``option`` (an ``Annotated[type, typer.Option(...)]`` from here) under a
-    command's rich help panel ``panel``, with ``help`` when the command says more."""
+    command's rich help panel ``panel`` (None: the default one), with ``help`` when the
+    command has more to say of what it does there. Name and type stay the shared ones."""
     info = option.__metadata__[0]
     # Inside Annotated, typer keeps an option's first name where a default would go.
     first = (info.default,) if isinstance(info.default, str) else ()

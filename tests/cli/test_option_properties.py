@@ -49,7 +49,7 @@ def test_attack_rejects_non_positive_counts(classifier: Path, flag: str, value: 
 
 
 @_SETTINGS
-@given(flag=st.sampled_from(["--alpha", "--alpha-final", "--pgd-step-size"]), value=st.floats())
+@given(flag=st.sampled_from(["--alpha-x", "--alpha-x-final", "--pgd-step-size"]), value=st.floats())
 def test_attack_step_sizes_outside_range_are_refused(
     classifier: Path, flag: str, value: float
 ) -> None:

@@ -110,7 +110,7 @@ _AlphaX = in_panel(AlphaXOption, None, "JIIO's step size α_x, as a fraction of 
 _AlphaXFinal = Annotated[
     float,
     typer.Option(
-        "--alpha-x-final", help="JIIO's α_x after the switch at 5/8 of the run (fraction of eps)."
+        "--alpha-x-final", help="JIIO's α_x after its switch at max(50, 5T/8) (fraction of eps)."
     ),
 ]
 
