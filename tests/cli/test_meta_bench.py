@@ -174,7 +174,9 @@ def test_adapt_bench_draws_its_plot(model: Path, tmp_path: Path) -> None:
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > 100
     refused = runner.invoke(app, ["bench", "--task", "engine", "--plot", str(tmp_path / "e.png")])
-    assert refused.exit_code == 2 and "--plot applies to --task reconstruct, attack and adapt" in (
-        refused.stderr
+    assert (
+        refused.exit_code == 2
+        and "--plot does not apply to --task engine (it is for --task reconstruct, attack, adapt)"
+        in (refused.stderr)
     )
     assert not (tmp_path / "e.png").exists()

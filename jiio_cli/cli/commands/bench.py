@@ -4,32 +4,47 @@ One module per task does the work: ``bench_reconstruct`` (time to equal objectiv
 held-out batch, and with ``--quality`` a PSNR table against classical baselines),
 ``bench_attack`` (JIIO attack against PGD at growing budgets), ``bench_adapt`` (few-shot
 adaptation against the naive inner loop), ``bench_train`` (training with either inner
-solve) and ``bench_engine`` (the solver's own cost per iteration).
+solve) and ``bench_engine`` (the solver's own cost per iteration). The options' help
+panels say which tasks read them; an option of another task is refused in one line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import torch
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
-from jiio_cli.cli.commands.bench_scope import reject_misplaced_bench_options
 from jiio_cli.cli.options import (
+    AlphaXOption,
+    BatchSizeOption,
+    BenchCheckpointOption,
+    CompileOption,
+    ConfigOption,
     DebugOption,
     DeviceOption,
+    EpsOption,
+    IterationsOption,
     JsonOption,
+    MemoryOption,
+    NaiveStepsOption,
+    Norm,
+    NormOption,
+    PlotOption,
+    RepeatOption,
     SeedOption,
+    XWeightOption,
     common_options,
-    explicit_options,
+    in_panel,
+    reject_other_task_options,
 )
-from jiio_cli.errors import NotBuiltError
+from jiio_cli.config import CommonConfig
 
-__all__ = ["bench"]
+__all__ = ["PANEL_TASKS", "bench"]
 
 
 class BenchTask(str, Enum):
@@ -45,7 +60,87 @@ class Corruptions(str, Enum):
     denoise = "denoise"
 
 
-class BenchOptions(BaseModel):
+COMPARE = "Model under test (reconstruct, attack, adapt)"
+GRAPH = "CUDA graphs (reconstruct, engine, attack, adapt)"
+SOLVER = "JIIO and the naive method (reconstruct, adapt)"
+RECONSTRUCT = "Reconstruct"
+ATTACK = "Attack"
+ADAPT = "Adapt"
+TRAIN = "Train"
+ENGINE = "Engine"
+PANEL_TASKS: dict[str, tuple[str, ...]] = {
+    COMPARE: ("reconstruct", "attack", "adapt"),
+    GRAPH: ("reconstruct", "engine", "attack", "adapt"),
+    SOLVER: ("reconstruct", "adapt"),
+    RECONSTRUCT: ("reconstruct",),
+    ATTACK: ("attack",),
+    ADAPT: ("adapt",),
+    TRAIN: ("train",),
+    ENGINE: ("engine",),
+}
+"""Panel title → the ``--task`` values that read its options; the others read every task."""
+
+
+def _in(panel: str, help: str, *names: str) -> Any:
+    return typer.Option(*names, help=help, rich_help_panel=panel)
+
+
+BenchTaskOption = Annotated[BenchTask, typer.Option("--task", help="What to measure.")]
+Checkpoint = in_panel(BenchCheckpointOption, COMPARE)
+Plot = in_panel(PlotOption, COMPARE)
+Repeat = in_panel(RepeatOption, COMPARE)
+Compile = in_panel(
+    CompileOption, GRAPH, "Replay JIIO's iterations as a CUDA graph (engine: time both ways)."
+)
+NaiveSteps = in_panel(NaiveStepsOption, SOLVER)
+Memory = in_panel(MemoryOption, SOLVER, "Anderson memory of JIIO (default 10).")
+AlphaX = in_panel(AlphaXOption, SOLVER, "JIIO's step size α_x (default 0.02; adapt 2.0).")
+XWeight = in_panel(XWeightOption, SOLVER, "Weight of x in Anderson's least squares (10; adapt 30).")
+SolveIters = Annotated[
+    int | None,
+    _in(
+        SOLVER,
+        "Cap on the naive method's solves and JIIO's refinement, to tol 1e-4 (default "
+        "100; adapt 30); the output counts the solves that did not reach it.",
+    ),
+]
+CorruptionOption = Annotated[Corruptions, _in(RECONSTRUCT, "Observation model.", "--corruption")]
+AlphaXStart = Annotated[
+    float | None, _in(RECONSTRUCT, "α_x of the first --start-iterations (default 0.06).")
+]
+StartIterations = Annotated[
+    int | None, _in(RECONSTRUCT, "Iterations at --alpha-x-start (default 30; 0: none).")
+]
+Quality = Annotated[bool, _in(RECONSTRUCT, "Also the PSNR table against scikit-image.")]
+Count = Annotated[int, _in(RECONSTRUCT, "Held-out images for --quality.")]
+Iterations = in_panel(IterationsOption, RECONSTRUCT, "JIIO iterations for --quality.")
+BenchEps = in_panel(EpsOption, ATTACK)
+BenchNorm = in_panel(NormOption, ATTACK)
+Baseline = Annotated[
+    Literal["pgd", "apgd"], _in(ATTACK, "What JIIO is timed against: PGD or APGD-CE.")
+]
+Candidates = Annotated[int, _in(ATTACK, "JIIO iterates compared per image (1: the last).")]
+Ways = Annotated[int, _in(ADAPT, "Classes per episode (1 shot).")]
+FilmScale = Annotated[
+    float | None, _in(ADAPT, "Preconditioner d of the FiLM context (1: none; default 0.5).")
+]
+TrainTask = Annotated[
+    Literal["denoise", "adversarial"], _in(TRAIN, "denoise (JIIO vs Adam) or adversarial (vs PGD).")
+]
+Epochs = Annotated[int, _in(TRAIN, "Epochs of each run.")]
+MaxTrain = Annotated[int, _in(TRAIN, "Training images of each run.")]
+Precision = Annotated[
+    Literal["fp32", "bf16", "fp16"], _in(ENGINE, "Arithmetic inside the conv cell.")
+]
+History = Annotated[str, _in(ENGINE, "Precision of Anderson's history: fp32, bf16 or fp32,bf16.")]
+Channels = Annotated[int, _in(ENGINE, "Channels of the conv cell.")]
+Size = Annotated[int, _in(ENGINE, "Image side of the conv cell.")]
+Sizes = Annotated[
+    str | None, _in(ENGINE, "Several sizes BATCHxCHANNELSxSIDE, e.g. 16x64x32,64x64x32.")
+]
+
+
+class BenchCommandConfig(BaseModel):
     """Validated numeric options of ``jiio bench``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -68,113 +163,38 @@ class BenchOptions(BaseModel):
 
 
 def bench(
-    task: Annotated[BenchTask, typer.Option("--task", help="What to measure.")] = (
-        BenchTask.reconstruct
-    ),
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", "-c", help="Decoder (default: shipped).")
-    ] = None,
-    corruption: Annotated[Corruptions, typer.Option(help="Observation model.")] = (
-        Corruptions.inpaint
-    ),
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per solve.")] = 64,
-    naive_steps: Annotated[int, typer.Option(help="Adam steps of the naive method.")] = 50,
-    memory: Annotated[
-        int | None,
-        typer.Option(help="reconstruct, adapt: Anderson memory of JIIO (default 10 for both)."),
-    ] = None,
-    alpha_x: Annotated[
-        float | None,
-        typer.Option(help="reconstruct, adapt: JIIO's step size α_x (default 0.02, 2.0)."),
-    ] = None,
-    alpha_x_start: Annotated[
-        float | None,
-        typer.Option(
-            help="reconstruct: α_x of the first --start-iterations iterations, then --alpha-x "
-            "(default 0.06; equal to --alpha-x for a constant step)."
-        ),
-    ] = None,
-    start_iterations: Annotated[
-        int | None,
-        typer.Option(help="reconstruct: iterations at --alpha-x-start (default 30; 0: none)."),
-    ] = None,
-    x_weight: Annotated[
-        float | None,
-        typer.Option(
-            help="reconstruct, adapt: weight of the x block in JIIO's Anderson least squares "
-            "(1 = the paper's unweighted state; default 10, 30)."
-        ),
-    ] = None,
-    film_scale: Annotated[
-        float | None,
-        typer.Option(
-            help="adapt: JIIO's preconditioner of the context, the factor d on its FiLM code "
-            "(steps d² as large, weight 1/d as large in Anderson; 1 = none; default 0.5)."
-        ),
-    ] = None,
-    solve_iters: Annotated[
-        int | None,
-        typer.Option(
-            help="reconstruct, adapt: cap on every forward and adjoint solve of the naive "
-            "method and on JIIO's final refinement, all to tolerance 1e-4 (reconstruct: "
-            "default 100, where the naive method's solves reach it; adapt: default 30, the "
-            "meta-model's own, where most are truncated). The output says how many solves "
-            "did not reach the tolerance."
-        ),
-    ] = None,
-    quality: Annotated[
-        bool, typer.Option(help="Also the PSNR table against scikit-image baselines.")
-    ] = False,
-    count: Annotated[int, typer.Option(help="Held-out images for --quality.")] = 500,
-    iterations: Annotated[int, typer.Option(help="JIIO iterations for --quality.")] = 300,
-    plot: Annotated[
-        Path | None,
-        typer.Option(help="Also draw objective against time for both methods (PNG)."),
-    ] = None,
-    train_task: Annotated[
-        str, typer.Option(help="train: denoise (JIIO vs Adam) or adversarial (JIIO vs PGD).")
-    ] = "denoise",
-    epochs: Annotated[int, typer.Option(help="train: epochs of each run.")] = 1,
-    max_train: Annotated[int, typer.Option(help="train: training images of each run.")] = 640,
-    eps: Annotated[str, typer.Option(help="attack: budget, e.g. 1.0 or 8/255.")] = "1.0",
-    norm: Annotated[str, typer.Option(help="attack: threat model, linf or l2.")] = "l2",
-    ways: Annotated[int, typer.Option(help="adapt: classes per episode (1 shot).")] = 5,
-    candidates: Annotated[
-        int,
-        typer.Option(
-            help="attack: JIIO iterates compared per image (jiio attack's --candidates; "
-            "1 times the bare optimiser)."
-        ),
-    ] = 4,
-    repeat: Annotated[
-        int, typer.Option(help="Time each run this many times and report the median.")
-    ] = 1,
-    compile_graph: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="Replay JIIO's iterations as a CUDA graph (GPU only; the CPU ignores it). "
-            "engine: time both eager and graph.",
-        ),
-    ] = False,
-    precision: Annotated[
-        str, typer.Option(help="engine: arithmetic inside the cell, fp32, bf16 or fp16.")
-    ] = "fp32",
-    history: Annotated[
-        str,
-        typer.Option(
-            help="engine: precision of Anderson's history, fp32, bf16, or both (fp32,bf16)."
-        ),
-    ] = "fp32",
-    channels: Annotated[int, typer.Option(help="engine: channels of the conv cell.")] = 32,
-    size: Annotated[int, typer.Option(help="engine: image side of the conv cell.")] = 16,
-    sizes: Annotated[
-        str | None,
-        typer.Option(
-            help="engine: several problem sizes, BATCHxCHANNELSxSIDE comma-separated "
-            "(e.g. 16x64x32,64x64x32,256x64x32); overrides --batch-size, --channels, --size."
-        ),
-    ] = None,
+    task: BenchTaskOption = BenchTask.reconstruct,
+    config: ConfigOption = None,
+    batch_size: BatchSizeOption = 64,
+    checkpoint: Checkpoint = None,
+    plot: Plot = None,
+    repeat: Repeat = 1,
+    compile_graph: Compile = False,
+    naive_steps: NaiveSteps = 50,
+    memory: Memory = None,
+    alpha_x: AlphaX = None,
+    x_weight: XWeight = None,
+    solve_iters: SolveIters = None,
+    corruption: CorruptionOption = Corruptions.inpaint,
+    alpha_x_start: AlphaXStart = None,
+    start_iterations: StartIterations = None,
+    quality: Quality = False,
+    count: Count = 500,
+    iterations: Iterations = 300,
+    eps: BenchEps = "1.0",
+    norm: BenchNorm = Norm.l2,
+    baseline: Baseline = "pgd",
+    candidates: Candidates = 4,
+    ways: Ways = 5,
+    film_scale: FilmScale = None,
+    train_task: TrainTask = "denoise",
+    epochs: Epochs = 1,
+    max_train: MaxTrain = 640,
+    precision: Precision = "fp32",
+    history: History = "fp32",
+    channels: Channels = 32,
+    size: Size = 16,
+    sizes: Sizes = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -183,84 +203,90 @@ def bench(
     ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Measure JIIO against the naive inner/outer method on the same model, batch and device."""
+    values = {name: value for name, value in locals().items() if name != "ctx"}
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        opts = BenchOptions(
-            batch_size=batch_size,
-            naive_steps=naive_steps,
-            count=count,
-            iterations=iterations,
-            memory=memory,
-            alpha_x=alpha_x,
-            alpha_x_start=alpha_x_start,
-            start_iterations=start_iterations,
-            x_weight=x_weight,
-            film_scale=film_scale,
-            solve_iters=solve_iters,
-            repeat=repeat,
-            channels=channels,
-            size=size,
-            candidates=candidates,
-        )
+        fields = BenchCommandConfig.model_fields
+        opts = BenchCommandConfig(**{k: v for k, v in values.items() if k in fields})
         torch.manual_seed(common.seed)
-        reject_misplaced_bench_options(task.value, explicit_options(ctx))
-        if task == BenchTask.engine:
-            from jiio_cli.cli.commands.bench_engine import (
-                parse_histories,
-                parse_sizes,
-                run_engine_bench,
-            )
+        reject_other_task_options(ctx, task.value, PANEL_TASKS)
+        _RUNNERS[task](values, opts, common)
 
-            shapes = (
-                parse_sizes(sizes)
-                if sizes is not None
-                else [(opts.batch_size, opts.channels, opts.size)]
-            )
-            run_engine_bench(shapes, precision, compile_graph, common, parse_histories(history))
-            return
-        if task == BenchTask.attack:
-            from jiio_cli.cli.commands.bench_attack import run_attack_bench
 
-            run_attack_bench(
-                checkpoint,
-                eps,
-                norm,
-                opts.batch_size,
-                common,
-                plot,
-                opts.repeat,
-                compile_graph,
-                opts.candidates,
-            )
-            return
-        if task == BenchTask.adapt:
-            from jiio_cli.cli.commands.bench_adapt import run_adapt_bench
+def _engine(values: Mapping[str, Any], opts: BenchCommandConfig, common: CommonConfig) -> None:
+    from jiio_cli.cli.commands.bench_engine import parse_histories, parse_sizes, run_engine_bench
 
-            run_adapt_bench(
-                checkpoint,
-                opts.batch_size,
-                opts.naive_steps,
-                ways,
-                common,
-                opts.repeat,
-                compile_graph,
-                memory=opts.memory,
-                alpha_x=opts.alpha_x,
-                x_weight=opts.x_weight,
-                film_scale=opts.film_scale,
-                solve_iters=opts.solve_iters,
-                plot=plot,
-            )
-            return
-        if task == BenchTask.train:
-            from jiio_cli.cli.commands.bench_train import run_train_bench
+    sizes = values["sizes"]
+    shapes = (
+        parse_sizes(sizes) if sizes is not None else [(opts.batch_size, opts.channels, opts.size)]
+    )
+    histories = parse_histories(values["history"])
+    run_engine_bench(shapes, values["precision"], values["compile_graph"], common, histories)
 
-            run_train_bench(train_task, epochs, max_train, opts.batch_size, common)
-            return
-        if task != BenchTask.reconstruct:
-            raise NotBuiltError("bench", f"{task.value} benchmark")
-        from jiio_cli.cli.commands.bench_reconstruct import run_reconstruct_bench
 
-        run_reconstruct_bench(
-            checkpoint, corruption.value, opts, quality, plot, compile_graph, common
-        )
+def _attack(values: Mapping[str, Any], opts: BenchCommandConfig, common: CommonConfig) -> None:
+    from jiio_cli.cli.commands.bench_attack import run_attack_bench
+
+    run_attack_bench(
+        values["checkpoint"],
+        values["eps"],
+        values["norm"].value,
+        opts.batch_size,
+        common,
+        values["plot"],
+        opts.repeat,
+        values["compile_graph"],
+        opts.candidates,
+        values["baseline"],
+    )
+
+
+def _adapt(values: Mapping[str, Any], opts: BenchCommandConfig, common: CommonConfig) -> None:
+    from jiio_cli.cli.commands.bench_adapt import run_adapt_bench
+
+    run_adapt_bench(
+        values["checkpoint"],
+        opts.batch_size,
+        opts.naive_steps,
+        values["ways"],
+        common,
+        opts.repeat,
+        values["compile_graph"],
+        memory=opts.memory,
+        alpha_x=opts.alpha_x,
+        x_weight=opts.x_weight,
+        film_scale=opts.film_scale,
+        solve_iters=opts.solve_iters,
+        plot=values["plot"],
+    )
+
+
+def _train(values: Mapping[str, Any], opts: BenchCommandConfig, common: CommonConfig) -> None:
+    from jiio_cli.cli.commands.bench_train import run_train_bench
+
+    run_train_bench(
+        values["train_task"], values["epochs"], values["max_train"], opts.batch_size, common
+    )
+
+
+def _reconstruct(values: Mapping[str, Any], opts: BenchCommandConfig, common: CommonConfig) -> None:
+    from jiio_cli.cli.commands.bench_reconstruct import run_reconstruct_bench
+
+    run_reconstruct_bench(
+        values["checkpoint"],
+        values["corruption"].value,
+        opts,
+        values["quality"],
+        values["plot"],
+        values["compile_graph"],
+        common,
+    )
+
+
+_RUNNERS = {
+    BenchTask.engine: _engine,
+    BenchTask.attack: _attack,
+    BenchTask.adapt: _adapt,
+    BenchTask.train: _train,
+    BenchTask.reconstruct: _reconstruct,
+}
