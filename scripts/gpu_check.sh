@@ -29,8 +29,8 @@ step() {  # step NAME SECONDS COMMAND...: JSON stdout to results.jsonl, the rest
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee -a "$LOG"
 
-step tests 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
-  tests/test_anderson.py
+step tests 60 python3 -m pytest -q -p no:cacheprovider tests/engine/test_cuda_graph.py \
+  tests/engine/test_anderson.py
 step engine-b64 60 "${JIIO[@]}" bench --task engine --batch-size 64 --channels 64 --size 32 \
   --compile --device cuda --json
 step reconstruct-graph 90 "${JIIO[@]}" bench --task reconstruct --compile --device cuda \

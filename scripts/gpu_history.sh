@@ -7,8 +7,8 @@ export PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__)"
-  timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py \
-    tests/test_anderson.py tests/test_jiio.py -k "history or graph or bf16 or naive_adam" 2>&1 | tail -5
+  timeout 90 python3 -m pytest -q -p no:cacheprovider tests/engine/test_cuda_graph.py \
+    tests/engine/test_anderson.py tests/engine/test_jiio.py -k "history or graph or bf16 or naive_adam" 2>&1 | tail -5
   echo "tests rc=${PIPESTATUS[0]}"
 } > "$OUT/log.txt" 2>&1
 timeout 200 python3 -m jiio_cli bench --task engine --sizes 64x64x32 --history fp32,bf16 \
