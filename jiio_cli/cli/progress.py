@@ -249,8 +249,13 @@ def progress_display(enabled: bool = True) -> Iterator[ProgressDisplay]:
 
 @contextmanager
 def batch_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """Yield ``update(label, done, total)`` for batched evaluation work."""
-    with progress_display(enabled) as display:
+    """Yield ``update(label, done, total)`` for batched evaluation work.
+
+    ``enabled`` is kept for callers that pass ``not --json``: progress goes to stderr, so
+    it stays on with ``--json`` (stdout keeps its one document).
+    """
+    del enabled
+    with progress_display() as display:
         yield lambda label, done, total: display.update(label, done, total)
 
 
@@ -328,11 +333,16 @@ class _TrainingReporter:
             self.estimated = True
             per_step = (now - self.first_step_at) / _ESTIMATE_STEPS
             left = max(int(event["steps"]) - int(event["step"]), 0)
+            if left == 0:
+                return self.show_step(event)
             self.display.message(
                 f"estimated time for the {left} steps left: {format_duration(per_step * left)} "
                 f"({per_step:.3g} s a step over steps {event['step'] - _ESTIMATE_STEPS + 1}-"
                 f"{event['step']}; held-out evaluation after each epoch comes on top)"
             )
+        self.show_step(event)
+
+    def show_step(self, event: dict[str, Any]) -> None:
         shown = [f"loss {event['loss']:.4g}"]
         shown += [
             f"{label} {event[key]:{fmt}}"
@@ -354,13 +364,14 @@ def training_progress(
     the first step and the estimated total time after the first few, drives a bar (or
     plain lines) with the global step, loss and the task's step numbers and the last
     held-out metric, and on Ctrl-C or SIGTERM prints the checkpoint it saved and the
-    ``--resume`` command. With ``enabled`` False only the plan, the estimate and the
-    interruption lines are written.
+    ``--resume`` command. Everything goes to stderr, so ``--json`` keeps stdout to its
+    one document; with several processes only rank 0 receives events.
 
     Args:
         total_epochs: kept for callers; the plan event carries the run's length.
-        enabled: show the bar or the periodic lines.
+        enabled: kept for callers, which pass ``rank 0 and not --json``; the events
+            already come from rank 0 alone and stderr does not disturb ``--json``.
     """
-    del total_epochs
-    with progress_display(enabled) as display, _sigterm_as_interrupt():
+    del total_epochs, enabled
+    with progress_display() as display, _sigterm_as_interrupt():
         yield _TrainingReporter(display)
