@@ -70,7 +70,7 @@ def _command_section(command: Any, ctx: Any) -> list[str]:
     usage = " ".join([ctx.command_path, "[OPTIONS]", *(_argument_usage(p) for p in arguments)])
     lines = [f"## {ctx.command_path}", "", *_paragraphs(command.help), "", f"    {usage}"]
     if arguments:
-        lines += ["", "Arguments:", "", "| argument | type | required | description |"]
+        lines += ["", "### Arguments", "", "| argument | type | required | description |"]
         lines.append("|---|---|---|---|")
         for param in arguments:
             required = "yes" if param.required else "no"
@@ -79,7 +79,7 @@ def _command_section(command: Any, ctx: Any) -> list[str]:
                 f"| `{_argument_name(param)}` | `{kind}` | {required} | {_cell(param.help)} |"
             )
     for panel, members in _by_panel(options):
-        lines += ["", f"{panel}:", ""]
+        lines += ["", f"### {panel}", ""]
         lines += _option_table(members, ctx)
     return lines
 
@@ -97,13 +97,13 @@ def _option_table(options: Sequence[Any], ctx: Any) -> list[str]:
 
 
 def _by_panel(options: Iterable[Any]) -> list[tuple[str, list[Any]]]:
-    """Options grouped by their rich help panel, panels in order of first appearance
-    (options without one form the ``Options`` panel)."""
-    panels: dict[str, list[Any]] = {}
+    """Options grouped by their rich help panel, as ``--help`` shows them: options without
+    one form the ``Options`` panel, first; the others follow in order of appearance."""
+    panels: dict[str, list[Any]] = {_DEFAULT_PANEL: []}
     for param in options:
         panel = getattr(param, "rich_help_panel", None) or _DEFAULT_PANEL
         panels.setdefault(panel, []).append(param)
-    return list(panels.items())
+    return [(panel, members) for panel, members in panels.items() if members]
 
 
 def _is_option(param: Any) -> bool:

@@ -72,16 +72,16 @@ def test_every_option_in_help_is_in_the_reference(rendered: str, command: str) -
 def test_defaults_types_and_panels_come_from_the_parameters() -> None:
     """A tiny app whose every parameter kind is known: the rows carry its names, types,
     defaults (enum values, paths, --x/--no-x forms, hidden ones left out) and help, the
-    rich help panels become tables of their own, and the width of the terminal does not
-    matter."""
+    rich help panels become tables of their own after the unpanelled ``Options`` (as
+    ``--help`` orders them, whatever the parameters' order)."""
     demo = typer.Typer(help="Demo tool.")
 
     @demo.command()
     def paint(
         images: list[Path] = typer.Argument(..., help="Pictures | to paint."),
+        coats: int = typer.Option(2, help="Coats.", rich_help_panel="Finish"),
         colour: Colour = typer.Option(Colour.blue, help="Paint colour."),
         out: Path = typer.Option(Path("out") / "p.png", "--out", "-o", help="Where."),
-        coats: int = typer.Option(2, help="Coats.", rich_help_panel="Finish"),
         gloss: bool = typer.Option(True, "--gloss/--matt", help="Surface."),
         dry: bool = typer.Option(False, "--dry", help="Dry run."),
         secret: int = typer.Option(7, hidden=True),
@@ -109,9 +109,10 @@ def test_defaults_types_and_panels_come_from_the_parameters() -> None:
     assert "| `--dry` | `flag` |  | Dry run. |" in text
     assert "| `--note` | `<str>` |  | Optional note. |" in text
     assert "secret" not in text
-    options, finish = section.split("Finish:")
+    options, finish = section.split("### Finish")
     assert "`--coats`" in finish and "`--coats`" not in options
     assert "`--colour`" in options and "`--colour`" not in finish
+    assert options.index("### Arguments") < options.index("### Options")
     assert "## demo clean" in text
 
 
