@@ -1,9 +1,10 @@
 """The command-line reference (``docs/cli.md``), rendered from the Typer app itself.
 
-Every command's usage line, arguments and options (names, type, default, help) are read
-from the Click command tree that Typer builds, so the reference cannot drift from the
-code: ``tests/cli/test_cli_reference.py`` fails when the committed file differs from
-what :func:`render_cli_reference` returns. The output is plain Markdown built without
+Every command's usage line, arguments and options (names, type, default, help; also the
+options that ``--help`` leaves out to stay short) are read from the Click command tree
+that Typer builds, so the reference cannot drift from the code:
+``tests/cli/test_cli_reference.py`` fails when the committed file differs from what
+:func:`render_cli_reference` returns. The output is plain Markdown built without
 Click's help formatter, so it does not depend on the terminal's width or colours.
 """
 
@@ -19,6 +20,7 @@ import typer
 __all__ = ["render_cli_reference"]
 
 _DEFAULT_PANEL = "Options"
+_HIDDEN_PANEL = "Options not shown by --help"
 
 
 def render_cli_reference(app: typer.Typer, prog_name: str = "jiio") -> str:
@@ -67,6 +69,8 @@ def _command_section(command: Any, ctx: Any) -> list[str]:
     visible = [p for p in command.params if not getattr(p, "hidden", False)]
     arguments = [p for p in visible if not _is_option(p)]
     options = [p for p in visible if _is_option(p)]
+    # Options kept out of --help to keep it short still work; the reference lists them.
+    hidden = [p for p in command.params if _is_option(p) and getattr(p, "hidden", False)]
     usage = " ".join([ctx.command_path, "[OPTIONS]", *(_argument_usage(p) for p in arguments)])
     lines = [f"## {ctx.command_path}", "", *_paragraphs(command.help), "", f"    {usage}"]
     if arguments:
@@ -81,6 +85,9 @@ def _command_section(command: Any, ctx: Any) -> list[str]:
     for panel, members in _by_panel(options):
         lines += ["", f"### {panel}", ""]
         lines += _option_table(members, ctx)
+    if hidden:
+        lines += ["", f"### {_HIDDEN_PANEL}", ""]
+        lines += _option_table(hidden, ctx)
     return lines
 
 

@@ -71,7 +71,8 @@ def test_every_option_in_help_is_in_the_reference(rendered: str, command: str) -
 
 def test_defaults_types_and_panels_come_from_the_parameters() -> None:
     """A tiny app whose every parameter kind is known: the rows carry its names, types,
-    defaults (enum values, paths, --x/--no-x forms, hidden ones left out) and help, the
+    defaults (enum values, paths, --x/--no-x forms) and help, hidden options in a table of
+    their own at the end, the
     rich help panels become tables of their own after the unpanelled ``Options`` (as
     ``--help`` orders them, whatever the parameters' order)."""
     demo = typer.Typer(help="Demo tool.")
@@ -84,7 +85,7 @@ def test_defaults_types_and_panels_come_from_the_parameters() -> None:
         out: Path = typer.Option(Path("out") / "p.png", "--out", "-o", help="Where."),
         gloss: bool = typer.Option(True, "--gloss/--matt", help="Surface."),
         dry: bool = typer.Option(False, "--dry", help="Dry run."),
-        secret: int = typer.Option(7, hidden=True),
+        secret: int = typer.Option(7, hidden=True, help="Rarely needed."),
         note: str = typer.Option(None, help="Optional note."),
     ) -> None:
         """Paint pictures.
@@ -108,8 +109,10 @@ def test_defaults_types_and_panels_come_from_the_parameters() -> None:
     assert "| `--gloss`, `--matt` | `flag` | `--gloss` | Surface. |" in text
     assert "| `--dry` | `flag` |  | Dry run. |" in text
     assert "| `--note` | `<str>` |  | Optional note. |" in text
-    assert "secret" not in text
-    options, finish = section.split("### Finish")
+    shown, hidden = section.split("### Options not shown by --help")
+    assert "| `--secret` | `<int>` | `7` | Rarely needed. |" in hidden
+    assert "secret" not in shown
+    options, finish = shown.split("### Finish")
     assert "`--coats`" in finish and "`--coats`" not in options
     assert "`--colour`" in options and "`--colour`" not in finish
     assert options.index("### Arguments") < options.index("### Options")
