@@ -163,6 +163,8 @@ class BenchCommandConfig(BaseModel):
 
 
 def bench(
+    # Typer fills it in; None when the function is called from Python (nothing typed).
+    ctx: typer.Context = None,  # type: ignore[assignment]
     task: BenchTaskOption = BenchTask.reconstruct,
     config: ConfigOption = None,
     batch_size: BatchSizeOption = 64,
@@ -199,8 +201,6 @@ def bench(
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
-    # Typer fills it in; None when the function is called from Python (nothing typed).
-    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Measure JIIO against the naive inner/outer method on the same model, batch and device."""
     values = {name: value for name, value in locals().items() if name != "ctx"}

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.commands import train_options as o
+from jiio_cli.cli.commands.train_common import loop_config, run_summary
 from jiio_cli.cli.commands.train_options import option_flag
 from jiio_cli.cli.options import (
     ConfigOption,
@@ -62,6 +63,8 @@ def parse_sigma(text: str) -> float | tuple[float, float]:
 
 
 def train(
+    # Typer fills it in; None when the function is called from Python (nothing typed).
+    ctx: typer.Context = None,  # type: ignore[assignment]
     task: o.TaskOption = o.Task.denoise,
     config: ConfigOption = None,
     data: o.DataOption = None,
@@ -122,8 +125,6 @@ def train(
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
-    # Typer fills it in; None when the function is called from Python (nothing typed).
-    ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
     """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
     classifier (adversarial) or a few-shot meta-model (meta).
@@ -269,7 +270,6 @@ def _decoder_training_config(values: Mapping[str, Any], common: CommonConfig) ->
     from jiio_cli.data.augment import parse_augmentation
     from jiio_cli.models import DecoderConfig
     from jiio_cli.tasks.inverse.training import InverseTrainConfig
-    from jiio_cli.training import TrainConfig
 
     task, inner = values["task"].value, values["inner"]
     if inner == o.Inner.pgd:
@@ -303,17 +303,7 @@ def _decoder_training_config(values: Mapping[str, Any], common: CommonConfig) ->
             image_size=config.image_size,
             half_resolution=config.state_resolution == "half",
         ),
-        loop=TrainConfig(
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            seed=common.seed,
-            save_every=config.save_every,
-            max_bad_steps=config.max_bad_steps,
-            max_grad_norm=config.max_grad_norm,
-            precision=config.precision,
-            init=str(config.init) if config.init is not None else None,
-        ),
+        loop=loop_config(config, common.seed, config.max_grad_norm, config.precision),
         inner=inner.value,
         inner_iterations=config.iterations,
         jacobian_weight=config.jac_weight,
@@ -346,24 +336,14 @@ def _report_decoder(
     common: CommonConfig,
     context: DistributedContext,
 ) -> None:
-    from jiio_cli.training import checkpoint_paths
-
-    last, best = checkpoint_paths(run_dir, spec.task)
     evals = [h for h in state.history if "heldout_psnr" in h]
     result = {
         "task": spec.task,
-        "epochs": state.epoch,
-        "steps": state.step,
-        "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
         "heldout_psnr": evals[-1]["heldout_psnr"] if evals else None,
         "best_heldout_psnr": state.best_metric if evals else None,
-        "seconds": seconds,
-        "checkpoint_last": str(last),
-        "checkpoint_best": str(best),
-        "device": str(common.torch_device),
+        **run_summary(state, run_dir, spec.task, seconds, common),
         "processes": context.world_size,
         "precision": spec.loop.precision,
-        "seed": common.seed,
     }
     emit(result, json_output=common.json_output, title="jiio train")
 

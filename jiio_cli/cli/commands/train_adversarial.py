@@ -14,13 +14,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.bench.timing import StepClock
+from jiio_cli.cli.commands.train_common import loop_config, run_summary
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig, parse_eps
 from jiio_cli.distributed import DistributedContext
 from jiio_cli.errors import UsageError
 from jiio_cli.models import ClassifierConfig
-from jiio_cli.training import TrainConfig, checkpoint_paths
 
 __all__ = ["AdversarialTrainCommandConfig", "run"]
 
@@ -80,16 +80,7 @@ def run(
             image_size=opts.image_size,
             channels=opts.width,
         ),
-        loop=TrainConfig(
-            epochs=opts.epochs,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            seed=common.seed,
-            save_every=opts.save_every,
-            max_bad_steps=opts.max_bad_steps,
-            max_grad_norm=opts.max_grad_norm,
-            init=str(opts.init) if opts.init is not None else None,
-        ),
+        loop=loop_config(opts, common.seed, opts.max_grad_norm),
         inner=opts.inner,  # type: ignore[arg-type]
         jiio=JIIOAttackConfig(iterations=opts.iterations),
         pgd=PGDConfig(steps=opts.pgd_steps),
@@ -124,25 +115,17 @@ def _report(
     context: DistributedContext,
 ) -> None:
     """Print the run's result: a table, or one JSON document with ``--json``."""
-    last, best = checkpoint_paths(run_dir, "adversarial")
     evals = [h for h in state.history if "heldout_robust_accuracy" in h]
     result: dict[str, Any] = {
         "task": "adversarial",
         "inner": opts.inner,
         "threat": f"{opts.norm} {eps:g}",
-        "epochs": state.epoch,
-        "steps": state.step,
-        "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
         "heldout_clean_accuracy": evals[-1]["heldout_clean_accuracy"] if evals else None,
         "heldout_robust_accuracy": evals[-1]["heldout_robust_accuracy"] if evals else None,
         "best_heldout_robust_accuracy": state.best_metric if evals else None,
-        "seconds": seconds,
+        **run_summary(state, run_dir, "adversarial", seconds, common),
         "train_step_seconds": clock.train_seconds,
         "evaluation_seconds": clock.other_seconds,
-        "checkpoint_last": str(last),
-        "checkpoint_best": str(best),
-        "device": str(common.torch_device),
         "processes": context.world_size,
-        "seed": common.seed,
     }
     emit(result, json_output=common.json_output, title="jiio train --task adversarial")

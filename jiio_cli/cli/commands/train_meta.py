@@ -19,12 +19,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jiio_cli.cli.commands.train_common import loop_config, run_summary
 from jiio_cli.cli.commands.train_options import COMMON_OPTIONS, option_flag
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig
 from jiio_cli.errors import UsageError
-from jiio_cli.training import TrainConfig, checkpoint_paths
 
 __all__ = [
     "SINUSOID_DEFAULTS",
@@ -264,16 +264,7 @@ def run(
             metric_context=opts.metric_context,
             readout=opts.readout,
         ),
-        loop=TrainConfig(
-            epochs=opts.epochs,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            seed=common.seed,
-            save_every=opts.save_every,
-            max_bad_steps=opts.max_bad_steps,
-            max_grad_norm=opts.max_grad_norm or 0.0,
-            init=str(opts.init) if opts.init is not None else None,
-        ),
+        loop=loop_config(opts, common.seed, opts.max_grad_norm or 0.0),
         ways=ways,
         shots=shots[0],
         queries=opts.queries,
@@ -296,7 +287,6 @@ def run(
     started = time.perf_counter()
     with training_progress(opts.epochs, enabled=not common.json_output) as progress:
         state = train_meta(spec, common.torch_device, run_dir, resume, progress)
-    last, best = checkpoint_paths(run_dir, "meta")
     evals = [h for h in state.history if "val_accuracy" in h]
     result: dict[str, Any] = {
         "task": "meta",
@@ -305,16 +295,9 @@ def run(
         "data": [str(p) for p in data] if data else "glyphs (sample_data/glyphs.npz)",
         "ways": list(ways),
         "shots": shots[0],
-        "epochs": state.epoch,
-        "steps": state.step,
-        "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
         **({k: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else {}),
         "best_val_accuracy": state.best_metric if evals else None,
-        "seconds": time.perf_counter() - started,
-        "checkpoint_last": str(last),
-        "checkpoint_best": str(best),
-        "device": str(common.torch_device),
-        "seed": common.seed,
+        **run_summary(state, run_dir, "meta", time.perf_counter() - started, common),
     }
     emit(result, json_output=common.json_output, title="jiio train --task meta")
 
@@ -360,17 +343,10 @@ def _run_sinusoid(
 
     spec = SinusoidTrainConfig(
         model=RegressorConfig(hidden=opts.width, context_dim=opts.context_dim),
-        loop=TrainConfig(
-            epochs=opts.epochs,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            seed=common.seed,
-            save_every=opts.save_every,
-            max_bad_steps=opts.max_bad_steps,
-            max_grad_norm=(
-                SINUSOID_MAX_GRAD_NORM if opts.max_grad_norm is None else opts.max_grad_norm
-            ),
-            init=str(opts.init) if opts.init is not None else None,
+        loop=loop_config(
+            opts,
+            common.seed,
+            SINUSOID_MAX_GRAD_NORM if opts.max_grad_norm is None else opts.max_grad_norm,
         ),
         shots=shots,
         queries=opts.queries,
@@ -387,7 +363,6 @@ def _run_sinusoid(
     started = time.perf_counter()
     with training_progress(opts.epochs, enabled=not common.json_output) as progress:
         state = train_sinusoid(spec, common.torch_device, run_dir, resume, progress)
-    last, best = checkpoint_paths(run_dir, "meta")
     evals = [h for h in state.history if "val_mse" in h]
     result: dict[str, Any] = {
         "task": "meta",
@@ -396,15 +371,8 @@ def _run_sinusoid(
         "hypergradient": spec.hypergradient,
         "shots": list(shots),
         "queries": opts.queries,
-        "epochs": state.epoch,
-        "steps": state.step,
-        "final_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
         **({k: v for k, v in evals[-1].items() if k.startswith("val_mse")} if evals else {}),
         "best_val_mse": -state.best_metric if evals else None,
-        "seconds": time.perf_counter() - started,
-        "checkpoint_last": str(last),
-        "checkpoint_best": str(best),
-        "device": str(common.torch_device),
-        "seed": common.seed,
+        **run_summary(state, run_dir, "meta", time.perf_counter() - started, common),
     }
     emit(result, json_output=common.json_output, title="jiio train --task meta --dataset sinusoid")

@@ -1,0 +1,72 @@
+"""What every ``jiio train`` task shares: the loop's settings from the validated options,
+and the fields of the result every task prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from jiio_cli.config import CommonConfig
+from jiio_cli.training import TrainConfig, TrainState, checkpoint_paths
+
+__all__ = ["LoopOptions", "loop_config", "run_summary"]
+
+
+class LoopOptions(Protocol):
+    """The loop options of a task's validated command configuration."""
+
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def save_every(self) -> int: ...
+    @property
+    def max_bad_steps(self) -> int: ...
+    @property
+    def init(self) -> Path | None: ...
+
+
+def loop_config(
+    opts: LoopOptions, seed: int, max_grad_norm: float, precision: str = "fp32"
+) -> TrainConfig:
+    """The training loop's settings, in one step from a task's validated options.
+
+    Args:
+        opts: the task's validated options (``batch_size`` is tasks per step for meta).
+        seed: the run's seed.
+        max_grad_norm: the gradient clip the task resolved (0: off).
+        precision: arithmetic of the DEQ cell (decoder tasks).
+    """
+    return TrainConfig(
+        epochs=opts.epochs,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        seed=seed,
+        save_every=opts.save_every,
+        max_bad_steps=opts.max_bad_steps,
+        max_grad_norm=max_grad_norm,
+        precision=precision,
+        init=str(opts.init) if opts.init is not None else None,
+    )
+
+
+def run_summary(
+    state: TrainState, run_dir: Path, name: str, seconds: float, common: CommonConfig
+) -> dict[str, Any]:
+    """The result fields every task reports: how far the run went, its last loss, its
+    time, its checkpoints (``<run_dir>/<name>-last|best.safetensors``), device and seed."""
+    last, best = checkpoint_paths(run_dir, name)
+    losses = [h["loss"] for h in state.history if "loss" in h]
+    return {
+        "epochs": state.epoch,
+        "steps": state.step,
+        "final_loss": losses[-1] if losses else None,
+        "seconds": seconds,
+        "checkpoint_last": str(last),
+        "checkpoint_best": str(best),
+        "device": str(common.torch_device),
+        "seed": common.seed,
+    }
