@@ -10,6 +10,7 @@ epoch; and the ratio naive seconds / JIIO seconds.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -96,8 +97,15 @@ def training_comparison(
     batch_size: int = 64,
     seed: int = 0,
     eval_size: int = 200,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    on_run: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train twice (JIIO and the naive inner solve) and compare time and quality."""
+    """Train twice (JIIO and the naive inner solve) and compare time and quality.
+
+    ``progress(inner, event)`` hears each run's training events
+    (:func:`~jiio_cli.training.run_training`); ``on_run(inner, summary)`` gets each run's
+    summary as soon as it is done.
+    """
     loop = replace(TrainConfig(), epochs=epochs, batch_size=batch_size, seed=seed, lr=2e-3)
     if task == "denoise":
         runner, naive, metric = _run_denoise, "naive", "heldout_psnr"
@@ -108,7 +116,15 @@ def training_comparison(
         for inner in ("jiio", naive):
             clock = StepClock(device)
             out = Path(scratch) / inner
-            state = runner(inner, loop, max_train, eval_size, device, out, clock)
+
+            def on_event(event: dict[str, Any], inner: str = inner, clock: Any = clock) -> None:
+                clock(event)
+                if progress is not None:
+                    progress(inner, event)
+
+            state = runner(inner, loop, max_train, eval_size, device, out, on_event)
             report[inner] = _summary(state, clock, metric)
+            if on_run is not None:
+                on_run(inner, report[inner])
     report["ratio"] = report[naive]["seconds"] / report["jiio"]["seconds"]
     return report

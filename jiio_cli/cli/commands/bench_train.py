@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.cli.progress import progress_display
 from jiio_cli.config import CommonConfig
 from jiio_cli.errors import UsageError
 
@@ -22,14 +25,35 @@ def run_train_bench(
     from jiio_cli.bench.train import training_comparison
 
     dev = common.torch_device
-    report = training_comparison(
-        train_task,  # type: ignore[arg-type]
-        dev,
-        epochs=epochs,
-        max_train=max_train,
-        batch_size=batch_size,
-        seed=common.seed,
-    )
+    naive = "naive" if train_task == "denoise" else "pgd"
+    title = f"jiio bench --task train ({train_task}, {epochs} epoch(s), {max_train} images)"
+    finished: dict[str, dict[str, Any]] = {}
+
+    try:
+        with progress_display() as display:
+
+            def progress(inner: str, event: dict[str, Any]) -> None:
+                if event["event"] == "step":
+                    display.update(f"train with {inner}", event["step"], event["steps"])
+
+            report = training_comparison(
+                train_task,  # type: ignore[arg-type]
+                dev,
+                epochs=epochs,
+                max_train=max_train,
+                batch_size=batch_size,
+                seed=common.seed,
+                progress=progress,
+                on_run=finished.__setitem__,
+            )
+    except KeyboardInterrupt:
+        # Ctrl-C: the runs that finished are still a result; the boundary exits 130.
+        if common.json_output:
+            emit({"task": "train", "complete": False, **finished}, json_output=True)
+        elif finished:
+            rows = [{"inner": inner, **summary} for inner, summary in finished.items()]
+            print_table(rows, title=f"{title}, interrupted")
+        raise
     result = {
         "task": "train",
         "device": str(dev),
@@ -40,9 +64,5 @@ def run_train_bench(
     if common.json_output:
         emit(result, json_output=True)
         return
-    naive = "naive" if train_task == "denoise" else "pgd"
-    print_table(
-        [{"inner": inner, **report[inner]} for inner in ("jiio", naive)],
-        title=f"jiio bench --task train ({train_task}, {epochs} epoch(s), {max_train} images)",
-    )
+    print_table([{"inner": inner, **report[inner]} for inner in ("jiio", naive)], title=title)
     print_table([{"ratio (naive seconds / JIIO seconds)": report["ratio"]}])
