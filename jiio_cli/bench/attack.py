@@ -22,6 +22,7 @@ baseline's final mean loss.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,8 +88,13 @@ def attack_time_to_equal_objective(
     threat: ThreatModel,
     config: AttackBenchConfig,
     seed: int,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_row: Callable[[str, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Runs of both methods at every budget, and the speed ratio (see module docstring).
+
+    ``progress(label, done, total)`` hears the budgets run so far for each method;
+    ``on_row(method, row)`` gets each run's row as soon as it is measured.
 
     Returns a JSON-ready dict with ``jiio`` and ``pgd`` lists (budget, seconds, robust
     accuracy, mean loss, f-evaluations, iterations), the ``target`` robust accuracy,
@@ -103,23 +109,33 @@ def attack_time_to_equal_objective(
     base = config.baseline
     rows: dict[str, list[dict[str, float]]] = {"jiio": [], base: []}
     budgets = config.pgd_budgets if base == "pgd" else config.apgd_budgets
-    for steps in budgets:
+
+    def report(method: str, row: dict[str, float], done: int, total: int) -> None:
+        rows[method].append(row)
+        if on_row is not None:
+            on_row(method, row)
+        if progress is not None:
+            progress(f"{method} budgets", done, total)
+
+    if progress is not None:
+        progress(f"{base} budgets", 0, len(budgets))
+    for done, steps in enumerate(budgets, start=1):
         outcome, seconds = timed_median(
             lambda steps=steps: _baseline(model, images, labels, threat, config, steps, seed),
             device,
             config.repeat,
         )
-        rows[base].append(
-            {"budget": steps, "seconds": seconds, **_score(model, outcome, labels, base)}
-        )
-    for iterations in config.jiio_budgets:
+        row = {"budget": steps, "seconds": seconds, **_score(model, outcome, labels, base)}
+        report(base, row, done, len(budgets))
+    if progress is not None:
+        progress("jiio budgets", 0, len(config.jiio_budgets))
+    for done, iterations in enumerate(config.jiio_budgets, start=1):
         cfg = dataclasses.replace(config.jiio, iterations=iterations)
         outcome, seconds = timed_median(
             lambda cfg=cfg: jiio_attack(model, images, labels, threat, cfg), device, config.repeat
         )
-        rows["jiio"].append(
-            {"budget": iterations, "seconds": seconds, **_score(model, outcome, labels, "jiio")}
-        )
+        row = {"budget": iterations, "seconds": seconds, **_score(model, outcome, labels, "jiio")}
+        report("jiio", row, done, len(config.jiio_budgets))
     target = rows[base][-1]["robust_accuracy"]
 
     def reach(method: str) -> float | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.cli.progress import progress_display
 from jiio_cli.config import CommonConfig, parse_eps
 from jiio_cli.errors import UsageError
 
@@ -53,9 +55,26 @@ def run_attack_bench(
         baseline=baseline,  # type: ignore[arg-type]
     )
     base_name = "PGD" if baseline == "pgd" else "APGD-CE"
-    speed = attack_time_to_equal_objective(
-        model, x.to(dev), y.to(dev), threat, bench_config, common.seed
-    )
+    finished: list[dict[str, Any]] = []
+    try:
+        with progress_display() as display:
+            speed = attack_time_to_equal_objective(
+                model,
+                x.to(dev),
+                y.to(dev),
+                threat,
+                bench_config,
+                common.seed,
+                progress=display.update,
+                on_row=lambda method, row: finished.append({"method": method, **row}),
+            )
+    except KeyboardInterrupt:
+        # Ctrl-C: the budgets measured so far; the boundary then exits 130.
+        if common.json_output:
+            emit({"task": "attack", "complete": False, "rows": finished}, json_output=True)
+        elif finished:
+            print_table(finished, title="jiio bench --task attack, interrupted")
+        raise
     if plot is not None:
         from jiio_cli.plot import write_line_plot
 
