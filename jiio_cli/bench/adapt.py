@@ -22,6 +22,7 @@ final contexts, f-evaluations, VJPs and iterations are reported alongside.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,9 +145,21 @@ def _counts(result: InputOptResult) -> dict[str, float]:
 
 
 def time_to_equal_support_objective(
-    model: FiLMClassifier, ep: EpisodeBatch, settings: AdaptConfig, cfg: AdaptBenchConfig
+    model: FiLMClassifier,
+    ep: EpisodeBatch,
+    settings: AdaptConfig,
+    cfg: AdaptBenchConfig,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Objective-versus-time of both methods on one batch of tasks, and the speed ratio."""
+    """Objective-versus-time of both methods on one batch of tasks, and the speed ratio.
+
+    ``progress(label, done, total)`` hears each phase (the naive run, then at most
+    ``len(cfg.jiio_budgets) + cfg.refine`` JIIO budgets); ``on_row(row)`` gets each
+    method's row as soon as it is measured.
+    """
+    report = progress if progress is not None else (lambda _label, _done, _total: None)
+    most_runs = len(cfg.jiio_budgets) + cfg.refine
     naive_settings = naive_bench_settings(settings, cfg)
     solve = naive_settings.naive.forward
 
@@ -165,6 +178,7 @@ def time_to_equal_support_objective(
         "naive",
     )
 
+    report("naive (Adam)", 0, 1)
     naive, naive_seconds = _timed(model, ep, naive_settings, "naive", cfg.repeat)
     naive_accuracy = _accuracy(model, ep, naive, settings.forward)
     trace = naive.trace.cpu().tolist()
@@ -173,10 +187,17 @@ def time_to_equal_support_objective(
     # The trace is the mean objective at each step's solved point; its last entry is the
     # final objective, so the target is always reached.
     naive_reach = next(t for t, v in zip(times, trace, strict=True) if v <= target + 1e-12)
+    report("naive (Adam)", 1, 1)
+    if on_row is not None:
+        on_row({"method": "naive (Adam)", "seconds": naive_reach, "support_objective": target})
+    runs_done = 0
 
     def jiio_run(budget: int) -> dict[str, Any]:
+        nonlocal runs_done
+        report("jiio budgets", runs_done, most_runs)
         result, seconds = _timed(model, ep, jiio_settings(budget), "jiio", cfg.repeat)
-        return {
+        runs_done += 1
+        row = {
             "iterations": budget,
             "seconds": seconds,
             "support_objective": float(result.objective.mean()),
@@ -185,11 +206,15 @@ def time_to_equal_support_objective(
             "cuda_graph": result.graph,
             **_counts(result),
         }
+        if on_row is not None:
+            on_row({"method": f"jiio, {budget} iterations", **row})
+        return row
 
     def reached(run: dict[str, Any]) -> bool:
         return run["support_objective"] <= target
 
     runs = search_budgets(jiio_run, reached, cfg.jiio_budgets, cfg.refine)
+    report("jiio budgets", runs_done, runs_done)
     first = first_reaching_run(runs, reached)
     jiio_reach = first["seconds"] if first else None
     return {

@@ -14,6 +14,7 @@ import torch
 
 from jiio_cli.cli.commands.bench_summary import echo_speed_summary
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.cli.progress import progress_display
 from jiio_cli.config import CommonConfig
 
 __all__ = ["run_adapt_bench"]
@@ -92,7 +93,24 @@ def run_adapt_bench(
         film_scale=cfg.film_scale if film_scale is None else film_scale,
         inner_max_iter=solve_iters,
     )
-    speed = time_to_equal_support_objective(model, episodes, adapt_settings(spec), cfg)
+    finished: list[dict[str, Any]] = []
+    try:
+        with progress_display() as display:
+            speed = time_to_equal_support_objective(
+                model,
+                episodes,
+                adapt_settings(spec),
+                cfg,
+                progress=display.update,
+                on_row=finished.append,
+            )
+    except KeyboardInterrupt:
+        # Ctrl-C: the runs measured so far; the boundary then exits 130.
+        if common.json_output:
+            emit({"task": "adapt", "complete": False, "rows": finished}, json_output=True)
+        elif finished:
+            print_table(finished, title="jiio bench --task adapt, interrupted")
+        raise
     if plot is not None:
         from jiio_cli.plot import write_line_plot
 
