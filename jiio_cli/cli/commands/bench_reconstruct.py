@@ -29,42 +29,17 @@ def run_reconstruct_bench(
 
     ``opts`` are the validated numeric options of ``jiio bench`` (``BenchCommandConfig``).
     """
-    from jiio_cli.bench.reconstruct import (
-        ReconstructBenchConfig,
-        speed_batch,
-        time_to_equal_objective,
-    )
-    from jiio_cli.tasks.inverse.problems import trained_latent_weight
-    from jiio_cli.tasks.inverse.range_error import stored_range_error
+    from jiio_cli.bench.reconstruct import speed_batch, time_to_equal_objective
     from jiio_cli.tasks.loading import default_checkpoint, load_decoder
 
     dev = common.torch_device
-
     path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
     decoder, ckpt = load_decoder(path, dev)
-    defaults = ReconstructBenchConfig()
-    cfg = ReconstructBenchConfig(
-        # The problem the model was trained for, as `jiio reconstruct` solves it.
-        latent_weight=trained_latent_weight(ckpt.training_config),
-        batch_size=opts.batch_size,
-        naive_steps=opts.naive_steps,
-        memory=defaults.memory if opts.memory is None else opts.memory,
-        alpha_x=defaults.alpha_x if opts.alpha_x is None else opts.alpha_x,
-        alpha_x_start=defaults.alpha_x_start if opts.alpha_x_start is None else opts.alpha_x_start,
-        start_iterations=(
-            defaults.start_iterations if opts.start_iterations is None else opts.start_iterations
-        ),
-        x_weight=defaults.x_weight if opts.x_weight is None else opts.x_weight,
-        inner_max_iter=defaults.inner_max_iter if opts.solve_iters is None else opts.solve_iters,
-        repeat=opts.repeat,
-        graph=graph,
-    )
+    cfg = _bench_config(ckpt, opts, graph)
     _, observed, known = speed_batch(opts.batch_size, corruption, common.seed)
     observed, known = observed.to(dev), known.to(dev)
-    title = (
-        f"jiio bench --task reconstruct ({corruption}, batch {opts.batch_size}, "
-        f"{torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'})"
-    )
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    title = f"jiio bench --task reconstruct ({corruption}, batch {opts.batch_size}, {device_name})"
     finished: list[dict[str, Any]] = []
     quality_done: dict[str, dict[str, float]] = {}
     try:
@@ -78,37 +53,15 @@ def run_reconstruct_bench(
                     quality_done[kind] = table
     except KeyboardInterrupt:
         # Ctrl-C: show what was measured; the boundary then exits 130.
-        partial = {"task": "reconstruct", "complete": False, "rows": finished}
-        if quality_done:
-            partial["quality_psnr_db"] = quality_done
-        if common.json_output:
-            emit(partial, json_output=True)
-        else:
-            if finished:
-                print_table(finished, title=f"{title}, interrupted")
-            for kind, table in quality_done.items():
-                print_table(
-                    [{"method": k, "psnr_db": v} for k, v in table.items()],
-                    title=f"PSNR on {opts.count} held-out digits: {kind}",
-                )
+        _print_partial(finished, quality_done, title, opts.count, common.json_output)
         raise
     if plot is not None:
-        from jiio_cli.plot import write_line_plot
-
-        naive_points = [(p["seconds"], p["objective"]) for p in speed["naive"]["trace"]]
-        jiio_points = [(r["seconds"], r["objective"]) for r in speed["jiio"]["runs"]]
-        write_line_plot(
-            plot,
-            {"naive (Adam, full solves)": naive_points, "JIIO": jiio_points},
-            xlabel="seconds",
-            ylabel="mean objective",
-            title=f"reconstruct ({corruption}), batch {opts.batch_size}",
-        )
+        _plot(plot, speed, f"reconstruct ({corruption}), batch {opts.batch_size}")
     result = {
         "task": "reconstruct",
         "corruption": corruption,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "device_name": device_name,
         "checkpoint": str(path),
         "seed": common.seed,
         "jiio_alpha_x": cfg.alpha_x,
@@ -121,12 +74,87 @@ def run_reconstruct_bench(
         "speed": speed,
     }
     if quality:
+        from jiio_cli.tasks.inverse.range_error import stored_range_error
+
         result["quality_psnr_db"] = quality_done
         result["quality_images"] = opts.count
         result["quality_range_error"] = stored_range_error(ckpt.extra) or 0.0
     if common.json_output:
         emit(result, json_output=True)
+    else:
+        _print_report(speed, quality_done, title, opts.count)
+
+
+def _bench_config(ckpt: Any, opts: Any, graph: bool) -> Any:
+    """The bench's settings: its defaults where an option was left out, and the latent
+    weight the model was trained with (the problem as ``jiio reconstruct`` solves it)."""
+    from jiio_cli.bench.reconstruct import ReconstructBenchConfig
+    from jiio_cli.tasks.inverse.problems import trained_latent_weight
+
+    defaults = ReconstructBenchConfig()
+
+    def given(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return ReconstructBenchConfig(
+        latent_weight=trained_latent_weight(ckpt.training_config),
+        batch_size=opts.batch_size,
+        naive_steps=opts.naive_steps,
+        memory=given(opts.memory, defaults.memory),
+        alpha_x=given(opts.alpha_x, defaults.alpha_x),
+        alpha_x_start=given(opts.alpha_x_start, defaults.alpha_x_start),
+        start_iterations=given(opts.start_iterations, defaults.start_iterations),
+        x_weight=given(opts.x_weight, defaults.x_weight),
+        inner_max_iter=given(opts.solve_iters, defaults.inner_max_iter),
+        repeat=opts.repeat,
+        graph=graph,
+    )
+
+
+def _print_quality(quality: dict[str, dict[str, float]], count: int) -> None:
+    for kind, table in quality.items():
+        print_table(
+            [{"method": k, "psnr_db": v} for k, v in table.items()],
+            title=f"PSNR on {count} held-out digits: {kind}",
+        )
+
+
+def _print_partial(
+    finished: list[dict[str, Any]],
+    quality: dict[str, dict[str, float]],
+    title: str,
+    count: int,
+    json_output: bool,
+) -> None:
+    """What an interrupted bench had measured: its finished rows and quality tables."""
+    partial: dict[str, Any] = {"task": "reconstruct", "complete": False, "rows": finished}
+    if quality:
+        partial["quality_psnr_db"] = quality
+    if json_output:
+        emit(partial, json_output=True)
         return
+    if finished:
+        print_table(finished, title=f"{title}, interrupted")
+    _print_quality(quality, count)
+
+
+def _plot(path: Path, speed: dict[str, Any], title: str) -> None:
+    from jiio_cli.plot import write_line_plot
+
+    naive_points = [(p["seconds"], p["objective"]) for p in speed["naive"]["trace"]]
+    jiio_points = [(r["seconds"], r["objective"]) for r in speed["jiio"]["runs"]]
+    write_line_plot(
+        path,
+        {"naive (Adam, full solves)": naive_points, "JIIO": jiio_points},
+        xlabel="seconds",
+        ylabel="mean objective",
+        title=title,
+    )
+
+
+def _print_report(
+    speed: dict[str, Any], quality: dict[str, dict[str, float]], title: str, count: int
+) -> None:
     rows = [
         {
             "method": "naive (Adam, full solves)",
@@ -146,12 +174,7 @@ def run_reconstruct_bench(
         )
     print_table(rows, title=title)
     echo_speed_summary(speed)
-    if quality:
-        for kind, table in result["quality_psnr_db"].items():
-            print_table(
-                [{"method": k, "psnr_db": v} for k, v in table.items()],
-                title=f"PSNR on {opts.count} held-out digits: {kind}",
-            )
+    _print_quality(quality, count)
 
 
 def _quality_tables(

@@ -23,12 +23,20 @@ from torch import Tensor
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
+    AllowUnconvergedOption,
+    AlphaXOption,
     CompileOption,
     DebugOption,
+    DecoderCheckpointOption,
     DeviceOption,
+    IterationsOption,
     JsonOption,
+    MemoryOption,
     SeedOption,
+    TolOption,
+    XWeightOption,
     common_options,
+    in_panel,
 )
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.cli.progress import progress_display
@@ -77,6 +85,15 @@ def _output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
     return paths
 
 
+_AlphaX = in_panel(AlphaXOption, None, "JIIO's step size α_x on the latent code.")
+_XWeight = in_panel(
+    XWeightOption,
+    None,
+    "Weight of the latent code in Anderson's least squares (1: unweighted); "
+    "changes the path, not the solution.",
+)
+
+
 def reconstruct(
     images: Annotated[list[Path], typer.Argument(help="Input images (PNG, JPEG; grey or colour).")],
     mask: Annotated[
@@ -89,10 +106,7 @@ def reconstruct(
     sigma: Annotated[
         float, typer.Option(help="Noise level of the input on [0, 1] (0: clean).")
     ] = 0.0,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option("--checkpoint", "-c", help="Decoder checkpoint (default: shipped)."),
-    ] = None,
+    checkpoint: DecoderCheckpointOption = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Output file (one input) or folder (default: next to input)."),
@@ -100,7 +114,7 @@ def reconstruct(
     reference: Annotated[
         list[Path] | None, typer.Option(help="Clean image(s) to score against (PSNR, SSIM).")
     ] = None,
-    iterations: Annotated[int, typer.Option(help="JIIO iterations of the solve.")] = 300,
+    iterations: IterationsOption = 300,
     extra_rounds: Annotated[
         int,
         typer.Option(
@@ -108,10 +122,8 @@ def reconstruct(
             "stopped, for up to this many more rounds of --iterations each (0: none)."
         ),
     ] = 2,
-    tol: Annotated[float, typer.Option(help="Convergence tolerance of the solve.")] = 1e-2,
-    alpha_x: Annotated[
-        float, typer.Option(help="JIIO step size on the latent code.")
-    ] = RECONSTRUCTION_ALPHA_X,
+    tol: TolOption = 1e-2,
+    alpha_x: _AlphaX = RECONSTRUCTION_ALPHA_X,
     alpha_x_start: Annotated[
         float,
         typer.Option(
@@ -122,16 +134,8 @@ def reconstruct(
     start_iterations: Annotated[
         int, typer.Option(help="Iterations at --alpha-x-start (0: none).")
     ] = RECONSTRUCTION_START_ITERATIONS,
-    memory: Annotated[
-        int, typer.Option(help="Anderson history length of the solve.")
-    ] = RECONSTRUCTION_MEMORY,
-    x_weight: Annotated[
-        float,
-        typer.Option(
-            help="Weight of the latent code in Anderson's least squares (1: unweighted); "
-            "changes the path, not the solution."
-        ),
-    ] = RECONSTRUCTION_X_WEIGHT,
+    memory: MemoryOption = RECONSTRUCTION_MEMORY,
+    x_weight: _XWeight = RECONSTRUCTION_X_WEIGHT,
     range_error: Annotated[
         float | None,
         typer.Option(
@@ -141,9 +145,7 @@ def reconstruct(
             "Default: the checkpoint's estimate."
         ),
     ] = None,
-    allow_unconverged: Annotated[
-        bool, typer.Option(help="Write results and exit 0 even if some solves did not converge.")
-    ] = False,
+    allow_unconverged: AllowUnconvergedOption = False,
     strict: Annotated[
         bool,
         typer.Option(

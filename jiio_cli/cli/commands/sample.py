@@ -19,7 +19,7 @@ from jiio_cli.cli.options import (
     common_options,
 )
 from jiio_cli.cli.output import emit
-from jiio_cli.errors import JiioError, UsageError
+from jiio_cli.errors import UsageError
 
 __all__ = ["sample"]
 
@@ -57,38 +57,22 @@ def sample(
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         opts = SampleCommandConfig(n=n, nrow=nrow)
-        from jiio_cli.checkpoint import load_checkpoint
         from jiio_cli.data import write_grid
-        from jiio_cli.density import GaussianMixture
-        from jiio_cli.tasks.inverse.sampling import DENSITY_PREFIX, decode
-        from jiio_cli.tasks.loading import default_checkpoint, load_decoder
+        from jiio_cli.tasks.inverse.sampling import sample_images
+        from jiio_cli.tasks.loading import default_checkpoint
 
-        dev = common.torch_device
         path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
-        decoder, _ = load_decoder(path, dev)
-        tensors = load_checkpoint(path).tensors
-        if not any(k.startswith(DENSITY_PREFIX) for k in tensors):
-            raise JiioError(
-                f"checkpoint {path} holds no latent density; fit one with "
-                "scripts/fit_density.py or train with jiio train"
-            )
-        try:
-            mixture = GaussianMixture.from_tensors(tensors, DENSITY_PREFIX)
-        except ValueError as exc:
-            raise JiioError(f"checkpoint {path} has an invalid latent density: {exc}") from None
-        generator = torch.Generator().manual_seed(common.seed)
-        codes = mixture.sample(opts.n, generator=generator)
-        images = decode(decoder, codes)
-        write_grid(out, images.cpu(), nrow=opts.nrow)
+        drawn = sample_images(path, opts.n, common.seed, common.torch_device)
+        write_grid(out, drawn.images.cpu(), nrow=opts.nrow)
         result = {
             "samples": opts.n,
             "out": str(out),
             "checkpoint": str(path),
-            "components": mixture.components,
+            "components": drawn.components,
             "seed": common.seed,
         }
         if fd:
-            result.update(_feature_distances(images, dev))
+            result.update(_feature_distances(drawn.images, common.torch_device))
         emit(result, json_output=common.json_output, title="jiio sample")
 
 

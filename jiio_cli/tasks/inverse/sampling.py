@@ -10,12 +10,13 @@ training images (:mod:`jiio_cli.tasks.inverse.range_error`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from jiio_cli.checkpoint import save_checkpoint
+from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
 from jiio_cli.density import GaussianMixture, fit_gmm
 from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
 from jiio_cli.errors import JiioError
@@ -24,7 +25,14 @@ from jiio_cli.tasks.inverse.problems import InferenceConfig, infer_latents, trai
 from jiio_cli.tasks.inverse.range_error import FIT_IMAGES, RANGE_ERROR_KEY, estimate_range_error
 from jiio_cli.tasks.loading import load_decoder
 
-__all__ = ["DENSITY_PREFIX", "attach_density", "decode", "infer_codes"]
+__all__ = [
+    "DENSITY_PREFIX",
+    "SampledImages",
+    "attach_density",
+    "decode",
+    "infer_codes",
+    "sample_images",
+]
 
 DENSITY_PREFIX = "density."
 
@@ -63,6 +71,39 @@ def decode(decoder: DEQDecoder, codes: Tensor, solver: SolverConfig | None = Non
                 f"{codes.shape[0]} samples; the checkpoint is broken or the solve unstable"
             )
         return images.clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class SampledImages:
+    """New images drawn from a decoder: ``images`` (N, C, H, W) in [0, 1], decoded from
+    codes drawn from the mixture of ``components`` Gaussians stored in the checkpoint."""
+
+    images: Tensor
+    components: int
+
+
+def sample_images(path: Path, n: int, seed: int, device: torch.device) -> SampledImages:
+    """Draw ``n`` latent codes from the checkpoint's fitted Gaussian mixture (a generator
+    seeded with ``seed``, on the CPU so that draws do not depend on the device) and decode
+    them on ``device``.
+
+    Raises:
+        JiioError: the checkpoint holds no latent density, or an invalid one, or the
+            decoder's forward solve diverged.
+    """
+    decoder, _ = load_decoder(path, device)
+    tensors = load_checkpoint(path).tensors
+    if not any(k.startswith(DENSITY_PREFIX) for k in tensors):
+        raise JiioError(
+            f"checkpoint {path} holds no latent density; fit one with "
+            "scripts/fit_density.py or train with jiio train"
+        )
+    try:
+        mixture = GaussianMixture.from_tensors(tensors, DENSITY_PREFIX)
+    except ValueError as exc:
+        raise JiioError(f"checkpoint {path} has an invalid latent density: {exc}") from None
+    codes = mixture.sample(n, generator=torch.Generator().manual_seed(seed))
+    return SampledImages(images=decode(decoder, codes), components=mixture.components)
 
 
 def attach_density(
