@@ -172,3 +172,21 @@ def test_a_wrong_size_reference_is_refused_before_any_solve(tmp_path: Path, monk
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and "reference" in result.stderr
     assert "30x30" in result.stderr and "28x28" in result.stderr
+
+
+def test_the_table_names_each_output_path(tmp_path: Path) -> None:
+    out = tmp_path / "restored"
+    args = [str(DIGITS / f"digit_{i}_masked.png") for i in (1, 2)]
+    args += ["--mask", str(DIGITS / "digit_1_mask.png"), "--mask", str(DIGITS / "digit_2_mask.png")]
+    wide = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "400"})
+    args += ["--device", "cpu"]
+    result = wide.invoke(
+        app,
+        ["reconstruct", *args, "--out", str(out), "--allow-unconverged", "--iterations", "20"],
+    )
+    assert result.exit_code == 0, result.stderr
+    for i in (1, 2):
+        path = out / f"digit_{i}_masked-restored.png"
+        assert path.exists()
+        assert str(path) in result.stdout  # the table's output column
+        assert f"wrote {path}" in result.stderr.splitlines()

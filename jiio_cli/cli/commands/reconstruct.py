@@ -293,6 +293,9 @@ def reconstruct(
             _print_rows(rows, seconds, str(dev), opts.tol)
             for note in notes:
                 typer.echo(f"note: {note}", err=True)
+            # Whole, on lines of their own: a narrow terminal may fold the table's paths.
+            for written_path in summary["outputs"]:
+                typer.echo(f"wrote {written_path}", err=True)
         enforce_converged(
             unconverged,
             allow=allow_unconverged,
