@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from jiio_cli.cli.app import app
 from jiio_cli.errors import JiioError
 from jiio_cli.plot import PLOT_SIZE, write_line_plot
+
+runner = CliRunner(env={"NO_COLOR": "1"})
 
 # matplotlib's first two default line colours, in the order series are drawn.
 FIRST, SECOND = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)
@@ -65,3 +69,23 @@ def test_missing_matplotlib_is_one_clear_error(
     with pytest.raises(JiioError, match=r"pip install 'jiio\[plot\]'"):
         write_line_plot(tmp_path / "a.png", {"x": [(0.0, 1.0)]}, xlabel="s", ylabel="y", title="t")
     assert not list(tmp_path.iterdir())
+
+
+def test_bench_refuses_plot_without_matplotlib_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jiio_cli.cli.commands import bench_attack
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the bench ran although its plot could not be drawn")
+
+    monkeypatch.setattr(bench_attack, "run_attack_bench", never)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    plot = tmp_path / "attack.png"
+    args = ["bench", "--task", "attack", "--plot", str(plot), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "error: --plot needs matplotlib, which is not installed: pip install 'jiio[plot]'\n"
+    )
+    assert result.stdout == "" and not plot.exists()

@@ -210,6 +210,10 @@ def bench(
         opts = BenchCommandConfig(**{k: v for k, v in values.items() if k in fields})
         torch.manual_seed(common.seed)
         reject_other_task_options(ctx, task.value, PANEL_TASKS)
+        if plot is not None:
+            from jiio_cli.plot import require_matplotlib
+
+            require_matplotlib()  # before the bench runs, not after minutes of it
         _RUNNERS[task](values, opts, common)
 
 
