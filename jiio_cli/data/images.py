@@ -24,6 +24,7 @@ from jiio_cli.errors import JiioError, UsageError
 __all__ = [
     "IMAGE_SUFFIXES",
     "WRITE_FORMATS",
+    "image_write_format",
     "make_grid",
     "read_image",
     "read_mask",
@@ -201,7 +202,9 @@ def resize_mask(mask: Tensor, size: int | tuple[int, int]) -> Tensor:
     return out[0, 0] > 0.5
 
 
-def _write_format(path: Path) -> str:
+def image_write_format(path: Path) -> str:
+    """The Pillow format :func:`write_image` uses for ``path``; a UsageError for a suffix
+    it cannot write (so commands can check their output paths before any work)."""
     fmt = WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UsageError(
@@ -227,7 +230,7 @@ def write_image(path: Path | str, img: Tensor) -> Path:
         JiioError: non-finite pixels, or the file cannot be written.
     """
     path = Path(path)
-    fmt = _write_format(path)
+    fmt = image_write_format(path)
     if img.dim() == 2:
         img = img.unsqueeze(0)
     if img.dim() != 3 or img.shape[0] not in (1, 3):
@@ -275,5 +278,5 @@ def write_grid(
 ) -> Path:
     """Write a batch (N, C, H, W) as one tiled image, atomically (see :func:`make_grid`)."""
     path = Path(path)
-    _write_format(path)  # fail on a bad suffix before any work
+    image_write_format(path)  # fail on a bad suffix before any work
     return write_image(path, make_grid(images, nrow, padding, pad_value))

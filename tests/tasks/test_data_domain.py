@@ -98,3 +98,15 @@ def test_shipped_image_models_record_their_domain(stem: str, size: int) -> None:
     assert (domain.height, domain.width, domain.channels) == (size, size, 1)
     assert domain.look == "strokes" and domain.value_range == (0.0, 1.0)
     assert ckpt.model_config["image_size"] == size
+
+
+def test_noise_does_not_turn_a_digit_into_a_photo() -> None:
+    digits = load_mnist5k("heldout")[0][:100]
+    generator = torch.Generator().manual_seed(0)
+    noisy = (digits + 0.4 * torch.randn(digits.shape, generator=generator)).clamp(0, 1)
+    # Read as clean, the noise's mid-tones look like a photo; told σ, they do not.
+    assert sum(image_look(img) == "photo" for img in noisy) > 50
+    assert all(domain_mismatches(MNIST_DIGITS, img, True, 0.4) == [] for img in noisy)
+    noisy = (digits + 0.2 * torch.randn(digits.shape, generator=generator)).clamp(0, 1)
+    assert all(domain_mismatches(MNIST_DIGITS, img, True, 0.2) == [] for img in noisy)
+    assert image_look(_camera(), sigma=0.1) == "photo"

@@ -41,6 +41,7 @@ from jiio_cli.cli.options import (
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.cli.progress import progress_display
 from jiio_cli.cli.unconverged import enforce_converged
+from jiio_cli.data.images import image_write_format
 from jiio_cli.errors import UsageError
 from jiio_cli.tasks.inverse.defaults import (
     RECONSTRUCTION_ALPHA_X,
@@ -80,6 +81,7 @@ def _output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
             raise UsageError(f"--out {out} must be a folder when several images are given")
         paths = [out / f"{p.stem}-restored.png" for p in inputs]
     for src, dst in zip(inputs, paths, strict=True):
+        image_write_format(dst)  # an unknown suffix is refused now, not after the solve
         if dst.resolve() == src.resolve():
             raise UsageError(f"refusing to overwrite the input {src}; choose another --out")
     return paths
@@ -205,7 +207,7 @@ def reconstruct(
                     f"{image_path.name}: resized {w}x{h} to the model's {size}x{size} for the "
                     "solve and the result back"
                 )
-        _check_domain(domain, images, inputs, strict)
+        _check_domain(domain, images, inputs, strict, opts.sigma)
         if not masks and opts.sigma == 0:
             notes.append("no --mask and --sigma 0: the image is projected onto the model")
 
@@ -386,13 +388,15 @@ def _model_domain(extra: dict[str, str], config: Any) -> Any:
     return DataDomain("training images", size, size, channels)
 
 
-def _check_domain(domain: Any, images: list[Path], inputs: _Inputs, strict: bool) -> None:
+def _check_domain(
+    domain: Any, images: list[Path], inputs: _Inputs, strict: bool, sigma: float
+) -> None:
     """Warn (stderr) about each input far from the model's domain; refuse it with --strict."""
     from jiio_cli.tasks.inverse.domain import domain_mismatches, mismatch_sentence
 
     for path, img, known in zip(images, inputs.images, inputs.masks, strict=True):
         has_hole = known is not None and not bool(known.all())
-        problems = domain_mismatches(domain, img, has_hole)
+        problems = domain_mismatches(domain, img, has_hole, sigma)
         if not problems:
             continue
         sentence = mismatch_sentence(domain, path.name, problems)
