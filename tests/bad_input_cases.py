@@ -39,6 +39,8 @@ def prepare(tmp: Path) -> None:
     (tmp / "junk.png").write_bytes(np.random.default_rng(0).bytes(300))
     Image.fromarray(np.full((30, 30), 255, np.uint8)).save(tmp / "big_mask.png")
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp / "black_mask.png")
+    ramp = np.linspace(0, 255, 96 * 96 * 3).reshape(96, 96, 3).astype(np.uint8)
+    Image.fromarray(ramp).save(tmp / "colour_photo.png")  # far from the digits' domain
     good = MODEL.read_bytes()
     (tmp / "truncated.safetensors").write_bytes(good[: len(good) // 2])
     (tmp / "pickle.safetensors").write_bytes(b"\x80\x04\x95" + bytes(40))
@@ -130,6 +132,12 @@ CASES: list[BadInput] = [
     ),
     BadInput("reconstruct: output over the input", _rec("{digit}", "--out", "{digit}"), 2),
     BadInput("reconstruct: --x-weight 0", _rec("{digit}", "--x-weight", "0"), 2),
+    BadInput(
+        "reconstruct: reference of another size",
+        _rec("{digit}", "--reference", "{t}/big_mask.png"),
+        2,
+    ),
+    BadInput("reconstruct: a photo with --strict", _rec("{t}/colour_photo.png", "--strict"), 2),
     BadInput("reconstruct: --memory 0", _rec("{digit}", "--memory", "0"), 2),
     BadInput(
         "reconstruct: unsupported output format",
