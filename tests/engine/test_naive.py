@@ -29,15 +29,22 @@ def test_gradient_descent_reaches_the_jiio_optimum(device: torch.device) -> None
     tight = SolverConfig(memory=10, tol=1e-9, max_iter=400)
     exact = jiio_solve(problem, JIIOConfig(alpha_x=0.5, solver=tight))
     assert exact.converged.all()
+    # The step must be small for every draw: the x-curvature is at least γ = 1 but its
+    # largest value varies from draw to draw, and at lr 0.2 about one draw in twenty
+    # oscillates between two points instead of converging. At lr 0.05 (stable up to a
+    # curvature of 40), 400 steps shrink the error by (1 − 0.05)⁴⁰⁰ ≈ 1e-9.
+    steps = 400
     gd = naive_solve(
         problem,
-        NaiveConfig(method="gd", steps=300, lr=0.2, forward=INNER, adjoint=INNER, warm_start=True),
+        NaiveConfig(
+            method="gd", steps=steps, lr=0.05, forward=INNER, adjoint=INNER, warm_start=True
+        ),
     )
     assert ((gd.x - exact.x).norm(dim=1) / exact.x.norm(dim=1)).max() < 1e-4
-    assert (gd.iterations == 300).all()
+    assert (gd.iterations == steps).all()
     # Costs add up: each step pays at least one f evaluation and one VJP per sample.
-    assert (gd.f_evals >= 301).all() and (gd.vjps >= 301).all()
-    assert gd.trace.shape[0] == 301 and gd.trace[-1] <= gd.trace[0]
+    assert (gd.f_evals >= steps + 1).all() and (gd.vjps >= steps + 1).all()
+    assert gd.trace.shape[0] == steps + 1 and gd.trace[-1] <= gd.trace[0]
 
 
 def test_pgd_stays_in_the_ball_and_lowers_the_objective() -> None:
