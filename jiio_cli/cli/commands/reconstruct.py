@@ -71,6 +71,22 @@ class ReconstructCommandConfig(BaseModel):
     range_error: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
 
 
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        help="Refuse inputs far from the model's training data (another size by more than "
+        "2x, colour into a greyscale model, a photo into a digit model) instead of warning."
+    ),
+]
+
+
+def _check_counts(images: list[Path], masks: list[Path], refs: list[Path]) -> None:
+    if len(masks) not in (0, 1, len(images)):
+        raise UsageError(f"give one --mask for all images or one per image ({len(images)})")
+    if len(refs) not in (0, len(images)):
+        raise UsageError(f"give one --reference per image ({len(images)})")
+
+
 def _output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
     if out is None:
         paths = [p.with_name(f"{p.stem}-restored.png") for p in inputs]
@@ -148,22 +164,14 @@ def reconstruct(
         ),
     ] = None,
     allow_unconverged: AllowUnconvergedOption = False,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            help="Refuse inputs far from the model's training data (another size by more "
-            "than 2x, colour into a greyscale model, a photo into a digit model) instead "
-            "of warning."
-        ),
-    ] = False,
+    strict: StrictOption = False,
     compile_graph: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Fill in missing pixels and/or remove noise. Inputs of any size are resized to the
-    model's resolution for the solve and the result is resized back."""
+    """Fill in missing pixels and/or remove noise, in images of any size and colour."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         opts = ReconstructCommandConfig(
@@ -181,128 +189,179 @@ def reconstruct(
         masks = mask or []
         refs = reference or []
         # Cheap checks first: counts, paths, sizes and the model's domain, before any solve.
-        if len(masks) not in (0, 1, len(images)):
-            raise UsageError(f"give one --mask for all images or one per image ({len(images)})")
-        if len(refs) not in (0, len(images)):
-            raise UsageError(f"give one --reference per image ({len(images)})")
+        _check_counts(images, masks, refs)
         outputs = _output_paths(images, out)
-        from jiio_cli.data import write_image
-        from jiio_cli.tasks.inverse.problems import reconstruction_settings, trained_latent_weight
-        from jiio_cli.tasks.inverse.range_error import stored_range_error
-        from jiio_cli.tasks.inverse.reconstruction import reconstruct_images
-        from jiio_cli.tasks.loading import default_checkpoint, load_decoder
+        _run(images, outputs, masks, refs, opts, checkpoint, strict, allow_unconverged,
+             compile_graph, common)  # fmt: skip
 
-        dev = common.torch_device
-        torch.manual_seed(common.seed)
-        path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
-        decoder, ckpt = load_decoder(path, dev)
-        inputs = _read_inputs(images, masks, refs)
-        notes = list(inputs.notes)
-        domain = _model_domain(ckpt.extra, decoder.config)
-        size = decoder.config.image_size
-        for image_path, img in zip(images, inputs.images, strict=True):
-            h, w = img.shape[1:]
-            if (h, w) != (size, size):
-                notes.append(
-                    f"{image_path.name}: resized {w}x{h} to the model's {size}x{size} for the "
-                    "solve and the result back"
-                )
-        _check_domain(domain, images, inputs, strict, opts.sigma)
-        if not masks and opts.sigma == 0:
-            notes.append("no --mask and --sigma 0: the image is projected onto the model")
 
-        variance = opts.range_error
+def _run(
+    images: list[Path],
+    outputs: list[Path],
+    masks: list[Path],
+    refs: list[Path],
+    opts: ReconstructCommandConfig,
+    checkpoint: Path | None,
+    strict: bool,
+    allow_unconverged: bool,
+    compile_graph: bool,
+    common: Any,
+) -> None:
+    """Load, check, solve (one library call), write and report: the command's work."""
+    from jiio_cli.tasks.inverse.reconstruction import reconstruct_images
+    from jiio_cli.tasks.loading import default_checkpoint, load_decoder
+
+    torch.manual_seed(common.seed)
+    path = checkpoint if checkpoint is not None else default_checkpoint("decoder")
+    decoder, ckpt = load_decoder(path, common.torch_device)
+    inputs = _read_inputs(images, masks, refs)
+    domain = _model_domain(ckpt.extra, decoder.config)
+    notes = _input_notes(images, inputs, decoder.config.image_size, opts.sigma, bool(masks))
+    _check_domain(domain, images, inputs, strict, opts.sigma)
+    settings, variance = _solve_settings(opts, ckpt, compile_graph, notes)
+
+    started = time.perf_counter()
+    label = f"reconstruct ({len(images)} image{'s' if len(images) > 1 else ''}, one batch)"
+    with progress_display() as progress:
+        progress.update(label, 0, len(images))
+        restored = reconstruct_images(
+            decoder,
+            inputs.images,
+            inputs.masks,
+            settings,
+            sigma=opts.sigma,
+            range_error=variance,
+            references=inputs.references or None,
+        )
+        progress.update(label, len(images), len(images))
+    seconds = time.perf_counter() - started
+
+    rows, unconverged = _write_outputs(images, outputs, restored, allow_unconverged)
+    summary: dict[str, Any] = {
+        **_averages(rows),
+        "tol": opts.tol,
+        "converged": not unconverged,
+        "seconds": seconds,
+        "range_error": variance,
+        "device": str(common.torch_device),
+        "checkpoint": str(path),
+        "domain": domain.describe(),
+        "notes": notes,
+        "outputs": [r["output"] for r in rows if r["output"] is not None],
+        "images": rows,
+    }
+    _report(summary, common.json_output)
+    enforce_converged(
+        unconverged,
+        allow=allow_unconverged,
+        fix="no output written for them; raise --iterations or --extra-rounds",
+    )
+
+
+def _input_notes(
+    images: list[Path], inputs: _Inputs, size: int, sigma: float, masked: bool
+) -> list[str]:
+    """What the command does to the inputs, said once each (stderr, and in JSON)."""
+    notes = list(inputs.notes)
+    for image_path, img in zip(images, inputs.images, strict=True):
+        h, w = img.shape[1:]
+        if (h, w) != (size, size):
+            notes.append(
+                f"{image_path.name}: resized {w}x{h} to the model's {size}x{size} for the "
+                "solve and the result back"
+            )
+    if not masked and sigma == 0:
+        notes.append("no --mask and --sigma 0: the image is projected onto the model")
+    return notes
+
+
+def _solve_settings(
+    opts: ReconstructCommandConfig, ckpt: Any, graph: bool, notes: list[str]
+) -> tuple[Any, float]:
+    """The inference settings of the options, and τ² (``--range-error`` or the checkpoint's)."""
+    from jiio_cli.tasks.inverse.problems import reconstruction_settings, trained_latent_weight
+    from jiio_cli.tasks.inverse.range_error import stored_range_error
+
+    variance = opts.range_error
+    if variance is None:
+        variance = stored_range_error(ckpt.extra)
         if variance is None:
-            variance = stored_range_error(ckpt.extra)
-            if variance is None:
-                variance = 0.0
-                if opts.sigma > 0:
-                    notes.append("the checkpoint has no range error: the decoder's output is used")
-        settings = reconstruction_settings(
-            opts.iterations,
-            latent_weight=trained_latent_weight(ckpt.training_config),
-            alpha_x=opts.alpha_x,
-            alpha_x_start=opts.alpha_x_start,
-            start_iterations=opts.start_iterations,
-            memory=opts.memory,
-            x_weight=opts.x_weight,
-            refine_tol=opts.tol,
-            graph=compile_graph,
-            tol=opts.tol,
-            extra_rounds=opts.extra_rounds,
-        )
-        started = time.perf_counter()
-        label = f"reconstruct ({len(images)} image{'s' if len(images) > 1 else ''}, one batch)"
-        with progress_display() as progress:
-            progress.update(label, 0, len(images))
-            restored = reconstruct_images(
-                decoder,
-                inputs.images,
-                inputs.masks,
-                settings,
-                sigma=opts.sigma,
-                range_error=variance,
-                references=inputs.references or None,
-            )
-            progress.update(label, len(images), len(images))
-        seconds = time.perf_counter() - started
+            variance = 0.0
+            if opts.sigma > 0:
+                notes.append("the checkpoint has no range error: the decoder's output is used")
+    settings = reconstruction_settings(
+        opts.iterations,
+        latent_weight=trained_latent_weight(ckpt.training_config),
+        alpha_x=opts.alpha_x,
+        alpha_x_start=opts.alpha_x_start,
+        start_iterations=opts.start_iterations,
+        memory=opts.memory,
+        x_weight=opts.x_weight,
+        refine_tol=opts.tol,
+        graph=graph,
+        tol=opts.tol,
+        extra_rounds=opts.extra_rounds,
+    )
+    return settings, variance
 
-        rows: list[dict[str, Any]] = []
-        unconverged: list[str] = []
-        for image_path, target, result in zip(images, outputs, restored, strict=True):
-            solve = result.solve
-            written = solve.converged or allow_unconverged
-            if written:
-                write_image(target, result.image)
-            else:
-                reason = "diverged: NaN/Inf" if solve.failed else "not converged"
-                unconverged.append(f"{image_path.name} ({reason})")
-            rows.append(
-                {
-                    "image": str(image_path),
-                    "output": str(target) if written else None,
-                    "objective": solve.objective,
-                    "iterations": solve.iterations,
-                    "residual": solve.residual,
-                    "residual_z": solve.residual_z,
-                    "residual_mu": solve.residual_mu,
-                    "residual_x": solve.residual_x,
-                    "converged": solve.converged,
-                    **result.metrics,
-                }
-            )
-        summary: dict[str, Any] = {
-            "objective": sum(r["objective"] for r in rows) / len(rows),
-            "iterations": max(r["iterations"] for r in rows),
-            "tol": opts.tol,
-            "converged": not unconverged,
-            "seconds": seconds,
-            "range_error": variance,
-            "device": str(dev),
-            "checkpoint": str(path),
-            "domain": domain.describe(),
-            "notes": notes,
-            "outputs": [r["output"] for r in rows if r["output"] is not None],
-            "images": rows,
-        }
-        for key in ("psnr", "ssim", "psnr_hole", "ssim_hole"):
-            values = [r[key] for r in rows if key in r]
-            if values:
-                summary[key] = sum(values) / len(values)
-        if common.json_output:
-            emit(summary, json_output=True)
+
+def _write_outputs(
+    images: list[Path], outputs: list[Path], restored: list[Any], allow_unconverged: bool
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Write each converged (or allowed) result; the rows and the unconverged images."""
+    from jiio_cli.data import write_image
+
+    rows: list[dict[str, Any]] = []
+    unconverged: list[str] = []
+    for image_path, target, result in zip(images, outputs, restored, strict=True):
+        solve = result.solve
+        written = solve.converged or allow_unconverged
+        if written:
+            write_image(target, result.image)
         else:
-            _print_rows(rows, seconds, str(dev), opts.tol)
-            for note in notes:
-                typer.echo(f"note: {note}", err=True)
-            # Whole, on lines of their own: a narrow terminal may fold the table's paths.
-            for written_path in summary["outputs"]:
-                typer.echo(f"wrote {written_path}", err=True)
-        enforce_converged(
-            unconverged,
-            allow=allow_unconverged,
-            fix="no output written for them; raise --iterations or --extra-rounds",
+            reason = "diverged: NaN/Inf" if solve.failed else "not converged"
+            unconverged.append(f"{image_path.name} ({reason})")
+        rows.append(
+            {
+                "image": str(image_path),
+                "output": str(target) if written else None,
+                "objective": solve.objective,
+                "iterations": solve.iterations,
+                "residual": solve.residual,
+                "residual_z": solve.residual_z,
+                "residual_mu": solve.residual_mu,
+                "residual_x": solve.residual_x,
+                "converged": solve.converged,
+                **result.metrics,
+            }
         )
+    return rows, unconverged
+
+
+def _averages(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean objective and scores over the images, and the most iterations run."""
+    out: dict[str, Any] = {
+        "objective": sum(r["objective"] for r in rows) / len(rows),
+        "iterations": max(r["iterations"] for r in rows),
+    }
+    for key in ("psnr", "ssim", "psnr_hole", "ssim_hole"):
+        values = [r[key] for r in rows if key in r]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+def _report(summary: dict[str, Any], json_output: bool) -> None:
+    """The JSON document, or the table with the notes and the written paths (stderr)."""
+    if json_output:
+        emit(summary, json_output=True)
+        return
+    _print_rows(summary["images"], summary["seconds"], summary["device"], summary["tol"])
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}", err=True)
+    # Whole, on lines of their own: a narrow terminal may fold the table's paths.
+    for written_path in summary["outputs"]:
+        typer.echo(f"wrote {written_path}", err=True)
 
 
 _TABLE_COLUMNS = (
