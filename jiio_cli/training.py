@@ -354,25 +354,10 @@ def run_training(
     loop = _Loop(
         model, optimizer, params, scaler, context, config, meta, last_path, best_path, progress
     )
-    steps = math.ceil(train_size / config.batch_size) * config.epochs
+    plan = _plan_event(meta["task"], train_size, config, state, params, last_path, best_path)
+    steps = plan["steps"]
     if progress is not None and context.is_main:
-        progress(
-            {
-                "event": "plan",
-                "task": meta["task"],
-                "train_size": train_size,
-                "epochs": config.epochs,
-                "batches": math.ceil(train_size / config.batch_size),
-                "batch_size": config.batch_size,
-                "steps": steps,
-                "done": state.step,
-                "device": str(params[0].device) if params else "cpu",
-                "world_size": context.world_size,
-                "save_every": config.save_every,
-                "checkpoint": str(last_path),
-                "best": str(best_path),
-            }
-        )
+        progress(plan)
     try:
         return loop.run(state, train_size, call_step, eval_fn, best_key, stop_after_steps)
     except KeyboardInterrupt:
@@ -381,15 +366,46 @@ def run_training(
         if context.is_main:
             loop.save(last_path, state, {})
             if progress is not None:
-                progress(
-                    {
-                        "event": "interrupted",
-                        "step": state.step,
-                        "steps": steps,
-                        "checkpoint": str(last_path),
-                    }
-                )
+                progress(_interrupted_event(state, steps, last_path))
         raise
+
+
+def _plan_event(
+    task: str,
+    train_size: int,
+    config: TrainConfig,
+    state: TrainState,
+    params: list[nn.Parameter],
+    last_path: Path,
+    best_path: Path,
+) -> dict[str, Any]:
+    """The ``plan`` progress event: what the run will do and where its checkpoints go."""
+    batches = math.ceil(train_size / config.batch_size)
+    device = str(params[0].device) if params else "cpu"
+    return {
+        "event": "plan",
+        "task": task,
+        "train_size": train_size,
+        "epochs": config.epochs,
+        "batches": batches,
+        "batch_size": config.batch_size,
+        "steps": batches * config.epochs,
+        "done": state.step,
+        "device": device,
+        "save_every": config.save_every,
+        "checkpoint": str(last_path),
+        "best": str(best_path),
+    }
+
+
+def _interrupted_event(state: TrainState, steps: int, last_path: Path) -> dict[str, Any]:
+    """The ``interrupted`` progress event: where the run stopped and what it saved."""
+    return {
+        "event": "interrupted",
+        "step": state.step,
+        "steps": steps,
+        "checkpoint": str(last_path),
+    }
 
 
 @dataclass
