@@ -39,6 +39,7 @@ def prepare(tmp: Path) -> None:
     (tmp / "junk.png").write_bytes(np.random.default_rng(0).bytes(300))
     Image.fromarray(np.full((30, 30), 255, np.uint8)).save(tmp / "big_mask.png")
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp / "black_mask.png")
+    (tmp / "bad.toml").write_text('task = "denoise"\nepochz = 2\n')  # a misspelt option
     ramp = np.linspace(0, 255, 96 * 96 * 3).reshape(96, 96, 3).astype(np.uint8)
     Image.fromarray(ramp).save(tmp / "colour_photo.png")  # far from the digits' domain
     good = MODEL.read_bytes()
@@ -165,10 +166,11 @@ CASES: list[BadInput] = [
         2,
     ),
     BadInput(
-        "train: --augment for meta-learning",
-        _train("--task", "meta", "--augment", "shift:1"),
+        "train: --augment for a classifier",
+        _train("--task", "adversarial", "--augment", "shift:1"),
         2,
     ),
+    BadInput("train: an unknown key in a --config recipe", _train("--config", "{t}/bad.toml"), 2),
     BadInput("train: negative --max-grad-norm", _train("--max-grad-norm", "-1"), 2),
     BadInput(
         "train: negative --max-grad-norm (meta)",

@@ -205,16 +205,20 @@ RepeatOption = Annotated[
 ]
 
 
-def in_panel(option: Any, panel: str | None, help: str | None = None) -> Any:
+def in_panel(
+    option: Any, panel: str | None, help: str | None = None, *, optional: bool = False
+) -> Any:
     """The shared ``option`` (an ``Annotated[type, typer.Option(...)]`` from here) under a
     command's rich help panel ``panel`` (None: the default one), with ``help`` when the
-    command has more to say of what it does there. Name and type stay the shared ones."""
+    command has more to say of what it does there, and with ``optional`` its type also
+    taking None (a default the command resolves itself). The name stays the shared one."""
     info = option.__metadata__[0]
     # Inside Annotated, typer keeps an option's first name where a default would go.
     first = (info.default,) if isinstance(info.default, str) else ()
     names = (*first, *info.param_decls)
+    kind = option.__origin__ | None if optional else option.__origin__
     return Annotated[  # type: ignore[valid-type]
-        option.__origin__, typer.Option(*names, help=help or info.help, rich_help_panel=panel)
+        kind, typer.Option(*names, help=help or info.help, rich_help_panel=panel)
     ]
 
 

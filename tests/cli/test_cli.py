@@ -257,3 +257,29 @@ def test_train_rejects_options_of_another_task(args: list[str], needle: str) -> 
     result = runner.invoke(app, ["train", *args, "--device", "cpu"])
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and needle in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_help_of_the_task_commands_fits_two_screens(command: str) -> None:
+    wide = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "100", "TERMINAL_WIDTH": "100"})
+    result = wide.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert len(lines) <= 100, f"{command} --help has {len(lines)} lines"
+
+
+def test_old_option_names_reach_the_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--inner-iters and --context-step still work (as --iterations and --alpha-x);
+    giving both spellings of one option is refused."""
+    from jiio_cli.cli.commands import train_meta
+
+    seen: list[train_meta.MetaTrainCommandConfig] = []
+    monkeypatch.setattr(train_meta, "run", lambda opts, *_: seen.append(opts))
+    args = ["train", "--task", "meta", "--inner-iters", "7", "--context-step", "0.4"]
+    result = runner.invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].inner_iters, seen[0].context_step) == (7, 0.4)
+    both = runner.invoke(app, [*args, "--iterations", "5", "--device", "cpu"])
+    assert both.exit_code == 2 and both.stderr.count("\n") == 1
+    assert "--inner-iters is the old name of --iterations" in both.stderr

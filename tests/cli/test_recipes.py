@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from omniglot_fixtures import layout, write_folder
 from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
@@ -59,7 +60,7 @@ def _short_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_shipped_model_has_a_recipe() -> None:
     shipped = {p.stem for p in (ROOT / "models").glob("*.safetensors")}
-    assert shipped == {p.stem for p in RECIPES}
+    assert shipped <= {p.stem for p in RECIPES}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
@@ -72,6 +73,9 @@ def test_recipe_trains_a_few_steps(
     if values["task"] == "meta":
         per_step = str(values["tasks-per-step"])
         extra = [*_SHORT_META, "--episodes-per-epoch", per_step]
+        if values.get("dataset") == "omniglot":  # Omniglot itself is not in the repository
+            omniglot = layout({"Greek": 5, "Korean": 5, "Tagalog": 3})
+            extra += ["--data", str(write_folder(tmp_path / "omniglot", omniglot))]
     else:
         extra = [*_SHORT_IMAGES, "--data", str(digits)]
     out = tmp_path / "run"

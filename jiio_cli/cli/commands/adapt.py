@@ -31,12 +31,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
+    BatchSizeOption,
     DebugOption,
     DeviceOption,
+    IterationsOption,
     JsonOption,
+    MetaCheckpointOption,
+    NaiveStepsOption,
     SeedOption,
     common_options,
     explicit_options,
+    in_panel,
 )
 from jiio_cli.cli.output import emit, print_table
 from jiio_cli.errors import UsageError
@@ -79,11 +84,25 @@ class AdaptCommandConfig(BaseModel):
     batch_size: int = Field(ge=1, le=1000)
 
 
+_Iterations = in_panel(
+    IterationsOption,
+    None,
+    "JIIO iterations on the support set: 40 (sinusoid: as trained).",
+    optional=True,
+)
+_NaiveSteps = in_panel(
+    NaiveStepsOption,
+    None,
+    "--episodes: Adam steps of the naive loop (default: JIIO's f-evals).",
+    optional=True,
+)
+_BatchSize = in_panel(
+    BatchSizeOption, None, "Tasks solved together: 20 (sinusoid 100).", optional=True
+)
+
+
 def adapt(
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option("--checkpoint", "-c", help="Meta-model (default: the shipped one)."),
-    ] = None,
+    checkpoint: MetaCheckpointOption = None,
     support: Annotated[
         Path | None, typer.Option(help="Folder with one subfolder of images per class.")
     ] = None,
@@ -124,21 +143,13 @@ def adapt(
         int | None,
         typer.Option(help="--episodes: query images per class, 5 (sinusoid: points, 100)."),
     ] = None,
-    iterations: Annotated[
-        int | None,
-        typer.Option(help="JIIO iterations on the support set: 40 (sinusoid: as trained)."),
-    ] = None,
-    naive_steps: Annotated[
-        int | None,
-        typer.Option(help="--episodes: Adam steps of the naive loop (default: JIIO's f-evals)."),
-    ] = None,
+    iterations: _Iterations = None,
+    naive_steps: _NaiveSteps = None,
     naive_lr: Annotated[
         float | None,
         typer.Option(help="Adam's learning rate on the context: 0.1 (sinusoid: 0.03)."),
     ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Tasks solved together: 20 (sinusoid 100).")
-    ] = None,
+    batch_size: _BatchSize = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,

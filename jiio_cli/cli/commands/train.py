@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.commands import train_options as o
-from jiio_cli.cli.commands.train_common import loop_config, run_summary
+from jiio_cli.cli.commands.train_common import ImageTrainCommandConfig, loop_config, run_summary
 from jiio_cli.cli.commands.train_options import option_flag
 from jiio_cli.cli.options import (
     ConfigOption,
@@ -129,8 +129,7 @@ def train(
     """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
     classifier (adversarial) or a few-shot meta-model (meta).
 
-    The shipped models' recipes are in recipes/ (jiio train --config recipes/X.toml); that
-    folder's README also lists the meta-model options left out of this help."""
+    Shipped models' recipes: recipes/*.toml (--config); more options: recipes/README.md."""
     values = {name: value for name, value in locals().items() if name != "ctx"}
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
@@ -220,30 +219,15 @@ def _train_adversarial(values: Mapping[str, Any], common: CommonConfig, _: Set[s
     )
 
 
-class DecoderTrainCommandConfig(BaseModel):
+class DecoderTrainCommandConfig(ImageTrainCommandConfig):
     """Validated options of ``jiio train`` for the decoder tasks (generate, denoise,
     inpaint); names as the command line's."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    image_size: int = Field(ge=8, le=512)
-    channels: int = Field(ge=1, le=4)
     latent_dim: int = Field(ge=1)
-    width: int = Field(ge=8)
     state_resolution: Literal["half", "full"]
     hole_size: int = Field(ge=0)
     mask_ratio: float = Field(ge=0, lt=1)
-    iterations: int = Field(ge=2)
-    jac_weight: float = Field(ge=0)
-    max_train: int | None = Field(default=None, ge=1)
-    save_every: int = Field(ge=0)
-    max_bad_steps: int = Field(ge=1)
-    max_grad_norm: float = Field(ge=0)
     precision: Literal["fp32", "bf16", "fp16"]
-    init: Path | None = None
 
 
 def _decoder_corruption(values: Mapping[str, Any]) -> Corruption:

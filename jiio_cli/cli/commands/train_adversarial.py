@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from jiio_cli.bench.timing import StepClock
-from jiio_cli.cli.commands.train_common import loop_config, run_summary
+from jiio_cli.cli.commands.train_common import ImageTrainCommandConfig, loop_config, run_summary
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig, parse_eps
@@ -25,30 +25,15 @@ from jiio_cli.models import ClassifierConfig
 __all__ = ["AdversarialTrainCommandConfig", "run"]
 
 
-class AdversarialTrainCommandConfig(BaseModel):
+class AdversarialTrainCommandConfig(ImageTrainCommandConfig):
     """Validated options of ``jiio train --task adversarial``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     eps: str
     norm: str = Field(pattern="^(linf|l2)$")
     inner: str = Field(pattern="^(jiio|pgd)$")
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    image_size: int = Field(ge=8, le=512)
-    channels: int = Field(ge=1, le=4)
-    width: int = Field(ge=8)
     num_classes: int = Field(ge=2)
-    iterations: int = Field(ge=2)
     pgd_steps: int = Field(ge=1)
     warmup_epochs: int = Field(ge=0)
-    jac_weight: float = Field(ge=0)
-    max_train: int | None = Field(default=None, ge=1)
-    save_every: int = Field(ge=0)
-    max_bad_steps: int = Field(ge=1)
-    max_grad_norm: float = Field(ge=0)
-    init: Path | None = None
 
 
 def run(

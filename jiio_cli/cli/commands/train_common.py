@@ -4,33 +4,44 @@ and the fields of the result every task prints."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.config import CommonConfig
 from jiio_cli.training import TrainConfig, TrainState, checkpoint_paths
 
-__all__ = ["LoopOptions", "loop_config", "run_summary"]
+__all__ = ["ImageTrainCommandConfig", "LoopCommandConfig", "loop_config", "run_summary"]
 
 
-class LoopOptions(Protocol):
-    """The loop options of a task's validated command configuration."""
+class LoopCommandConfig(BaseModel):
+    """Validated options of the training loop that every ``jiio train`` task takes
+    (names as the command line's; ``batch_size`` is tasks per step for meta)."""
 
-    @property
-    def epochs(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def lr(self) -> float: ...
-    @property
-    def save_every(self) -> int: ...
-    @property
-    def max_bad_steps(self) -> int: ...
-    @property
-    def init(self) -> Path | None: ...
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    jac_weight: float = Field(ge=0)
+    save_every: int = Field(ge=0)
+    max_bad_steps: int = Field(ge=1)
+    init: Path | None = None
+
+
+class ImageTrainCommandConfig(LoopCommandConfig):
+    """Validated options that the image tasks add (decoder and classifier training)."""
+
+    image_size: int = Field(ge=8, le=512)
+    channels: int = Field(ge=1, le=4)
+    width: int = Field(ge=8)
+    iterations: int = Field(ge=2)
+    max_train: int | None = Field(default=None, ge=1)
+    max_grad_norm: float = Field(ge=0)
 
 
 def loop_config(
-    opts: LoopOptions, seed: int, max_grad_norm: float, precision: str = "fp32"
+    opts: LoopCommandConfig, seed: int, max_grad_norm: float, precision: str = "fp32"
 ) -> TrainConfig:
     """The training loop's settings, in one step from a task's validated options.
 

@@ -17,9 +17,9 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from jiio_cli.cli.commands.train_common import loop_config, run_summary
+from jiio_cli.cli.commands.train_common import LoopCommandConfig, loop_config, run_summary
 from jiio_cli.cli.commands.train_options import COMMON_OPTIONS, option_flag
 from jiio_cli.cli.output import emit
 from jiio_cli.cli.progress import training_progress
@@ -130,19 +130,14 @@ def parse_shots(text: str) -> tuple[int, ...]:
     return _int_list(text, "--shots", "5,10", 1, 50)
 
 
-class MetaTrainCommandConfig(BaseModel):
+class MetaTrainCommandConfig(LoopCommandConfig):
     """Validated options of ``jiio train --task meta``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(pattern="^(glyphs|omniglot|sinusoid)$")
     ways: str
     shots: str
     queries: int = Field(ge=1, le=100)
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
     episodes_per_epoch: int = Field(ge=1)
-    lr: float = Field(gt=0)
     image_size: int = Field(ge=8, le=128)
     width: int = Field(ge=8)
     context_dim: int = Field(ge=1)
@@ -164,11 +159,7 @@ class MetaTrainCommandConfig(BaseModel):
     rotations: bool = True
     episode_kinds: str = "across"
     augment: str = "none"
-    jac_weight: float = Field(ge=0)
-    save_every: int = Field(ge=0)
-    max_bad_steps: int = Field(ge=1)
     max_grad_norm: float | None = Field(default=None, ge=0)
-    init: Path | None = None
 
 
 def run(

@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from jiio_cli.cli.options import Norm
+from jiio_cli.cli.options import (
+    AlphaXOption,
+    BatchSizeOption,
+    EpsOption,
+    IterationsOption,
+    NaiveStepsOption,
+    NormOption,
+    in_panel,
+)
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -133,9 +141,12 @@ InitOption = Annotated[
 EpochsOption = Annotated[int, _run("Training epochs.")]
 LrOption = Annotated[float, _run("Adam learning rate (cosine decay).")]
 InnerOption = Annotated[Inner, _run("Inner solve: jiio or a baseline (pgd: adversarial).")]
-TrainIterationsOption = Annotated[
-    int | None, _run("JIIO iterations per batch (decoder 40, adversarial 20, meta 30).")
-]
+TrainIterationsOption = in_panel(
+    IterationsOption,
+    RUN,
+    "JIIO iterations per batch (decoder 40, adversarial 20, meta 30).",
+    optional=True,
+)
 InnerItersOption = Annotated[
     int | None, _run("Old name of --iterations.", "--inner-iters", hidden=True)
 ]
@@ -157,7 +168,7 @@ NprocOption = Annotated[int | None, _run("Train on N local processes (torchrun).
 # --- decoder and classifier tasks
 ChannelsOption = Annotated[int, _in(IMAGES, "Image channels (1 grey, 3 colour).")]
 MaxTrainOption = Annotated[int | None, _in(IMAGES, "Use only the first N images.")]
-TrainBatchSizeOption = Annotated[int, _in(IMAGES, "Images per batch.", "--batch-size")]
+TrainBatchSizeOption = in_panel(BatchSizeOption, IMAGES, "Images per batch.")
 
 # --- decoder tasks
 SigmaOption = Annotated[str | None, _in(DECODER, "Noise σ on [0, 1] or a range low:high.")]
@@ -172,10 +183,8 @@ PrecisionOption = Annotated[
 ]
 
 # --- adversarial
-TrainEpsOption = Annotated[str, _in(ADVERSARIAL, "Training budget ε, e.g. 1.0 or 8/255.", "--eps")]
-TrainNormOption = Annotated[
-    Norm, _in(ADVERSARIAL, "Threat model: the linf (L∞) or l2 (L2) ball of radius eps.", "--norm")
-]
+TrainEpsOption = in_panel(EpsOption, ADVERSARIAL, "Training budget ε, e.g. 1.0 or 8/255.")
+TrainNormOption = in_panel(NormOption, ADVERSARIAL)
 PgdStepsOption = Annotated[int, _in(ADVERSARIAL, "PGD steps with --inner pgd.")]
 WarmupEpochsOption = Annotated[int, _in(ADVERSARIAL, "Epochs of eps ramping up from 0.")]
 NumClassesOption = Annotated[int, _in(ADVERSARIAL, "Number of classes.")]
@@ -191,9 +200,9 @@ QueriesOption = Annotated[int, _in(META, "Query images per class.")]
 TasksPerStepOption = Annotated[int, _in(META, "Episodes per update.")]
 EpisodesPerEpochOption = Annotated[int, _in(META, "Episodes per epoch.")]
 ContextDimOption = Annotated[int, _in(META, "Size of the FiLM context.")]
-TrainNaiveStepsOption = Annotated[int, _in(META, "Adam steps with --inner naive.", "--naive-steps")]
+TrainNaiveStepsOption = in_panel(NaiveStepsOption, META, "Adam steps with --inner naive.")
 HyperStepOption = Annotated[float, _in(META, "Hypergradient step η (0: first order).")]
-TrainAlphaXOption = Annotated[float, _in(META, "JIIO's step α_x on the context.", "--alpha-x")]
+TrainAlphaXOption = in_panel(AlphaXOption, META, "JIIO's step α_x on the context.")
 ContextStepOption = Annotated[
     float | None, _in(META, "Old name of --alpha-x.", "--context-step", hidden=True)
 ]
