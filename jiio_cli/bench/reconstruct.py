@@ -29,7 +29,12 @@ from torch import Tensor
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data import load_mnist5k
-from jiio_cli.engine import NaiveConfig, SolverConfig, inner_solves_converged
+from jiio_cli.engine import (
+    InputOptResult,
+    NaiveConfig,
+    SolverConfig,
+    inner_solves_converged,
+)
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQDecoder
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
@@ -121,6 +126,29 @@ def jiio_settings(
     )
 
 
+def _naive_run(
+    decoder: DEQDecoder, observed: Tensor, known: Tensor, cfg: ReconstructBenchConfig
+) -> tuple[InputOptResult, float]:
+    """The naive method's run on the batch (Adam, full solves) and its median seconds."""
+    inner = SolverConfig(memory=5, max_iter=cfg.inner_max_iter, tol=cfg.inner_tol)
+    naive_settings = InferenceConfig(
+        method="naive",
+        latent_weight=cfg.latent_weight,
+        naive=NaiveConfig(
+            method="adam", steps=cfg.naive_steps, lr=cfg.naive_lr, forward=inner, adjoint=inner
+        ),
+    )
+    (_, naive), seconds = timed_median(
+        lambda: reconstruct(decoder, observed, known, naive_settings), observed.device, cfg.repeat
+    )
+    if not math.isfinite(float(naive.trace[-1])) or bool(naive.failed.any()):
+        raise JiioError(
+            "the decoder's solves diverged (NaN/Inf) in the naive method; the checkpoint "
+            "is broken or the solve unstable: nothing to compare"
+        )
+    return naive, seconds
+
+
 def time_to_equal_objective(
     decoder: DEQDecoder,
     observed: Tensor,
@@ -139,41 +167,19 @@ def time_to_equal_objective(
     naive_label = "naive (Adam, full solves)"
     jiio_label = "jiio budgets"
     most_runs = len(cfg.jiio_budgets) + cfg.refine
-    device = observed.device
-    inner = SolverConfig(memory=5, max_iter=cfg.inner_max_iter, tol=cfg.inner_tol)
-    naive_settings = InferenceConfig(
-        method="naive",
-        latent_weight=cfg.latent_weight,
-        naive=NaiveConfig(
-            method="adam", steps=cfg.naive_steps, lr=cfg.naive_lr, forward=inner, adjoint=inner
-        ),
-    )
     # Warm-up so that neither method pays one-off costs (allocator, kernels).
     reconstruct(decoder, observed[:2], known[:2], jiio_settings(cfg, 3))
     report(naive_label, 0, 1)
-    (_, naive), naive_seconds = timed_median(
-        lambda: reconstruct(decoder, observed, known, naive_settings), device, cfg.repeat
-    )
+    naive, naive_seconds = _naive_run(decoder, observed, known, cfg)
     trace = naive.trace.cpu()
     # Steps cost the same (solves from scratch), so step k ends at (k+1)/(steps+1) of the time.
     naive_times = [naive_seconds * (k + 1) / len(trace) for k in range(len(trace))]
     target = float(trace[-1])
-    if not math.isfinite(target) or bool(naive.failed.any()):
-        raise JiioError(
-            "the decoder's solves diverged (NaN/Inf) in the naive method; the checkpoint "
-            "is broken or the solve unstable: nothing to compare"
-        )
     naive_reach = next(t for t, v in zip(naive_times, trace.tolist(), strict=True) if v <= target)
     report(naive_label, 1, 1)
     if on_row is not None:
-        on_row(
-            {
-                "method": naive_label,
-                "seconds": naive_reach,
-                "objective": target,
-                "f_evals": int(naive.batch_f_evals),
-            }
-        )
+        row = {"method": naive_label, "seconds": naive_reach, "objective": target}
+        on_row({**row, "f_evals": int(naive.batch_f_evals)})
     runs_done = 0
 
     def jiio_run(budget: int) -> dict[str, Any]:
@@ -181,7 +187,7 @@ def time_to_equal_objective(
         report(jiio_label, runs_done, most_runs)
         (_, result), seconds = timed_median(
             lambda: reconstruct(decoder, observed, known, jiio_settings(cfg, budget)),
-            device,
+            observed.device,
             cfg.repeat,
         )
         row = {
