@@ -265,8 +265,29 @@ CASES: list[BadInput] = [
         2,
     ),
     BadInput(
-        "adapt: support images of mixed sizes",
-        _adapt("--support", "{t}/support_mixed", "--query", "{t}/query_empty"),
+        "adapt: a Prototypical Network as the meta-model",
+        lambda t: ["adapt", "-c", str(t / "protonet.safetensors"), "--episodes", "2"],
+        2,
+    ),
+    BadInput(
+        "adapt: --baseline that is not a Prototypical Network",
+        _adapt("--episodes", "2", "--baseline", "{t}/meta.safetensors"),
+        2,
+    ),
+    BadInput("adapt: unknown --episode-kind", _adapt("--episodes", "2", "--episode-kind", "x"), 2),
+    BadInput(
+        "train: unknown --episode-kinds",
+        _train("--task", "meta", "--episode-kinds", "across,sideways"),
+        2,
+    ),
+    BadInput(
+        "train: --dataset omniglot without --data",
+        _train("--task", "meta", "--dataset", "omniglot"),
+        2,
+    ),
+    BadInput(
+        "train: Omniglot --data that is neither an archive nor a folder",
+        _train("--task", "meta", "--dataset", "omniglot", "--data", "{t}/junk.png"),
         2,
     ),
     BadInput(

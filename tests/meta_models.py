@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from jiio_cli.checkpoint import save_checkpoint
-from jiio_cli.models import FiLMClassifier, MetaConfig
+from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.training import TrainConfig
 
@@ -34,7 +34,8 @@ def save_tiny_meta_model(path: Path, config: MetaConfig = TINY_META) -> None:
 
 
 def write_meta_folders(tmp: Path) -> None:
-    """Broken few-shot folders: an empty class, mixed image sizes, an empty query folder."""
+    """Broken few-shot folders: an empty class, mixed image sizes, an empty query folder;
+    and a Prototypical Network checkpoint (a baseline, not a meta-model)."""
     save_tiny_meta_model(tmp / "meta.safetensors")
     for name, sizes in (
         ("support_empty_class", [(20, 20), None]),
@@ -45,6 +46,7 @@ def write_meta_folders(tmp: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             if size is not None:
                 Image.fromarray(np.zeros(size, np.uint8)).save(folder / "0.png")
+    save_tiny_protonet(tmp / "protonet.safetensors")
     good = tmp / "support_good"
     for k in range(2):
         (good / f"class_{k}").mkdir(parents=True, exist_ok=True)
@@ -71,3 +73,20 @@ TINY_CONV4 = MetaConfig(
 def save_tiny_conv4_model(path: Path, config: MetaConfig = TINY_CONV4) -> None:
     """An untrained conv4 FiLM DEQ (crop-to-ink preprocessing), saved like ``jiio train``."""
     save_tiny_meta_model(path, config)
+
+
+def save_tiny_protonet(path: Path) -> None:
+    """An untrained Prototypical Network on 16×16 images, saved like ``jiio train``."""
+    torch.manual_seed(0)
+    config = ProtoNetConfig(channels=8, image_size=16, preprocess="crop")
+    model = ProtoNet(config)
+    save_checkpoint(
+        path,
+        {f"model.{k}": v for k, v in model.state_dict().items()},
+        task="meta",
+        model_kind="protonet",
+        model_config=config.to_dict(),
+        step=0,
+        metrics={},
+        training_config={},
+    )

@@ -196,7 +196,12 @@ def test_usage_errors_are_one_line(task: dict[str, Path], args: list[str], messa
 
 @pytest.mark.parametrize(
     "name",
-    ["meta-glyphs.safetensors", "meta-glyphs-metric.safetensors", "meta-glyphs-affine.safetensors"],
+    [
+        "meta-glyphs.safetensors",
+        "meta-glyphs-metric.safetensors",
+        "meta-glyphs-affine.safetensors",
+        "meta-omniglot.safetensors",
+    ],
 )
 def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
     model = MODELS_DIR / name
@@ -218,6 +223,6 @@ def test_the_default_meta_model_classifies_a_held_out_folder_task(task: dict[str
     root = task["root"]
     doc = _run("--support", str(root / "support"), "--query", str(root / "query"))
     assert (
-        Path(doc["checkpoint"]).name == DEFAULT_META_MODEL.name == "meta-glyphs-affine.safetensors"
+        Path(doc["checkpoint"]).name == DEFAULT_META_MODEL.name == "meta-omniglot.safetensors"
     )
     assert len(doc["predictions"]) == 6 and doc["accuracy"] >= 0.5

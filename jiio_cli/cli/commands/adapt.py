@@ -124,12 +124,13 @@ def adapt(
         ),
     ] = None,
     episode_kind: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="--episodes: across (any classes), within (one alphabet, support and "
-            "queries by different drawers) or both."
+            "queries by different drawers) or both (the default with --data; across "
+            "without)."
         ),
-    ] = "both",
+    ] = None,
     baseline: Annotated[
         Path | None,
         typer.Option(help="--episodes: a Prototypical Network scored on the same episodes."),
@@ -196,6 +197,8 @@ def adapt(
             raise UsageError("a new task needs both --support DIR and --query DIR")
         if not folders and opts.episodes is None:
             raise UsageError("give --support DIR --query DIR, or --episodes N to evaluate")
+        if episode_kind is None:
+            episode_kind = "both" if data else "across"
         if episode_kind not in ("across", "within", "both"):
             raise UsageError(
                 f"invalid --episode-kind {episode_kind!r}: give across, within or both"

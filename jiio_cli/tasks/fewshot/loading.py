@@ -17,7 +17,9 @@ from jiio_cli.training import TrainConfig
 
 __all__ = ["DEFAULT_META_MODEL", "load_meta_model", "load_protonet", "spec_from_json"]
 
-DEFAULT_META_MODEL = MODELS_DIR / "meta-glyphs-affine.safetensors"
+DEFAULT_META_MODEL = MODELS_DIR / "meta-omniglot.safetensors"
+"""The default for drawings: trained on real handwriting (Omniglot). The glyph models stay
+available by name, e.g. ``-c models/meta-glyphs-affine.safetensors``."""
 
 
 def spec_from_json(data: dict[str, Any] | None, model: MetaConfig) -> MetaTrainConfig:

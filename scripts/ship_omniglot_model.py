@@ -1,0 +1,47 @@
+"""Ship an Omniglot few-shot checkpoint: slim it (scripts/slim_checkpoint.py) and record
+its training data as the path relative to the repository (``../shared/data/omniglot``)
+instead of the absolute path of the machine that trained it.
+
+Usage: python scripts/ship_omniglot_model.py SOURCE DEST [--data ../shared/data/omniglot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slim_checkpoint import slim
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("source", type=Path)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--data", default="../shared/data/omniglot")
+    args = parser.parse_args()
+    slim(args.source, args.dest)
+    ckpt = load_checkpoint(args.dest)
+    training = dict(ckpt.training_config or {})
+    training["data"] = [args.data]
+    extra = dict(ckpt.extra)
+    extra["data_recorded_as"] = f"--data {args.data} (relative to the repository)"
+    save_checkpoint(
+        args.dest,
+        ckpt.tensors,
+        task=ckpt.task,
+        model_kind=ckpt.model_kind,
+        model_config=ckpt.model_config,
+        step=ckpt.step,
+        metrics=ckpt.metrics,
+        training_config=training,
+        extra=extra,
+    )
+    print(f"wrote {args.dest} ({args.dest.stat().st_size:,} bytes)")
+
+
+if __name__ == "__main__":
+    main()
