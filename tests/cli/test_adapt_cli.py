@@ -222,7 +222,5 @@ def test_the_default_meta_model_classifies_a_held_out_folder_task(task: dict[str
     luck; chance is two right."""
     root = task["root"]
     doc = _run("--support", str(root / "support"), "--query", str(root / "query"))
-    assert (
-        Path(doc["checkpoint"]).name == DEFAULT_META_MODEL.name == "meta-omniglot.safetensors"
-    )
+    assert Path(doc["checkpoint"]).name == DEFAULT_META_MODEL.name == "meta-omniglot.safetensors"
     assert len(doc["predictions"]) == 6 and doc["accuracy"] >= 0.5
