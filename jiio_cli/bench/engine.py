@@ -155,34 +155,10 @@ def time_engine(
 
     problem = InputProblem(cell, objective, torch.zeros_like(z), x)
 
-    def config(steps: int) -> JIIOConfig:
-        # tol far below reach: every run does exactly ``steps`` iterations.
-        return JIIOConfig(
-            alpha_x=0.01,
-            solver=SolverConfig(
-                memory=memory,
-                tol=1e-30,
-                max_iter=steps,
-                check_every=10**6,
-                graph=graph,
-                history=history,
-            ),
-            refine=SolverConfig(memory=2, tol=1e-30, max_iter=1, check_every=10**6),
-        )
-
-    short, long = config(iterations), config(2 * iterations)
-    nz, nx = z[0].numel(), x[0].numel()
-    itemsize = z.element_size()
-    mib = 2.0**20
-    n = 2 * nz + nx
-    if history == "bf16":
-        # Two (m, n) bfloat16 buffers of differences, the newest f(s) and residual in float32.
-        stored = 2 * memory * n * 2 + 2 * n * itemsize
-    else:
-        stored = 2 * memory * n * itemsize
-    jiio_history = (stored + memory * memory * 8) / mib
+    short = _fixed_budget(iterations, memory, graph, history)
+    long = _fixed_budget(2 * iterations, memory, graph, history)
     naive_memory = 5
-    naive_history = (2 * naive_memory * nz * itemsize + naive_memory**2 * 8) / mib
+    jiio_history, naive_history = _history_mib(z, x, memory, naive_memory, history)
     jiio_peak = naive_peak = None
     if device.type == "cuda":
         naive_cfg = NaiveConfig(
@@ -197,18 +173,9 @@ def time_engine(
     def run(cfg: JIIOConfig) -> None:
         last["result"] = jiio_solve(problem, cfg)
 
-    # Long and short runs alternate, so that each pair sees the same machine; each pair
-    # gives one measurement of the marginal iteration cost.
-    run(long)
-    run(short)
-    per_iter_samples = [
-        (
-            time_samples(lambda: run(long), device, 1, 0)[0]
-            - time_samples(lambda: run(short), device, 1, 0)[0]
-        )
-        / iterations
-        for _ in range(repeat)
-    ]
+    per_iter_samples = _paired_marginal_seconds(
+        lambda: run(long), lambda: run(short), iterations, device, repeat
+    )
     return EngineTiming(
         batch=batch,
         channels=channels,
@@ -230,6 +197,64 @@ def time_engine(
         f_vjp_spread=relative_spread(fv_times),
         jiio_iteration_spread=relative_spread(per_iter_samples),
     )
+
+
+def _fixed_budget(
+    steps: int, memory: int, graph: bool, history: Literal["fp32", "bf16"]
+) -> JIIOConfig:
+    """JIIO settings that run exactly ``steps`` iterations (a tolerance far below reach)."""
+    return JIIOConfig(
+        alpha_x=0.01,
+        solver=SolverConfig(
+            memory=memory,
+            tol=1e-30,
+            max_iter=steps,
+            check_every=10**6,
+            graph=graph,
+            history=history,
+        ),
+        refine=SolverConfig(memory=2, tol=1e-30, max_iter=1, check_every=10**6),
+    )
+
+
+def _paired_marginal_seconds(
+    run_long: Callable[[], None],
+    run_short: Callable[[], None],
+    extra_iterations: int,
+    device: torch.device,
+    repeat: int,
+) -> list[float]:
+    """``repeat`` measurements of one iteration's cost, (t_long − t_short) / extra.
+
+    Long and short runs alternate, so that each pair sees the same machine; one warm-up
+    of each comes first.
+    """
+    run_long()
+    run_short()
+    return [
+        (time_samples(run_long, device, 1, 0)[0] - time_samples(run_short, device, 1, 0)[0])
+        / extra_iterations
+        for _ in range(repeat)
+    ]
+
+
+def _history_mib(
+    z: torch.Tensor, x: torch.Tensor, memory: int, naive_memory: int, history: str
+) -> tuple[float, float]:
+    """MiB per sample of JIIO's Anderson history over s = [z; x; μ] and of the naive
+    method's over z alone (module docstring), from the sizes of z (B, ...) and x (B, ...)."""
+    nz, nx = z[0].numel(), x[0].numel()
+    itemsize = z.element_size()
+    mib = 2.0**20
+    n = 2 * nz + nx
+    if history == "bf16":
+        # Two (m, n) bfloat16 buffers of differences, the newest f(s) and residual in float32.
+        stored = 2 * memory * n * 2 + 2 * n * itemsize
+    else:
+        stored = 2 * memory * n * itemsize
+    jiio = (stored + memory * memory * 8) / mib
+    naive = (2 * naive_memory * nz * itemsize + naive_memory**2 * 8) / mib
+    return jiio, naive
 
 
 def _peak_mib(fn: Callable[[], object], device: torch.device) -> float:
