@@ -85,8 +85,7 @@ def _read_recipe(ctx: typer.Context, param: Any, value: Path | None) -> Path | N
         target = known.get(name)
         if target is None or not getattr(target, "expose_value", True):
             raise typer.BadParameter(
-                f"{value} sets {key!r}, which is not an option of this command "
-                f"(see '{ctx.command_path} --help')",
+                f"{value} sets {key!r}, which is not an option of this command",
                 ctx=ctx,
                 param=param,
             )

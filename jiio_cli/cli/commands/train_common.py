@@ -51,16 +51,10 @@ def loop_config(
         max_grad_norm: the gradient clip the task resolved (0: off).
         precision: arithmetic of the DEQ cell (decoder tasks).
     """
+    loop = opts.model_dump(include={"epochs", "batch_size", "lr", "save_every", "max_bad_steps"})
+    init = str(opts.init) if opts.init is not None else None
     return TrainConfig(
-        epochs=opts.epochs,
-        batch_size=opts.batch_size,
-        lr=opts.lr,
-        seed=seed,
-        save_every=opts.save_every,
-        max_bad_steps=opts.max_bad_steps,
-        max_grad_norm=max_grad_norm,
-        precision=precision,
-        init=str(opts.init) if opts.init is not None else None,
+        **loop, seed=seed, max_grad_norm=max_grad_norm, precision=precision, init=init
     )
 
 
