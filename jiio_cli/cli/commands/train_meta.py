@@ -189,10 +189,32 @@ def run(
             )
         _run_sinusoid(opts, common, out, resume, explicit)
         return
-    ways = parse_ways(opts.ways)
-    shots = parse_shots(opts.shots)
-    if len(shots) > 1:
-        raise UsageError(f"invalid --shots {opts.shots!r}: glyph episodes take one number of shots")
+    spec = _classification_config(opts, common, data, explicit)
+    from jiio_cli.tasks.fewshot.training import train_meta
+
+    run_dir = out if out is not None else Path("runs") / "meta"
+    started = time.perf_counter()
+    with training_progress(opts.epochs, enabled=not common.json_output) as progress:
+        state = train_meta(spec, common.torch_device, run_dir, resume, progress)
+    evals = [h for h in state.history if "val_accuracy" in h]
+    result: dict[str, Any] = {
+        "task": "meta",
+        "inner": opts.inner,
+        "model": opts.model,
+        "data": [str(p) for p in data] if data else "glyphs (sample_data/glyphs.npz)",
+        "ways": list(spec.ways),
+        "shots": spec.shots,
+        **({k: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else {}),
+        "best_val_accuracy": state.best_metric if evals else None,
+        **run_summary(state, run_dir, "meta", time.perf_counter() - started, common),
+    }
+    emit(result, json_output=common.json_output, title="jiio train --task meta")
+
+
+def _check_classification_options(
+    opts: MetaTrainCommandConfig, data: list[Path], explicit: AbstractSet[str]
+) -> None:
+    """The option combinations a few-shot classifier refuses, each in one line."""
     if opts.width % 8:
         raise UsageError(
             f"invalid --width {opts.width}: must be a multiple of 8 (GroupNorm uses 8 groups)"
@@ -202,7 +224,6 @@ def run(
             raise UsageError(f"--data {path} does not exist")
     if data and opts.dataset != "omniglot":
         raise UsageError("--data is read by --dataset omniglot; add --dataset omniglot")
-    kinds = parse_episode_kinds(opts.episode_kinds)
     if opts.augment != "none":
         from jiio_cli.data.augment import parse_augmentation
 
@@ -229,6 +250,24 @@ def run(
     for name in ("pseudo_augment", "pseudo_copies"):
         if name in explicit and opts.support_loss != "pseudo-queries":
             raise UsageError(f"{option_flag(name)} needs --support-loss pseudo-queries")
+
+
+def _classification_config(
+    opts: MetaTrainCommandConfig,
+    common: CommonConfig,
+    data: list[Path],
+    explicit: AbstractSet[str],
+) -> Any:
+    """Options → the few-shot classifier's training configuration, checked first."""
+    from jiio_cli.models import MetaConfig
+    from jiio_cli.tasks.fewshot.training import MetaTrainConfig
+
+    ways = parse_ways(opts.ways)
+    shots = parse_shots(opts.shots)
+    if len(shots) > 1:
+        raise UsageError(f"invalid --shots {opts.shots!r}: glyph episodes take one number of shots")
+    kinds = parse_episode_kinds(opts.episode_kinds)
+    _check_classification_options(opts, data, explicit)
     pseudo_warp, pseudo_affine = parse_pseudo_augment(opts.pseudo_augment)
     if opts.metric_context and opts.readout != "centroids":
         raise UsageError("--metric-context needs --readout centroids")
@@ -236,10 +275,7 @@ def run(
         raise UsageError(
             "--dataset omniglot needs --data: Omniglot's archives or alphabet/character folders"
         )
-    from jiio_cli.models import MetaConfig
-    from jiio_cli.tasks.fewshot.training import MetaTrainConfig, train_meta
-
-    spec = MetaTrainConfig(
+    return MetaTrainConfig(
         model=MetaConfig(
             context_dim=opts.context_dim,
             ways=max(ways),
@@ -274,23 +310,6 @@ def run(
         rotations=opts.rotations,
         episode_kinds=kinds,
     )
-    run_dir = out if out is not None else Path("runs") / "meta"
-    started = time.perf_counter()
-    with training_progress(opts.epochs, enabled=not common.json_output) as progress:
-        state = train_meta(spec, common.torch_device, run_dir, resume, progress)
-    evals = [h for h in state.history if "val_accuracy" in h]
-    result: dict[str, Any] = {
-        "task": "meta",
-        "inner": opts.inner,
-        "model": opts.model,
-        "data": [str(p) for p in data] if data else "glyphs (sample_data/glyphs.npz)",
-        "ways": list(ways),
-        "shots": shots[0],
-        **({k: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else {}),
-        "best_val_accuracy": state.best_metric if evals else None,
-        **run_summary(state, run_dir, "meta", time.perf_counter() - started, common),
-    }
-    emit(result, json_output=common.json_output, title="jiio train --task meta")
 
 
 def _sinusoid_options(
