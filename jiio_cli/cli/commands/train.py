@@ -12,7 +12,6 @@ recipe (``recipes/``); options typed on the command line override it.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,12 @@ from pydantic import BaseModel, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.commands import train_options as o
-from jiio_cli.cli.commands.train_common import ImageTrainCommandConfig, loop_config, run_summary
+from jiio_cli.cli.commands.train_common import (
+    ImageTrainCommandConfig,
+    loop_config,
+    run_summary,
+    timed_training,
+)
 from jiio_cli.cli.commands.train_options import option_flag
 from jiio_cli.cli.options import (
     ConfigOption,
@@ -35,7 +39,6 @@ from jiio_cli.cli.options import (
     reject_other_task_options,
 )
 from jiio_cli.cli.output import emit
-from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig
 from jiio_cli.distributed import DistributedContext
 from jiio_cli.errors import UsageError
@@ -304,12 +307,12 @@ def _train_decoder(values: Mapping[str, Any], common: CommonConfig, _: Set[str])
     spec = _decoder_training_config(values, common)
     context, rank_device = start_distributed(common.torch_device)
     run_dir = values["out"] if values["out"] is not None else Path("runs") / spec.task
-    started = time.perf_counter()
     show = context.is_main and not common.json_output
-    with training_progress(spec.loop.epochs, enabled=show) as progress:
-        state = train_inverse(spec, rank_device, run_dir, values["resume"], progress)
+    state, seconds = timed_training(
+        train_inverse, spec, rank_device, run_dir, values["resume"], show
+    )
     if context.is_main:
-        _report_decoder(spec, state, run_dir, time.perf_counter() - started, common, context)
+        _report_decoder(spec, state, run_dir, seconds, common, context)
 
 
 def _report_decoder(

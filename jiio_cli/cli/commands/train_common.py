@@ -3,15 +3,25 @@ and the fields of the result every task prints."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig
 from jiio_cli.training import TrainConfig, TrainState, checkpoint_paths
 
-__all__ = ["ImageTrainCommandConfig", "LoopCommandConfig", "loop_config", "run_summary"]
+__all__ = [
+    "ImageTrainCommandConfig",
+    "LoopCommandConfig",
+    "loop_config",
+    "run_summary",
+    "timed_training",
+]
 
 
 class LoopCommandConfig(BaseModel):
@@ -75,3 +85,20 @@ def run_summary(
         "device": str(common.torch_device),
         "seed": common.seed,
     }
+
+
+def timed_training(
+    train: Callable[..., TrainState],
+    spec: Any,
+    device: torch.device,
+    run_dir: Path,
+    resume: bool,
+    show: bool,
+) -> tuple[TrainState, float]:
+    """Run ``train(spec, device, run_dir, resume, progress)`` under the training progress
+    display (bar or plain lines when ``show``; the plan, estimate and Ctrl-C lines always)
+    and return its final state with the seconds it took."""
+    started = time.perf_counter()
+    with training_progress(spec.loop.epochs, enabled=show) as progress:
+        state = train(spec, device, run_dir, resume, progress)
+    return state, time.perf_counter() - started

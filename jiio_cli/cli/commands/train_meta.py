@@ -12,17 +12,20 @@ did not type, and rejects the typed options that mean nothing for it (``--ways``
 
 from __future__ import annotations
 
-import time
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from jiio_cli.cli.commands.train_common import LoopCommandConfig, loop_config, run_summary
+from jiio_cli.cli.commands.train_common import (
+    LoopCommandConfig,
+    loop_config,
+    run_summary,
+    timed_training,
+)
 from jiio_cli.cli.commands.train_options import COMMON_OPTIONS, option_flag
 from jiio_cli.cli.output import emit
-from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig
 from jiio_cli.errors import UsageError
 
@@ -193,9 +196,8 @@ def run(
     from jiio_cli.tasks.fewshot.training import train_meta
 
     run_dir = out if out is not None else Path("runs") / "meta"
-    started = time.perf_counter()
-    with training_progress(opts.epochs, enabled=not common.json_output) as progress:
-        state = train_meta(spec, common.torch_device, run_dir, resume, progress)
+    show = not common.json_output
+    state, seconds = timed_training(train_meta, spec, common.torch_device, run_dir, resume, show)
     evals = [h for h in state.history if "val_accuracy" in h]
     result: dict[str, Any] = {
         "task": "meta",
@@ -206,7 +208,7 @@ def run(
         "shots": spec.shots,
         **({k: v for k, v in evals[-1].items() if k.startswith("val_")} if evals else {}),
         "best_val_accuracy": state.best_metric if evals else None,
-        **run_summary(state, run_dir, "meta", time.perf_counter() - started, common),
+        **run_summary(state, run_dir, "meta", seconds, common),
     }
     emit(result, json_output=common.json_output, title="jiio train --task meta")
 
@@ -370,9 +372,10 @@ def _run_sinusoid(
         jacobian_weight=opts.jac_weight,
     )
     run_dir = out if out is not None else Path("runs") / "meta-sinusoid"
-    started = time.perf_counter()
-    with training_progress(opts.epochs, enabled=not common.json_output) as progress:
-        state = train_sinusoid(spec, common.torch_device, run_dir, resume, progress)
+    show = not common.json_output
+    state, seconds = timed_training(
+        train_sinusoid, spec, common.torch_device, run_dir, resume, show
+    )
     evals = [h for h in state.history if "val_mse" in h]
     result: dict[str, Any] = {
         "task": "meta",
@@ -383,6 +386,6 @@ def _run_sinusoid(
         "queries": opts.queries,
         **({k: v for k, v in evals[-1].items() if k.startswith("val_mse")} if evals else {}),
         "best_val_mse": -state.best_metric if evals else None,
-        **run_summary(state, run_dir, "meta", time.perf_counter() - started, common),
+        **run_summary(state, run_dir, "meta", seconds, common),
     }
     emit(result, json_output=common.json_output, title="jiio train --task meta --dataset sinusoid")
