@@ -212,7 +212,11 @@ def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
     # Each shipped file still loads and runs its own inner problem (the affine model's six
     # jittered copies per support image included) to a finite objective.
     assert np.isfinite(doc["jiio"]["support_objective"])
-    assert doc["jiio"]["iterations_per_task"] == 40
+    # The default budget of 40 iterations; the contractive Omniglot model may reach the
+    # tolerance before it.
+    assert 0 < doc["jiio"]["iterations_per_task"] <= 40
+    if name != "meta-omniglot.safetensors":
+        assert doc["jiio"]["iterations_per_task"] == 40
 
 
 def test_the_default_meta_model_classifies_a_held_out_folder_task(task: dict[str, Path]) -> None:
