@@ -34,7 +34,7 @@ def run_attack_bench(
     if baseline not in ("pgd", "apgd"):
         raise UsageError(f"invalid --baseline {baseline!r}: expected pgd or apgd")
     eps = parse_eps(eps_text)
-    from jiio_cli.bench.attack import AttackBenchConfig, attack_time_to_equal_objective
+    from jiio_cli.bench.attack import attack_time_to_equal_objective
     from jiio_cli.tasks.adversarial.attacks import ThreatModel
     from jiio_cli.tasks.adversarial.data import load_attack_set
     from jiio_cli.tasks.loading import default_checkpoint, load_model
@@ -43,18 +43,7 @@ def run_attack_bench(
     path = checkpoint if checkpoint is not None else default_checkpoint("classifier")
     model, _ = load_model(path, {"adversarial"}, "classifier", dev)
     x, y, _ = load_attack_set(model.config, None, images)
-    threat = ThreatModel(norm, eps)  # type: ignore[arg-type]
-    defaults = AttackBenchConfig()
-    jiio = dataclasses.replace(defaults.jiio, graph=graph)
-    if candidates is not None:
-        jiio = dataclasses.replace(jiio, candidates=candidates)
-    bench_config = dataclasses.replace(
-        defaults,
-        jiio=jiio,
-        repeat=repeat,
-        baseline=baseline,  # type: ignore[arg-type]
-    )
-    base_name = "PGD" if baseline == "pgd" else "APGD-CE"
+    bench_config = _bench_config(repeat, graph, candidates, baseline)
     finished: list[dict[str, Any]] = []
     try:
         with progress_display() as display:
@@ -62,7 +51,7 @@ def run_attack_bench(
                 model,
                 x.to(dev),
                 y.to(dev),
-                threat,
+                ThreatModel(norm, eps),  # type: ignore[arg-type]
                 bench_config,
                 common.seed,
                 progress=display.update,
@@ -76,20 +65,7 @@ def run_attack_bench(
             print_table(finished, title="jiio bench --task attack, interrupted")
         raise
     if plot is not None:
-        from jiio_cli.plot import write_line_plot
-
-        write_line_plot(
-            plot,
-            {
-                f"{base_name} (full solves)": [
-                    (r["seconds"], r["robust_accuracy"]) for r in speed[baseline]
-                ],
-                "JIIO": [(r["seconds"], r["robust_accuracy"]) for r in speed["jiio"]],
-            },
-            xlabel="seconds",
-            ylabel="robust accuracy",
-            title=f"attack ({speed['threat']}), {speed['images']} images",
-        )
+        _plot(plot, speed, baseline)
     result = {
         "task": "attack",
         "device": str(dev),
@@ -101,7 +77,46 @@ def run_attack_bench(
     }
     if common.json_output:
         emit(result, json_output=True)
-        return
+    else:
+        _print_report(speed, baseline)
+
+
+def _bench_config(repeat: int, graph: bool, candidates: int | None, baseline: str) -> Any:
+    """The bench's defaults with the options given: repeats, CUDA graphs, JIIO's
+    candidate iterates, and the method JIIO is timed against."""
+    from jiio_cli.bench.attack import AttackBenchConfig
+
+    defaults = AttackBenchConfig()
+    jiio = dataclasses.replace(defaults.jiio, graph=graph)
+    if candidates is not None:
+        jiio = dataclasses.replace(jiio, candidates=candidates)
+    return dataclasses.replace(
+        defaults,
+        jiio=jiio,
+        repeat=repeat,
+        baseline=baseline,  # type: ignore[arg-type]
+    )
+
+
+def _plot(path: Path, speed: dict[str, Any], baseline: str) -> None:
+    from jiio_cli.plot import write_line_plot
+
+    base_name = "PGD" if baseline == "pgd" else "APGD-CE"
+    write_line_plot(
+        path,
+        {
+            f"{base_name} (full solves)": [
+                (r["seconds"], r["robust_accuracy"]) for r in speed[baseline]
+            ],
+            "JIIO": [(r["seconds"], r["robust_accuracy"]) for r in speed["jiio"]],
+        },
+        xlabel="seconds",
+        ylabel="robust accuracy",
+        title=f"attack ({speed['threat']}), {speed['images']} images",
+    )
+
+
+def _print_report(speed: dict[str, Any], baseline: str) -> None:
     rows = [{"method": m, **r} for m in (baseline, "jiio") for r in speed[m]]
     print_table(
         rows, title=f"jiio bench --task attack ({speed['threat']}, {speed['images']} images)"
