@@ -89,7 +89,10 @@ def test_bench_start_options_reach_the_solve() -> None:
 def test_bench_start_options_are_for_reconstruct_only() -> None:
     result = runner.invoke(app, ["bench", "--task", "attack", "--start-iterations", "5"])
     assert result.exit_code != 0
-    assert "--start-iterations applies to --task reconstruct only" in result.output
+    assert (
+        "--start-iterations does not apply to --task attack (it is for --task reconstruct)"
+        in result.output
+    )
 
 
 def test_codes_without_the_adjoint_re_solve_are_the_same() -> None:
