@@ -116,3 +116,16 @@ def test_unconverged_verdicts_count_as_broken_from_one_percent(
     dlr = next(r for r in result.rows if r.method == "apgd-dlr")
     assert dlr.eval_unconverged == pytest.approx(1 / 8)
     assert dlr.robust_accuracy == pytest.approx(6 / 8)
+
+
+@pytest.mark.parametrize("unconverged,counted", [(0, False), (1, True), (2, True)])
+def test_one_image_in_a_hundred_is_one_percent(unconverged: int, counted: bool) -> None:
+    """1 unconverged verdict in 100 images is 1 % (a float32 mean makes it 0.99999 %)."""
+    correct = torch.ones(100, dtype=torch.bool)
+    flags = torch.zeros(100, dtype=torch.bool)
+    flags[:unconverged] = True
+    rows = [sweep.AttackRow("jiio", "l2", 1.0, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 0.0, 80, 90)]
+    row = sweep._worst_row(rows, correct.clone(), correct, flags, "standard")
+    assert row.unconverged_counted_broken is counted
+    assert row.eval_unconverged == pytest.approx(unconverged / 100)
+    assert row.robust_accuracy == pytest.approx(1 - (unconverged / 100 if counted else 0))

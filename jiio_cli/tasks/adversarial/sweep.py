@@ -42,7 +42,7 @@ from jiio_cli.tasks.wall_clock import timed
 
 __all__ = [
     "STANDARD_METHODS",
-    "UNCONVERGED_LIMIT",
+    "UNCONVERGED_PERCENT",
     "AttackRow",
     "SweepResult",
     "refuse_divergence",
@@ -55,9 +55,9 @@ STANDARD_METHODS: tuple[Method, ...] = ("jiio", "apgd-ce", "apgd-dlr", "pgd")
 """The attacks whose per-image worst case is the standard evaluation (``--method
 standard``): the row a paper would report."""
 
-UNCONVERGED_LIMIT = 0.01
-"""Share of images with an unconverged adversarial verdict from which the worst-case
-row counts those images as broken."""
+UNCONVERGED_PERCENT = 1
+"""Share of images (in percent) with an unconverged adversarial verdict from which the
+worst-case row counts those images as broken."""
 
 
 @dataclass
@@ -256,8 +256,9 @@ def _worst_row(
     """The per-image worst case of ``rows``: robust = survived every method; images with
     an unconverged adversarial verdict count as broken when they are ≥ 1 % of the set."""
     first = rows[0]
-    share = float(unconverged.float().mean())
-    counted = share >= UNCONVERGED_LIMIT
+    share = float(unconverged.double().mean())
+    # In integers: a float32 mean puts 1 of 100 just below 1 %.
+    counted = 100 * int(unconverged.sum()) >= UNCONVERGED_PERCENT * unconverged.numel()
     if counted:
         survived = survived & ~unconverged
     flipped = correct & ~survived
