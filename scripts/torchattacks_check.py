@@ -165,7 +165,9 @@ def main() -> None:
             }
         )
         print(json.dumps(report[-1]), file=sys.stderr)
-    document = {"checkpoint": str(path), "rows": report, "torch": torch.__version__}
+    shown = path.resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    document = {"checkpoint": str(shown), "rows": report, "torch": torch.__version__}
     text = json.dumps(document, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")
