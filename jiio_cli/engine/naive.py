@@ -25,7 +25,7 @@ from torch import Tensor
 
 from jiio_cli.engine.anderson import SolverConfig
 from jiio_cli.engine.constraints import apply_step_rule
-from jiio_cli.engine.fixed_point import solve_at
+from jiio_cli.engine.fixed_point import SolvedPoint, solve_at
 from jiio_cli.engine.jiio import x_step_residual
 from jiio_cli.engine.problem import InputOptResult, InputProblem
 
@@ -73,6 +73,49 @@ class NaiveConfig:
         return self.lr
 
 
+@dataclass
+class _Counts:
+    """Per-sample work of the outer loop (B,) while each sample was active, and the
+    batch's cell evaluations."""
+
+    f_evals: Tensor
+    vjps: Tensor
+    inner_unconverged: Tensor
+    batch_f_evals: int = 0
+
+    @classmethod
+    def zeros(cls, batch: int, device: torch.device) -> _Counts:
+        new = torch.zeros(batch, dtype=torch.long, device=device)
+        return cls(new, torch.zeros_like(new), torch.zeros_like(new))
+
+    def add(self, point: SolvedPoint, active: Tensor) -> None:
+        self.f_evals += torch.where(active, point.f_evals, 0)
+        self.vjps += torch.where(active, point.vjps, 0)
+        stopped_short = (~point.forward.converged).long() + (~point.adjoint.converged).long()
+        self.inner_unconverged += torch.where(active, stopped_short, 0)
+        self.batch_f_evals += point.batch_f_evals
+
+
+@dataclass
+class _AdamMoments:
+    """Adam's first and second moments m₁, m₂ of the gradient in x, shaped like x."""
+
+    m1: Tensor
+    m2: Tensor
+
+    def direction(
+        self, config: NaiveConfig, gx: Tensor, moving: Tensor, steps_taken: Tensor
+    ) -> Tensor:
+        """Update the moments of the moving samples and return the bias-corrected step
+        m̂₁ / (√m̂₂ + ε), with t = steps_taken + 1 per sample (``moving``, ``steps_taken``
+        broadcast against x)."""
+        b1, b2 = config.betas
+        self.m1 = torch.where(moving, b1 * self.m1 + (1 - b1) * gx, self.m1)
+        self.m2 = torch.where(moving, b2 * self.m2 + (1 - b2) * gx * gx, self.m2)
+        t = steps_taken + 1
+        return (self.m1 / (1 - b1**t)) / ((self.m2 / (1 - b2**t)).sqrt() + config.adam_eps)
+
+
 def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> InputOptResult:
     """Optimise x by a first-order method with a forward and an adjoint solve per step.
 
@@ -95,15 +138,11 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
     x = constraint.project(problem.x0.detach())
     z_start = problem.z0.detach()
     mu_prev: Tensor | None = None
-    m1 = torch.zeros_like(x)
-    m2 = torch.zeros_like(x)
+    moments = _AdamMoments(torch.zeros_like(x), torch.zeros_like(x))
     active = torch.ones(batch, dtype=torch.bool, device=device)
     iterations = torch.zeros(batch, dtype=torch.long, device=device)
-    f_evals = torch.zeros_like(iterations)
-    vjps = torch.zeros_like(iterations)
-    inner_unconverged = torch.zeros_like(iterations)
+    counts = _Counts.zeros(batch, device)
     trace = torch.zeros(config.steps + 1, device=device, dtype=x.dtype)
-    batch_f_evals = 0
     mask_shape = (batch, *([1] * (x.ndim - 1)))
 
     with torch.no_grad():
@@ -111,11 +150,7 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
             point = solve_at(cell, objective, x, z_start, mu_prev, config.forward, config.adjoint)
             gx = point.grad_x
             trace[k] = point.objective.mean()
-            f_evals += torch.where(active, point.f_evals, 0)
-            vjps += torch.where(active, point.vjps, 0)
-            stopped_short = (~point.forward.converged).long() + (~point.adjoint.converged).long()
-            inner_unconverged += torch.where(active, stopped_short, 0)
-            batch_f_evals += point.batch_f_evals
+            counts.add(point, active)
             if config.warm_start:
                 z_start, mu_prev = point.z, point.mu
             if k == config.steps:
@@ -125,20 +160,30 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
             if config.tol > 0:
                 res_x = x_step_residual(problem, x, gx, lr)
                 active = active & ~((res_x <= config.tol) & inner_ok)
+            moving = active.view(mask_shape)
             if config.method == "adam":
-                b1, b2 = config.betas
-                m1 = torch.where(active.view(mask_shape), b1 * m1 + (1 - b1) * gx, m1)
-                m2 = torch.where(active.view(mask_shape), b2 * m2 + (1 - b2) * gx * gx, m2)
-                t = iterations.to(x.dtype).view(mask_shape) + 1
-                direction = (m1 / (1 - b1**t)) / ((m2 / (1 - b2**t)).sqrt() + config.adam_eps)
+                steps_taken = iterations.to(x.dtype).view(mask_shape)
+                direction = moments.direction(config, gx, moving, steps_taken)
             elif config.method == "gd":
                 direction = gx
             else:
                 direction = apply_step_rule(gx, rule)
-            x_next = constraint.project(x - lr * direction)
-            x = torch.where(active.view(mask_shape), x_next, x)
+            x = torch.where(moving, constraint.project(x - lr * direction), x)
             iterations += active
+    return _naive_result(problem, config, x, gx, point, iterations, counts, trace)
 
+
+def _naive_result(
+    problem: InputProblem,
+    config: NaiveConfig,
+    x: Tensor,
+    gx: Tensor,
+    point: SolvedPoint,
+    iterations: Tensor,
+    counts: _Counts,
+    trace: Tensor,
+) -> InputOptResult:
+    """The result at the final x: its residuals, verdicts and the loop's counts."""
     # Judged at the nominal step size: a decayed final lr would make any x look stationary.
     res_x = x_step_residual(problem, x, gx, config.lr)
     res_z = point.forward.residual[:, 0]
@@ -157,12 +202,12 @@ def naive_solve(problem: InputProblem, config: NaiveConfig | None = None) -> Inp
         converged=converged,
         failed=failed,
         iterations=iterations,
-        f_evals=f_evals,
-        vjps=vjps,
-        batch_f_evals=batch_f_evals,
+        f_evals=counts.f_evals,
+        vjps=counts.vjps,
+        batch_f_evals=counts.batch_f_evals,
         trace=trace,
         method=f"naive-{config.method}",
-        inner_unconverged=inner_unconverged,
+        inner_unconverged=counts.inner_unconverged,
     )
 
 
