@@ -325,32 +325,8 @@ def run_training(
     device_type = params[0].device.type if params else "cpu"
     scaler = torch.amp.GradScaler(device_type, enabled=config.precision == "fp16")
 
-    resumed = _rank0_then_share(
-        context, lambda: _prepare_run_folder(out, last_path, meta["task"], resume)
-    )
-    if resumed is None:
-        state = TrainState()
-        if config.init is not None:
-            weights = _rank0_then_share(
-                context, lambda: _initial_weights(Path(config.init), meta["model_kind"])
-            )
-            try:
-                load_module_state(model, {k: v.to(params[0].device) for k, v in weights.items()})
-            except JiioError as exc:
-                raise UsageError(f"--init {config.init}: {exc}") from None
-        if context.enabled:
-            broadcast_module(model)  # same start on every rank, whatever each one seeded
-    else:
-        state = _apply_resume_point(resumed, model, optimizer)
-        if resumed.scaler_state is not None and scaler.is_enabled():
-            scaler.load_state_dict(resumed.scaler_state)
-
-    def call_step(shard: BatchShard, step: int) -> StepOutcome:
-        if shard_step_fn is not None:
-            return shard_step_fn(shard, step)
-        assert step_fn is not None
-        return step_fn(shard.indices, step, shard.local_generator)
-
+    state = _starting_state(model, optimizer, scaler, context, config, meta, out, last_path, resume)
+    call_step = _shard_step_of(step_fn, shard_step_fn)
     loop = _Loop(
         model, optimizer, params, scaler, context, config, meta, last_path, best_path, progress
     )
@@ -368,6 +344,55 @@ def run_training(
             if progress is not None:
                 progress(_interrupted_event(state, steps, last_path))
         raise
+
+
+def _starting_state(
+    model: nn.Module,
+    optimizer: torch.optim.Adam,
+    scaler: torch.amp.GradScaler,
+    context: DistributedContext,
+    config: TrainConfig,
+    meta: dict[str, Any],
+    out: Path,
+    last_path: Path,
+    resume: bool,
+) -> TrainState:
+    """Where a run starts, the same on every rank: the ``-last`` checkpoint's weights,
+    Adam moments, loss scale and position when resuming; otherwise a fresh state from
+    the ``--init`` weights (or rank 0's own, broadcast to the others)."""
+    resumed = _rank0_then_share(
+        context, lambda: _prepare_run_folder(out, last_path, meta["task"], resume)
+    )
+    if resumed is not None:
+        state = _apply_resume_point(resumed, model, optimizer)
+        if resumed.scaler_state is not None and scaler.is_enabled():
+            scaler.load_state_dict(resumed.scaler_state)
+        return state
+    if config.init is not None:
+        weights = _rank0_then_share(
+            context, lambda: _initial_weights(Path(config.init), meta["model_kind"])
+        )
+        device = next(p for p in model.parameters() if p.requires_grad).device
+        try:
+            load_module_state(model, {k: v.to(device) for k, v in weights.items()})
+        except JiioError as exc:
+            raise UsageError(f"--init {config.init}: {exc}") from None
+    if context.enabled:
+        broadcast_module(model)  # same start on every rank, whatever each one seeded
+    return TrainState()
+
+
+def _shard_step_of(step_fn: StepFn | None, shard_step_fn: ShardStepFn | None) -> ShardStepFn:
+    """The task's step as a function of the batch shard (``step_fn`` sees only this
+    rank's indices and its per-rank generator)."""
+    if shard_step_fn is not None:
+        return shard_step_fn
+    assert step_fn is not None
+
+    def call_step(shard: BatchShard, step: int) -> StepOutcome:
+        return step_fn(shard.indices, step, shard.local_generator)
+
+    return call_step
 
 
 def _plan_event(
