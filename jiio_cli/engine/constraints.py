@@ -94,68 +94,80 @@ class Box:
 
 
 @dataclass(frozen=True)
-class LinfBall:
-    """‖x − c‖∞ ≤ ε, optionally intersected with a box.
+class _Ball:
+    """‖x − c‖ ≤ ε per sample in some norm, optionally intersected with a box.
 
     Args:
         center: c, shape (B, ...).
         eps: radius ε ≥ 0, a float or a (B,) tensor.
         box: optional box; c must lie inside it.
+
+    A subclass says how big the centre is for the rounding margin, how to measure a
+    per-sample distance and how to pull x onto a (slightly shrunk) ball.
     """
 
     center: Tensor
     eps: Tensor | float
     box: Box | None = None
 
+    def _center_size(self) -> Tensor:
+        """The scale of c's entries that rounding in c + d is relative to."""
+        raise NotImplementedError
+
+    def _distance(self, d: Tensor) -> Tensor:
+        """‖d‖ per sample, (B,)."""
+        raise NotImplementedError
+
+    def _pull_within(self, x: Tensor, radius: Tensor) -> Tensor:
+        """The point of the ball of ``radius`` (B, 1, ..., 1) around c nearest to x."""
+        raise NotImplementedError
+
     def project(self, x: Tensor) -> Tensor:
-        c = self.center
         eps = _per_sample(self.eps, x)
         ulp = torch.finfo(x.dtype).eps
-        # Shrink by a few ulps of |c| + ε so that the computed |x - c| stays ≤ ε.
-        radius = (eps - _MARGIN_ULPS * ulp * (c.abs() + eps)).clamp_min(0)
-        out = torch.maximum(torch.minimum(x, c + radius), c - radius)
+        # Shrink by a few ulps of the centre's size + ε so that the computed ‖x − c‖ ≤ ε.
+        radius = (eps - _MARGIN_ULPS * ulp * (self._center_size() + eps)).clamp_min(0)
+        out = self._pull_within(x, radius)
         return self.box.project(out) if self.box is not None else out
 
     def violation(self, x: Tensor) -> Tensor:
         eps = _per_sample(self.eps, x).flatten()
-        gap = ((x - self.center).flatten(1).abs().amax(dim=1) - eps).clamp_min(0)
+        gap = (self._distance(x - self.center) - eps).clamp_min(0)
         if self.box is not None:
             gap = torch.maximum(gap, self.box.violation(x))
         return gap
 
 
-@dataclass(frozen=True)
-class L2Ball:
-    """‖x − c‖₂ ≤ ε per sample, optionally intersected with a box.
+class LinfBall(_Ball):
+    """‖x − c‖∞ ≤ ε, optionally intersected with a box (see :class:`_Ball`)."""
 
-    Args:
-        center: c, shape (B, ...).
-        eps: radius ε ≥ 0, a float or a (B,) tensor.
-        box: optional box; c must lie inside it.
-    """
+    def _center_size(self) -> Tensor:
+        # Per coordinate: clamping each coordinate rounds relative to its own |cᵢ|.
+        return self.center.abs()
 
-    center: Tensor
-    eps: Tensor | float
-    box: Box | None = None
+    def _distance(self, d: Tensor) -> Tensor:
+        return d.flatten(1).abs().amax(dim=1)
 
-    def project(self, x: Tensor) -> Tensor:
+    def _pull_within(self, x: Tensor, radius: Tensor) -> Tensor:
         c = self.center
-        eps = _per_sample(self.eps, x)
-        ulp = torch.finfo(x.dtype).eps
+        return torch.maximum(torch.minimum(x, c + radius), c - radius)
+
+
+class L2Ball(_Ball):
+    """‖x − c‖₂ ≤ ε per sample, optionally intersected with a box (see :class:`_Ball`)."""
+
+    def _center_size(self) -> Tensor:
         # Absolute margin: rounding in c + d is of order ulp·(‖c‖ + ‖d‖).
-        radius = (eps - _MARGIN_ULPS * ulp * (_flat_norm(c) + eps)).clamp_min(0)
-        d = x - c
+        return _flat_norm(self.center)
+
+    def _distance(self, d: Tensor) -> Tensor:
+        return d.flatten(1).norm(dim=1)
+
+    def _pull_within(self, x: Tensor, radius: Tensor) -> Tensor:
+        d = x - self.center
         norm = _flat_norm(d)
         scale = torch.where(norm > radius, radius / norm.clamp_min(torch.finfo(x.dtype).tiny), 1.0)
-        out = c + d * scale
-        return self.box.project(out) if self.box is not None else out
-
-    def violation(self, x: Tensor) -> Tensor:
-        eps = _per_sample(self.eps, x).flatten()
-        gap = ((x - self.center).flatten(1).norm(dim=1) - eps).clamp_min(0)
-        if self.box is not None:
-            gap = torch.maximum(gap, self.box.violation(x))
-        return gap
+        return self.center + d * scale
 
 
 def apply_step_rule(grad: Tensor, rule: StepRule) -> Tensor:
