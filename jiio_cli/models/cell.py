@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .block import ResidualBlock
-from .layers import param_device_dtype
+from .layers import injection_size, param_device_dtype
 
 __all__ = ["ConvDEQCell"]
 
@@ -59,14 +59,7 @@ class ConvDEQCell(nn.Module):
         hidden_channels: int | None = None,
     ) -> None:
         super().__init__()
-        inj_channels = getattr(injection, "channels", None)
-        inj_size = getattr(injection, "spatial_size", None)
-        if inj_channels != channels:
-            raise ValueError(
-                f"injection produces {inj_channels} channels but the cell has {channels}"
-            )
-        if inj_size is None:
-            raise ValueError("injection must expose spatial_size (H, W)")
+        inj_size = injection_size(injection, channels, "injection")
         self.injection = injection
         self.block = ResidualBlock(channels, hidden_channels, groups, weight_norm)
         self.state_shape: tuple[int, ...] = (channels, *inj_size)

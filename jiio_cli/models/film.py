@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from .block import ResidualBlock
 from .film_base import FiLMCell
+from .layers import injection_size
 
 __all__ = ["FiLMConvDEQCell"]
 
@@ -65,14 +66,7 @@ class FiLMConvDEQCell(FiLMCell):
         film_init_scale: float = 0.1,
     ) -> None:
         super().__init__()
-        inj_channels = getattr(image_injection, "channels", None)
-        inj_size = getattr(image_injection, "spatial_size", None)
-        if inj_channels != channels:
-            raise ValueError(
-                f"image injection produces {inj_channels} channels but the cell has {channels}"
-            )
-        if inj_size is None:
-            raise ValueError("image injection must expose spatial_size (H, W)")
+        inj_size = injection_size(image_injection, channels, "image injection")
         self.channels = channels
         self.image_injection = image_injection
         self.block = ResidualBlock(channels, hidden_channels, groups, weight_norm)

@@ -44,6 +44,22 @@ def check_groups(channels: int, groups: int) -> None:
         raise ValueError(f"groups ({groups}) must divide channels ({channels})")
 
 
+def injection_size(injection: nn.Module, channels: int, name: str) -> tuple[int, int]:
+    """The spatial size (H, W) of an injection's output, checked against the cell.
+
+    A cell's state has the shape (channels, H, W) of its injection's output, so the
+    injection must produce ``channels`` channels and expose ``spatial_size``; ``name``
+    is what messages call it (``injection``, ``image injection``).
+    """
+    inj_channels = getattr(injection, "channels", None)
+    inj_size = getattr(injection, "spatial_size", None)
+    if inj_channels != channels:
+        raise ValueError(f"{name} produces {inj_channels} channels but the cell has {channels}")
+    if inj_size is None:
+        raise ValueError(f"{name} must expose spatial_size (H, W)")
+    return inj_size
+
+
 def pair(size: int | tuple[int, int], name: str = "size") -> tuple[int, int]:
     """Normalise an int or (H, W) pair to a validated (H, W) tuple of positive ints."""
     hw = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
