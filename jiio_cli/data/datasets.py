@@ -6,8 +6,6 @@ channel count and S the requested size, plus int64 labels (N,) when the source h
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from torch import Tensor
 from jiio_cli.data.channels import check_channels, convert_channels
 from jiio_cli.data.idx import find_idx_labels, is_idx_images, read_idx
 from jiio_cli.data.images import IMAGE_SUFFIXES, read_image, resize_image
+from jiio_cli.data.npz import NPZ_READ_ERRORS
 from jiio_cli.errors import UsageError
 
 __all__ = ["array_to_images", "list_image_files", "load_image_dataset"]
@@ -24,16 +23,6 @@ __all__ = ["array_to_images", "list_image_files", "load_image_dataset"]
 _IMAGE_KEYS = ("images", "x")
 _LABEL_KEYS = ("labels", "y")
 _CHANNEL_COUNTS = (1, 3, 4)
-# What a damaged zip archive can raise from inside np.load (zipfile is not picky about types).
-_NPZ_ERRORS = (
-    OSError,
-    ValueError,
-    EOFError,
-    NotImplementedError,
-    RuntimeError,
-    zipfile.BadZipFile,
-    zlib.error,
-)
 _ACCEPTED = "a folder of images, an .npz file or an MNIST *-images-idx3-ubyte[.gz] file"
 
 
@@ -177,7 +166,7 @@ def _load_npz(path: Path) -> tuple[Tensor, Tensor | None]:
             labels_array = None if label_key is None else archive[label_key]
     except UsageError:
         raise
-    except _NPZ_ERRORS as exc:
+    except NPZ_READ_ERRORS as exc:
         raise UsageError(
             f"cannot read {path} as an .npz archive ({exc}); save it with numpy.savez"
         ) from exc

@@ -8,8 +8,6 @@ different runs are comparable.
 from __future__ import annotations
 
 import functools
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from jiio_cli.data.npz import NPZ_READ_ERRORS
 from jiio_cli.data.paths import sample_data_dir
 from jiio_cli.errors import JiioError, UsageError
 
@@ -78,16 +77,7 @@ def _load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             images, labels = archive["images"], archive["labels"]
-    except (
-        KeyError,
-        OSError,
-        ValueError,
-        EOFError,
-        NotImplementedError,
-        RuntimeError,
-        zipfile.BadZipFile,
-        zlib.error,
-    ) as exc:
+    except (KeyError, *NPZ_READ_ERRORS) as exc:
         raise JiioError(f"MNIST-5k file {path} is damaged ({exc}); {_REGENERATE}") from exc
     expected = 10 * (TRAIN_PER_CLASS + HELDOUT_PER_CLASS)
     if images.shape != (expected, 28, 28) or labels.shape != (expected,):
