@@ -39,6 +39,7 @@ __all__ = [
     "load_module_state",
     "model_tensors",
     "save_checkpoint",
+    "save_checkpoint_like",
     "state_dict_to_tensors",
 ]
 
@@ -194,6 +195,31 @@ def save_checkpoint(
 
     atomic_write(path, write, "checkpoint")
     return path
+
+
+def save_checkpoint_like(
+    path: Path | str,
+    source: Checkpoint,
+    tensors: Mapping[str, Tensor] | None = None,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    training_config: Mapping[str, Any] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a checkpoint of ``source``'s model (task, model kind, model config and step)
+    to ``path`` atomically, with each of its tensors, metrics, training config and extra
+    metadata replaced where given (``None`` keeps the source's); return the path."""
+    return save_checkpoint(
+        path,
+        source.tensors if tensors is None else tensors,
+        task=source.task,
+        model_kind=source.model_kind,
+        model_config=source.model_config,
+        step=source.step,
+        metrics=source.metrics if metrics is None else metrics,
+        training_config=source.training_config if training_config is None else training_config,
+        extra=source.extra if extra is None else extra,
+    )
 
 
 # --------------------------------------------------------------------------- loading

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
 from jiio_cli.cli.app import app
 from jiio_cli.errors import JiioError
 from jiio_cli.training import StepOutcome, TrainConfig, run_training
@@ -25,16 +25,7 @@ def _nan_copy(source: Path, target: Path) -> Path:
     tensors = dict(ckpt.tensors)
     key = next(k for k in tensors if k.startswith("model.cell") and k.endswith("weight"))
     tensors[key] = torch.full_like(tensors[key], math.nan)
-    save_checkpoint(
-        target,
-        tensors,
-        task=ckpt.task,
-        model_kind=ckpt.model_kind,
-        model_config=ckpt.model_config,
-        step=ckpt.step,
-        metrics={},
-        training_config=ckpt.training_config,
-    )
+    save_checkpoint_like(target, ckpt, tensors, metrics={}, extra={})
     return target
 
 

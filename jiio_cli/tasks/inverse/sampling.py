@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
 from jiio_cli.density import GaussianMixture, fit_gmm
 from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
 from jiio_cli.errors import JiioError
@@ -142,15 +142,5 @@ def attach_density(
     variance = estimate_range_error(decoder, images[:FIT_IMAGES], latent_weight)
     tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith(DENSITY_PREFIX)}
     tensors.update(mixture.to_tensors(DENSITY_PREFIX))
-    save_checkpoint(
-        path,
-        tensors,
-        task=ckpt.task,
-        model_kind=ckpt.model_kind,
-        model_config=ckpt.model_config,
-        step=ckpt.step,
-        metrics=ckpt.metrics,
-        training_config=ckpt.training_config,
-        extra={**ckpt.extra, RANGE_ERROR_KEY: repr(variance)},
-    )
+    save_checkpoint_like(path, ckpt, tensors, extra={**ckpt.extra, RANGE_ERROR_KEY: repr(variance)})
     return mixture
