@@ -157,17 +157,8 @@ def time_engine(
 
     short = _fixed_budget(iterations, memory, graph, history)
     long = _fixed_budget(2 * iterations, memory, graph, history)
-    naive_memory = 5
-    jiio_history, naive_history = _history_mib(z, x, memory, naive_memory, history)
-    jiio_peak = naive_peak = None
-    if device.type == "cuda":
-        naive_cfg = NaiveConfig(
-            steps=1,
-            forward=SolverConfig(memory=naive_memory, max_iter=iterations, tol=1e-30),
-            adjoint=SolverConfig(memory=naive_memory, max_iter=iterations, tol=1e-30),
-        )
-        jiio_peak = _peak_mib(lambda: jiio_solve(problem, short), device) / batch
-        naive_peak = _peak_mib(lambda: naive_solve(problem, naive_cfg), device) / batch
+    jiio_history, naive_history = _history_mib(z, x, memory, _NAIVE_MEMORY, history)
+    jiio_peak, naive_peak = _peaks_mib_per_sample(problem, short, iterations, device)
     last: dict[str, InputOptResult] = {}
 
     def run(cfg: JIIOConfig) -> None:
@@ -197,6 +188,28 @@ def time_engine(
         f_vjp_spread=relative_spread(fv_times),
         jiio_iteration_spread=relative_spread(per_iter_samples),
     )
+
+
+_NAIVE_MEMORY = 5
+"""Anderson memory of the naive method's inner solves in the memory comparison."""
+
+
+def _peaks_mib_per_sample(
+    problem: InputProblem, jiio: JIIOConfig, iterations: int, device: torch.device
+) -> tuple[float | None, float | None]:
+    """Peak CUDA memory (MiB per sample) of a JIIO solve and of one naive step whose inner
+    solves run ``iterations`` iterations; (None, None) off CUDA, which reports no peak."""
+    if device.type != "cuda":
+        return None, None
+    naive = NaiveConfig(
+        steps=1,
+        forward=SolverConfig(memory=_NAIVE_MEMORY, max_iter=iterations, tol=1e-30),
+        adjoint=SolverConfig(memory=_NAIVE_MEMORY, max_iter=iterations, tol=1e-30),
+    )
+    batch = problem.batch_size
+    jiio_peak = _peak_mib(lambda: jiio_solve(problem, jiio), device) / batch
+    naive_peak = _peak_mib(lambda: naive_solve(problem, naive), device) / batch
+    return jiio_peak, naive_peak
 
 
 def _fixed_budget(
