@@ -111,6 +111,23 @@ _XWeight = in_panel(
     "changes the path, not the solution.",
 )
 
+_ExtraRounds = Annotated[
+    int,
+    typer.Option(
+        help="Images not converged after --iterations continue from where they "
+        "stopped, for up to this many more rounds of --iterations each (0: none)."
+    ),
+]
+_RangeError = Annotated[
+    float | None,
+    typer.Option(
+        help="τ², the variance per pixel of the decoder's range error; with "
+        "--sigma S a share τ²/(τ² + S²) of each noisy observed pixel is mixed into the "
+        "result, which raises PSNR and lowers SSIM (0: the decoder's output alone). "
+        "Default: the checkpoint's estimate."
+    ),
+]
+
 
 def reconstruct(
     images: Annotated[list[Path], typer.Argument(help="Input images (PNG, JPEG; grey or colour).")],
@@ -133,13 +150,7 @@ def reconstruct(
         list[Path] | None, typer.Option(help="Clean image(s) to score against (PSNR, SSIM).")
     ] = None,
     iterations: IterationsOption = 300,
-    extra_rounds: Annotated[
-        int,
-        typer.Option(
-            help="Images not converged after --iterations continue from where they "
-            "stopped, for up to this many more rounds of --iterations each (0: none)."
-        ),
-    ] = 2,
+    extra_rounds: _ExtraRounds = 2,
     tol: TolOption = 1e-2,
     alpha_x: _AlphaX = RECONSTRUCTION_ALPHA_X,
     alpha_x_start: Annotated[
@@ -154,15 +165,7 @@ def reconstruct(
     ] = RECONSTRUCTION_START_ITERATIONS,
     memory: MemoryOption = RECONSTRUCTION_MEMORY,
     x_weight: _XWeight = RECONSTRUCTION_X_WEIGHT,
-    range_error: Annotated[
-        float | None,
-        typer.Option(
-            help="τ², the variance per pixel of the decoder's range error; with "
-            "--sigma S a share τ²/(τ² + S²) of each noisy observed pixel is mixed into the "
-            "result, which raises PSNR and lowers SSIM (0: the decoder's output alone). "
-            "Default: the checkpoint's estimate."
-        ),
-    ] = None,
+    range_error: _RangeError = None,
     allow_unconverged: AllowUnconvergedOption = False,
     strict: StrictOption = False,
     compile_graph: CompileOption = False,
