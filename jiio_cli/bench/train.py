@@ -40,15 +40,14 @@ def _summary(state: TrainState, clock: StepClock, metric: str) -> dict[str, Any]
     }
 
 
-def _run_denoise(
-    inner: str,
-    loop: TrainConfig,
-    max_train: int,
-    eval_size: int,
-    device: torch.device,
-    out: Path,
-    clock: Any,
-) -> TrainState:
+_Trainer = Callable[..., TrainState]
+"""``train_inverse`` or ``train_adversarial``: (spec, device, out, resume, progress)."""
+
+
+def _denoise_run(
+    inner: str, loop: TrainConfig, max_train: int, eval_size: int
+) -> tuple[Any, _Trainer]:
+    """The settings of the denoising run with this inner solve, and its trainer."""
     from jiio_cli.tasks.inverse.corruption import Corruption
     from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
 
@@ -62,18 +61,13 @@ def _run_denoise(
         eval_size=eval_size,
         density_images=0,
     )
-    return train_inverse(spec, device, out, False, clock)
+    return spec, train_inverse
 
 
-def _run_adversarial(
-    inner: str,
-    loop: TrainConfig,
-    max_train: int,
-    eval_size: int,
-    device: torch.device,
-    out: Path,
-    clock: Any,
-) -> TrainState:
+def _adversarial_run(
+    inner: str, loop: TrainConfig, max_train: int, eval_size: int
+) -> tuple[Any, _Trainer]:
+    """The settings of the adversarial run with this inner solve, and its trainer."""
     from jiio_cli.tasks.adversarial.training import AdversarialTrainConfig, train_adversarial
 
     spec = AdversarialTrainConfig(
@@ -85,7 +79,7 @@ def _run_adversarial(
         max_train=max_train,
         eval_size=eval_size,
     )
-    return train_adversarial(spec, device, out, False, clock)
+    return spec, train_adversarial
 
 
 def training_comparison(
@@ -108,9 +102,9 @@ def training_comparison(
     """
     loop = replace(TrainConfig(), epochs=epochs, batch_size=batch_size, seed=seed, lr=2e-3)
     if task == "denoise":
-        runner, naive, metric = _run_denoise, "naive", "heldout_psnr"
+        runner, naive, metric = _denoise_run, "naive", "heldout_psnr"
     else:
-        runner, naive, metric = _run_adversarial, "pgd", "heldout_robust_accuracy"
+        runner, naive, metric = _adversarial_run, "pgd", "heldout_robust_accuracy"
     report: dict[str, Any] = {"train_task": task, "epochs": epochs, "train_images": max_train}
     with tempfile.TemporaryDirectory(prefix="jiio-bench-") as scratch:
         for inner in ("jiio", naive):
@@ -122,7 +116,8 @@ def training_comparison(
                 if progress is not None:
                     progress(inner, event)
 
-            state = runner(inner, loop, max_train, eval_size, device, out, on_event)
+            spec, train = runner(inner, loop, max_train, eval_size)
+            state = train(spec, device, out, False, on_event)
             report[inner] = _summary(state, clock, metric)
             if on_run is not None:
                 on_run(inner, report[inner])
