@@ -18,32 +18,7 @@ def test_sigint_during_training_saves_a_checkpoint(tmp_path: Path) -> None:
     rng = np.random.default_rng()
     np.savez(tmp_path / "data.npz", images=(rng.random((64, 12, 12)) * 255).astype(np.uint8))
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-c",
-        "from jiio_cli.cli.app import main; main()",
-        "train",
-        "--task",
-        "generate",
-        "--data",
-        str(tmp_path / "data.npz"),
-        "--image-size",
-        "12",
-        "--width",
-        "8",
-        "--latent-dim",
-        "4",
-        "--epochs",
-        "1000",
-        "--batch-size",
-        "8",
-        "--inner-iters",
-        "4",
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
+    cmd = _small_train_command(tmp_path / "data.npz", out, 1000, "--task", "generate")
     # A shell without job control starts background jobs with SIGINT ignored, and the
     # child would inherit that; give it the default disposition, as a terminal would.
     proc = subprocess.Popen(
@@ -73,16 +48,15 @@ def test_sigint_during_training_saves_a_checkpoint(tmp_path: Path) -> None:
     assert not list(out.glob("*.tmp*")) and not list(out.glob(".*"))
 
 
-def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+def _small_train_command(data: Path, out: Path, epochs: int, *task_args: str) -> list[str]:
+    """``jiio train`` in a fresh interpreter: ``task_args``, then a tiny decoder (width 8,
+    latent 4) on the 12×12 images ``data``, batches of 8, 4 inner iterations, CPU."""
     return [
         sys.executable,
         "-c",
         "from jiio_cli.cli.app import main; main()",
         "train",
-        "--task",
-        "denoise",
-        "--sigma",
-        "0.1",
+        *task_args,
         "--data",
         str(data),
         "--image-size",
@@ -92,7 +66,7 @@ def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
         "--latent-dim",
         "4",
         "--epochs",
-        "3",
+        str(epochs),
         "--batch-size",
         "8",
         "--inner-iters",
@@ -101,10 +75,12 @@ def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
         str(out),
         "--device",
         "cpu",
-        "--seed",
-        "3",
-        *extra,
     ]
+
+
+def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    denoise = ("--task", "denoise", "--sigma", "0.1")
+    return [*_small_train_command(data, out, 3, *denoise), "--seed", "3", *extra]
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
