@@ -274,29 +274,15 @@ def evaluate_psnr(
     }
 
 
-def train_inverse(
+def _training_step(
+    decoder: DEQDecoder,
+    train: TrainImages,
     spec: InverseTrainConfig,
+    settings: InferenceConfig,
     device: torch.device,
-    out: Path,
-    resume: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    stop_after_steps: int | None = None,
-) -> TrainState:
-    """Train (or resume) a decoder; checkpoints land in ``out``.
-
-    Under torchrun (an initialised process group) every rank calls this with its own
-    ``device``; rank 0 alone writes checkpoints and fits the latent density.
-    """
-    check_precision(spec.loop.precision, device)
-    context = current_context()
-    torch.manual_seed(spec.loop.seed)
-    decoder = DEQDecoder(spec.model).to(device)
-    train, heldout = load_training_data(spec)
-    if isinstance(train, Tensor):
-        train = train.to(device)
-    heldout = heldout.to(device)
-    settings = inference_settings(spec)
-    eval_settings = inference_settings(spec, evaluation=True)
+) -> Callable[[BatchShard, int], StepOutcome]:
+    """The loop's step: corrupt (and augment) this rank's images of the global batch, solve
+    for the latents and return the training loss with the inner solve's health."""
 
     def step_fn(shard: BatchShard, _step: int) -> StepOutcome:
         indices = shard.indices
@@ -323,6 +309,35 @@ def train_inverse(
             "residual": float(torch.maximum(inner.residual_z, inner.residual_x).mean()),
         }
         return StepOutcome(result.loss, metrics, ok)
+
+    return step_fn
+
+
+def train_inverse(
+    spec: InverseTrainConfig,
+    device: torch.device,
+    out: Path,
+    resume: bool,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainState:
+    """Train (or resume) a decoder; checkpoints land in ``out``.
+
+    Under torchrun (an initialised process group) every rank calls this with its own
+    ``device``; rank 0 alone writes checkpoints and fits the latent density.
+    """
+    check_precision(spec.loop.precision, device)
+    context = current_context()
+    torch.manual_seed(spec.loop.seed)
+    decoder = DEQDecoder(spec.model).to(device)
+    train, heldout = load_training_data(spec)
+    if isinstance(train, Tensor):
+        train = train.to(device)
+    heldout = heldout.to(device)
+    settings = inference_settings(spec)
+    eval_settings = inference_settings(spec, evaluation=True)
+
+    step_fn = _training_step(decoder, train, spec, settings, device)
 
     def eval_fn() -> dict[str, float]:
         return evaluate_psnr(decoder, heldout, spec.corruption, eval_settings, spec.loop.seed)
@@ -353,10 +368,20 @@ def train_inverse(
     if isinstance(train, StreamingImageFolder):
         train.close()
     if context.is_main and state.epoch >= spec.loop.epochs and spec.density_images > 0:
-        # A generative model must be able to generate: fit the latent prior.
-        images = train[: spec.density_images].to(device)
-        for path in checkpoint_paths(out, spec.task):
-            attach_density(
-                path, images, device, spec.density_components, iterations=2 * spec.inner_iterations
-            )
+        _fit_latent_prior(train, spec, device, out)
     return state
+
+
+def _fit_latent_prior(
+    train: TrainImages,
+    spec: InverseTrainConfig,
+    device: torch.device,
+    out: Path,
+) -> None:
+    """A generative model must be able to generate: fit the latent prior on the first
+    ``density_images`` training images and attach it to both checkpoints of the run."""
+    images = train[: spec.density_images].to(device)
+    for path in checkpoint_paths(out, spec.task):
+        attach_density(
+            path, images, device, spec.density_components, iterations=2 * spec.inner_iterations
+        )
