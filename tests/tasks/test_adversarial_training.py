@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from cli_runs import invoke_json
+from training_runs import assert_same_model_tensors, full_and_resumed_runs, step_losses
 from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
@@ -50,14 +51,10 @@ def _spec(data: Path, epochs: int, inner: str = "jiio", max_train: int | None = 
     )
 
 
-def _losses(state) -> list[float]:
-    return [h["loss"] for h in state.history if "loss" in h]
-
-
 def test_training_learns_and_writes_checkpoints(tmp_path: Path) -> None:
     data = _bars(tmp_path / "bars.npz", count=64)
     state = train_adversarial(_spec(data, epochs=6), torch.device("cpu"), tmp_path / "run", False)
-    losses = _losses(state)
+    losses = step_losses(state)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
     evals = [h for h in state.history if "heldout_clean_accuracy" in h]
     assert len(evals) == 6
@@ -70,15 +67,12 @@ def test_training_learns_and_writes_checkpoints(tmp_path: Path) -> None:
 def test_resume_equals_uninterrupted(tmp_path: Path, inner: str) -> None:
     data = _bars(tmp_path / "bars.npz", count=40)
     spec = _spec(data, epochs=2, inner=inner, max_train=32)
-    full = train_adversarial(spec, torch.device("cpu"), tmp_path / "full", False)
-    train_adversarial(spec, torch.device("cpu"), tmp_path / "cut", False, stop_after_steps=3)
-    resumed = train_adversarial(spec, torch.device("cpu"), tmp_path / "cut", True)
-    assert _losses(resumed) == _losses(full)
-    a = load_file(checkpoint_paths(tmp_path / "full", "adversarial")[0])
-    b = load_file(checkpoint_paths(tmp_path / "cut", "adversarial")[0])
-    for key in a:
-        if key.startswith("model."):
-            assert torch.equal(a[key], b[key]), key
+    full, resumed = full_and_resumed_runs(train_adversarial, spec, tmp_path, stop_after_steps=3)
+    assert step_losses(resumed) == step_losses(full)
+    assert_same_model_tensors(
+        checkpoint_paths(tmp_path / "full", "adversarial")[0],
+        checkpoint_paths(tmp_path / "cut", "adversarial")[0],
+    )
 
 
 def test_unlabelled_data_and_labels_beyond_the_classes_are_refused(tmp_path: Path) -> None:
@@ -102,8 +96,7 @@ def test_unlabelled_data_and_labels_beyond_the_classes_are_refused(tmp_path: Pat
 def test_cli_trains_and_the_checkpoint_attacks(tmp_path: Path) -> None:
     data = _bars(tmp_path / "bars.npz", count=24)
     out = tmp_path / "run"
-    result = runner.invoke(
-        app,
+    doc = invoke_json(
         [
             "train",
             "--task",
@@ -131,10 +124,8 @@ def test_cli_trains_and_the_checkpoint_attacks(tmp_path: Path) -> None:
             "--device",
             "cpu",
             "--json",
-        ],
+        ]
     )
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
     assert doc["task"] == "adversarial" and doc["epochs"] == 1
     assert doc["threat"] == f"linf {8 / 255:g}"
     attack = runner.invoke(

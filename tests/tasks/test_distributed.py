@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from distributed_worker import CUT_AFTER, batch_gradient, make_spec
+from image_sets import save_blob_images
 from typer.testing import CliRunner
 
 from jiio_cli.checkpoint import load_checkpoint
@@ -47,19 +48,6 @@ STEP_RTOL = 1e-4
 CURVE_RTOL = 2e-2
 
 
-def _toy_dataset(path: Path, count: int = 40) -> Path:
-    """Smooth random blobs (fresh draw), 12×12 grey, as an npz a user could pass."""
-    rng = np.random.default_rng()
-    yy, xx = np.mgrid[0:12, 0:12]
-    centres = rng.uniform(3, 9, size=(count, 2))
-    blobs = np.exp(
-        -((yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2)
-        / 8.0
-    )
-    np.savez(path, images=(blobs * 255).astype(np.uint8))
-    return path
-
-
 def _env() -> dict[str, str]:
     return {
         **os.environ,
@@ -71,7 +59,7 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("ddp")
-    data = _toy_dataset(work / "blobs.npz")
+    data = save_blob_images(work / "blobs.npz", count=40)
     spec = make_spec(data)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -171,22 +159,24 @@ def _assert_same_run_parameters(resumed: Path, full: Path) -> None:
     assert diff.max() < bound, f"{float(diff.max()):.3g} against {bound:.3g}"
 
 
+def _assert_resume_matches_full_run(cut: Path, full: Path) -> None:
+    """The run resumed in ``cut`` replays the uninterrupted run ``full``: the same losses
+    before the cut, the step after it and the whole curve within tolerance, the same
+    parameters at the end."""
+    resumed, uninterrupted = _losses(cut), _losses(full)
+    assert len(resumed) == len(uninterrupted) == 12
+    assert resumed[:CUT_AFTER] == uninterrupted[:CUT_AFTER]
+    np.testing.assert_allclose(resumed[CUT_AFTER], uninterrupted[CUT_AFTER], rtol=STEP_RTOL)
+    np.testing.assert_allclose(resumed, uninterrupted, rtol=CURVE_RTOL)
+    _assert_same_run_parameters(cut, full)
+
+
 def test_resume_two_processes_to_one(runs: Path) -> None:
-    resumed, full = _losses(runs / "cut2"), _losses(runs / "full2")
-    assert len(resumed) == len(full) == 12
-    assert resumed[:CUT_AFTER] == full[:CUT_AFTER]
-    np.testing.assert_allclose(resumed[CUT_AFTER], full[CUT_AFTER], rtol=STEP_RTOL)
-    np.testing.assert_allclose(resumed, full, rtol=CURVE_RTOL)
-    _assert_same_run_parameters(runs / "cut2", runs / "full2")
+    _assert_resume_matches_full_run(runs / "cut2", runs / "full2")
 
 
 def test_resume_one_process_to_two(runs: Path) -> None:
-    resumed, full = _losses(runs / "cut1"), _losses(runs / "full1")
-    assert len(resumed) == len(full) == 12
-    assert resumed[:CUT_AFTER] == full[:CUT_AFTER]
-    np.testing.assert_allclose(resumed[CUT_AFTER], full[CUT_AFTER], rtol=STEP_RTOL)
-    np.testing.assert_allclose(resumed, full, rtol=CURVE_RTOL)
-    _assert_same_run_parameters(runs / "cut1", runs / "full1")
+    _assert_resume_matches_full_run(runs / "cut1", runs / "full1")
 
 
 def test_launcher_arguments_drop_nproc() -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_sets import save_blob_images
+from training_runs import assert_same_model_tensors, full_and_resumed_runs, step_losses
 
 from jiio_cli.data.augment import Augmentation
 from jiio_cli.errors import UsageError
@@ -15,19 +17,6 @@ from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
 from jiio_cli.training import TrainConfig, checkpoint_paths
-
-
-def _toy_dataset(path: Path, count: int = 48) -> Path:
-    """Smooth random blobs (fresh draw), 12×12 grey, as an npz a user could pass."""
-    rng = np.random.default_rng()
-    yy, xx = np.mgrid[0:12, 0:12]
-    centres = rng.uniform(3, 9, size=(count, 2))
-    blobs = np.exp(
-        -((yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2)
-        / 8.0
-    )
-    np.savez(path, images=(blobs * 255).astype(np.uint8))
-    return path
 
 
 def _spec(data: Path, epochs: int, task: str = "denoise") -> InverseTrainConfig:
@@ -43,17 +32,13 @@ def _spec(data: Path, epochs: int, task: str = "denoise") -> InverseTrainConfig:
     )
 
 
-def _history_losses(state) -> list[float]:
-    return [h["loss"] for h in state.history if "loss" in h]
-
-
 @pytest.mark.parametrize("task", ["generate", "denoise"])
 def test_short_training_decreases_the_loss(tmp_path: Path, task: str) -> None:
-    data = _toy_dataset(tmp_path / "blobs.npz")
+    data = save_blob_images(tmp_path / "blobs.npz", count=48)
     state = train_inverse(
         _spec(data, epochs=4, task=task), torch.device("cpu"), tmp_path / "run", False
     )
-    losses = _history_losses(state)
+    losses = step_losses(state)
     assert len(losses) == 4 * 3
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
     last, best = checkpoint_paths(tmp_path / "run", task)
@@ -62,24 +47,19 @@ def test_short_training_decreases_the_loss(tmp_path: Path, task: str) -> None:
 
 @pytest.mark.parametrize("augmentation", [Augmentation(), Augmentation("elastic", 1.0)])
 def test_resume_equals_uninterrupted(tmp_path: Path, augmentation: Augmentation) -> None:
-    data = _toy_dataset(tmp_path / "blobs.npz")
+    data = save_blob_images(tmp_path / "blobs.npz", count=48)
     spec = InverseTrainConfig(**{**_spec(data, epochs=2).__dict__, "augmentation": augmentation})
-    full = train_inverse(spec, torch.device("cpu"), tmp_path / "full", False)
     # Interrupt mid-epoch (after 4 of 6 steps), then resume to the end.
-    train_inverse(spec, torch.device("cpu"), tmp_path / "cut", False, stop_after_steps=4)
-    resumed = train_inverse(spec, torch.device("cpu"), tmp_path / "cut", True)
-    assert _history_losses(resumed) == _history_losses(full)
-    from safetensors.torch import load_file
-
-    a = load_file(checkpoint_paths(tmp_path / "full", "denoise")[0])
-    b = load_file(checkpoint_paths(tmp_path / "cut", "denoise")[0])
-    for key in a:
-        if key.startswith("model."):
-            assert torch.equal(a[key], b[key]), key
+    full, resumed = full_and_resumed_runs(train_inverse, spec, tmp_path, stop_after_steps=4)
+    assert step_losses(resumed) == step_losses(full)
+    assert_same_model_tensors(
+        checkpoint_paths(tmp_path / "full", "denoise")[0],
+        checkpoint_paths(tmp_path / "cut", "denoise")[0],
+    )
 
 
 def test_run_folder_is_never_silently_overwritten(tmp_path: Path) -> None:
-    data = _toy_dataset(tmp_path / "blobs.npz", count=16)
+    data = save_blob_images(tmp_path / "blobs.npz", count=16)
     spec = _spec(data, epochs=1)
     train_inverse(spec, torch.device("cpu"), tmp_path / "run", False)
     with pytest.raises(UsageError, match="not empty"):
@@ -103,7 +83,7 @@ def test_trained_decoder_can_sample(tmp_path: Path) -> None:
 
     from jiio_cli.cli.app import app
 
-    data = _toy_dataset(tmp_path / "blobs.npz", count=32)
+    data = save_blob_images(tmp_path / "blobs.npz", count=32)
     train_inverse(
         _spec(data, epochs=1, task="generate"), torch.device("cpu"), tmp_path / "run", False
     )
@@ -144,7 +124,7 @@ def test_sample_needs_a_density(tmp_path: Path) -> None:
 
     from jiio_cli.cli.app import app
 
-    data = _toy_dataset(tmp_path / "blobs.npz", count=16)
+    data = save_blob_images(tmp_path / "blobs.npz", count=16)
     spec = _spec(data, epochs=1, task="generate")
     spec = InverseTrainConfig(**{**spec.__dict__, "density_images": 0})
     train_inverse(spec, torch.device("cpu"), tmp_path / "run", False)
@@ -163,7 +143,7 @@ def test_state_resolution_option_reaches_the_model(tmp_path: Path, flag: str, si
     from jiio_cli.cli.app import app
     from jiio_cli.tasks.loading import load_model
 
-    data = _toy_dataset(tmp_path / "blobs.npz", count=32)
+    data = save_blob_images(tmp_path / "blobs.npz", count=32)
     run = tmp_path / "run"
     args = ["train", "--task", "generate", "--data", str(data), "--image-size", "12"]
     args += ["--width", "8", "--latent-dim", "4", "--epochs", "1", "--batch-size", "16"]
@@ -185,7 +165,7 @@ def test_augment_option_reaches_the_run_and_changes_its_batches(tmp_path: Path) 
     from jiio_cli.cli.app import app
     from jiio_cli.tasks.loading import load_model
 
-    data = _toy_dataset(tmp_path / "blobs.npz", count=32)
+    data = save_blob_images(tmp_path / "blobs.npz", count=32)
     base = ["train", "--task", "generate", "--data", str(data), "--image-size", "12"]
     base += ["--width", "8", "--latent-dim", "4", "--epochs", "1", "--batch-size", "16"]
     base += ["--inner-iters", "4", "--device", "cpu", "--json"]
@@ -213,7 +193,7 @@ def test_init_fine_tunes_a_decoder_of_another_task(tmp_path: Path) -> None:
 
     from jiio_cli.cli.app import app
 
-    data = _toy_dataset(tmp_path / "blobs.npz", count=32)
+    data = save_blob_images(tmp_path / "blobs.npz", count=32)
     base = ["train", "--data", str(data), "--image-size", "12", "--width", "8"]
     base += ["--epochs", "1", "--batch-size", "16", "--inner-iters", "4"]
     base += ["--device", "cpu", "--json"]
