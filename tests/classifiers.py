@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from jiio_cli.checkpoint import save_checkpoint, state_dict_to_tensors
 from jiio_cli.models import ClassifierConfig, DEQClassifier
 
@@ -23,3 +25,17 @@ def save_classifier(path: Path, num_classes: int = 10, size: int = 28) -> Path:
         metrics={},
     )
     return path
+
+
+def save_foreign_checkpoint(path: Path) -> Path:
+    """Write a checkpoint of another task than the decoder's (``adversarial``, model kind
+    ``classifier``) holding one tensor: enough for a reader's task check to refuse it."""
+    return save_checkpoint(
+        path,
+        {"w": torch.zeros(2)},
+        task="adversarial",
+        model_kind="classifier",
+        model_config={},
+        step=0,
+        metrics={},
+    )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from cli_runs import invoke_json
 from typer.testing import CliRunner
 
 from jiio_cli.bench.timing import timed_median
@@ -15,8 +14,7 @@ runner = CliRunner(env={"NO_COLOR": "1"})
 
 
 def test_reconstruct_bench_json_is_consistent() -> None:
-    result = runner.invoke(
-        app,
+    doc = invoke_json(
         [
             "bench",
             "--task",
@@ -30,10 +28,8 @@ def test_reconstruct_bench_json_is_consistent() -> None:
             "--device",
             "cpu",
             "--json",
-        ],
+        ]
     )
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
     speed = doc["speed"]
     naive, jiio = speed["naive"], speed["jiio"]
     assert doc["task"] == "reconstruct" and speed["batch_size"] == 2
@@ -62,9 +58,7 @@ def test_reconstruct_bench_json_is_consistent() -> None:
 def test_reconstruct_bench_says_when_the_naive_solves_are_truncated() -> None:
     args = ["bench", "--task", "reconstruct", "--batch-size", "2", "--naive-steps", "2"]
     args += ["--device", "cpu", "--solve-iters", "3"]
-    result = runner.invoke(app, [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    doc = invoke_json([*args, "--json"])
     # Three iterations from zeros do not reach 1e-4 on the shipped decoder.
     assert doc["solve_iters"] == 3 and doc["speed"]["naive"]["inner_solves_converged"] < 0.5
     table = runner.invoke(app, args)
@@ -77,7 +71,7 @@ def test_reconstruct_bench_says_when_the_naive_solves_are_truncated() -> None:
 
 
 def test_reconstruct_bench_solves_the_problem_the_checkpoint_was_trained_for(tmp_path) -> None:
-    from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+    from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
     from jiio_cli.tasks.loading import default_checkpoint
 
     source = load_checkpoint(default_checkpoint("decoder"))
@@ -86,20 +80,13 @@ def test_reconstruct_bench_solves_the_problem_the_checkpoint_was_trained_for(tmp
     args += ["--device", "cpu", "--json"]
     targets = {}
     for weight in (1e-3, 0.5):
-        path = save_checkpoint(
+        path = save_checkpoint_like(
             tmp_path / f"decoder-{weight}.safetensors",
-            source.tensors,
-            task=source.task,
-            model_kind=source.model_kind,
-            model_config=source.model_config,
-            step=source.step,
+            source,
             metrics={},
             training_config={**(source.training_config or {}), "latent_weight": weight},
-            extra=source.extra,
         )
-        result = runner.invoke(app, [*args, "--checkpoint", str(path)])
-        assert result.exit_code == 0, result.output
-        doc = json.loads(result.stdout)
+        doc = invoke_json([*args, "--checkpoint", str(path)])
         assert doc["latent_weight"] == weight
         targets[weight] = doc["speed"]["target_objective"]
     # The same start and steps under a 500× stronger latent penalty: another objective.
@@ -136,11 +123,9 @@ def test_quality_table_rows_are_consistent() -> None:
 
 
 def test_engine_bench_reports_overhead_ratios() -> None:
-    result = runner.invoke(
-        app, ["bench", "--task", "engine", "--batch-size", "2", "--device", "cpu", "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["rows"]
+    rows = invoke_json(
+        ["bench", "--task", "engine", "--batch-size", "2", "--device", "cpu", "--json"]
+    )["rows"]
     assert [r["memory"] for r in rows] == [5, 20]
     for r in rows:
         # Times are whatever the machine gave (no timing assertions); only their arithmetic.
@@ -153,8 +138,7 @@ def test_engine_bench_reports_overhead_ratios() -> None:
 
 
 def test_engine_bench_options_reach_the_measurement() -> None:
-    result = runner.invoke(
-        app,
+    doc = invoke_json(
         [
             "bench",
             "--task",
@@ -171,10 +155,8 @@ def test_engine_bench_options_reach_the_measurement() -> None:
             "--device",
             "cpu",
             "--json",
-        ],
+        ]
     )
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
     # On the CPU --compile measures eager only: one row per memory, no graph rows.
     assert [(r["memory"], r["mode"]) for r in doc["rows"]] == [(5, "eager"), (20, "eager")]
     for r in doc["rows"]:
@@ -187,15 +169,12 @@ def test_engine_bench_options_reach_the_measurement() -> None:
 
 
 def test_engine_bench_history_precisions_are_measured_and_counted() -> None:
-    result = runner.invoke(
-        app,
+    rows = invoke_json(
         [
             *("bench", "--task", "engine", "--sizes", "2x8x8", "--history", "fp32,bf16"),
             *("--device", "cpu", "--json"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["rows"]
+        ]
+    )["rows"]
     assert [(r["memory"], r["history"]) for r in rows] == [
         (5, "fp32"),
         (5, "bf16"),
@@ -213,11 +192,9 @@ def test_engine_bench_history_precisions_are_measured_and_counted() -> None:
 
 
 def test_engine_bench_measures_every_listed_size() -> None:
-    result = runner.invoke(
-        app, ["bench", "--task", "engine", "--sizes", "2x8x8,3x16x6", "--device", "cpu", "--json"]
-    )
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["rows"]
+    rows = invoke_json(
+        ["bench", "--task", "engine", "--sizes", "2x8x8,3x16x6", "--device", "cpu", "--json"]
+    )["rows"]
     shapes = [(r["batch"], r["channels"], r["size"], r["memory"]) for r in rows]
     assert shapes == [(2, 8, 8, 5), (2, 8, 8, 20), (3, 16, 6, 5), (3, 16, 6, 20)]
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from classifiers import save_foreign_checkpoint
+from cli_runs import invoke_json
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -136,17 +138,7 @@ def test_bad_input_gets_one_clear_line(digit, tmp_path: Path, make_args, code: i
         Path(__file__).resolve().parents[2] / "models" / "mnist-decoder.safetensors"
     ).read_bytes()
     (tmp_path / "corrupt.safetensors").write_bytes(good[: len(good) // 2])
-    from jiio_cli.checkpoint import save_checkpoint
-
-    save_checkpoint(
-        tmp_path / "other_task.safetensors",
-        {"w": torch.zeros(2)},
-        task="adversarial",
-        model_kind="classifier",
-        model_config={},
-        step=0,
-        metrics={},
-    )
+    save_foreign_checkpoint(tmp_path / "other_task.safetensors")
     result = runner.invoke(app, ["reconstruct", *make_args(digit, tmp_path), "--device", "cpu"])
     assert result.exit_code == code, result.output
     assert result.stderr.count("\n") == 1, result.stderr
@@ -160,11 +152,7 @@ def test_the_default_solve_converges_on_sample_digits(tmp_path: Path) -> None:
     args = [str(DIGITS / f"digit_{i}_masked.png") for i in names]
     for i in names:
         args += ["--mask", str(DIGITS / f"digit_{i}_mask.png")]
-    result = runner.invoke(
-        app, ["reconstruct", *args, "--device", "cpu", "--json", "--out", str(tmp_path)]
-    )
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    doc = invoke_json(["reconstruct", *args, "--device", "cpu", "--json", "--out", str(tmp_path)])
     assert doc["converged"] and all(row["converged"] for row in doc["images"])
     assert all(row["residual"] <= 1e-2 for row in doc["images"])
     assert len(list(tmp_path.glob("*.png"))) == len(names)

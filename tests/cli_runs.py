@@ -1,0 +1,20 @@
+"""Running ``jiio`` commands in this process for the CLI tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from typer.testing import CliRunner
+
+from jiio_cli.cli.app import app
+
+runner = CliRunner(env={"NO_COLOR": "1"})
+
+
+def invoke_json(args: list[str]) -> Any:
+    """Run ``jiio *args`` (``--json`` among them); it must exit with 0, and its stdout,
+    one JSON document, is returned parsed."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
