@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -278,20 +279,21 @@ def _assert_row0_unchanged(run: Callable[[Tensor], Tensor], x: Tensor) -> None:
     assert not torch.allclose(out[1], out2[1])
 
 
-def test_per_sample_independence_decoder() -> None:
-    model, x = decoder_case(SMALL_DEC, 3)
-    z0 = torch.randn(3, *model.state_shape, generator=gen(5))
+def _assert_cell_and_head_per_sample(model: Any, x: Tensor) -> None:
+    """Row 0 of f(z, x) and of the head ignores the other rows of x and of z."""
+    z0 = torch.randn(x.shape[0], *model.state_shape, generator=gen(5))
     _assert_row0_unchanged(lambda xx: model.cell(z0, xx), x)
     _assert_row0_unchanged(lambda zz: model.cell(zz, x), z0)
     _assert_row0_unchanged(model.head, z0)
+
+
+def test_per_sample_independence_decoder() -> None:
+    _assert_cell_and_head_per_sample(*decoder_case(SMALL_DEC, 3))
 
 
 def test_per_sample_independence_classifier() -> None:
     model, x = classifier_case(SMALL_CLS, 3)
-    z0 = torch.randn(3, *model.state_shape, generator=gen(5))
-    _assert_row0_unchanged(lambda xx: model.cell(z0, xx), x)
-    _assert_row0_unchanged(lambda zz: model.cell(zz, x), z0)
-    _assert_row0_unchanged(model.head, z0)
+    _assert_cell_and_head_per_sample(model, x)
     # Through a whole solve as well: the equilibrium of row 0 ignores the other rows.
     _assert_row0_unchanged(
         lambda xx: naive_solve(model.cell, model.init_state(3), xx, max_iter=10)[0], x
