@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from classifiers import save_classifier
+from classifiers import save_classifier, save_foreign_checkpoint
 from meta_models import write_meta_folders
 from PIL import Image
-
-from jiio_cli.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "sample_data" / "digits"
@@ -45,15 +42,7 @@ def prepare(tmp: Path) -> None:
     good = MODEL.read_bytes()
     (tmp / "truncated.safetensors").write_bytes(good[: len(good) // 2])
     (tmp / "pickle.safetensors").write_bytes(b"\x80\x04\x95" + bytes(40))
-    save_checkpoint(
-        tmp / "classifier.safetensors",
-        {"w": torch.zeros(2)},
-        task="adversarial",
-        model_kind="classifier",
-        model_config={},
-        step=0,
-        metrics={},
-    )
+    save_foreign_checkpoint(tmp / "classifier.safetensors")
     (tmp / "empty").mkdir(exist_ok=True)
     write_meta_folders(tmp)
     save_classifier(tmp / "small_classifier.safetensors")
@@ -77,26 +66,26 @@ def _rec(*args: str) -> Callable[[Path], list[str]]:
     ]
 
 
-def _attack(*args: str) -> Callable[[Path], list[str]]:
+def _on_checkpoint(
+    command: str, checkpoint: str, args: tuple[str, ...]
+) -> Callable[[Path], list[str]]:
+    """``command -c <t>/checkpoint ARGS --device cpu``, ``{t}`` in ARGS the cases' folder."""
     return lambda t: [
-        "attack",
+        command,
         "-c",
-        str(t / "small_classifier.safetensors"),
+        str(t / checkpoint),
         *(a.replace("{t}", str(t)) for a in args),
         "--device",
         "cpu",
     ]
+
+
+def _attack(*args: str) -> Callable[[Path], list[str]]:
+    return _on_checkpoint("attack", "small_classifier.safetensors", args)
 
 
 def _adapt(*args: str) -> Callable[[Path], list[str]]:
-    return lambda t: [
-        "adapt",
-        "-c",
-        str(t / "meta.safetensors"),
-        *(a.replace("{t}", str(t)) for a in args),
-        "--device",
-        "cpu",
-    ]
+    return _on_checkpoint("adapt", "meta.safetensors", args)
 
 
 def _sinusoid(*args: str, model: Path = SINUSOID_MODEL) -> Callable[[Path], list[str]]:
@@ -104,6 +93,10 @@ def _sinusoid(*args: str, model: Path = SINUSOID_MODEL) -> Callable[[Path], list
 
 
 _PSEUDO_QUERIES = ("--task", "meta", "--readout", "centroids", "--support-loss", "pseudo-queries")
+
+
+def _bench(task: str, *args: str) -> Callable[[Path], list[str]]:
+    return lambda t: ["bench", "--task", task, *args, "--device", "cpu"]
 
 
 def _train(*args: str) -> Callable[[Path], list[str]]:
@@ -320,49 +313,13 @@ CASES: list[BadInput] = [
     ),
     BadInput("train: meta with a malformed --ways", _train("--task", "meta", "--ways", "5,x"), 2),
     BadInput("train: --max-bad-steps 0", _train("--max-bad-steps", "0"), 2),
-    BadInput(
-        "bench: --repeat 0",
-        lambda t: ["bench", "--task", "engine", "--repeat", "0", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: malformed --sizes",
-        lambda t: ["bench", "--task", "engine", "--sizes", "64x64", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: engine channels not a multiple of 8",
-        lambda t: ["bench", "--task", "engine", "--channels", "4", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: --x-weight 0",
-        lambda t: ["bench", "--task", "adapt", "--x-weight", "0", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: --x-weight for the attack bench",
-        lambda t: ["bench", "--task", "attack", "--x-weight", "10", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: unknown attack --baseline",
-        lambda t: ["bench", "--task", "attack", "--baseline", "fgsm", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: --baseline for another task",
-        lambda t: ["bench", "--task", "adapt", "--baseline", "apgd", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: an option of another task",
-        lambda t: ["bench", "--task", "adapt", "--eps", "0.3", "--device", "cpu"],
-        2,
-    ),
-    BadInput(
-        "bench: unknown --precision",
-        lambda t: ["bench", "--task", "engine", "--precision", "fp8", "--device", "cpu"],
-        2,
-    ),
+    BadInput("bench: --repeat 0", _bench("engine", "--repeat", "0"), 2),
+    BadInput("bench: malformed --sizes", _bench("engine", "--sizes", "64x64"), 2),
+    BadInput("bench: engine channels not a multiple of 8", _bench("engine", "--channels", "4"), 2),
+    BadInput("bench: --x-weight 0", _bench("adapt", "--x-weight", "0"), 2),
+    BadInput("bench: --x-weight for the attack bench", _bench("attack", "--x-weight", "10"), 2),
+    BadInput("bench: unknown attack --baseline", _bench("attack", "--baseline", "fgsm"), 2),
+    BadInput("bench: --baseline for another task", _bench("adapt", "--baseline", "apgd"), 2),
+    BadInput("bench: an option of another task", _bench("adapt", "--eps", "0.3"), 2),
+    BadInput("bench: unknown --precision", _bench("engine", "--precision", "fp8"), 2),
 ]
