@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_sets import save_blob_images
+from training_runs import full_and_resumed_runs
 from typer.testing import CliRunner
 
 from jiio_cli.checkpoint import load_checkpoint
@@ -30,19 +32,6 @@ CPU = torch.device("cpu")
 
 def _decoder() -> DEQDecoder:
     return DEQDecoder(DecoderConfig(latent_dim=8, channels=16, image_size=12, half_resolution=True))
-
-
-def _toy_dataset(path: Path, count: int = 32) -> Path:
-    """Smooth random blobs (fresh draw), 12×12 grey."""
-    rng = np.random.default_rng()
-    yy, xx = np.mgrid[0:12, 0:12]
-    centres = rng.uniform(3, 9, size=(count, 2))
-    blobs = np.exp(
-        -((yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2)
-        / 8.0
-    )
-    np.savez(path, images=(blobs * 255).astype(np.uint8))
-    return path
 
 
 def test_fp32_keeps_the_cell_itself() -> None:
@@ -154,7 +143,7 @@ def _losses(run: Path) -> list[float]:
 
 
 def test_bf16_training_run_tracks_fp32(tmp_path: Path) -> None:
-    data = _toy_dataset(tmp_path / "blobs.npz")
+    data = save_blob_images(tmp_path / "blobs.npz", count=32)
     train_inverse(_spec(data, "fp32"), CPU, tmp_path / "fp32", False)
     train_inverse(_spec(data, "bf16"), CPU, tmp_path / "bf16", False)
     full, low = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
@@ -167,11 +156,9 @@ def test_bf16_training_run_tracks_fp32(tmp_path: Path) -> None:
 
 
 def test_fp16_scales_the_loss_and_resumes_exactly(tmp_path: Path) -> None:
-    data = _toy_dataset(tmp_path / "blobs.npz")
+    data = save_blob_images(tmp_path / "blobs.npz", count=32)
     spec = _spec(data, "fp16")
-    train_inverse(spec, CPU, tmp_path / "full", False)
-    train_inverse(spec, CPU, tmp_path / "cut", False, stop_after_steps=3)
-    train_inverse(spec, CPU, tmp_path / "cut", True)
+    full_and_resumed_runs(train_inverse, spec, tmp_path, stop_after_steps=3)
     full = _losses(tmp_path / "full")
     assert len(full) == 8 and all(np.isfinite(full))
     assert _losses(tmp_path / "cut") == full
