@@ -220,10 +220,9 @@ def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
 
 
 def test_the_default_meta_model_classifies_a_held_out_folder_task(task: dict[str, Path]) -> None:
-    """Without --checkpoint, jiio adapt runs the shipped default on three random held-out
-    glyph characters (2 shots, 2 queries each). It is right on 95 % of 5-way 1-shot
-    queries (BENCHMARKS.md), so four errors in six would mean a broken default, not bad
-    luck; chance is two right."""
+    """Without --checkpoint, jiio adapt runs the shipped default (meta-omniglot, trained
+    on handwriting) on three random held-out glyph characters (2 shots, 2 queries each).
+    Four errors in six would mean a broken default, not bad luck; chance is two right."""
     root = task["root"]
     doc = _run("--support", str(root / "support"), "--query", str(root / "query"))
     assert Path(doc["checkpoint"]).name == DEFAULT_META_MODEL.name == "meta-omniglot.safetensors"
