@@ -161,76 +161,122 @@ def adapt(
     """Adapt a meta-model to a new few-shot task (folders) or evaluate it on held-out episodes."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
-        sinusoid = dataset == "sinusoid"
-        defaults = _SINUSOID_DEFAULTS if sinusoid else _GLYPH_DEFAULTS
-        given = {
-            "shots": shots,
-            "queries": queries,
-            "iterations": iterations,
-            "batch_size": batch_size,
-            "naive_lr": naive_lr,
-        }
-        resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
-        opts = AdaptCommandConfig(
-            dataset=dataset,
+        opts = _command_config(
+            dataset,
             episodes=episodes,
             ways=ways,
-            shots=resolved["shots"],
-            queries=resolved["queries"],
-            iterations=resolved["iterations"],
             naive_steps=naive_steps,
-            naive_lr=resolved["naive_lr"],
-            batch_size=resolved["batch_size"],
+            given={
+                "shots": shots,
+                "queries": queries,
+                "iterations": iterations,
+                "batch_size": batch_size,
+                "naive_lr": naive_lr,
+            },
         )
-        if sinusoid:
-            # --ways has a default, so only a typed one is a misfit; the paths default to None.
-            given_paths = {"data": data or None, "support": support, "query": query}
-            given_paths["baseline"] = baseline
-            misfits = explicit_options(ctx, ["ways"])
-            misfits |= {name for name, value in given_paths.items() if value is not None}
-            _evaluate_sinusoid(checkpoint, opts, misfits, common)
+        if dataset == "sinusoid":
+            paths = {"data": data or None, "support": support, "query": query, "baseline": baseline}
+            _evaluate_sinusoid(checkpoint, opts, _sinusoid_misfits(ctx, paths), common)
             return
-        folders = support is not None or query is not None
-        if folders and opts.episodes is not None:
-            raise UsageError("give either --support and --query, or --episodes N, not both")
-        if folders and (support is None or query is None):
-            raise UsageError("a new task needs both --support DIR and --query DIR")
-        if not folders and opts.episodes is None:
-            raise UsageError("give --support DIR --query DIR, or --episodes N to evaluate")
-        if episode_kind is None:
-            episode_kind = "both" if data else "across"
-        if episode_kind not in ("across", "within", "both"):
-            raise UsageError(
-                f"invalid --episode-kind {episode_kind!r}: give across, within or both"
-            )
-        import torch
+        episode_kind = _check_glyph_mode(opts, support, query, data, episode_kind)
+        _run_glyphs(checkpoint, opts, support, query, data or [], episode_kind, baseline, common)
 
-        from jiio_cli.tasks.fewshot.loading import load_meta_model
 
-        torch.manual_seed(common.seed)
-        model, path, spec = load_meta_model(checkpoint, common.torch_device)
-        settings = _settings(spec, opts)
-        if folders:
-            assert support is not None and query is not None
-            _adapt_folders(model, path, settings, support, query, common.json_output)
-        else:
-            base = None
-            if baseline is not None:
-                from jiio_cli.tasks.fewshot.loading import load_protonet
+def _sinusoid_misfits(ctx: typer.Context, paths: dict[str, Path | list[Path] | None]) -> set[str]:
+    """The options given that mean nothing for sinusoid tasks: a typed ``--ways`` (it has a
+    default, so only a typed one is a misfit) and any of ``paths`` (they default to None)."""
+    misfits = explicit_options(ctx, ["ways"])
+    return misfits | {name for name, value in paths.items() if value is not None}
 
-                base = load_protonet(baseline, common.torch_device)
-            _evaluate(model, path, settings, opts, data or [], episode_kind, base, common)
+
+def _command_config(
+    dataset: str,
+    *,
+    episodes: int | None,
+    ways: int,
+    naive_steps: int | None,
+    given: dict[str, int | float | None],
+) -> AdaptCommandConfig:
+    """The validated options, each of ``given`` left out (None) taking its ``dataset``'s
+    default."""
+    defaults = _SINUSOID_DEFAULTS if dataset == "sinusoid" else _GLYPH_DEFAULTS
+    resolved = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
+    return AdaptCommandConfig(
+        dataset=dataset,
+        episodes=episodes,
+        ways=ways,
+        shots=resolved["shots"],
+        queries=resolved["queries"],
+        iterations=resolved["iterations"],
+        naive_steps=naive_steps,
+        naive_lr=resolved["naive_lr"],
+        batch_size=resolved["batch_size"],
+    )
+
+
+def _check_glyph_mode(
+    opts: AdaptCommandConfig,
+    support: Path | None,
+    query: Path | None,
+    data: list[Path] | None,
+    episode_kind: str | None,
+) -> str:
+    """Refuse a classification run that is neither one new task (both folders) nor
+    ``--episodes N``; the episode kind, defaulted (both with --data, across without)."""
+    folders = support is not None or query is not None
+    if folders and opts.episodes is not None:
+        raise UsageError("give either --support and --query, or --episodes N, not both")
+    if folders and (support is None or query is None):
+        raise UsageError("a new task needs both --support DIR and --query DIR")
+    if not folders and opts.episodes is None:
+        raise UsageError("give --support DIR --query DIR, or --episodes N to evaluate")
+    if episode_kind is None:
+        episode_kind = "both" if data else "across"
+    if episode_kind not in ("across", "within", "both"):
+        raise UsageError(f"invalid --episode-kind {episode_kind!r}: give across, within or both")
+    return episode_kind
+
+
+def _run_glyphs(
+    checkpoint: Path | None,
+    opts: AdaptCommandConfig,
+    support: Path | None,
+    query: Path | None,
+    data: list[Path],
+    episode_kind: str,
+    baseline: Path | None,
+    common: Any,
+) -> None:
+    """Load the meta-model, then adapt it to the folders' task or evaluate it on episodes."""
+    import torch
+
+    from jiio_cli.tasks.fewshot.loading import load_meta_model
+
+    torch.manual_seed(common.seed)
+    model, path, spec = load_meta_model(checkpoint, common.torch_device)
+    settings = _settings(spec, opts)
+    if support is not None and query is not None:
+        _adapt_folders(model, path, settings, support, query, common.json_output)
+        return
+    base = None
+    if baseline is not None:
+        from jiio_cli.tasks.fewshot.loading import load_protonet
+
+        base = load_protonet(baseline, common.torch_device)
+    _evaluate(model, path, settings, opts, data, episode_kind, base, common)
 
 
 def _settings(spec: Any, opts: AdaptCommandConfig) -> Any:
-    import dataclasses
-
     from jiio_cli.tasks.fewshot.training import adapt_settings
 
-    settings = adapt_settings(spec, iterations=opts.iterations)
-    return dataclasses.replace(
-        settings, naive=dataclasses.replace(settings.naive, lr=opts.naive_lr)
-    )
+    return _with_naive_lr(adapt_settings(spec, iterations=opts.iterations), opts.naive_lr)
+
+
+def _with_naive_lr(settings: Any, lr: float) -> Any:
+    """Adaptation settings (glyph or sinusoid) whose naive loop uses Adam's rate ``lr``."""
+    import dataclasses
+
+    return dataclasses.replace(settings, naive=dataclasses.replace(settings.naive, lr=lr))
 
 
 def _adapt_folders(
@@ -468,8 +514,6 @@ def _evaluate_sinusoid(
         )
     if opts.episodes is None:
         raise UsageError("--dataset sinusoid evaluates on fresh tasks: give --episodes N")
-    import dataclasses
-
     import torch
 
     from jiio_cli.tasks.fewshot.sinusoid_eval import evaluate_tasks
@@ -478,10 +522,7 @@ def _evaluate_sinusoid(
     torch.manual_seed(common.seed)
     model, path, spec = load_sinusoid_model(checkpoint, common.torch_device)
     iterations = opts.iterations if opts.iterations is not None else spec.inner_iters
-    settings = adapt_settings(spec, iterations=iterations)
-    settings = dataclasses.replace(
-        settings, naive=dataclasses.replace(settings.naive, lr=opts.naive_lr)
-    )
+    settings = _with_naive_lr(adapt_settings(spec, iterations=iterations), opts.naive_lr)
     report = evaluate_tasks(
         model,
         shots=opts.shots,

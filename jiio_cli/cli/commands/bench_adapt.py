@@ -76,7 +76,7 @@ def run_adapt_bench(
     (:class:`AdaptBenchConfig`). ``plot``: also draw the mean support objective against
     time for both methods (PNG).
     """
-    from jiio_cli.bench.adapt import AdaptBenchConfig, time_to_equal_support_objective
+    from jiio_cli.bench.adapt import AdaptBenchConfig
     from jiio_cli.data.episodes import check_episode_shape, sample_episodes
     from jiio_cli.errors import UsageError
     from jiio_cli.tasks.fewshot.loading import load_meta_model
@@ -90,46 +90,17 @@ def run_adapt_bench(
     pool, source = _held_out_pool(model, spec, data)
     check_episode_shape(pool, ways, 1, 5, source)
     episodes = sample_episodes(pool, tasks, ways, 1, 5, derived_generator(common.seed, 13)).to(dev)
-    cfg = AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat, graph=graph)
-    cfg = dataclasses.replace(
-        cfg,
-        memory=cfg.memory if memory is None else memory,
-        alpha_x=cfg.alpha_x if alpha_x is None else alpha_x,
-        x_weight=cfg.x_weight if x_weight is None else x_weight,
-        film_scale=cfg.film_scale if film_scale is None else film_scale,
-        inner_max_iter=solve_iters,
+    cfg = _bench_config(
+        AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat, graph=graph),
+        memory=memory,
+        alpha_x=alpha_x,
+        x_weight=x_weight,
+        film_scale=film_scale,
+        solve_iters=solve_iters,
     )
-    finished: list[dict[str, Any]] = []
-    try:
-        with progress_display() as display:
-            speed = time_to_equal_support_objective(
-                model,
-                episodes,
-                adapt_settings(spec),
-                cfg,
-                progress=display.update,
-                on_row=finished.append,
-            )
-    except KeyboardInterrupt:
-        # Ctrl-C: the runs measured so far; the boundary then exits 130.
-        if common.json_output:
-            emit({"task": "adapt", "complete": False, "rows": finished}, json_output=True)
-        elif finished:
-            print_table(finished, title="jiio bench --task adapt, interrupted")
-        raise
+    speed = _measure(model, episodes, adapt_settings(spec), cfg, common.json_output)
     if plot is not None:
-        from jiio_cli.plot import write_line_plot
-
-        write_line_plot(
-            plot,
-            {
-                "naive (Adam)": [(p["seconds"], p["objective"]) for p in speed["naive"]["trace"]],
-                "JIIO": [(r["seconds"], r["support_objective"]) for r in speed["jiio"]["runs"]],
-            },
-            xlabel="seconds",
-            ylabel="mean support objective",
-            title=f"adapt, {tasks} tasks, {ways}-way 1-shot",
-        )
+        _plot_speed(plot, speed, f"adapt, {tasks} tasks, {ways}-way 1-shot")
     result: dict[str, Any] = {
         "task": "adapt",
         "device": str(dev),
@@ -146,35 +117,97 @@ def run_adapt_bench(
     if common.json_output:
         emit(result, json_output=True)
         return
-    naive = speed["naive"]
-    rows = [
-        {
-            "method": f"naive (Adam, {naive_steps} steps, solves from scratch)",
-            "seconds": naive["seconds_to_target"],
-            "support objective": naive["support_objective"],
-            "query acc": naive["query_accuracy"],
-            "f-evals/task": naive["f_evals_per_task"],
-            "VJPs/task": naive["vjps_per_task"],
-            "iterations": naive["iterations_per_task"],
-        }
-    ]
-    for run in speed["jiio"]["runs"]:
-        rows.append(
-            {
-                "method": f"jiio, {run['iterations']} iterations",
-                "seconds": run["seconds"],
-                "support objective": run["support_objective"],
-                "query acc": run["query_accuracy"],
-                "f-evals/task": run["f_evals_per_task"],
-                "VJPs/task": run["vjps_per_task"],
-                "iterations": run["iterations_per_task"],
-            }
-        )
     print_table(
-        rows,
+        _speed_rows(speed, naive_steps),
         title=f"jiio bench --task adapt ({tasks} tasks, {ways}-way 1-shot, "
         f"{result['device_name']})",
         caption=f"JIIO: α_x {cfg.alpha_x:g}, memory {cfg.memory}, x weight {cfg.x_weight:g}, "
         f"film scale {cfg.film_scale:g}",
     )
     echo_speed_summary(speed)
+
+
+def _bench_config(
+    cfg: Any,
+    *,
+    memory: int | None,
+    alpha_x: float | None,
+    x_weight: float | None,
+    film_scale: float | None,
+    solve_iters: int | None,
+) -> Any:
+    """``cfg`` (an :class:`AdaptBenchConfig`) with the options the user gave in place of its
+    defaults; ``solve_iters`` (None: the model's cap) always replaces the solves' cap."""
+    return dataclasses.replace(
+        cfg,
+        memory=cfg.memory if memory is None else memory,
+        alpha_x=cfg.alpha_x if alpha_x is None else alpha_x,
+        x_weight=cfg.x_weight if x_weight is None else x_weight,
+        film_scale=cfg.film_scale if film_scale is None else film_scale,
+        inner_max_iter=solve_iters,
+    )
+
+
+def _measure(
+    model: Any, episodes: Any, settings: Any, cfg: Any, json_output: bool
+) -> dict[str, Any]:
+    """Both methods' speed report under a progress display; on Ctrl-C, the rows measured
+    so far are reported before the interrupt goes on to the boundary (which exits 130)."""
+    from jiio_cli.bench.adapt import time_to_equal_support_objective
+
+    finished: list[dict[str, Any]] = []
+    try:
+        with progress_display() as display:
+            return time_to_equal_support_objective(
+                model, episodes, settings, cfg, progress=display.update, on_row=finished.append
+            )
+    except KeyboardInterrupt:
+        if json_output:
+            emit({"task": "adapt", "complete": False, "rows": finished}, json_output=True)
+        elif finished:
+            print_table(finished, title="jiio bench --task adapt, interrupted")
+        raise
+
+
+def _plot_speed(plot: Path, speed: dict[str, Any], title: str) -> None:
+    """The mean support objective against time for both methods (PNG)."""
+    from jiio_cli.plot import write_line_plot
+
+    write_line_plot(
+        plot,
+        {
+            "naive (Adam)": [(p["seconds"], p["objective"]) for p in speed["naive"]["trace"]],
+            "JIIO": [(r["seconds"], r["support_objective"]) for r in speed["jiio"]["runs"]],
+        },
+        xlabel="seconds",
+        ylabel="mean support objective",
+        title=title,
+    )
+
+
+def _speed_row(method: str, seconds: float, run: dict[str, Any]) -> dict[str, Any]:
+    """One method's row of the table from its part of the speed report."""
+    return {
+        "method": method,
+        "seconds": seconds,
+        "support objective": run["support_objective"],
+        "query acc": run["query_accuracy"],
+        "f-evals/task": run["f_evals_per_task"],
+        "VJPs/task": run["vjps_per_task"],
+        "iterations": run["iterations_per_task"],
+    }
+
+
+def _speed_rows(speed: dict[str, Any], naive_steps: int) -> list[dict[str, Any]]:
+    """The table: the naive run at its time to target, then each JIIO budget's run."""
+    naive = speed["naive"]
+    rows = [
+        _speed_row(
+            f"naive (Adam, {naive_steps} steps, solves from scratch)",
+            naive["seconds_to_target"],
+            naive,
+        )
+    ]
+    for run in speed["jiio"]["runs"]:
+        rows.append(_speed_row(f"jiio, {run['iterations']} iterations", run["seconds"], run))
+    return rows

@@ -138,44 +138,61 @@ def evaluate_episodes(
     for begin in range(0, episodes, batch):
         count = min(batch, episodes - begin)
         ep = draw_episodes(pool, kind, count, ways, shots, queries, generator).to(device)
-        predicted, result, seconds, query_residual = _adapted_predictions(
-            model, ep, settings, "jiio"
+        steps_used.append(
+            _score_batch(model, ep, settings, naive_steps, baseline, tallies, residuals)
         )
-        tallies["jiio"].add(_accuracy(predicted, ep.query_labels), seconds, result)
-        residuals["support_z"] += result.residual_z.tolist()
-        residuals["support_x"] += result.residual_x.tolist()
-        residuals["query_z"] += query_residual.tolist()
-
-        naive_settings, steps = matched_naive_settings(
-            settings,
-            result,
-            partial(adapt_context, model, ep.support, ep.support_labels, ways, method="naive"),
-            naive_steps,
-        )
-        steps_used.append(steps)
-        predicted, result, seconds, _ = _adapted_predictions(model, ep, naive_settings, "naive")
-        tallies["naive"].add(_accuracy(predicted, ep.query_labels), seconds, result)
-
-        predicted, seconds = timed(
-            device,
-            partial(
-                centroid_predictions,
-                model,
-                ep.support,
-                ep.support_labels,
-                ep.query,
-                ways,
-                settings.forward,
-            ),
-        )
-        tallies["centroid"].add(_accuracy(predicted, ep.query_labels), seconds, None)
-        if baseline is not None:
-            predicted, seconds = timed(device, partial(protonet_predictions, baseline, ep))
-            tallies["protonet"].add(_accuracy(predicted, ep.query_labels), seconds, None)
     report = tally_report(tallies, methods[1:], steps_used, episodes)
     report["kind"] = kind
     report["residuals"] = {k: _residual_summary(v) for k, v in residuals.items()}
     return report
+
+
+def _score_batch(
+    model: FiLMClassifier,
+    ep: EpisodeBatch,
+    settings: AdaptConfig,
+    naive_steps: int | None,
+    baseline: ProtoNet | None,
+    tallies: dict[str, MethodTally],
+    residuals: dict[str, list[float]],
+) -> int:
+    """Score every method on one batch of episodes, adding to ``tallies`` and to JIIO's
+    ``residuals``; returns the naive loop's Adam steps (matched to JIIO's f-evaluations
+    when ``naive_steps`` is None)."""
+    device = ep.support.device
+    ways = ep.ways
+    predicted, result, seconds, query_residual = _adapted_predictions(model, ep, settings, "jiio")
+    tallies["jiio"].add(_accuracy(predicted, ep.query_labels), seconds, result)
+    residuals["support_z"] += result.residual_z.tolist()
+    residuals["support_x"] += result.residual_x.tolist()
+    residuals["query_z"] += query_residual.tolist()
+
+    naive_settings, steps = matched_naive_settings(
+        settings,
+        result,
+        partial(adapt_context, model, ep.support, ep.support_labels, ways, method="naive"),
+        naive_steps,
+    )
+    predicted, result, seconds, _ = _adapted_predictions(model, ep, naive_settings, "naive")
+    tallies["naive"].add(_accuracy(predicted, ep.query_labels), seconds, result)
+
+    predicted, seconds = timed(
+        device,
+        partial(
+            centroid_predictions,
+            model,
+            ep.support,
+            ep.support_labels,
+            ep.query,
+            ways,
+            settings.forward,
+        ),
+    )
+    tallies["centroid"].add(_accuracy(predicted, ep.query_labels), seconds, None)
+    if baseline is not None:
+        predicted, seconds = timed(device, partial(protonet_predictions, baseline, ep))
+        tallies["protonet"].add(_accuracy(predicted, ep.query_labels), seconds, None)
+    return steps
 
 
 def adapt_and_predict(
