@@ -24,10 +24,10 @@ import torch
 
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.data.sinusoid import sample_sinusoid_tasks
-from jiio_cli.engine import SolverConfig
 from jiio_cli.errors import JiioError, UsageError
 from jiio_cli.models import FiLMRegressor, RegressorConfig
 from jiio_cli.tasks.fewshot.inner_solvers import inner_solvers
+from jiio_cli.tasks.fewshot.meta_run import run_meta_training
 from jiio_cli.tasks.fewshot.sinusoid import (
     RegressionAdaptConfig,
     adapt_context,
@@ -35,7 +35,7 @@ from jiio_cli.tasks.fewshot.sinusoid import (
     predictions,
 )
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
-from jiio_cli.training import StepOutcome, TrainConfig, TrainState, run_training
+from jiio_cli.training import StepOutcome, TrainConfig, TrainState
 
 __all__ = [
     "DEFAULT_SINUSOID_MODEL",
@@ -111,15 +111,14 @@ class SinusoidTrainConfig:
 def adapt_settings(
     spec: SinusoidTrainConfig, *, iterations: int | None = None, method: str | None = None
 ) -> RegressionAdaptConfig:
-    """The inner-solve settings of a run (``iterations`` overrides the JIIO budget)."""
+    """The inner-solve settings of a run (``iterations`` overrides the JIIO budget); the
+    query (and adjoint) solvers keep their defaults."""
     jiio, naive = inner_solvers(spec, iterations)
     return RegressionAdaptConfig(
         method=(method or spec.inner),  # type: ignore[arg-type]
         penalty=spec.penalty,
         jiio=jiio,
         naive=naive,
-        forward=SolverConfig(memory=5, max_iter=40, tol=1e-4),
-        adjoint=SolverConfig(memory=5, max_iter=40, tol=1e-5),
     )
 
 
@@ -192,21 +191,12 @@ def train_sinusoid(
         mse = sum(metrics.values()) / len(metrics)
         return {**metrics, "val_mse": mse, "val_neg_mse": -mse}
 
-    meta = {
-        "task": "meta",
-        "model_kind": FiLMRegressor.kind,
-        "model_config": spec.model.to_dict(),
-        "training_config": spec.to_json(),
-    }
-    return run_training(
-        model=model,
-        train_size=spec.episodes_per_epoch,
-        step_fn=step_fn,
-        eval_fn=eval_fn,
-        config=spec.loop,
+    return run_meta_training(
+        model,
+        spec,
+        step_fn,
+        eval_fn,
         out=out,
-        name="meta",
-        meta=meta,
         best_key="val_neg_mse",
         resume=resume,
         progress=progress,

@@ -31,7 +31,6 @@ from jiio_cli.data.episodes import (
     pool_from_characters,
 )
 from jiio_cli.data.omniglot import normalised_characters, read_omniglot, with_rotations
-from jiio_cli.engine import SolverConfig
 from jiio_cli.errors import UsageError
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
 from jiio_cli.tasks.fewshot.classification import (
@@ -41,8 +40,9 @@ from jiio_cli.tasks.fewshot.classification import (
     query_logits,
 )
 from jiio_cli.tasks.fewshot.inner_solvers import inner_solvers
+from jiio_cli.tasks.fewshot.meta_run import run_meta_training
 from jiio_cli.tasks.fewshot.protonet import protonet_loss, protonet_predictions
-from jiio_cli.training import StepOutcome, TrainConfig, TrainState, derived_generator, run_training
+from jiio_cli.training import StepOutcome, TrainConfig, TrainState, derived_generator
 
 __all__ = [
     "MODEL_TYPES",
@@ -124,14 +124,14 @@ class MetaTrainConfig:
 def adapt_settings(
     spec: MetaTrainConfig, *, iterations: int | None = None, method: str | None = None
 ) -> AdaptConfig:
-    """The inner-solve settings of a run (``iterations`` overrides the JIIO budget)."""
+    """The inner-solve settings of a run (``iterations`` overrides the JIIO budget); the
+    query (and adjoint) solvers keep their defaults."""
     jiio, naive = inner_solvers(spec, iterations)
     return AdaptConfig(
         method=(method or spec.inner),  # type: ignore[arg-type]
         context_weight=spec.context_weight,
         jiio=jiio,
         naive=naive,
-        forward=SolverConfig(memory=5, max_iter=40, tol=1e-4),
     )
 
 
@@ -243,6 +243,68 @@ def episode_accuracy(
     return correct / max(total, 1)
 
 
+def _episode_step(
+    model: FiLMClassifier | ProtoNet,
+    batch: EpisodeBatch,
+    settings: AdaptConfig,
+    spec: MetaTrainConfig,
+    generator: torch.Generator,
+) -> StepOutcome:
+    """One meta-training step's loss and metrics on a batch of episodes: the prototypical
+    loss for a ProtoNet, else the meta-loss through JIIO's inner solve (a step whose inner
+    solve failed on any task is not finite)."""
+    ways = batch.ways
+    if isinstance(model, ProtoNet):
+        proto = protonet_loss(model, batch)
+        metrics = {
+            "ways": float(ways),
+            "query_ce": proto.query_ce,
+            "query_accuracy": proto.query_accuracy,
+        }
+        return StepOutcome(proto.loss, metrics, bool(torch.isfinite(proto.loss)))
+    result = meta_loss(
+        model,
+        batch.support,
+        batch.support_labels,
+        batch.query,
+        batch.query_labels,
+        ways,
+        settings,
+        hyper_step=spec.hyper_step,
+        jacobian_weight=spec.jacobian_weight,
+        generator=generator,
+    )
+    inner = result.inner
+    metrics = {
+        "ways": float(ways),
+        "query_ce": result.query_ce,
+        "query_accuracy": result.query_accuracy,
+        "support_objective": float(inner.objective.mean()),
+        "residual": float(torch.maximum(inner.residual_z, inner.residual_x).mean()),
+    }
+    return StepOutcome(result.loss, metrics, not bool(inner.failed.any()))
+
+
+def _validation_accuracies(
+    model: FiLMClassifier | ProtoNet,
+    val_pool: ClassPool,
+    settings: AdaptConfig,
+    spec: MetaTrainConfig,
+) -> dict[str, float]:
+    """Mean query accuracy on ``spec.eval_episodes`` validation episodes per way count
+    (capped at the validation classes), and their mean as ``val_accuracy``."""
+    metrics = {}
+    for ways in spec.ways:
+        shots, queries = spec.shots, spec.queries
+        check_episode_shape(val_pool, min(ways, val_pool.num_classes), shots, queries, "val")
+        n = min(ways, val_pool.num_classes)
+        metrics[f"val_accuracy_{n}way"] = episode_accuracy(
+            model, val_pool, n, shots, queries, spec.eval_episodes, settings, spec.loop.seed
+        )
+    metrics["val_accuracy"] = sum(metrics.values()) / len(metrics)
+    return metrics
+
+
 def train_meta(
     spec: MetaTrainConfig,
     device: torch.device,
@@ -267,63 +329,17 @@ def train_meta(
             train_pool, kind, spec.loop.batch_size, ways, spec.shots, spec.queries, generator
         )
         batch = augmented(batch, spec, generator).to(device)
-        if isinstance(model, ProtoNet):
-            proto = protonet_loss(model, batch)
-            metrics = {
-                "ways": float(ways),
-                "query_ce": proto.query_ce,
-                "query_accuracy": proto.query_accuracy,
-            }
-            return StepOutcome(proto.loss, metrics, bool(torch.isfinite(proto.loss)))
-        result = meta_loss(
-            model,
-            batch.support,
-            batch.support_labels,
-            batch.query,
-            batch.query_labels,
-            ways,
-            settings,
-            hyper_step=spec.hyper_step,
-            jacobian_weight=spec.jacobian_weight,
-            generator=generator,
-        )
-        inner = result.inner
-        metrics = {
-            "ways": float(ways),
-            "query_ce": result.query_ce,
-            "query_accuracy": result.query_accuracy,
-            "support_objective": float(inner.objective.mean()),
-            "residual": float(torch.maximum(inner.residual_z, inner.residual_x).mean()),
-        }
-        return StepOutcome(result.loss, metrics, not bool(inner.failed.any()))
+        return _episode_step(model, batch, settings, spec, generator)
 
     def eval_fn() -> dict[str, float]:
-        metrics = {}
-        for ways in spec.ways:
-            shots, queries = spec.shots, spec.queries
-            check_episode_shape(val_pool, min(ways, val_pool.num_classes), shots, queries, "val")
-            n = min(ways, val_pool.num_classes)
-            metrics[f"val_accuracy_{n}way"] = episode_accuracy(
-                model, val_pool, n, shots, queries, spec.eval_episodes, settings, spec.loop.seed
-            )
-        metrics["val_accuracy"] = sum(metrics.values()) / len(metrics)
-        return metrics
+        return _validation_accuracies(model, val_pool, settings, spec)
 
-    meta = {
-        "task": "meta",
-        "model_kind": model.kind,
-        "model_config": model.config.to_dict(),
-        "training_config": spec.to_json(),
-    }
-    return run_training(
-        model=model,
-        train_size=spec.episodes_per_epoch,
-        step_fn=step_fn,
-        eval_fn=eval_fn,
-        config=spec.loop,
+    return run_meta_training(
+        model,
+        spec,
+        step_fn,
+        eval_fn,
         out=out,
-        name="meta",
-        meta=meta,
         best_key="val_accuracy",
         resume=resume,
         progress=progress,
