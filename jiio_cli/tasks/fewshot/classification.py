@@ -40,7 +40,6 @@ from jiio_cli.engine import (
     JIIOConfig,
     NaiveConfig,
     SolverConfig,
-    StepSchedule,
     forward_solve,
     implicit_fixed_point,
     jacobian_penalty,
@@ -49,6 +48,7 @@ from jiio_cli.engine import (
 )
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.models.meta import class_means
+from jiio_cli.tasks.fewshot.inner_solvers import jiio_inner_settings, naive_inner_settings
 
 __all__ = [
     "AdaptConfig",
@@ -79,22 +79,8 @@ class AdaptConfig:
 
     method: Literal["jiio", "naive"] = "jiio"
     context_weight: float = 1.0
-    jiio: JIIOConfig = field(
-        default_factory=lambda: JIIOConfig(
-            alpha_x=StepSchedule(1.0, 0.5),
-            solver=SolverConfig(memory=10, max_iter=40, tol=1e-4),
-            refine=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-        )
-    )
-    naive: NaiveConfig = field(
-        default_factory=lambda: NaiveConfig(
-            method="adam",
-            steps=20,
-            lr=0.1,
-            forward=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-            adjoint=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-        )
-    )
+    jiio: JIIOConfig = field(default_factory=lambda: jiio_inner_settings(1.0, 0.5, 10, 40))
+    naive: NaiveConfig = field(default_factory=lambda: naive_inner_settings(20, 0.1))
     forward: SolverConfig = field(
         default_factory=lambda: SolverConfig(memory=5, max_iter=40, tol=1e-4)
     )

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
 
-__all__ = ["InnerSolveConfig", "inner_solvers"]
+__all__ = ["InnerSolveConfig", "inner_solvers", "jiio_inner_settings", "naive_inner_settings"]
 
 
 class InnerSolveConfig(Protocol):
@@ -39,23 +39,36 @@ class InnerSolveConfig(Protocol):
     def naive_lr(self) -> float: ...
 
 
+# JIIO's refinement and the naive loop's forward and adjoint solves share one solver.
+_INNER_SOLVE = SolverConfig(memory=5, max_iter=30, tol=1e-4)
+
+
+def jiio_inner_settings(
+    alpha_x: float, alpha_x_final: float, memory: int, iterations: int
+) -> JIIOConfig:
+    """JIIO on the support set: x step size ``alpha_x`` decaying to ``alpha_x_final``,
+    Anderson ``memory``, ``iterations`` and tolerance 10⁻⁴, then a refinement solve
+    (memory 5, 30 iterations, tolerance 10⁻⁴)."""
+    return JIIOConfig(
+        alpha_x=StepSchedule(alpha_x, alpha_x_final),
+        solver=SolverConfig(memory=memory, max_iter=iterations, tol=1e-4),
+        refine=_INNER_SOLVE,
+    )
+
+
+def naive_inner_settings(steps: int, lr: float) -> NaiveConfig:
+    """The naive loop: ``steps`` Adam steps of learning rate ``lr`` on the context, each
+    with a forward and an adjoint solve (memory 5, 30 iterations, tolerance 10⁻⁴)."""
+    return NaiveConfig(
+        method="adam", steps=steps, lr=lr, forward=_INNER_SOLVE, adjoint=_INNER_SOLVE
+    )
+
+
 def inner_solvers(
     spec: InnerSolveConfig, iterations: int | None = None
 ) -> tuple[JIIOConfig, NaiveConfig]:
-    """JIIO's and the naive loop's settings for a run (``iterations`` overrides JIIO's budget).
-
-    JIIO's refinement and the naive loop's forward and adjoint solves share one solver
-    (memory 5, 30 iterations, tolerance 10⁻⁴).
-    """
-    solve = SolverConfig(memory=5, max_iter=30, tol=1e-4)
-    jiio = JIIOConfig(
-        alpha_x=StepSchedule(spec.alpha_x, spec.alpha_x_final),
-        solver=SolverConfig(
-            memory=spec.inner_memory, max_iter=iterations or spec.inner_iters, tol=1e-4
-        ),
-        refine=solve,
+    """JIIO's and the naive loop's settings for a run (``iterations`` overrides JIIO's budget)."""
+    jiio = jiio_inner_settings(
+        spec.alpha_x, spec.alpha_x_final, spec.inner_memory, iterations or spec.inner_iters
     )
-    naive = NaiveConfig(
-        method="adam", steps=spec.naive_steps, lr=spec.naive_lr, forward=solve, adjoint=solve
-    )
-    return jiio, naive
+    return jiio, naive_inner_settings(spec.naive_steps, spec.naive_lr)

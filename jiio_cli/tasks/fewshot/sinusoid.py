@@ -51,7 +51,6 @@ from jiio_cli.engine import (
     JIIOConfig,
     NaiveConfig,
     SolverConfig,
-    StepSchedule,
     adjoint_solve,
     forward_solve,
     jacobian_penalty,
@@ -60,6 +59,7 @@ from jiio_cli.engine import (
 from jiio_cli.engine.backtracking import Backtracking, jiio_solve_backtracking
 from jiio_cli.engine.problem import Cell, Objective
 from jiio_cli.models import FiLMRegressor
+from jiio_cli.tasks.fewshot.inner_solvers import jiio_inner_settings, naive_inner_settings
 
 __all__ = [
     "DIVERGED_RESIDUAL",
@@ -91,22 +91,8 @@ class RegressionAdaptConfig:
 
     method: Literal["jiio", "naive"] = "jiio"
     penalty: float = 0.01
-    jiio: JIIOConfig = field(
-        default_factory=lambda: JIIOConfig(
-            alpha_x=StepSchedule(0.3, 0.15),
-            solver=SolverConfig(memory=10, max_iter=30, tol=1e-4),
-            refine=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-        )
-    )
-    naive: NaiveConfig = field(
-        default_factory=lambda: NaiveConfig(
-            method="adam",
-            steps=10,
-            lr=0.1,
-            forward=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-            adjoint=SolverConfig(memory=5, max_iter=30, tol=1e-4),
-        )
-    )
+    jiio: JIIOConfig = field(default_factory=lambda: jiio_inner_settings(0.3, 0.15, 10, 30))
+    naive: NaiveConfig = field(default_factory=lambda: naive_inner_settings(10, 0.1))
     forward: SolverConfig = field(
         default_factory=lambda: SolverConfig(memory=5, max_iter=40, tol=1e-4)
     )
