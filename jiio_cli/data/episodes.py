@@ -296,6 +296,23 @@ def check_episode_shape(pool: ClassPool, ways: int, shots: int, queries: int, wh
         )
 
 
+def _episode_batch(tasks: list[list[Tensor]], shots: int) -> EpisodeBatch:
+    """Stack drawn tasks into a batch: ``tasks[b][k]`` holds the K + Q images (K + Q, c, S, S)
+    of class k of task b, its K support images first; labels are the class positions k."""
+    ways = len(tasks[0])
+    per_class = tasks[0][0].shape[0]
+    support = torch.stack([torch.cat([x[:shots] for x in rows]) for rows in tasks])
+    query = torch.stack([torch.cat([x[shots:] for x in rows]) for rows in tasks])
+    labels = torch.arange(ways)
+    return EpisodeBatch(
+        support,
+        labels.repeat_interleave(shots).expand(len(tasks), -1).clone(),
+        query,
+        labels.repeat_interleave(per_class - shots).expand(len(tasks), -1).clone(),
+        ways,
+    )
+
+
 def sample_episodes(
     pool: ClassPool,
     batch: int,
@@ -316,26 +333,15 @@ def sample_episodes(
             f"only {len(eligible)} classes have {need} images; cannot draw {ways}-way episodes"
         )
     eligible_t = torch.tensor(eligible)
-    supports, queries_, s_labels, q_labels = [], [], [], []
+    tasks = []
     for _ in range(batch):
         chosen = eligible_t[torch.randperm(len(eligible), generator=generator)[:ways]]
-        s_rows, q_rows = [], []
+        rows = []
         for c in chosen.tolist():
             images = pool.images[c]
-            pick = torch.randperm(images.shape[0], generator=generator)[:need]
-            s_rows.append(images[pick[:shots]])
-            q_rows.append(images[pick[shots:]])
-        supports.append(torch.cat(s_rows))
-        queries_.append(torch.cat(q_rows) if queries else torch.zeros(0, *pool.images[0].shape[1:]))
-        s_labels.append(torch.arange(ways).repeat_interleave(shots))
-        q_labels.append(torch.arange(ways).repeat_interleave(queries))
-    return EpisodeBatch(
-        torch.stack(supports),
-        torch.stack(s_labels),
-        torch.stack(queries_),
-        torch.stack(q_labels),
-        ways,
-    )
+            rows.append(images[torch.randperm(images.shape[0], generator=generator)[:need]])
+        tasks.append(rows)
+    return _episode_batch(tasks, shots)
 
 
 def within_alphabet_groups(pool: ClassPool, ways: int, need: int) -> list[list[int]]:
@@ -374,7 +380,7 @@ def sample_within_alphabet_episodes(
             f"no alphabet has {ways} classes with {need} images each; within-alphabet "
             f"{ways}-way episodes need one (use fewer --ways)"
         )
-    supports, queries_, s_labels, q_labels = [], [], [], []
+    tasks = []
     for _ in range(batch):
         group = groups[int(torch.randint(len(groups), (1,), generator=generator))]
         order = torch.randperm(len(group), generator=generator)[:ways].tolist()
@@ -389,24 +395,14 @@ def sample_within_alphabet_episodes(
             )
         shared = torch.tensor(sorted(common))
         picked = shared[torch.randperm(len(shared), generator=generator)[:need]]
-        s_rows, q_rows = [], []
+        rows = []
         for c in chosen:
             drawers = pool.drawers_of(c)
             # Position of each picked drawer among this class's drawings.
             where = (drawers[None, :] == picked[:, None]).float().argmax(dim=1)
-            s_rows.append(pool.images[c][where[:shots]])
-            q_rows.append(pool.images[c][where[shots:]])
-        supports.append(torch.cat(s_rows))
-        queries_.append(torch.cat(q_rows) if queries else torch.zeros(0, *pool.images[0].shape[1:]))
-        s_labels.append(torch.arange(ways).repeat_interleave(shots))
-        q_labels.append(torch.arange(ways).repeat_interleave(queries))
-    return EpisodeBatch(
-        torch.stack(supports),
-        torch.stack(s_labels),
-        torch.stack(queries_),
-        torch.stack(q_labels),
-        ways,
-    )
+            rows.append(pool.images[c][where])
+        tasks.append(rows)
+    return _episode_batch(tasks, shots)
 
 
 def draw_episodes(
