@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,21 +17,27 @@ from jiio_cli.training import TrainConfig
 TINY_META = MetaConfig(context_dim=8, ways=5, channels=8, image_size=12, head_context=True)
 
 
-def save_tiny_meta_model(path: Path, config: MetaConfig = TINY_META) -> None:
-    """An untrained 5-way meta-model on 12×12 images, saved like ``jiio train`` does."""
-    torch.manual_seed(0)
-    model = FiLMClassifier(config)
-    spec = MetaTrainConfig(model=config, loop=TrainConfig(), inner_iters=10)
+def _save_untrained(
+    path: Path, model: FiLMClassifier | ProtoNet, training_config: dict[str, Any]
+) -> None:
+    """``model`` at step 0 as a ``meta`` checkpoint of its kind, like ``jiio train`` saves it."""
     save_checkpoint(
         path,
         {f"model.{k}": v for k, v in model.state_dict().items()},
         task="meta",
-        model_kind="meta",
-        model_config=config.to_dict(),
+        model_kind=model.kind,
+        model_config=model.config.to_dict(),
         step=0,
         metrics={},
-        training_config=spec.to_json(),
+        training_config=training_config,
     )
+
+
+def save_tiny_meta_model(path: Path, config: MetaConfig = TINY_META) -> None:
+    """An untrained 5-way meta-model on 12×12 images, saved like ``jiio train`` does."""
+    torch.manual_seed(0)
+    spec = MetaTrainConfig(model=config, loop=TrainConfig(), inner_iters=10)
+    _save_untrained(path, FiLMClassifier(config), spec.to_json())
 
 
 def write_meta_folders(tmp: Path) -> None:
@@ -79,14 +86,4 @@ def save_tiny_protonet(path: Path) -> None:
     """An untrained Prototypical Network on 16×16 images, saved like ``jiio train``."""
     torch.manual_seed(0)
     config = ProtoNetConfig(channels=8, image_size=16, preprocess="crop")
-    model = ProtoNet(config)
-    save_checkpoint(
-        path,
-        {f"model.{k}": v for k, v in model.state_dict().items()},
-        task="meta",
-        model_kind="protonet",
-        model_config=config.to_dict(),
-        step=0,
-        metrics={},
-        training_config={},
-    )
+    _save_untrained(path, ProtoNet(config), {})

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from parameter_directions import directional_derivative, perturbed
 from torch import Tensor
 
 from jiio_cli.data.augment import Augmentation, augment
@@ -368,25 +369,6 @@ def _query_loss(
     return float(F.cross_entropy(logits.flatten(0, 1), labels.flatten()))
 
 
-def _perturbed(model: FiLMClassifier, direction: list[Tensor], eps: float) -> FiLMClassifier:
-    clone = FiLMClassifier(model.config).double()
-    clone.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        for p, d in zip(clone.parameters(), direction, strict=True):
-            p.add_(eps * d)
-    return clone
-
-
-def _directional(model: FiLMClassifier, direction: list[Tensor]) -> float:
-    """Σ ⟨∂L/∂θ, d⟩ over the parameters that received a gradient (the centroid read-out's
-    first-order gradient leaves the head without one)."""
-    return sum(
-        float((p.grad * d).sum())
-        for p, d in zip(model.parameters(), direction, strict=True)
-        if p.grad is not None
-    )
-
-
 def _agrees_with_finite_differences(
     model: FiLMClassifier,
     g: torch.Generator,
@@ -407,9 +389,9 @@ def _agrees_with_finite_differences(
     seen: list[tuple[float, float]] = []
     for _ in range(tries):
         direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in model.parameters()]
-        analytic = _directional(model, direction)
+        analytic = directional_derivative(model, direction)
         numeric = _central_differences(
-            lambda eps, d=direction: loss_of(_perturbed(model, d, eps)), analytic
+            lambda eps, d=direction: loss_of(perturbed(model, d, eps)), analytic
         )
         seen.append((analytic, numeric))
         if abs(analytic - numeric) <= 1e-6 + 1e-4 * abs(numeric):
@@ -528,6 +510,6 @@ def test_hypergradient_term_matches_finite_differences(
         meta_loss(
             model, support, s_labels, query, q_labels, 3, settings, adjoint=TIGHT
         ).loss.backward()
-        assert any(abs(_directional(model, d) - numeric) > 1e-4 for d, numeric in checked)
+        assert any(abs(directional_derivative(model, d) - numeric) > 1e-4 for d, numeric in checked)
 
     _on_one_of_fresh_draws(check)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_runs import assert_same_model_tensors, full_and_resumed_runs
 from typer.testing import CliRunner
 
 from jiio_cli.checkpoint import load_checkpoint
@@ -38,17 +39,11 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
 
 def test_resumed_run_equals_the_uninterrupted_one(tmp_path: Path) -> None:
     spec = _spec(int(torch.randint(0, 1000, (1,))))
-    cpu = torch.device("cpu")
-    full = train_meta(spec, cpu, tmp_path / "full", resume=False)
-    assert full.step == 4 and full.epoch == 2
-    train_meta(spec, cpu, tmp_path / "cut", resume=False, stop_after_steps=3)
-    resumed = train_meta(spec, cpu, tmp_path / "cut", resume=True)
-    assert resumed.step == 4
-    a, b = (
-        _params(tmp_path / "full" / "meta-last.safetensors"),
-        _params(tmp_path / "cut" / "meta-last.safetensors"),
-    )
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full, resumed = full_and_resumed_runs(train_meta, spec, tmp_path, stop_after_steps=3)
+    assert full.step == 4 and full.epoch == 2 and resumed.step == 4
+    last = "meta-last.safetensors"
+    assert_same_model_tensors(tmp_path / "full" / last, tmp_path / "cut" / last)
+    a = _params(tmp_path / "full" / last)
     # Training moved the parameters away from their initialisation.
     torch.manual_seed(spec.loop.seed)
     start = FiLMClassifier(spec.model).state_dict()

@@ -4,16 +4,19 @@ the conv4 FiLM DEQ train a few steps and resume exactly; their building blocks."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from meta_models import TINY_CONV4
 from omniglot_fixtures import layout, write_folder
+from training_runs import assert_same_model_tensors, full_and_resumed_runs
 from typer.testing import CliRunner
 
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.cli.app import app
-from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
+from jiio_cli.models import FiLMClassifier, ProtoNet, ProtoNetConfig
 from jiio_cli.models.embedding_cell import EMBEDDING_CONTRACTION, FiLMEmbeddingCell
 from jiio_cli.models.protonet import prototype_logits
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig, train_meta, training_pools
@@ -21,20 +24,8 @@ from jiio_cli.training import TrainConfig
 
 runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
 
-CONV4 = MetaConfig(
-    context_dim=4,
-    ways=3,
-    channels=8,
-    image_size=16,
-    readout="centroids",
-    support_loss="pseudo-queries",
-    pseudo_copies=1,
-    pseudo_warp=0.0,
-    pseudo_affine=1.0,
-    encoder="conv4",
-    hidden=16,
-    preprocess="crop",
-)
+# The tests' conv4 FiLM DEQ, serving the 3 ways of these episodes.
+CONV4 = replace(TINY_CONV4, ways=3)
 
 
 def _data(tmp: Path) -> Path:
@@ -64,15 +55,11 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("model_type", ["protonet", "deq"])
 def test_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, model_type: str) -> None:
     spec = _spec(_data(tmp_path), model_type, int(torch.randint(0, 1000, (1,))))
-    cpu = torch.device("cpu")
-    full = train_meta(spec, cpu, tmp_path / "full", resume=False)
-    assert full.step == 4 and full.epoch == 2
-    train_meta(spec, cpu, tmp_path / "cut", resume=False, stop_after_steps=3)
-    resumed = train_meta(spec, cpu, tmp_path / "cut", resume=True)
-    assert resumed.step == 4
-    a = _params(tmp_path / "full" / "meta-last.safetensors")
-    b = _params(tmp_path / "cut" / "meta-last.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full, resumed = full_and_resumed_runs(train_meta, spec, tmp_path, stop_after_steps=3)
+    assert full.step == 4 and full.epoch == 2 and resumed.step == 4
+    last = "meta-last.safetensors"
+    assert_same_model_tensors(tmp_path / "full" / last, tmp_path / "cut" / last)
+    a = _params(tmp_path / "full" / last)
     # BatchNorm's running statistics are part of the state that resumes.
     assert any("running_mean" in k for k in a)
     # Training moved the encoder's weights.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from parameter_directions import directional_derivative, perturbed
 from torch import Tensor
 from typer.testing import CliRunner
 
@@ -200,21 +201,6 @@ def test_rows_whose_jiio_solve_diverged_are_solved_again_with_a_smaller_step() -
 # ------------------------------------------------------------------------------ meta-gradient
 
 
-def _perturbed(model: FiLMRegressor, direction: list[Tensor], eps: float) -> FiLMRegressor:
-    clone = FiLMRegressor(model.config).double()
-    clone.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        for p, d in zip(clone.parameters(), direction, strict=True):
-            p.add_(eps * d)
-    return clone
-
-
-def _directional(model: FiLMRegressor, direction: list[Tensor]) -> float:
-    return sum(
-        float((p.grad * d).sum()) for p, d in zip(model.parameters(), direction, strict=True)
-    )
-
-
 def _central(loss_at: Callable[[float], float], eps: float = 1e-6) -> float:
     return (loss_at(eps) - loss_at(-eps)) / (2 * eps)
 
@@ -240,11 +226,11 @@ def test_first_order_meta_gradient_matches_finite_differences() -> None:
     out.loss.backward()
     g = torch.Generator().manual_seed(4)
     direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in model.parameters()]
-    analytic = _directional(model, direction)
+    analytic = directional_derivative(model, direction)
     v_star = out.inner.x
     numeric = _central(
         lambda eps: _query_mse(
-            _perturbed(model, direction, eps), tasks.query_t, tasks.query_y, v_star
+            perturbed(model, direction, eps), tasks.query_t, tasks.query_y, v_star
         )
     )
     assert abs(analytic - numeric) <= 1e-7 + 1e-5 * abs(numeric), (analytic, numeric)
@@ -292,20 +278,20 @@ def test_hypergradient_is_the_exact_bilevel_gradient_where_the_support_is_fitted
     direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in model.parameters()]
 
     def bilevel(eps: float) -> float:
-        m = _perturbed(model, direction, eps)
+        m = perturbed(model, direction, eps)
         return _query_mse(m, query_t, query_y, _gauss_newton_solve(m, t, y, v_star, 0.0))
 
     numeric = _central(bilevel, 1e-5)
     out = meta_loss(model, t, y, query_t, query_y, settings, hypergradient=True, inner=inner)
     out.loss.backward()
-    analytic = _directional(model, direction)
+    analytic = directional_derivative(model, direction)
     assert abs(analytic - numeric) <= 1e-7 + 1e-5 * abs(numeric), (analytic, numeric)
     # The path through v* matters: the first-order gradient is another number.
     model.zero_grad()
     meta_loss(
         model, t, y, query_t, query_y, settings, hypergradient=False, inner=inner
     ).loss.backward()
-    assert abs(_directional(model, direction) - numeric) > 1e-3 * abs(numeric)
+    assert abs(directional_derivative(model, direction) - numeric) > 1e-3 * abs(numeric)
 
 
 # ------------------------------------------------------------------------------ training
