@@ -40,7 +40,6 @@ from jiio_cli.engine import (
     JIIOConfig,
     NaiveConfig,
     SolverConfig,
-    forward_solve,
     implicit_fixed_point,
     jacobian_penalty,
     jiio_solve,
@@ -48,6 +47,7 @@ from jiio_cli.engine import (
 )
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.models.meta import class_means
+from jiio_cli.tasks.fewshot.context_solve import solve_at_contexts
 from jiio_cli.tasks.fewshot.inner_solvers import jiio_inner_settings, naive_inner_settings
 
 __all__ = [
@@ -234,13 +234,7 @@ def query_states(
     model: FiLMClassifier, images: Tensor, context: Tensor, solver: SolverConfig
 ) -> Tensor:
     """Fixed points z* (B, m, C, H, W) of images (B, m, c, S, S) at contexts (B, D)."""
-    with torch.no_grad():
-        model.bind(images)
-        try:
-            cell = model.context_cell()
-            return forward_solve(cell, context, model.init_state(images.shape[0]), solver).z
-        finally:
-            model.unbind()
+    return solve_at_contexts(model, images, context, solver).z
 
 
 def query_logits_with_residual(
@@ -255,16 +249,10 @@ def query_logits_with_residual(
     """:func:`query_logits` and the relative fixed-point residual (B,) of each task row's
     read-out solve (the largest over the solver's residual entries): whether the DEQ
     converged at test time."""
+    solution = solve_at_contexts(model, _readout_rows(model, support, images), context, solver)
     with torch.no_grad():
-        rows = _readout_rows(model, support, images)
-        model.bind(rows)
-        try:
-            cell = model.context_cell()
-            solution = forward_solve(cell, context, model.init_state(rows.shape[0]), solver)
-        finally:
-            model.unbind()
         logits = model.readout_logits(solution.z, context, ways, support_labels)
-        return logits, solution.stats.residual.amax(dim=1)
+    return logits, solution.stats.residual.amax(dim=1)
 
 
 def query_logits(
@@ -282,10 +270,10 @@ def query_logits(
     (B, n, c, S, S) and labels (B, n): their fixed points at the same contexts give the
     class centroids (solved in one batch with the queries).
     """
-    with torch.no_grad():
-        rows = _readout_rows(model, support, images)
-        states = query_states(model, rows, context, solver)
-        return model.readout_logits(states, context, ways, support_labels)
+    logits, _ = query_logits_with_residual(
+        model, images, context, ways, solver, support, support_labels
+    )
+    return logits
 
 
 def _readout_rows(model: FiLMClassifier, support: Tensor | None, query: Tensor) -> Tensor:

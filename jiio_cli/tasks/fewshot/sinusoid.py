@@ -52,13 +52,13 @@ from jiio_cli.engine import (
     NaiveConfig,
     SolverConfig,
     adjoint_solve,
-    forward_solve,
     jacobian_penalty,
     naive_solve,
 )
 from jiio_cli.engine.backtracking import Backtracking, jiio_solve_backtracking
 from jiio_cli.engine.problem import Cell, Objective
 from jiio_cli.models import FiLMRegressor
+from jiio_cli.tasks.fewshot.context_solve import solve_at_contexts
 from jiio_cli.tasks.fewshot.inner_solvers import jiio_inner_settings, naive_inner_settings
 
 __all__ = [
@@ -193,13 +193,7 @@ def support_problem(model: FiLMRegressor, t: Tensor, y: Tensor, penalty: float) 
 
 def query_states(model: FiLMRegressor, t: Tensor, context: Tensor, solver: SolverConfig) -> Tensor:
     """Fixed points z* (B, m, H) of the points t (B, m, d) at contexts (B, D). No autograd."""
-    with torch.no_grad():
-        model.bind(t)
-        try:
-            cell = model.context_cell()
-            return forward_solve(cell, context, model.init_state(t.shape[0]), solver).z
-        finally:
-            model.unbind()
+    return solve_at_contexts(model, t, context, solver).z
 
 
 def predictions(model: FiLMRegressor, t: Tensor, context: Tensor, solver: SolverConfig) -> Tensor:
