@@ -15,7 +15,13 @@ from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
 from jiio_cli.training import TrainConfig
 
-__all__ = ["DEFAULT_META_MODEL", "load_meta_model", "load_protonet", "spec_from_json"]
+__all__ = [
+    "DEFAULT_META_MODEL",
+    "load_meta_model",
+    "load_protonet",
+    "meta_checkpoint",
+    "spec_from_json",
+]
 
 DEFAULT_META_MODEL = MODELS_DIR / "meta-omniglot.safetensors"
 """The default for drawings: trained on real handwriting (Omniglot). The glyph models stay
@@ -37,6 +43,21 @@ def spec_from_json(data: dict[str, Any] | None, model: MetaConfig) -> MetaTrainC
     return MetaTrainConfig(model=model, loop=TrainConfig(), **values)
 
 
+def meta_checkpoint(path: Path | None, default: Path, what: str) -> tuple[Path, str]:
+    """The meta-training checkpoint to load (``path``, or the shipped ``default``, a
+    ``what`` such as "meta-model") and the kind of model it holds.
+
+    Raises:
+        JiioError: the default is missing, or the file is damaged.
+        UsageError: the file is missing or holds another task's checkpoint.
+    """
+    if path is None:
+        path = default
+        if not path.exists():
+            raise JiioError(f"the default {what} {path} is missing; pass --checkpoint PATH")
+    return path, load_checkpoint(path, expected_task={"meta"}).model_kind
+
+
 def load_meta_model(
     path: Path | None, device: torch.device
 ) -> tuple[FiLMClassifier, Path, MetaTrainConfig]:
@@ -46,11 +67,7 @@ def load_meta_model(
         JiioError: the default model is missing, or the file is damaged.
         UsageError: the file holds another task's model.
     """
-    if path is None:
-        path = DEFAULT_META_MODEL
-        if not path.exists():
-            raise JiioError(f"the default meta-model {path} is missing; pass --checkpoint PATH")
-    kind = load_checkpoint(path, expected_task={"meta"}).model_kind
+    path, kind = meta_checkpoint(path, DEFAULT_META_MODEL, "meta-model")
     if kind == "regressor":
         raise UsageError(
             f"checkpoint {path} holds a sinusoid regressor, not a few-shot classifier; "

@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 import torch
 
-from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.data.sinusoid import sample_sinusoid_tasks
-from jiio_cli.errors import JiioError, UsageError
+from jiio_cli.errors import UsageError
 from jiio_cli.models import FiLMRegressor, RegressorConfig
 from jiio_cli.tasks.fewshot.inner_solvers import inner_solvers
+from jiio_cli.tasks.fewshot.loading import meta_checkpoint
 from jiio_cli.tasks.fewshot.meta_run import run_meta_training
 from jiio_cli.tasks.fewshot.sinusoid import (
     RegressionAdaptConfig,
@@ -213,11 +213,7 @@ def load_sinusoid_model(
         JiioError: the default model is missing, or the file is damaged.
         UsageError: the file holds another task's model (e.g. a glyph classifier).
     """
-    if path is None:
-        path = DEFAULT_SINUSOID_MODEL
-        if not path.exists():
-            raise JiioError(f"the default sinusoid model {path} is missing; pass --checkpoint PATH")
-    kind = load_checkpoint(path, expected_task={"meta"}).model_kind
+    path, kind = meta_checkpoint(path, DEFAULT_SINUSOID_MODEL, "sinusoid model")
     if kind != FiLMRegressor.kind:
         raise UsageError(
             f"checkpoint {path} holds a {kind!r} model, not a sinusoid regressor; "
