@@ -416,15 +416,9 @@ def _evaluate(
             model,
             pool,
             ways=opts.ways,
-            shots=opts.shots,
-            queries=opts.queries,
-            episodes=opts.episodes,
-            settings=settings,
-            seed=common.seed,
-            batch=opts.batch_size,
-            naive_steps=opts.naive_steps,
             kind=kind,
             baseline=baseline,
+            **_evaluation_arguments(opts, settings, common.seed),
         )
         documents.append(
             {
@@ -446,6 +440,21 @@ def _evaluate(
         return
     for document in documents:
         _print_episode_report(document, opts)
+
+
+def _evaluation_arguments(opts: AdaptCommandConfig, settings: Any, seed: int) -> dict[str, Any]:
+    """What both evaluations (glyph episodes, sinusoid tasks) take from the options: the
+    shots and queries per task, how many tasks and how many at once, the adaptation
+    settings, the naive loop's steps and the seed of the tasks."""
+    return {
+        "shots": opts.shots,
+        "queries": opts.queries,
+        "episodes": opts.episodes,
+        "settings": settings,
+        "seed": seed,
+        "batch": opts.batch_size,
+        "naive_steps": opts.naive_steps,
+    }
 
 
 def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) -> None:
@@ -523,16 +532,7 @@ def _evaluate_sinusoid(
     model, path, spec = load_sinusoid_model(checkpoint, common.torch_device)
     iterations = opts.iterations if opts.iterations is not None else spec.inner_iters
     settings = _with_naive_lr(adapt_settings(spec, iterations=iterations), opts.naive_lr)
-    report = evaluate_tasks(
-        model,
-        shots=opts.shots,
-        queries=opts.queries,
-        episodes=opts.episodes,
-        settings=settings,
-        seed=common.seed,
-        batch=opts.batch_size,
-        naive_steps=opts.naive_steps,
-    )
+    report = evaluate_tasks(model, **_evaluation_arguments(opts, settings, common.seed))
     document = {
         "checkpoint": str(path),
         "dataset": "sinusoid",
