@@ -1,8 +1,8 @@
 """Ship an Omniglot few-shot checkpoint: slim it (scripts/slim_checkpoint.py) and record
-its training data as the path relative to the repository (``../shared/data/omniglot``)
-instead of the absolute path of the machine that trained it.
+its training data as the folder name a user gives (``omniglot``: a folder holding Omniglot's
+background archives) instead of the path on the machine that trained it.
 
-Usage: python scripts/ship_omniglot_model.py SOURCE DEST [--data ../shared/data/omniglot]
+Usage: python scripts/ship_omniglot_model.py SOURCE DEST [--data omniglot]
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("source", type=Path)
     parser.add_argument("dest", type=Path)
-    parser.add_argument("--data", default="../shared/data/omniglot")
+    parser.add_argument("--data", default="omniglot")
     args = parser.parse_args()
     slim(args.source, args.dest)
     ckpt = load_checkpoint(args.dest)
     training = dict(ckpt.training_config or {})
     training["data"] = [args.data]
     extra = dict(ckpt.extra)
-    extra["data_recorded_as"] = f"--data {args.data} (relative to the repository)"
+    extra["data_recorded_as"] = f"--data {args.data} (a folder holding the training archives)"
     save_checkpoint(
         args.dest,
         ckpt.tensors,
