@@ -52,6 +52,7 @@ def _run(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_labelled_query_folder_gets_predictions_and_accuracy(task: dict[str, Path]) -> None:
     root = task["root"]
     doc = _run(
@@ -75,6 +76,7 @@ def test_labelled_query_folder_gets_predictions_and_accuracy(task: dict[str, Pat
     torch.testing.assert_close(got, probs.max(-1).values.float(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_a_pseudo_query_model_adapts_a_folder_task(task: dict[str, Path], tmp_path: Path) -> None:
     """Its inner problem solves the support with warped copies; the report counts the
     user's images only, and the predictions are those of the Python path."""
@@ -105,6 +107,7 @@ def test_a_pseudo_query_model_adapts_a_folder_task(task: dict[str, Path], tmp_pa
     assert [r["predicted"] for r in doc["predictions"]] == [pool.names[int(k)] for k in predicted]
 
 
+@pytest.mark.slow
 def test_unlabelled_query_folder_has_no_accuracy(task: dict[str, Path]) -> None:
     root = task["root"]
     doc = _run(
@@ -114,6 +117,7 @@ def test_unlabelled_query_folder_has_no_accuracy(task: dict[str, Path]) -> None:
     assert all("label" not in r for r in doc["predictions"])
 
 
+@pytest.mark.slow
 def test_episode_evaluation_reports_three_methods(task: dict[str, Path]) -> None:
     doc = _run(
         "-c",
@@ -140,6 +144,7 @@ def test_episode_evaluation_reports_three_methods(task: dict[str, Path]) -> None
         assert paired["mean"] == pytest.approx(expected, abs=1e-9) and paired["ci95"] >= 0
 
 
+@pytest.mark.slow
 def test_episode_table_prints_the_paired_differences(task: dict[str, Path]) -> None:
     args = ["adapt", "-c", str(task["model"]), "--episodes", "2", "--ways", "3"]
     args += ["--queries", "1", "--iterations", "6", "--device", "cpu"]
@@ -203,6 +208,7 @@ def test_usage_errors_are_one_line(task: dict[str, Path], args: list[str], messa
         "meta-omniglot.safetensors",
     ],
 )
+@pytest.mark.slow
 def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
     model = MODELS_DIR / name
     doc = _run("-c", str(model), "--episodes", "2", "--ways", "3", "--queries", "2")

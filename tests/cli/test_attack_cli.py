@@ -33,6 +33,7 @@ def _labelled_folder(root: Path, classes: int, per_class: int, size: int = 20) -
     return root
 
 
+@pytest.mark.slow
 def test_json_document_has_one_row_per_budget_and_method(classifier: Path) -> None:
     result = runner.invoke(
         app,
@@ -126,6 +127,7 @@ def test_labels_out_of_range_and_empty_folder(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_shipped_classifier_is_accurate_and_attackable(tmp_path: Path) -> None:
     """The default checkpoint loads, classifies held-out digits well, and an attack at
     a large budget lowers its accuracy (first 40 held-out digits: 4 of each class)."""
@@ -143,6 +145,7 @@ def test_shipped_classifier_is_accurate_and_attackable(tmp_path: Path) -> None:
     assert rows[1]["robust_accuracy"] < rows[1]["clean_accuracy"] - 0.2
 
 
+@pytest.mark.slow
 def test_standard_method_names_the_attacks_that_broke_each_image(classifier: Path) -> None:
     result = runner.invoke(
         app,
@@ -174,6 +177,7 @@ def test_standard_method_names_the_attacks_that_broke_each_image(classifier: Pat
     assert standard["robust_accuracy"] <= min(r["robust_accuracy"] for r in rows[:4])
 
 
+@pytest.mark.slow
 def test_apgd_method_runs_both_losses_with_a_worst_row(classifier: Path) -> None:
     result = runner.invoke(
         app,

@@ -13,6 +13,7 @@ from jiio_cli.cli.app import app
 runner = CliRunner(env={"NO_COLOR": "1"})
 
 
+@pytest.mark.slow
 def test_reconstruct_bench_json_is_consistent() -> None:
     doc = invoke_json(
         [

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from jiio_cli.checkpoint import load_checkpoint
@@ -83,6 +84,7 @@ def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
     return [*_small_train_command(data, out, 3, *denoise), "--seed", "3", *extra]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     rng = np.random.default_rng()
     data = tmp_path / "data.npz"

@@ -21,6 +21,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_adapt_bench_reports_both_methods_consistently(model: Path) -> None:
     result = runner.invoke(
         app,
@@ -81,6 +82,7 @@ def _runs(model: Path, *extra: str) -> tuple[dict, dict[int, float]]:
     return doc, {r["iterations"]: r["support_objective"] for r in doc["speed"]["jiio"]["runs"]}
 
 
+@pytest.mark.slow
 def test_adapt_bench_uses_the_given_step_size_and_memory(model: Path) -> None:
     doc, small = _runs(model, "--alpha-x", "0.1", "--memory", "3")
     assert doc["jiio_alpha_x"] == 0.1 and doc["jiio_memory"] == 3

@@ -64,6 +64,7 @@ def test_every_shipped_model_has_a_recipe() -> None:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_recipe_trains_a_few_steps(
     recipe: Path, digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
