@@ -136,38 +136,49 @@ def attack_time_to_equal_objective(
         )
         row = {"budget": iterations, "seconds": seconds, **_score(model, outcome, labels, "jiio")}
         report("jiio", row, done, len(config.jiio_budgets))
-    target = rows[base][-1]["robust_accuracy"]
-
-    def reach(method: str) -> float | None:
-        hits = [r["seconds"] for r in rows[method] if r["robust_accuracy"] <= target]
-        return min(hits) if hits else None
-
-    pgd_reach, jiio_reach = reach(base), reach("jiio")
-    ratio = pgd_reach / jiio_reach if pgd_reach is not None and jiio_reach else None
-    target_loss = rows[base][-1]["mean_loss"]
-
-    def reach_loss(method: str) -> float | None:
-        hits = [r["seconds"] for r in rows[method] if r["mean_loss"] >= target_loss]
-        return min(hits) if hits else None
-
-    pgd_loss_reach, jiio_loss_reach = reach_loss(base), reach_loss("jiio")
-    ratio_by_loss = (
-        pgd_loss_reach / jiio_loss_reach if pgd_loss_reach is not None and jiio_loss_reach else None
-    )
     return {
         "baseline": base,
         "threat": threat.label(),
         "images": int(images.shape[0]),
+        **_times_to_target(rows, base),
+        **rows,
+    }
+
+
+def _times_to_target(rows: dict[str, list[dict[str, float]]], base: str) -> dict[str, Any]:
+    """Targets set by the baseline's largest budget (its robust accuracy and mean loss), the
+    first seconds at which each method reaches them, and baseline/JIIO time ratios."""
+    last = rows[base][-1]
+    target, target_loss = last["robust_accuracy"], last["mean_loss"]
+    pgd_reach = _seconds_to(rows[base], lambda r: r["robust_accuracy"] <= target)
+    jiio_reach = _seconds_to(rows["jiio"], lambda r: r["robust_accuracy"] <= target)
+    pgd_loss_reach = _seconds_to(rows[base], lambda r: r["mean_loss"] >= target_loss)
+    jiio_loss_reach = _seconds_to(rows["jiio"], lambda r: r["mean_loss"] >= target_loss)
+    return {
         "target_robust_accuracy": target,
         "pgd_seconds_to_target": pgd_reach,
         "jiio_seconds_to_target": jiio_reach,
-        "ratio": ratio,
+        "ratio": _ratio(pgd_reach, jiio_reach),
         "target_mean_loss": target_loss,
         "pgd_seconds_to_target_loss": pgd_loss_reach,
         "jiio_seconds_to_target_loss": jiio_loss_reach,
-        "ratio_by_loss": ratio_by_loss,
-        **rows,
+        "ratio_by_loss": _ratio(pgd_loss_reach, jiio_loss_reach),
     }
+
+
+def _seconds_to(
+    runs: list[dict[str, float]], reached: Callable[[dict[str, float]], bool]
+) -> float | None:
+    """The shortest time among the runs that reach the target (None when none does)."""
+    hits = [r["seconds"] for r in runs if reached(r)]
+    return min(hits) if hits else None
+
+
+def _ratio(baseline_seconds: float | None, jiio_seconds: float | None) -> float | None:
+    """Baseline time over JIIO time; None when either never reaches the target."""
+    if baseline_seconds is not None and jiio_seconds:
+        return baseline_seconds / jiio_seconds
+    return None
 
 
 def _baseline(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -115,62 +115,77 @@ _AlphaXFinal = Annotated[
 ]
 
 
+_Eps = Annotated[
+    str, typer.Option(help="Budget(s): 0.3, 8/255 or a list 0.1,0.2,0.3 (one row each).")
+]
+_Method = Annotated[
+    Method,
+    typer.Option(
+        help="jiio; pgd, apgd-ce or apgd-dlr (full solves per step); both (jiio, pgd); "
+        "apgd (apgd-ce, apgd-dlr); standard (the per-image worst case of all four)."
+    ),
+]
+_Data = Annotated[
+    Path | None,
+    typer.Option(
+        help="Labelled images: folder with class subfolders, .npz or MNIST IDX "
+        "(default: MNIST-5k held-out split)."
+    ),
+]
+_MaxImages = Annotated[int | None, typer.Option(help="Attack only the first N images.")]
+_Candidates = Annotated[
+    int,
+    typer.Option(
+        help="JIIO iterates compared per image, evenly spaced up to the last (each earlier "
+        "one scored by a forward solve); the strongest is kept. 1: the last only."
+    ),
+]
+_Loss = Annotated[Loss, typer.Option(help="JIIO attack objective: logit margin or cross-entropy.")]
+_Solver = Annotated[
+    Solver,
+    typer.Option(
+        help="JIIO solver on the stacked state (z, x, μ): picard (damped plain "
+        "iteration) or anderson."
+    ),
+]
+_PGDSteps = Annotated[int, typer.Option(help="PGD steps per restart.")]
+_PGDLoss = Annotated[Loss, typer.Option(help="PGD objective (standard PGD: ce).")]
+_PGDStepSize = Annotated[
+    float | None, typer.Option(help="PGD step as a fraction of eps (default 2.5/steps).")
+]
+_Restarts = Annotated[int, typer.Option(help="PGD random restarts.")]
+_APGDSteps = Annotated[int, typer.Option(help="APGD steps per restart.")]
+_APGDRestarts = Annotated[int, typer.Option(help="APGD random restarts.")]
+_SaveExamples = Annotated[
+    Path | None,
+    typer.Option(help="Folder for adversarial PNGs and a clean/perturbation/adversarial grid."),
+]
+_Examples = Annotated[int, typer.Option(help="How many examples --save-examples writes.")]
+
+
 def attack(
-    eps: Annotated[
-        str, typer.Option(help="Budget(s): 0.3, 8/255 or a list 0.1,0.2,0.3 (one row each).")
-    ] = "0.1",
+    eps: _Eps = "0.1",
     norm: NormOption = Norm.linf,
-    method: Annotated[
-        Method,
-        typer.Option(
-            help="jiio; pgd, apgd-ce or apgd-dlr (full solves per step); both (jiio, pgd); "
-            "apgd (apgd-ce, apgd-dlr); standard (the per-image worst case of all four)."
-        ),
-    ] = Method.jiio,
+    method: _Method = Method.jiio,
     checkpoint: ClassifierCheckpointOption = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            help="Labelled images: folder with class subfolders, .npz or MNIST IDX "
-            "(default: MNIST-5k held-out split)."
-        ),
-    ] = None,
-    max_images: Annotated[int | None, typer.Option(help="Attack only the first N images.")] = None,
+    data: _Data = None,
+    max_images: _MaxImages = None,
     batch_size: BatchSizeOption = 250,
     iterations: IterationsOption = COMMAND_ATTACK.iterations,
     memory: MemoryOption = COMMAND_ATTACK.memory,
     alpha_x: _AlphaX = COMMAND_ATTACK.alpha,
     alpha_x_final: _AlphaXFinal = COMMAND_ATTACK.alpha_final or COMMAND_ATTACK.alpha,
-    candidates: Annotated[
-        int,
-        typer.Option(
-            help="JIIO iterates compared per image, evenly spaced up to the last (each earlier "
-            "one scored by a forward solve); the strongest is kept. 1: the last only."
-        ),
-    ] = COMMAND_ATTACK.candidates,
-    loss: Annotated[
-        Loss, typer.Option(help="JIIO attack objective: logit margin or cross-entropy.")
-    ] = Loss(COMMAND_ATTACK.loss),
-    solver: Annotated[
-        Solver,
-        typer.Option(
-            help="JIIO solver on the stacked state (z, x, μ): picard (damped plain "
-            "iteration) or anderson."
-        ),
-    ] = Solver(COMMAND_ATTACK.solver),
-    pgd_steps: Annotated[int, typer.Option(help="PGD steps per restart.")] = 20,
-    pgd_loss: Annotated[Loss, typer.Option(help="PGD objective (standard PGD: ce).")] = Loss.ce,
-    pgd_step_size: Annotated[
-        float | None, typer.Option(help="PGD step as a fraction of eps (default 2.5/steps).")
-    ] = None,
-    restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 1,
-    apgd_steps: Annotated[int, typer.Option(help="APGD steps per restart.")] = 50,
-    apgd_restarts: Annotated[int, typer.Option(help="APGD random restarts.")] = 1,
-    save_examples: Annotated[
-        Path | None,
-        typer.Option(help="Folder for adversarial PNGs and a clean/perturbation/adversarial grid."),
-    ] = None,
-    examples: Annotated[int, typer.Option(help="How many examples --save-examples writes.")] = 16,
+    candidates: _Candidates = COMMAND_ATTACK.candidates,
+    loss: _Loss = Loss(COMMAND_ATTACK.loss),
+    solver: _Solver = Solver(COMMAND_ATTACK.solver),
+    pgd_steps: _PGDSteps = 20,
+    pgd_loss: _PGDLoss = Loss.ce,
+    pgd_step_size: _PGDStepSize = None,
+    restarts: _Restarts = 1,
+    apgd_steps: _APGDSteps = 50,
+    apgd_restarts: _APGDRestarts = 1,
+    save_examples: _SaveExamples = None,
+    examples: _Examples = 16,
     compile_graph: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
@@ -199,107 +214,195 @@ def attack(
             max_images=max_images,
             examples=examples,
         )
-        if norm == Norm.linf and any(e > 1 for e in budgets):
-            raise UsageError(f"--eps {eps}: an L∞ budget above 1 covers the whole pixel box [0, 1]")
-        if save_examples is not None and save_examples.exists() and not save_examples.is_dir():
-            raise UsageError(f"--save-examples {save_examples} exists and is not a folder")
-        from jiio_cli.tasks.adversarial.apgd import APGDConfig
-        from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig, ThreatModel
-        from jiio_cli.tasks.adversarial.data import load_attack_set
-        from jiio_cli.tasks.adversarial.sweep import run_attack_sweep
-        from jiio_cli.tasks.loading import default_checkpoint, load_model
-
+        _check_paths_and_budgets(eps, budgets, norm, save_examples)
         dev = common.torch_device
         torch.manual_seed(common.seed)
-        path = checkpoint if checkpoint is not None else default_checkpoint("classifier")
-        model, _ = load_model(path, {"adversarial"}, "classifier", dev)
-        images, labels, notes = load_attack_set(model.config, data, opts.max_images)
-        images, labels = images.to(dev), labels.to(dev)
-
+        path, model, images, labels, notes = _load_target(checkpoint, data, opts.max_images, dev)
         methods = _METHODS.get(method, [method.value])
+        worst_label = "standard" if method == Method.standard else "worst"
         err = Console(stderr=True)
         if len(methods) > 1 and not common.json_output:
-            err.print(
-                f"the {'standard' if method == Method.standard else 'worst'} row: robust = "
-                f"survived every one of {', '.join(methods)} (per image)"
-            )
+            err.print(_worst_row_note(worst_label, methods))
         with batch_progress(not common.json_output) as progress:
-            result = run_attack_sweep(
-                model,
-                images,
-                labels,
-                [ThreatModel(norm.value, e) for e in budgets],
-                methods,  # type: ignore[arg-type]
-                JIIOAttackConfig(
-                    iterations=opts.iterations,
-                    memory=opts.memory,
-                    alpha=opts.alpha_x,
-                    alpha_final=opts.alpha_x_final,
-                    loss=loss.value,  # type: ignore[arg-type]
-                    solver=solver.value,  # type: ignore[arg-type]
-                    candidates=opts.candidates,
-                    graph=compile_graph,
-                ),
-                PGDConfig(
-                    steps=opts.pgd_steps,
-                    step_size=opts.pgd_step_size,
-                    restarts=opts.restarts,
-                    loss=pgd_loss.value,  # type: ignore[arg-type]
-                ),
+            result = _run_sweep(
+                (model, images, labels),
+                [(norm.value, e) for e in budgets],
+                methods,
+                _attack_configs(opts, loss, solver, pgd_loss, compile_graph),
                 opts.batch_size,
                 common.seed,
                 keep_examples=opts.examples if save_examples is not None else 0,
                 progress=progress,
-                apgd=APGDConfig(steps=opts.apgd_steps, restarts=opts.apgd_restarts),
-                worst_label="standard" if method == Method.standard else "worst",
+                worst_label=worst_label,
             )
-        warnings = list(notes)
-        if result.clean_unconverged > 0:
-            warnings.append(
-                f"WARNING: the classifier's forward solve did not converge on "
-                f"{100 * result.clean_unconverged:.1f}% of the clean inputs; robustness "
-                "numbers from unconverged DEQ solves are unreliable"
-            )
-        for row in result.rows:
-            if row.unconverged_counted_broken:
-                warnings.append(
-                    f"{row.method} {row.norm} {row.eps:g}: {100 * row.eval_unconverged:.1f}% "
-                    "of the images had an adversarial image scored by an unconverged solve; "
-                    "they are counted as broken"
-                )
+        warnings = _attack_warnings(notes, result)
         written: list[str] = []
         if save_examples is not None:
             from jiio_cli.tasks.adversarial.examples import save_attack_examples
 
             written = save_attack_examples(save_examples, images, labels, result)
-        document = {
-            "checkpoint": str(path),
-            "images": int(images.shape[0]),
-            "clean_accuracy": result.rows[0].clean_accuracy if result.rows else None,
-            "clean_unconverged": result.clean_unconverged,
-            "rows": [row.as_dict() for row in result.rows],
-            "per_image": [
-                {
-                    "norm": norm_name,
-                    "eps": budget,
-                    "broken_by": broken,
-                    "eval_unconverged": result.eval_unconverged[(norm_name, budget)],
-                }
-                for (norm_name, budget), broken in result.broken_by.items()
-            ],
-            "warnings": warnings,
-            "examples": written,
-            "device": str(dev),
-            "seed": common.seed,
-        }
-        for line in warnings:
-            err.print(line, style="bold red" if line.startswith("WARNING") else None)
-        if common.json_output:
-            print_json(document)
-        else:
-            print_table(
-                [row.as_dict() for row in result.rows],
-                title=f"jiio attack ({images.shape[0]} images, clean accuracy "
-                f"{document['clean_accuracy']:.4f})",
-                columns=_COLUMNS,
+        document = _attack_document(path, images, result, warnings, written, dev, common.seed)
+        _report(document, result, warnings, err, json_output=common.json_output)
+
+
+def _worst_row_note(worst_label: str, methods: list[str]) -> str:
+    """What the row after several methods' rows means."""
+    return f"the {worst_label} row: robust = survived every one of {', '.join(methods)} (per image)"
+
+
+def _check_paths_and_budgets(
+    eps: str, budgets: list[float], norm: Norm, save_examples: Path | None
+) -> None:
+    """Refuse an L∞ budget above the pixel box and a ``--save-examples`` that is a file."""
+    if norm == Norm.linf and any(e > 1 for e in budgets):
+        raise UsageError(f"--eps {eps}: an L∞ budget above 1 covers the whole pixel box [0, 1]")
+    if save_examples is not None and save_examples.exists() and not save_examples.is_dir():
+        raise UsageError(f"--save-examples {save_examples} exists and is not a folder")
+
+
+def _load_target(
+    checkpoint: Path | None, data: Path | None, max_images: int | None, dev: torch.device
+) -> tuple[Path, Any, torch.Tensor, torch.Tensor, list[str]]:
+    """The classifier and its labelled set on ``dev``: (path, model, images (N, C, H, W),
+    labels (N,), loading notes)."""
+    from jiio_cli.tasks.adversarial.data import load_attack_set
+    from jiio_cli.tasks.loading import default_checkpoint, load_model
+
+    path = checkpoint if checkpoint is not None else default_checkpoint("classifier")
+    model, _ = load_model(path, {"adversarial"}, "classifier", dev)
+    images, labels, notes = load_attack_set(model.config, data, max_images)
+    return path, model, images.to(dev), labels.to(dev), list(notes)
+
+
+def _attack_configs(
+    opts: AttackCommandConfig, loss: Loss, solver: Solver, pgd_loss: Loss, graph: bool
+) -> tuple[Any, Any, Any]:
+    """The JIIO, PGD and APGD attack configurations the options describe."""
+    from jiio_cli.tasks.adversarial.apgd import APGDConfig
+    from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig
+
+    jiio = JIIOAttackConfig(
+        iterations=opts.iterations,
+        memory=opts.memory,
+        alpha=opts.alpha_x,
+        alpha_final=opts.alpha_x_final,
+        loss=loss.value,  # type: ignore[arg-type]
+        solver=solver.value,  # type: ignore[arg-type]
+        candidates=opts.candidates,
+        graph=graph,
+    )
+    pgd = PGDConfig(
+        steps=opts.pgd_steps,
+        step_size=opts.pgd_step_size,
+        restarts=opts.restarts,
+        loss=pgd_loss.value,  # type: ignore[arg-type]
+    )
+    return jiio, pgd, APGDConfig(steps=opts.apgd_steps, restarts=opts.apgd_restarts)
+
+
+def _run_sweep(
+    target: tuple[Any, torch.Tensor, torch.Tensor],
+    threats: list[tuple[str, float]],
+    methods: list[str],
+    configs: tuple[Any, Any, Any],
+    batch_size: int,
+    seed: int,
+    *,
+    keep_examples: int,
+    progress: Any,
+    worst_label: str,
+) -> Any:
+    """Every method at every (norm, eps) budget on the (model, images, labels) target."""
+    from jiio_cli.tasks.adversarial.attacks import ThreatModel
+    from jiio_cli.tasks.adversarial.sweep import run_attack_sweep
+
+    model, images, labels = target
+    jiio, pgd, apgd = configs
+    return run_attack_sweep(
+        model,
+        images,
+        labels,
+        [ThreatModel(norm, eps) for norm, eps in threats],
+        methods,  # type: ignore[arg-type]
+        jiio,
+        pgd,
+        batch_size,
+        seed,
+        keep_examples=keep_examples,
+        progress=progress,
+        apgd=apgd,
+        worst_label=worst_label,
+    )
+
+
+def _attack_warnings(notes: list[str], result: Any) -> list[str]:
+    """Loading notes, then warnings about unconverged clean and adversarial solves."""
+    warnings = list(notes)
+    if result.clean_unconverged > 0:
+        warnings.append(
+            f"WARNING: the classifier's forward solve did not converge on "
+            f"{100 * result.clean_unconverged:.1f}% of the clean inputs; robustness "
+            "numbers from unconverged DEQ solves are unreliable"
+        )
+    for row in result.rows:
+        if row.unconverged_counted_broken:
+            warnings.append(
+                f"{row.method} {row.norm} {row.eps:g}: {100 * row.eval_unconverged:.1f}% "
+                "of the images had an adversarial image scored by an unconverged solve; "
+                "they are counted as broken"
             )
+    return warnings
+
+
+def _attack_document(
+    path: Path,
+    images: torch.Tensor,
+    result: Any,
+    warnings: list[str],
+    written: list[str],
+    dev: torch.device,
+    seed: int,
+) -> dict[str, Any]:
+    """The JSON document of one ``jiio attack`` run."""
+    return {
+        "checkpoint": str(path),
+        "images": int(images.shape[0]),
+        "clean_accuracy": result.rows[0].clean_accuracy if result.rows else None,
+        "clean_unconverged": result.clean_unconverged,
+        "rows": [row.as_dict() for row in result.rows],
+        "per_image": [
+            {
+                "norm": norm_name,
+                "eps": budget,
+                "broken_by": broken,
+                "eval_unconverged": result.eval_unconverged[(norm_name, budget)],
+            }
+            for (norm_name, budget), broken in result.broken_by.items()
+        ],
+        "warnings": warnings,
+        "examples": written,
+        "device": str(dev),
+        "seed": seed,
+    }
+
+
+def _report(
+    document: dict[str, Any],
+    result: Any,
+    warnings: list[str],
+    err: Console,
+    *,
+    json_output: bool,
+) -> None:
+    """Warnings on stderr, then the document (``--json``) or the table on stdout."""
+    for line in warnings:
+        err.print(line, style="bold red" if line.startswith("WARNING") else None)
+    if json_output:
+        print_json(document)
+    else:
+        print_table(
+            [row.as_dict() for row in result.rows],
+            title=f"jiio attack ({document['images']} images, clean accuracy "
+            f"{document['clean_accuracy']:.4f})",
+            columns=_COLUMNS,
+        )

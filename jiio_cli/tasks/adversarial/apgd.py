@@ -195,12 +195,10 @@ def apgd_ascent(
         An :class:`APGDRun`. Step sizes and restarts are per sample.
     """
     rule = "sign" if norm == "linf" else "l2"
-    steps = config.steps
-    marks = set(checkpoints(steps))
+    marks = set(checkpoints(config.steps))
     x = constraint.project(start.detach())
-    batch = x.shape[0]
     point = oracle(x)
-    eta = torch.full((batch,), config.initial_step * eps, dtype=x.dtype, device=x.device)
+    schedule = _StepSchedule.start(config.initial_step * eps, x, point.loss)
     losses = [point.loss]
     loss_here = point.loss  # L at x, the point the next step starts from
     etas: list[Tensor] = []
@@ -208,66 +206,128 @@ def apgd_ascent(
     f_evals = point.f_evals.clone()
     x_prev = x
     grad = point.grad
-    # The best point: highest loss seen; restarts resume from it, with its gradient.
-    x_max, loss_max, grad_max = x, point.loss, grad
-    unconv_max = point.unconverged
-    # The highest-loss fooling iterate, returned where there is one: the one furthest
-    # past the decision boundary, so the fresh judge's tighter solve agrees with it.
-    fooled = point.fooled.clone()
-    x_fooled, unconv_fooled, loss_fooled = x, point.unconverged, point.loss
-    increases = torch.zeros(batch, dtype=torch.long, device=x.device)
-    since_mark = 0
-    halved_last = torch.ones(batch, dtype=torch.bool, device=x.device)
-    loss_max_at_mark = loss_max
-    for k in range(steps):
+    best = _Incumbents.start(x, point)
+    for k in range(config.steps):
         alpha = 1.0 if k == 0 else config.momentum
-        eta_b = _per_sample(eta, x)
+        eta_b = _per_sample(schedule.eta, x)
         u = constraint.project(x + eta_b * apply_step_rule(grad, rule))
         x_next = constraint.project(x + alpha * (u - x) + (1 - alpha) * (x - x_prev))
         point = oracle(x_next)
-        etas.append(eta.clone())
+        etas.append(schedule.eta.clone())
         f_evals += point.f_evals
-        increases += (point.loss > loss_here).long()
+        schedule.count_step(point.loss > loss_here)
         losses.append(point.loss)
         if keep_iterates:
             iterates.append(x_next)
-        better = point.loss > loss_max
-        b = _per_sample(better, x)
-        x_max = torch.where(b, x_next, x_max)
-        grad_max = torch.where(b, point.grad, grad_max)
-        loss_max = torch.where(better, point.loss, loss_max)
-        unconv_max = torch.where(better, point.unconverged, unconv_max)
-        take = point.fooled & (~fooled | (point.loss > loss_fooled))
-        x_fooled = torch.where(_per_sample(take, x), x_next, x_fooled)
-        unconv_fooled = torch.where(take, point.unconverged, unconv_fooled)
-        loss_fooled = torch.where(take, point.loss, loss_fooled)
-        fooled |= point.fooled
+        best.update(x_next, point)
         x_prev, x, grad, loss_here = x, x_next, point.grad, point.loss
-        since_mark += 1
         if k + 1 in marks:
-            few_increases = increases.to(x.dtype) < config.rho * since_mark
-            stalled = ~halved_last & (loss_max <= loss_max_at_mark)
-            halve = few_increases | stalled
-            eta = torch.where(halve, eta / 2, eta)
+            halve = schedule.at_checkpoint(best.loss_max, config.rho)
             h = _per_sample(halve, x)
-            x = torch.where(h, x_max, x)
-            grad = torch.where(h, grad_max, grad)
-            loss_here = torch.where(halve, loss_max, loss_here)
-            halved_last = halve
-            loss_max_at_mark = loss_max
-            increases.zero_()
-            since_mark = 0
-    fb = _per_sample(fooled, x)
+            x = torch.where(h, best.x_max, x)
+            grad = torch.where(h, best.grad_max, grad)
+            loss_here = torch.where(halve, best.loss_max, loss_here)
+    fb = _per_sample(best.fooled, x)
     return APGDRun(
-        images=torch.where(fb, x_fooled, x_max),
-        fooled=fooled,
-        best_loss=loss_max,
-        unconverged=torch.where(fooled, unconv_fooled, unconv_max),
+        images=torch.where(fb, best.x_fooled, best.x_max),
+        fooled=best.fooled,
+        best_loss=best.loss_max,
+        unconverged=torch.where(best.fooled, best.unconv_fooled, best.unconv_max),
         f_evals=f_evals,
         losses=torch.stack(losses),
         step_sizes=torch.stack(etas),
         iterates=torch.stack(iterates) if keep_iterates else None,
     )
+
+
+@dataclass
+class _Incumbents:
+    """APGD's best points so far, per sample (B, ...).
+
+    The highest-loss iterate ``x_max`` (with its loss, gradient and solver flag): restarts
+    resume from it. The highest-loss fooling iterate ``x_fooled``, returned where there is
+    one (``fooled``): the one furthest past the decision boundary, so the fresh judge's
+    tighter solve agrees with it.
+    """
+
+    x_max: Tensor
+    loss_max: Tensor
+    grad_max: Tensor
+    unconv_max: Tensor
+    fooled: Tensor
+    x_fooled: Tensor
+    unconv_fooled: Tensor
+    loss_fooled: Tensor
+
+    @classmethod
+    def start(cls, x: Tensor, point: Evaluation) -> _Incumbents:
+        return cls(
+            x_max=x,
+            loss_max=point.loss,
+            grad_max=point.grad,
+            unconv_max=point.unconverged,
+            fooled=point.fooled.clone(),
+            x_fooled=x,
+            unconv_fooled=point.unconverged,
+            loss_fooled=point.loss,
+        )
+
+    def update(self, x: Tensor, point: Evaluation) -> None:
+        """Take the oracle's ``point`` at ``x`` where it beats the incumbents."""
+        better = point.loss > self.loss_max
+        b = _per_sample(better, x)
+        self.x_max = torch.where(b, x, self.x_max)
+        self.grad_max = torch.where(b, point.grad, self.grad_max)
+        self.loss_max = torch.where(better, point.loss, self.loss_max)
+        self.unconv_max = torch.where(better, point.unconverged, self.unconv_max)
+        take = point.fooled & (~self.fooled | (point.loss > self.loss_fooled))
+        self.x_fooled = torch.where(_per_sample(take, x), x, self.x_fooled)
+        self.unconv_fooled = torch.where(take, point.unconverged, self.unconv_fooled)
+        self.loss_fooled = torch.where(take, point.loss, self.loss_fooled)
+        self.fooled |= point.fooled
+
+
+@dataclass
+class _StepSchedule:
+    """APGD's per-sample step size η (B,) and the counts its checkpoint rule reads.
+
+    At a checkpoint η halves where fewer than ρ of the steps since the last one raised the
+    loss, or where η was not halved last time and the best loss has not grown since.
+    """
+
+    eta: Tensor
+    increases: Tensor
+    halved_last: Tensor
+    loss_max_at_mark: Tensor
+    since_mark: int = 0
+
+    @classmethod
+    def start(cls, eta0: float, x: Tensor, loss: Tensor) -> _StepSchedule:
+        """η = ``eta0`` in ``x``'s dtype for each of the B samples of x (B, ...)."""
+        batch = x.shape[0]
+        return cls(
+            eta=torch.full((batch,), eta0, dtype=x.dtype, device=x.device),
+            increases=torch.zeros(batch, dtype=torch.long, device=x.device),
+            halved_last=torch.ones(batch, dtype=torch.bool, device=x.device),
+            loss_max_at_mark=loss,
+        )
+
+    def count_step(self, increased: Tensor) -> None:
+        """Record one step; ``increased`` (B,) says where it raised the loss."""
+        self.increases += increased.long()
+        self.since_mark += 1
+
+    def at_checkpoint(self, loss_max: Tensor, rho: float) -> Tensor:
+        """Halve η where the rule says so and return that mask (B,)."""
+        few_increases = self.increases.to(self.eta.dtype) < rho * self.since_mark
+        stalled = ~self.halved_last & (loss_max <= self.loss_max_at_mark)
+        halve = few_increases | stalled
+        self.eta = torch.where(halve, self.eta / 2, self.eta)
+        self.halved_last = halve
+        self.loss_max_at_mark = loss_max
+        self.increases.zero_()
+        self.since_mark = 0
+        return halve
 
 
 def dlr_objective(model: DEQClassifier, labels: Tensor) -> Objective:

@@ -150,19 +150,9 @@ def run_attack_sweep(
         keep_examples: keep the first this many adversarial images per (method, ε).
         progress: called as ``progress(label, done, total)`` after each batch.
     """
-    device = images.device
     n = images.shape[0]
-    clean_pred = torch.empty(n, dtype=torch.long, device=device)
-    clean_conv = torch.empty(n, dtype=torch.bool, device=device)
-    clean_failed = torch.empty(n, dtype=torch.bool, device=device)
-    for start in range(0, n, batch_size):
-        verdict = classify(model, images[start : start + batch_size])
-        clean_pred[start : start + batch_size] = verdict.predictions
-        clean_conv[start : start + batch_size] = verdict.converged
-        clean_failed[start : start + batch_size] = verdict.failed
-    refuse_divergence(clean_failed, "clean")
+    clean_pred, clean_conv = _classify_clean(model, images, batch_size)
     correct = clean_pred == labels
-    clean_acc = float(correct.float().mean())
     result = SweepResult([], float((~clean_conv).float().mean()), clean_pred.cpu())
 
     apgd = apgd or APGDConfig()
@@ -171,62 +161,29 @@ def run_attack_sweep(
         unconverged_any = torch.zeros_like(correct)
         broken_by: list[list[str]] = [[] for _ in range(n)]
         for method in methods:
-            generator = torch.Generator().manual_seed(seed)
-            adv_pred = torch.empty(n, dtype=torch.long, device=device)
-            norms = torch.empty(n, device=device, dtype=images.dtype)
-            eval_conv = torch.empty(n, dtype=torch.bool, device=device)
-            eval_failed = torch.empty(n, dtype=torch.bool, device=device)
-            att_unconv = torch.empty(n, dtype=torch.bool, device=device)
-            iterations = torch.empty(n, device=device)
-            f_evals = torch.empty(n, device=device)
-            kept: list[Tensor] = []
-            seconds = 0.0
-            for start in range(0, n, batch_size):
-                sl = slice(start, start + batch_size)
-                x, y = images[sl], labels[sl]
-                run = partial(_run_method, method, model, x, y, threat, jiio, pgd, apgd, generator)
-                outcome, took = timed(device, run)
-                seconds += took
-                verdict: Classification = classify(model, outcome.images)
-                adv_pred[sl] = verdict.predictions
-                eval_conv[sl] = verdict.converged
-                eval_failed[sl] = verdict.failed
-                norms[sl] = perturbation_norms(outcome.images, x, threat.norm)
-                att_unconv[sl] = outcome.unconverged
-                iterations[sl] = outcome.iterations.float()
-                f_evals[sl] = outcome.f_evals.float()
-                if sum(k.shape[0] for k in kept) < keep_examples:
-                    kept.append(outcome.images.cpu())
-                if progress is not None:
-                    progress(f"{method} {threat.label()}", min(start + batch_size, n), n)
-            refuse_divergence(eval_failed, f"{method} {threat.label()} adversarial")
-            robust = correct & (adv_pred == labels)
+            scores = _score_method(
+                model,
+                images,
+                labels,
+                method,
+                threat,
+                (jiio, pgd, apgd),
+                seed,
+                batch_size,
+                keep_examples,
+                progress,
+            )
+            robust = correct & (scores.predictions == labels)
             survived_all &= robust
-            flipped = correct & (adv_pred != labels)
-            unconverged_any |= ~eval_conv
+            flipped = correct & (scores.predictions != labels)
+            unconverged_any |= ~scores.eval_converged
             for i in torch.nonzero(flipped).flatten().tolist():
                 broken_by[i].append(method)
-            result.rows.append(
-                AttackRow(
-                    method=method,
-                    norm=threat.norm,
-                    eps=threat.eps,
-                    clean_accuracy=clean_acc,
-                    robust_accuracy=float(robust.float().mean()),
-                    success_rate=float(flipped.sum()) / max(int(correct.sum()), 1),
-                    mean_norm=float(norms.mean()),
-                    max_norm=float(norms.max()),
-                    seconds=seconds,
-                    attack_unconverged=float(att_unconv.float().mean()),
-                    eval_unconverged=float((~eval_conv).float().mean()),
-                    mean_iterations=float(iterations.mean()),
-                    mean_f_evals=float(f_evals.mean()),
-                )
-            )
+            result.rows.append(_method_row(method, threat, scores, correct, robust, flipped))
             if keep_examples > 0:
                 result.examples[(method, threat.eps)] = (
-                    torch.cat(kept)[:keep_examples],
-                    adv_pred[:keep_examples].cpu(),
+                    torch.cat(scores.kept)[:keep_examples],
+                    scores.predictions[:keep_examples].cpu(),
                 )
         key = (threat.norm, threat.eps)
         result.broken_by[key] = broken_by
@@ -237,6 +194,121 @@ def run_attack_sweep(
                 _worst_row(rows, survived_all, correct, unconverged_any, worst_label)
             )
     return result
+
+
+def _classify_clean(model: DEQClassifier, images: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Fresh verdicts on the clean ``images`` (N, c, S, S) in batches: predictions (N,) and
+    convergence flags (N,); refuses a diverged solve."""
+    n = images.shape[0]
+    device = images.device
+    clean_pred = torch.empty(n, dtype=torch.long, device=device)
+    clean_conv = torch.empty(n, dtype=torch.bool, device=device)
+    clean_failed = torch.empty(n, dtype=torch.bool, device=device)
+    for start in range(0, n, batch_size):
+        verdict = classify(model, images[start : start + batch_size])
+        clean_pred[start : start + batch_size] = verdict.predictions
+        clean_conv[start : start + batch_size] = verdict.converged
+        clean_failed[start : start + batch_size] = verdict.failed
+    refuse_divergence(clean_failed, "clean")
+    return clean_pred, clean_conv
+
+
+@dataclass
+class _MethodScores:
+    """One method at one budget over the whole set: per-image (N,) fresh predictions,
+    perturbation norms, fresh-solve convergence and failure, attack non-convergence,
+    iterations and f evaluations; the first kept adversarial batches; attack seconds."""
+
+    predictions: Tensor
+    norms: Tensor
+    eval_converged: Tensor
+    eval_failed: Tensor
+    attack_unconverged: Tensor
+    iterations: Tensor
+    f_evals: Tensor
+    kept: list[Tensor] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @classmethod
+    def empty(cls, n: int, device: torch.device, dtype: torch.dtype) -> _MethodScores:
+        return cls(
+            predictions=torch.empty(n, dtype=torch.long, device=device),
+            norms=torch.empty(n, device=device, dtype=dtype),
+            eval_converged=torch.empty(n, dtype=torch.bool, device=device),
+            eval_failed=torch.empty(n, dtype=torch.bool, device=device),
+            attack_unconverged=torch.empty(n, dtype=torch.bool, device=device),
+            iterations=torch.empty(n, device=device),
+            f_evals=torch.empty(n, device=device),
+        )
+
+
+def _score_method(
+    model: DEQClassifier,
+    images: Tensor,
+    labels: Tensor,
+    method: Method,
+    threat: ThreatModel,
+    configs: tuple[JIIOAttackConfig, PGDConfig, APGDConfig],
+    seed: int,
+    batch_size: int,
+    keep_examples: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> _MethodScores:
+    """Attack ``images`` (N, c, S, S) with ``labels`` (N,) by ``method`` batch by batch, with
+    one generator seeded by ``seed`` for the whole set, and score each adversarial batch by
+    a fresh solve; refuses a diverged solve."""
+    device = images.device
+    n = images.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    scores = _MethodScores.empty(n, device, images.dtype)
+    label = f"{method} {threat.label()}"
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        x, y = images[sl], labels[sl]
+        run = partial(_run_method, method, model, x, y, threat, *configs, generator)
+        outcome, took = timed(device, run)
+        scores.seconds += took
+        verdict: Classification = classify(model, outcome.images)
+        scores.predictions[sl] = verdict.predictions
+        scores.eval_converged[sl] = verdict.converged
+        scores.eval_failed[sl] = verdict.failed
+        scores.norms[sl] = perturbation_norms(outcome.images, x, threat.norm)
+        scores.attack_unconverged[sl] = outcome.unconverged
+        scores.iterations[sl] = outcome.iterations.float()
+        scores.f_evals[sl] = outcome.f_evals.float()
+        if sum(k.shape[0] for k in scores.kept) < keep_examples:
+            scores.kept.append(outcome.images.cpu())
+        if progress is not None:
+            progress(label, min(start + batch_size, n), n)
+    refuse_divergence(scores.eval_failed, f"{label} adversarial")
+    return scores
+
+
+def _method_row(
+    method: str,
+    threat: ThreatModel,
+    scores: _MethodScores,
+    correct: Tensor,
+    robust: Tensor,
+    flipped: Tensor,
+) -> AttackRow:
+    """The row of one method at one budget from its per-image scores and the (N,) masks of
+    clean-correct, robust and flipped images."""
+    return AttackRow(
+        method=method,
+        norm=threat.norm,
+        eps=threat.eps,
+        clean_accuracy=float(correct.float().mean()),
+        robust_accuracy=float(robust.float().mean()),
+        success_rate=float(flipped.sum()) / max(int(correct.sum()), 1),
+        mean_norm=float(scores.norms.mean()),
+        max_norm=float(scores.norms.max()),
+        seconds=scores.seconds,
+        attack_unconverged=float(scores.attack_unconverged.float().mean()),
+        eval_unconverged=float((~scores.eval_converged).float().mean()),
+        mean_iterations=float(scores.iterations.mean()),
+        mean_f_evals=float(scores.f_evals.mean()),
+    )
 
 
 def refuse_divergence(failed: Tensor, which: str) -> None:
