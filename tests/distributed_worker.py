@@ -34,7 +34,7 @@ CUT_AFTER = 5
 def make_spec(data: Path) -> InverseTrainConfig:
     """A tiny denoising run: 40 images, global batch 7 (uneven shards and a last batch of 5).
 
-    The Jacobian penalty is off: its Hutchinson probes are drawn per rank (see the README),
+    The Jacobian penalty is off: its Hutchinson probes are drawn per rank (see docs/scaling.md),
     everything else a step draws is the same for any number of ranks.
     """
     return InverseTrainConfig(
