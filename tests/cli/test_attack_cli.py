@@ -22,6 +22,13 @@ def classifier(tmp_path: Path) -> Path:
     return save_classifier(tmp_path / "clf.safetensors")
 
 
+def _attack_json(*args: str) -> dict:
+    """Run ``jiio attack ARGS --json``; it must succeed with one JSON document on stdout."""
+    result = runner.invoke(app, ["attack", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
 def _labelled_folder(root: Path, classes: int, per_class: int, size: int = 20) -> Path:
     rng = np.random.default_rng()
     for c in range(classes):
@@ -35,15 +42,10 @@ def _labelled_folder(root: Path, classes: int, per_class: int, size: int = 20) -
 
 @pytest.mark.slow
 def test_json_document_has_one_row_per_budget_and_method(classifier: Path) -> None:
-    result = runner.invoke(
-        app,
-        [
-            *("attack", "-c", str(classifier), "--eps", "0.1,8/255", "--method", "both"),
-            *("--max-images", "6", "--batch-size", "4", "--json", *FAST),
-        ],
+    doc = _attack_json(
+        *("-c", str(classifier), "--eps", "0.1,8/255", "--method", "both"),
+        *("--max-images", "6", "--batch-size", "4", *FAST),
     )
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
     rows = doc["rows"]
     assert [(r["method"], r["eps"]) for r in rows] == [
         ("jiio", 0.1),
@@ -93,11 +95,8 @@ def test_save_examples_writes_pngs_and_a_grid(classifier: Path, tmp_path: Path) 
 def test_labelled_folder_is_resized_to_the_model(tmp_path: Path) -> None:
     clf = save_classifier(tmp_path / "c3.safetensors", num_classes=3, size=16)
     data = _labelled_folder(tmp_path / "data", classes=3, per_class=2)
-    result = runner.invoke(
-        app, ["attack", "-c", str(clf), "--data", str(data), "--eps", "0.05", "--json", *FAST]
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["images"] == 6
+    doc = _attack_json("-c", str(clf), "--data", str(data), "--eps", "0.05", *FAST)
+    assert doc["images"] == 6
 
 
 @pytest.mark.parametrize("eps", ["8/0", "-1", "abc", "0.1,,0.2", "2"])
@@ -131,15 +130,10 @@ def test_labels_out_of_range_and_empty_folder(tmp_path: Path) -> None:
 def test_shipped_classifier_is_accurate_and_attackable(tmp_path: Path) -> None:
     """The default checkpoint loads, classifies held-out digits well, and an attack at
     a large budget lowers its accuracy (first 40 held-out digits: 4 of each class)."""
-    result = runner.invoke(
-        app,
-        [
-            *("attack", "--eps", "0,3", "--norm", "l2", "--max-images", "40"),
-            *("--iterations", "30", "--device", "cpu", "--json"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["rows"]
+    rows = _attack_json(
+        *("--eps", "0,3", "--norm", "l2", "--max-images", "40"),
+        *("--iterations", "30", "--device", "cpu"),
+    )["rows"]
     assert rows[0]["clean_accuracy"] >= 0.9
     assert rows[0]["robust_accuracy"] == rows[0]["clean_accuracy"]  # ε = 0
     assert rows[1]["robust_accuracy"] < rows[1]["clean_accuracy"] - 0.2
@@ -147,16 +141,11 @@ def test_shipped_classifier_is_accurate_and_attackable(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_standard_method_names_the_attacks_that_broke_each_image(classifier: Path) -> None:
-    result = runner.invoke(
-        app,
-        [
-            *("attack", "-c", str(classifier), "--eps", "0.5", "--norm", "l2"),
-            *("--method", "standard", "--apgd-steps", "3", "--max-images", "5"),
-            *("--batch-size", "3", "--json", *FAST),
-        ],
+    doc = _attack_json(
+        *("-c", str(classifier), "--eps", "0.5", "--norm", "l2"),
+        *("--method", "standard", "--apgd-steps", "3", "--max-images", "5"),
+        *("--batch-size", "3", *FAST),
     )
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
     rows = doc["rows"]
     assert [r["method"] for r in rows] == ["jiio", "apgd-ce", "apgd-dlr", "pgd", "standard"]
     assert [r["mean_iterations"] for r in rows[1:3]] == [3, 3]
@@ -179,16 +168,10 @@ def test_standard_method_names_the_attacks_that_broke_each_image(classifier: Pat
 
 @pytest.mark.slow
 def test_apgd_method_runs_both_losses_with_a_worst_row(classifier: Path) -> None:
-    result = runner.invoke(
-        app,
-        [
-            *("attack", "-c", str(classifier), "--eps", "0.1", "--method", "apgd"),
-            *("--apgd-steps", "2", "--apgd-restarts", "2", "--max-images", "3", "--json"),
-            *FAST,
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["rows"]
+    rows = _attack_json(
+        *("-c", str(classifier), "--eps", "0.1", "--method", "apgd"),
+        *("--apgd-steps", "2", "--apgd-restarts", "2", "--max-images", "3", *FAST),
+    )["rows"]
     assert [r["method"] for r in rows] == ["apgd-ce", "apgd-dlr", "worst"]
     assert rows[0]["mean_iterations"] == 4  # 2 steps x 2 restarts
     assert all(r["max_norm"] <= 0.1 for r in rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Literal
 
 import pytest
 import torch
@@ -85,6 +86,16 @@ def _scripted(losses: list[float]):
     return oracle
 
 
+def _scripted_step_sizes(
+    script: list[float], x: torch.Tensor, norm: Literal["linf", "l2"], eps: float
+) -> torch.Tensor:
+    """APGD's step sizes η (100,) over 100 steps from the one-sample ``x`` against the
+    scripted oracle."""
+    threat = ThreatModel(norm, eps)
+    run = apgd_ascent(_scripted(script), x, threat.constraint(x), norm, eps, APGDConfig(steps=100))
+    return run.step_sizes[:, 0]
+
+
 @pytest.mark.parametrize("improves", [False, True])
 def test_step_is_halved_when_the_best_loss_stalls(improves: bool) -> None:
     """Condition 2 alone: between checkpoints 22 and 41 all 19 steps increase the loss
@@ -97,11 +108,7 @@ def test_step_is_halved_when_the_best_loss_stalls(improves: bool) -> None:
     rest = [200.0 + i for i in range(59)]
     script = [0.0, *window_one, *window_two, *rest]
     assert len(script) == 101
-    x = torch.full((1, 3), 0.5)
-    threat = ThreatModel("linf", 0.01)
-    config = APGDConfig(steps=100)
-    run = apgd_ascent(_scripted(script), x, threat.constraint(x), "linf", 0.01, config)
-    eta = run.step_sizes[:, 0]
+    eta = _scripted_step_sizes(script, torch.full((1, 3), 0.5), "linf", 0.01)
     assert eta[:41].tolist() == pytest.approx([0.02] * 41)
     assert eta[41:].tolist() == pytest.approx([0.02 if improves else 0.01] * 59)
 
@@ -111,11 +118,7 @@ def test_step_is_halved_when_few_steps_increase() -> None:
     rising = [float(i) for i in range(1, 17)]
     falling = [16.0 - 0.5 * i for i in range(1, 7)]
     script = [0.0, *rising, *falling, *(100.0 + i for i in range(78))]
-    x = torch.full((1, 2), 0.5)
-    threat = ThreatModel("l2", 0.5)
-    config = APGDConfig(steps=100)
-    run = apgd_ascent(_scripted(script), x, threat.constraint(x), "l2", 0.5, config)
-    eta = run.step_sizes[:, 0]
+    eta = _scripted_step_sizes(script, torch.full((1, 2), 0.5), "l2", 0.5)
     assert eta[:22].tolist() == pytest.approx([1.0] * 22)
     # Halved once at 22; the new best after it keeps η at every later checkpoint.
     assert eta[22:].tolist() == pytest.approx([0.5] * 78)
