@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import typer
@@ -39,6 +39,9 @@ from jiio_cli.cli.progress import batch_progress
 from jiio_cli.config import parse_eps_list
 from jiio_cli.errors import UsageError
 from jiio_cli.tasks.adversarial.attacks import COMMAND_ATTACK
+
+if TYPE_CHECKING:
+    from jiio_cli.tasks.adversarial.data import AttackTarget
 
 __all__ = ["attack"]
 
@@ -217,7 +220,9 @@ def attack(
         _check_paths_and_budgets(eps, budgets, norm, save_examples)
         dev = common.torch_device
         torch.manual_seed(common.seed)
-        path, model, images, labels, notes = _load_target(checkpoint, data, opts.max_images, dev)
+        from jiio_cli.tasks.adversarial.data import load_attack_target
+
+        target = load_attack_target(checkpoint, data, opts.max_images, dev)
         methods = _METHODS.get(method, [method.value])
         worst_label = "standard" if method == Method.standard else "worst"
         err = Console(stderr=True)
@@ -225,7 +230,7 @@ def attack(
             err.print(_worst_row_note(worst_label, methods))
         with batch_progress(not common.json_output) as progress:
             result = _run_sweep(
-                (model, images, labels),
+                target,
                 [(norm.value, e) for e in budgets],
                 methods,
                 _attack_configs(opts, loss, solver, pgd_loss, compile_graph),
@@ -235,13 +240,9 @@ def attack(
                 progress=progress,
                 worst_label=worst_label,
             )
-        warnings = _attack_warnings(notes, result)
-        written: list[str] = []
-        if save_examples is not None:
-            from jiio_cli.tasks.adversarial.examples import save_attack_examples
-
-            written = save_attack_examples(save_examples, images, labels, result)
-        document = _attack_document(path, images, result, warnings, written, dev, common.seed)
+        warnings = _attack_warnings(target.notes, result)
+        written = _save_examples(save_examples, target, result)
+        document = _attack_document(target, result, warnings, written, dev, common.seed)
         _report(document, result, warnings, err, json_output=common.json_output)
 
 
@@ -258,20 +259,6 @@ def _check_paths_and_budgets(
         raise UsageError(f"--eps {eps}: an L∞ budget above 1 covers the whole pixel box [0, 1]")
     if save_examples is not None and save_examples.exists() and not save_examples.is_dir():
         raise UsageError(f"--save-examples {save_examples} exists and is not a folder")
-
-
-def _load_target(
-    checkpoint: Path | None, data: Path | None, max_images: int | None, dev: torch.device
-) -> tuple[Path, Any, torch.Tensor, torch.Tensor, list[str]]:
-    """The classifier and its labelled set on ``dev``: (path, model, images (N, C, H, W),
-    labels (N,), loading notes)."""
-    from jiio_cli.tasks.adversarial.data import load_attack_set
-    from jiio_cli.tasks.loading import default_checkpoint, load_model
-
-    path = checkpoint if checkpoint is not None else default_checkpoint("classifier")
-    model, _ = load_model(path, {"adversarial"}, "classifier", dev)
-    images, labels, notes = load_attack_set(model.config, data, max_images)
-    return path, model, images.to(dev), labels.to(dev), list(notes)
 
 
 def _attack_configs(
@@ -301,7 +288,7 @@ def _attack_configs(
 
 
 def _run_sweep(
-    target: tuple[Any, torch.Tensor, torch.Tensor],
+    target: AttackTarget,
     threats: list[tuple[str, float]],
     methods: list[str],
     configs: tuple[Any, Any, Any],
@@ -312,16 +299,15 @@ def _run_sweep(
     progress: Any,
     worst_label: str,
 ) -> Any:
-    """Every method at every (norm, eps) budget on the (model, images, labels) target."""
+    """Every method at every (norm, eps) budget on the target's images."""
     from jiio_cli.tasks.adversarial.attacks import ThreatModel
     from jiio_cli.tasks.adversarial.sweep import run_attack_sweep
 
-    model, images, labels = target
     jiio, pgd, apgd = configs
     return run_attack_sweep(
-        model,
-        images,
-        labels,
+        target.model,
+        target.images,
+        target.labels,
         [ThreatModel(norm, eps) for norm, eps in threats],
         methods,  # type: ignore[arg-type]
         jiio,
@@ -354,9 +340,17 @@ def _attack_warnings(notes: list[str], result: Any) -> list[str]:
     return warnings
 
 
+def _save_examples(folder: Path | None, target: AttackTarget, result: Any) -> list[str]:
+    """Write the kept adversarial examples into ``folder`` (if given); the files written."""
+    if folder is None:
+        return []
+    from jiio_cli.tasks.adversarial.examples import save_attack_examples
+
+    return save_attack_examples(folder, target.images, target.labels, result)
+
+
 def _attack_document(
-    path: Path,
-    images: torch.Tensor,
+    target: AttackTarget,
     result: Any,
     warnings: list[str],
     written: list[str],
@@ -365,8 +359,8 @@ def _attack_document(
 ) -> dict[str, Any]:
     """The JSON document of one ``jiio attack`` run."""
     return {
-        "checkpoint": str(path),
-        "images": int(images.shape[0]),
+        "checkpoint": str(target.checkpoint),
+        "images": int(target.images.shape[0]),
         "clean_accuracy": result.rows[0].clean_accuracy if result.rows else None,
         "clean_unconverged": result.clean_unconverged,
         "rows": [row.as_dict() for row in result.rows],

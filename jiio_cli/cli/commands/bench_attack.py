@@ -36,21 +36,18 @@ def run_attack_bench(
     eps = parse_eps(eps_text)
     from jiio_cli.bench.attack import attack_time_to_equal_objective
     from jiio_cli.tasks.adversarial.attacks import ThreatModel
-    from jiio_cli.tasks.adversarial.data import load_attack_set
-    from jiio_cli.tasks.loading import default_checkpoint, load_model
+    from jiio_cli.tasks.adversarial.data import load_attack_target
 
     dev = common.torch_device
-    path = checkpoint if checkpoint is not None else default_checkpoint("classifier")
-    model, _ = load_model(path, {"adversarial"}, "classifier", dev)
-    x, y, _ = load_attack_set(model.config, None, images)
+    target = load_attack_target(checkpoint, None, images, dev)
     bench_config = _bench_config(repeat, graph, candidates, baseline)
     finished: list[dict[str, Any]] = []
     try:
         with progress_display() as display:
             speed = attack_time_to_equal_objective(
-                model,
-                x.to(dev),
-                y.to(dev),
+                target.model,
+                target.images,
+                target.labels,
                 ThreatModel(norm, eps),  # type: ignore[arg-type]
                 bench_config,
                 common.seed,
@@ -70,7 +67,7 @@ def run_attack_bench(
         "task": "attack",
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "checkpoint": str(path),
+        "checkpoint": str(target.checkpoint),
         "seed": common.seed,
         "jiio_candidates": bench_config.jiio.candidates,
         "speed": speed,

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
+import torch
 from torch import Tensor
 
 from jiio_cli.data import load_image_dataset, load_mnist5k
 from jiio_cli.errors import UsageError
-from jiio_cli.models import ClassifierConfig
+from jiio_cli.models import ClassifierConfig, DEQClassifier
+from jiio_cli.tasks.loading import default_checkpoint, load_model
 
-__all__ = ["load_attack_set"]
+__all__ = ["AttackTarget", "load_attack_set", "load_attack_target"]
+
+
+@dataclass
+class AttackTarget:
+    """A classifier and the labelled images (N, c, S, S) and labels (N,) to attack it on."""
+
+    checkpoint: Path
+    model: DEQClassifier
+    images: Tensor
+    labels: Tensor
+    notes: list[str]
+
+
+def load_attack_target(
+    checkpoint: Path | None, data: Path | None, max_images: int | None, device: torch.device
+) -> AttackTarget:
+    """The classifier at ``checkpoint`` (default: the shipped one) and its labelled set
+    (see :func:`load_attack_set`), both on ``device``."""
+    path = checkpoint if checkpoint is not None else default_checkpoint("classifier")
+    model = cast(DEQClassifier, load_model(path, {"adversarial"}, "classifier", device)[0])
+    images, labels, notes = load_attack_set(model.config, data, max_images)
+    return AttackTarget(path, model, images.to(device), labels.to(device), notes)
 
 
 def load_attack_set(
