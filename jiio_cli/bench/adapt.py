@@ -176,6 +176,8 @@ def _naive_report(
     trace = naive.trace.cpu().tolist()
     times = [naive_seconds * (k + 1) / len(trace) for k in range(len(trace))]
     target = float(naive.objective.mean())
+    # A diverged run is refused here, before its (NaN) target is looked for in the trace.
+    accuracy = _accuracy(model, ep, naive, settings.forward)
     # The trace is the mean objective at each step's solved point; its last entry is the
     # final objective, so the target is always reached.
     naive_reach = next(t for t, v in zip(times, trace, strict=True) if v <= target + 1e-12)
@@ -188,7 +190,7 @@ def _naive_report(
         "seconds": naive_seconds,
         "seconds_to_target": naive_reach,
         "support_objective": target,
-        "query_accuracy": _accuracy(model, ep, naive, settings.forward),
+        "query_accuracy": accuracy,
         "inner_solves_converged": inner_solves_converged(naive),
         **_counts(naive),
         "trace": [{"seconds": t, "objective": v} for t, v in zip(times, trace, strict=True)],
