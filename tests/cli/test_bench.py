@@ -169,6 +169,7 @@ def test_engine_bench_options_reach_the_measurement() -> None:
         assert abs(r["jiio_history_mib_per_sample"] - expected) < 1e-9
 
 
+@pytest.mark.slow
 def test_engine_bench_history_precisions_are_measured_and_counted() -> None:
     rows = invoke_json(
         [
@@ -192,6 +193,7 @@ def test_engine_bench_history_precisions_are_measured_and_counted() -> None:
     assert bad.exit_code == 2 and "invalid --history" in bad.stderr
 
 
+@pytest.mark.slow
 def test_engine_bench_measures_every_listed_size() -> None:
     rows = invoke_json(
         ["bench", "--task", "engine", "--sizes", "2x8x8,3x16x6", "--device", "cpu", "--json"]

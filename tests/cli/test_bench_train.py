@@ -9,6 +9,7 @@ from jiio_cli.bench.train import training_comparison
 
 
 @pytest.mark.parametrize(("task", "naive"), [("denoise", "naive"), ("adversarial", "pgd")])
+@pytest.mark.slow
 def test_training_comparison_reports_both_methods(task: str, naive: str) -> None:
     report = training_comparison(
         task,  # type: ignore[arg-type]

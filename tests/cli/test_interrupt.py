@@ -15,6 +15,7 @@ import torch
 from jiio_cli.checkpoint import load_checkpoint
 
 
+@pytest.mark.slow
 def test_sigint_during_training_saves_a_checkpoint(tmp_path: Path) -> None:
     rng = np.random.default_rng()
     np.savez(tmp_path / "data.npz", images=(rng.random((64, 12, 12)) * 255).astype(np.uint8))

@@ -144,6 +144,7 @@ def test_adapt_bench_table_names_the_jiio_settings(model: Path) -> None:
     assert "time-to-equal-objective ratio" in result.stdout
 
 
+@pytest.mark.slow
 def test_adapt_bench_caps_the_naive_solves_and_says_how_many_reached_tolerance(
     model: Path,
 ) -> None:

@@ -73,6 +73,7 @@ def _run_on_terminal(args: list[str], timeout: float = 240) -> tuple[int, str]:
     return code, ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
 
 
+@pytest.mark.slow
 def test_training_on_a_terminal_shows_a_bar_with_count_and_eta(tmp_path: Path) -> None:
     data = _tiny_data(tmp_path)
     code, screen = _run_on_terminal(_train_args(data, tmp_path / "run", epochs=1))
@@ -117,6 +118,7 @@ def _wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 1
     raise AssertionError(f"no line matching {pattern!r}; stderr so far: {seen}")
 
 
+@pytest.mark.slow
 def test_without_a_terminal_progress_is_a_line_every_interval(tmp_path: Path) -> None:
     data = _tiny_data(tmp_path)
     args = [*_train_args(data, tmp_path / "run", epochs=2), "--json"]
@@ -153,6 +155,7 @@ def test_sigterm_during_training_prints_the_checkpoint_and_the_resume_command(
 
 
 @pytest.mark.parametrize("json_output", [False, True])
+@pytest.mark.slow
 def test_ctrl_c_in_the_engine_bench_prints_the_rows_measured_so_far(json_output: bool) -> None:
     sizes = ",".join(["2x8x8"] * 6)  # 12 rows: far more than finish before the signal
     args = ["bench", "--task", "engine", "--sizes", sizes, "--device", "cpu"]

@@ -51,6 +51,7 @@ def _spec(data: Path, epochs: int, inner: str = "jiio", max_train: int | None = 
     )
 
 
+@pytest.mark.slow
 def test_training_learns_and_writes_checkpoints(tmp_path: Path) -> None:
     data = _bars(tmp_path / "bars.npz", count=64)
     state = train_adversarial(_spec(data, epochs=6), torch.device("cpu"), tmp_path / "run", False)

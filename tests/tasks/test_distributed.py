@@ -33,6 +33,8 @@ from jiio_cli.distributed import shard_bounds
 from jiio_cli.tasks.inverse.training import train_inverse
 from jiio_cli.training import checkpoint_paths
 
+pytestmark = pytest.mark.slow  # two torchrun processes: the longest set-up of the suite
+
 WORKER = Path(__file__).resolve().parents[1] / "distributed_worker.py"
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")

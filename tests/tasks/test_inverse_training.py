@@ -46,6 +46,7 @@ def test_short_training_decreases_the_loss(tmp_path: Path, task: str) -> None:
 
 
 @pytest.mark.parametrize("augmentation", [Augmentation(), Augmentation("elastic", 1.0)])
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path: Path, augmentation: Augmentation) -> None:
     data = save_blob_images(tmp_path / "blobs.npz", count=48)
     spec = InverseTrainConfig(**{**_spec(data, epochs=2).__dict__, "augmentation": augmentation})
@@ -159,6 +160,7 @@ def test_state_resolution_option_reaches_the_model(tmp_path: Path, flag: str, si
     assert image.shape == (2, 1, 12, 12)
 
 
+@pytest.mark.slow
 def test_augment_option_reaches_the_run_and_changes_its_batches(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -185,6 +187,7 @@ def test_augment_option_reaches_the_run_and_changes_its_batches(tmp_path: Path) 
     assert losses["none"] != losses["shift:2"]
 
 
+@pytest.mark.slow
 def test_init_fine_tunes_a_decoder_of_another_task(tmp_path: Path) -> None:
     """A denoising run started from a generate run's weights (``--init``): the new run
     starts from those weights (one Adam step of lr 1e-9 leaves them in place) and counts
