@@ -48,7 +48,10 @@ def test_it_is_the_change_of_variables_x_equals_d_times_y() -> None:
         return objective(z, y * d)
 
     in_y = InputProblem(cell_y, objective_y, problem.z0, problem.x0 / d)
-    solver = SolverConfig(memory=5, tol=1e-30, max_iter=37)
+    # 25 iterations, not more: near convergence Anderson's least squares turns ill-conditioned
+    # and amplifies rounding, so two correct orders of the same sums part by more than the
+    # tolerance on some draws and CPU kernels (seen under AVX2 at 37 iterations).
+    solver = SolverConfig(memory=5, tol=1e-30, max_iter=25)
     config = JIIOConfig(alpha_x=0.4, solver=solver, x_weight=3.0)
     reference = jiio_solve(in_y, config)
     scaled = jiio_solve(
