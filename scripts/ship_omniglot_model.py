@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slim_checkpoint import slim
@@ -29,17 +29,7 @@ def main() -> None:
     training["data"] = [args.data]
     extra = dict(ckpt.extra)
     extra["data_recorded_as"] = f"--data {args.data} (a folder holding the training archives)"
-    save_checkpoint(
-        args.dest,
-        ckpt.tensors,
-        task=ckpt.task,
-        model_kind=ckpt.model_kind,
-        model_config=ckpt.model_config,
-        step=ckpt.step,
-        metrics=ckpt.metrics,
-        training_config=training,
-        extra=extra,
-    )
+    save_checkpoint_like(args.dest, ckpt, training_config=training, extra=extra)
     print(f"wrote {args.dest} ({args.dest.stat().st_size:,} bytes)")
 
 

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
+from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
 
 
 def slim(source: Path, dest: Path) -> Path:
@@ -28,17 +28,8 @@ def slim(source: Path, dest: Path) -> Path:
         f"copied from {source.name} by scripts/slim_checkpoint.py: optimizer state and "
         f"per-step history ({len(history)} entries) dropped"
     )
-    return save_checkpoint(
-        dest,
-        {k: v for k, v in ckpt.tensors.items() if k.startswith("model.")},
-        task=ckpt.task,
-        model_kind=ckpt.model_kind,
-        model_config=ckpt.model_config,
-        step=ckpt.step,
-        metrics=ckpt.metrics,
-        training_config=ckpt.training_config,
-        extra=extra,
-    )
+    model_only = {k: v for k, v in ckpt.tensors.items() if k.startswith("model.")}
+    return save_checkpoint_like(dest, ckpt, model_only, extra=extra)
 
 
 def main() -> None:
