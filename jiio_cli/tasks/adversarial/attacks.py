@@ -49,6 +49,7 @@ from jiio_cli.models import DEQClassifier
 
 __all__ = [
     "COMMAND_ATTACK",
+    "SCORING_SOLVE",
     "AttackOutcome",
     "Classification",
     "JIIOAttackConfig",
@@ -434,13 +435,18 @@ def pgd_attack(
     return strongest.best()
 
 
+SCORING_SOLVE = SolverConfig(memory=10, max_iter=200, tol=1e-5)
+"""The fresh forward solve that scores clean and adversarial images: from zeros, to a
+tight tolerance, with a budget a trained classifier needs far less of."""
+
+
 def classify(
     model: DEQClassifier,
     images: Tensor,
     solve: SolverConfig | None = None,
 ) -> Classification:
-    """Predictions from a fresh forward solve from zeros at a tight tolerance."""
-    solve = solve or SolverConfig(memory=10, max_iter=200, tol=1e-5)
+    """Predictions from a fresh forward solve from zeros (default :data:`SCORING_SOLVE`)."""
+    solve = solve or SCORING_SOLVE
     param = next(model.parameters())
     z0 = model.init_state(images.shape[0], device=images.device, dtype=param.dtype)
     with torch.no_grad():

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from jiio_cli.engine import SolverConfig
 from jiio_cli.errors import JiioError
 from jiio_cli.models import DEQClassifier
 from jiio_cli.tasks.adversarial.apgd import APGDConfig, apgd_attack
@@ -138,6 +139,7 @@ def run_attack_sweep(
     progress: Callable[[str, int, int], None] | None = None,
     apgd: APGDConfig | None = None,
     worst_label: str = "worst",
+    scoring: SolverConfig | None = None,
 ) -> SweepResult:
     """Attack ``images`` (N, c, S, S) with ``labels`` (N,) at every budget and method.
 
@@ -149,9 +151,11 @@ def run_attack_sweep(
         apgd: APGD settings (its ``loss`` is set by the method name).
         keep_examples: keep the first this many adversarial images per (method, ε).
         progress: called as ``progress(label, done, total)`` after each batch.
+        scoring: the fresh forward solve that scores every image (default
+            :data:`~jiio_cli.tasks.adversarial.attacks.SCORING_SOLVE`).
     """
     n = images.shape[0]
-    clean_pred, clean_conv = _classify_clean(model, images, batch_size)
+    clean_pred, clean_conv = _classify_clean(model, images, batch_size, scoring)
     correct = clean_pred == labels
     result = SweepResult([], float((~clean_conv).float().mean()), clean_pred.cpu())
 
@@ -172,6 +176,7 @@ def run_attack_sweep(
                 batch_size,
                 keep_examples,
                 progress,
+                scoring,
             )
             robust = correct & (scores.predictions == labels)
             survived_all &= robust
@@ -196,7 +201,9 @@ def run_attack_sweep(
     return result
 
 
-def _classify_clean(model: DEQClassifier, images: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+def _classify_clean(
+    model: DEQClassifier, images: Tensor, batch_size: int, scoring: SolverConfig | None
+) -> tuple[Tensor, Tensor]:
     """Fresh verdicts on the clean ``images`` (N, c, S, S) in batches: predictions (N,) and
     convergence flags (N,); refuses a diverged solve."""
     n = images.shape[0]
@@ -205,7 +212,7 @@ def _classify_clean(model: DEQClassifier, images: Tensor, batch_size: int) -> tu
     clean_conv = torch.empty(n, dtype=torch.bool, device=device)
     clean_failed = torch.empty(n, dtype=torch.bool, device=device)
     for start in range(0, n, batch_size):
-        verdict = classify(model, images[start : start + batch_size])
+        verdict = classify(model, images[start : start + batch_size], scoring)
         clean_pred[start : start + batch_size] = verdict.predictions
         clean_conv[start : start + batch_size] = verdict.converged
         clean_failed[start : start + batch_size] = verdict.failed
@@ -253,6 +260,7 @@ def _score_method(
     batch_size: int,
     keep_examples: int,
     progress: Callable[[str, int, int], None] | None,
+    scoring: SolverConfig | None,
 ) -> _MethodScores:
     """Attack ``images`` (N, c, S, S) with ``labels`` (N,) by ``method`` batch by batch, with
     one generator seeded by ``seed`` for the whole set, and score each adversarial batch by
@@ -268,7 +276,7 @@ def _score_method(
         run = partial(_run_method, method, model, x, y, threat, *configs, generator)
         outcome, took = timed(device, run)
         scores.seconds += took
-        verdict: Classification = classify(model, outcome.images)
+        verdict: Classification = classify(model, outcome.images, scoring)
         scores.predictions[sl] = verdict.predictions
         scores.eval_converged[sl] = verdict.converged
         scores.eval_failed[sl] = verdict.failed
