@@ -58,7 +58,9 @@ __all__ = [
     "BatchShard",
     "StepOutcome",
     "TrainConfig",
+    "TrainRun",
     "TrainState",
+    "Trainer",
     "checkpoint_paths",
     "derived_generator",
     "load_training_state",
@@ -67,6 +69,7 @@ __all__ = [
 
 StepFn = Callable[[Tensor, int, torch.Generator], "StepOutcome"]
 ShardStepFn = Callable[[BatchShard, int], "StepOutcome"]
+ProgressFn = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,35 @@ class TrainConfig:
     precision: str = "fp32"
     max_grad_norm: float = 0.0
     init: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """Where a training run keeps its checkpoints and how this call drives it: the part of
+    every task's training entry point (``train_inverse(spec, device, run)`` and its
+    siblings) that is the loop's, not the task's.
+
+    Attributes:
+        out: run folder; must be new or empty unless ``resume``.
+        resume: continue from ``<out>/<name>-last.safetensors``.
+        progress: called with a dict (for the UI; rank 0 only): ``plan`` before the first
+            step (task, data size, steps, device, checkpoint paths), ``step`` after each
+            step (global ``step`` of ``steps``, loss, the task's metrics), ``epoch`` after
+            each held-out evaluation, and ``interrupted`` (the checkpoint just saved) when
+            Ctrl-C stops the run.
+        stop_after_steps: stop (after saving) once this many global steps are done;
+            used by tests to interrupt a run.
+    """
+
+    out: Path
+    resume: bool = False
+    progress: ProgressFn | None = None
+    stop_after_steps: int | None = None
+
+
+Trainer = Callable[[Any, torch.device, TrainRun], "TrainState"]
+"""A task's training entry point, ``(spec, device, run) -> final state``
+(``train_inverse``, ``train_adversarial``, ``train_meta``, ``train_sinusoid``)."""
 
 
 @dataclass
@@ -277,13 +309,10 @@ def run_training(
     step_fn: StepFn | None = None,
     eval_fn: Callable[[], dict[str, float]],
     config: TrainConfig,
-    out: Path,
+    run: TrainRun,
     name: str,
     meta: dict[str, Any],
     best_key: str,
-    resume: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    stop_after_steps: int | None = None,
     shard_step_fn: ShardStepFn | None = None,
     context: DistributedContext | None = None,
 ) -> TrainState:
@@ -298,19 +327,12 @@ def run_training(
         eval_fn: held-out metrics, run after each epoch (on rank 0 only); ``best_key``
             (higher is better) picks the ``-best`` checkpoint.
         config: loop settings.
-        out: run folder; must be new or empty unless ``resume``.
+        run: the run folder, whether to resume, the progress callback and where to stop
+            (see :class:`TrainRun`).
         name: checkpoint file stem.
         meta: ``task``, ``model_kind``, ``model_config``, ``training_config`` (and
             optional ``extra``) for the checkpoint metadata.
         best_key: metric that selects the best checkpoint.
-        resume: continue from ``<out>/<name>-last.safetensors``.
-        progress: called with a dict (for the UI; rank 0 only): ``plan`` before the first
-            step (task, data size, steps, device, checkpoint paths), ``step`` after each
-            step (global ``step`` of ``steps``, loss, the task's metrics), ``epoch`` after
-            each held-out evaluation, and ``interrupted`` (the checkpoint just saved) when
-            Ctrl-C stops the run.
-        stop_after_steps: stop (after saving) once this many global steps are done;
-            used by tests to interrupt a run.
         shard_step_fn: instead of ``step_fn``: ``(shard, step) -> StepOutcome`` with a
             :class:`BatchShard`, for tasks that draw randomness for the global batch
             so that a run does not depend on the world size.
@@ -319,13 +341,16 @@ def run_training(
     if (step_fn is None) == (shard_step_fn is None):
         raise ValueError("give exactly one of step_fn and shard_step_fn")
     context = context if context is not None else current_context()
+    out, progress = run.out, run.progress
     last_path, best_path = checkpoint_paths(out, name)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     device_type = params[0].device.type if params else "cpu"
     scaler = torch.amp.GradScaler(device_type, enabled=config.precision == "fp16")
 
-    state = _starting_state(model, optimizer, scaler, context, config, meta, out, last_path, resume)
+    state = _starting_state(
+        model, optimizer, scaler, context, config, meta, out, last_path, run.resume
+    )
     call_step = _shard_step_of(step_fn, shard_step_fn)
     loop = _Loop(
         model, optimizer, params, scaler, context, config, meta, last_path, best_path, progress
@@ -335,7 +360,7 @@ def run_training(
     if progress is not None and context.is_main:
         progress(plan)
     try:
-        return loop.run(state, train_size, call_step, eval_fn, best_key, stop_after_steps)
+        return loop.run(state, train_size, call_step, eval_fn, best_key, run.stop_after_steps)
     except KeyboardInterrupt:
         # Ctrl-C (or SIGTERM turned into it by the CLI): keep what was learned so far;
         # `--resume` continues from here.

@@ -33,7 +33,7 @@ from jiio_cli.models.precision import use_strict_fp32
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse.problems import training_loss
 from jiio_cli.tasks.inverse.training import InverseTrainConfig, inference_settings, train_inverse
-from jiio_cli.training import TrainConfig
+from jiio_cli.training import TrainConfig, TrainRun
 
 
 def _spec(args: argparse.Namespace, precision: str) -> InverseTrainConfig:
@@ -105,7 +105,7 @@ def short_run(args: argparse.Namespace, device: torch.device, precision: str) ->
     """Wall-clock and final held-out PSNR of a short training run."""
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        state = train_inverse(_spec(args, precision), device, Path(folder) / "run", False)
+        state = train_inverse(_spec(args, precision), device, TrainRun(Path(folder) / "run"))
         _sync(device)
         seconds = time.perf_counter() - started
     evals = [h for h in state.history if "heldout_psnr" in h]

@@ -25,7 +25,7 @@ from jiio_cli.tasks.inverse.training import (
     load_training_data,
     train_inverse,
 )
-from jiio_cli.training import TrainConfig, derived_generator
+from jiio_cli.training import TrainConfig, TrainRun, derived_generator
 
 CUT_AFTER = 5
 """Steps after which the interrupted runs stop (mid-epoch: 6 batches per epoch)."""
@@ -95,12 +95,13 @@ def main(data: Path, work: Path) -> None:
         torch.save(grad, work / "grad2.pt")
     # Every rank's own copy of the trained model, not only the one rank 0 saves.
     inverse_training.DEQDecoder = RecordedDecoder  # type: ignore[misc]
-    train_inverse(spec, device, work / "full2", False)
+    train_inverse(spec, device, TrainRun(work / "full2"))
     assert RecordedDecoder.latest is not None
     params = torch.cat([p.detach().reshape(-1) for p in RecordedDecoder.latest.parameters()])
     torch.save(params, work / f"params-rank{context.rank}.pt")
-    train_inverse(spec, device, work / "cut2", False, stop_after_steps=CUT_AFTER)
-    train_inverse(spec, device, work / "cut1", True)  # started by one process, ends on two
+    train_inverse(spec, device, TrainRun(work / "cut2", stop_after_steps=CUT_AFTER))
+    # Started by one process, ends on two.
+    train_inverse(spec, device, TrainRun(work / "cut1", resume=True))
 
 
 if __name__ == "__main__":

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
-from jiio_cli.training import TrainState
-
-Trainer = Callable[..., TrainState]
-"""``train_inverse``, ``train_adversarial``, ...: (spec, device, out, resume, ...)."""
+from jiio_cli.training import Trainer, TrainRun, TrainState, checkpoint_paths
 
 
 def step_losses(state: TrainState) -> list[float]:
@@ -30,10 +26,23 @@ def full_and_resumed_runs(
         (the uninterrupted run's final state, the resumed run's final state).
     """
     cpu = torch.device("cpu")
-    full = train(spec, cpu, folder / "full", False)
-    train(spec, cpu, folder / "cut", False, stop_after_steps=stop_after_steps)
-    resumed = train(spec, cpu, folder / "cut", True)
+    full = train(spec, cpu, TrainRun(folder / "full"))
+    train(spec, cpu, TrainRun(folder / "cut", stop_after_steps=stop_after_steps))
+    resumed = train(spec, cpu, TrainRun(folder / "cut", resume=True))
     return full, resumed
+
+
+def assert_resume_equals_uninterrupted(
+    train: Trainer, spec: Any, folder: Path, name: str, stop_after_steps: int
+) -> None:
+    """The run of ``spec`` stopped after ``stop_after_steps`` steps and resumed
+    (:func:`full_and_resumed_runs`) took the same step losses as the uninterrupted one and
+    ended with the same model in its ``<name>-last`` checkpoint, to the bit."""
+    full, resumed = full_and_resumed_runs(train, spec, folder, stop_after_steps)
+    assert step_losses(resumed) == step_losses(full)
+    assert_same_model_tensors(
+        checkpoint_paths(folder / "full", name)[0], checkpoint_paths(folder / "cut", name)[0]
+    )
 
 
 def assert_same_model_tensors(a: Path, b: Path) -> None:

@@ -20,7 +20,7 @@ import torch
 from jiio_cli.bench.timing import StepClock
 from jiio_cli.models import ClassifierConfig, DecoderConfig
 from jiio_cli.tasks.adversarial.attacks import ThreatModel
-from jiio_cli.training import TrainConfig, TrainState
+from jiio_cli.training import TrainConfig, Trainer, TrainRun, TrainState
 
 __all__ = ["TrainBenchTask", "training_comparison"]
 
@@ -40,13 +40,9 @@ def _summary(state: TrainState, clock: StepClock, metric: str) -> dict[str, Any]
     }
 
 
-_Trainer = Callable[..., TrainState]
-"""``train_inverse`` or ``train_adversarial``: (spec, device, out, resume, progress)."""
-
-
 def _denoise_run(
     inner: str, loop: TrainConfig, max_train: int, eval_size: int
-) -> tuple[Any, _Trainer]:
+) -> tuple[Any, Trainer]:
     """The settings of the denoising run with this inner solve, and its trainer."""
     from jiio_cli.tasks.inverse.corruption import Corruption
     from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
@@ -66,7 +62,7 @@ def _denoise_run(
 
 def _adversarial_run(
     inner: str, loop: TrainConfig, max_train: int, eval_size: int
-) -> tuple[Any, _Trainer]:
+) -> tuple[Any, Trainer]:
     """The settings of the adversarial run with this inner solve, and its trainer."""
     from jiio_cli.tasks.adversarial.training import AdversarialTrainConfig, train_adversarial
 
@@ -117,7 +113,7 @@ def training_comparison(
                     progress(inner, event)
 
             spec, train = runner(inner, loop, max_train, eval_size)
-            state = train(spec, device, out, False, on_event)
+            state = train(spec, device, TrainRun(out, progress=on_event))
             report[inner] = _summary(state, clock, metric)
             if on_run is not None:
                 on_run(inner, report[inner])

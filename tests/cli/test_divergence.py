@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
 from jiio_cli.cli.app import app
 from jiio_cli.errors import JiioError
-from jiio_cli.training import StepOutcome, TrainConfig, run_training
+from jiio_cli.training import StepOutcome, TrainConfig, TrainRun, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGIT = ROOT / "sample_data" / "digits" / "digit_2.png"
@@ -86,11 +86,10 @@ def test_training_stops_after_consecutive_failures_without_saving(tmp_path: Path
             step_fn=step_fn,
             eval_fn=dict,
             config=TrainConfig(epochs=1, batch_size=4, max_bad_steps=3),
-            out=tmp_path / "run",
+            run=TrainRun(tmp_path / "run"),
             name="generate",
             meta=meta,
             best_key="x",
-            resume=False,
         )
     assert list((tmp_path / "run").iterdir()) == []
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -17,7 +17,7 @@ from jiio_cli.errors import UsageError
 from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.inverse.corruption import Corruption
 from jiio_cli.tasks.inverse.training import InverseTrainConfig, load_training_data, train_inverse
-from jiio_cli.training import TrainConfig, checkpoint_paths
+from jiio_cli.training import TrainConfig, TrainRun, checkpoint_paths
 
 
 def _image_folder(root: Path, count: int = 30) -> Path:
@@ -77,8 +77,8 @@ def test_streamed_split_equals_loaded_split(tmp_path: Path) -> None:
 def test_training_on_a_streamed_folder_equals_training_in_memory(tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "images")
     cpu = torch.device("cpu")
-    train_inverse(_spec(root, True), cpu, tmp_path / "streamed", False)
-    train_inverse(_spec(root, False), cpu, tmp_path / "loaded", False)
+    train_inverse(_spec(root, True), cpu, TrainRun(tmp_path / "streamed"))
+    train_inverse(_spec(root, False), cpu, TrainRun(tmp_path / "loaded"))
 
     def losses(run: Path) -> list[float]:
         ckpt = load_checkpoint(checkpoint_paths(run, "denoise")[0])

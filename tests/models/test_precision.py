@@ -25,7 +25,7 @@ from jiio_cli.tasks.inverse.problems import (
     training_loss,
 )
 from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
-from jiio_cli.training import TrainConfig, checkpoint_paths
+from jiio_cli.training import TrainConfig, TrainRun, checkpoint_paths
 
 CPU = torch.device("cpu")
 
@@ -144,8 +144,8 @@ def _losses(run: Path) -> list[float]:
 
 def test_bf16_training_run_tracks_fp32(tmp_path: Path) -> None:
     data = save_blob_images(tmp_path / "blobs.npz", count=32)
-    train_inverse(_spec(data, "fp32"), CPU, tmp_path / "fp32", False)
-    train_inverse(_spec(data, "bf16"), CPU, tmp_path / "bf16", False)
+    train_inverse(_spec(data, "fp32"), CPU, TrainRun(tmp_path / "fp32"))
+    train_inverse(_spec(data, "bf16"), CPU, TrainRun(tmp_path / "bf16"))
     full, low = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
     assert len(low) == 8 and all(np.isfinite(low))
     np.testing.assert_allclose(low, full, rtol=0.05)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from cli_runs import invoke_json
-from training_runs import assert_same_model_tensors, full_and_resumed_runs, step_losses
+from training_runs import assert_resume_equals_uninterrupted, step_losses
 from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
@@ -17,7 +17,7 @@ from jiio_cli.errors import UsageError
 from jiio_cli.models import ClassifierConfig
 from jiio_cli.tasks.adversarial.attacks import JIIOAttackConfig, PGDConfig, ThreatModel
 from jiio_cli.tasks.adversarial.training import AdversarialTrainConfig, train_adversarial
-from jiio_cli.training import TrainConfig, checkpoint_paths
+from jiio_cli.training import TrainConfig, TrainRun, checkpoint_paths
 
 runner = CliRunner(env={"NO_COLOR": "1"})
 
@@ -54,7 +54,9 @@ def _spec(data: Path, epochs: int, inner: str = "jiio", max_train: int | None = 
 @pytest.mark.slow
 def test_training_learns_and_writes_checkpoints(tmp_path: Path) -> None:
     data = _bars(tmp_path / "bars.npz", count=64)
-    state = train_adversarial(_spec(data, epochs=6), torch.device("cpu"), tmp_path / "run", False)
+    state = train_adversarial(
+        _spec(data, epochs=6), torch.device("cpu"), TrainRun(tmp_path / "run")
+    )
     losses = step_losses(state)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
     evals = [h for h in state.history if "heldout_clean_accuracy" in h]
@@ -68,12 +70,7 @@ def test_training_learns_and_writes_checkpoints(tmp_path: Path) -> None:
 def test_resume_equals_uninterrupted(tmp_path: Path, inner: str) -> None:
     data = _bars(tmp_path / "bars.npz", count=40)
     spec = _spec(data, epochs=2, inner=inner, max_train=32)
-    full, resumed = full_and_resumed_runs(train_adversarial, spec, tmp_path, stop_after_steps=3)
-    assert step_losses(resumed) == step_losses(full)
-    assert_same_model_tensors(
-        checkpoint_paths(tmp_path / "full", "adversarial")[0],
-        checkpoint_paths(tmp_path / "cut", "adversarial")[0],
-    )
+    assert_resume_equals_uninterrupted(train_adversarial, spec, tmp_path, "adversarial", 3)
 
 
 def test_unlabelled_data_and_labels_beyond_the_classes_are_refused(tmp_path: Path) -> None:
@@ -81,7 +78,7 @@ def test_unlabelled_data_and_labels_beyond_the_classes_are_refused(tmp_path: Pat
     np.savez(tmp_path / "nolabels.npz", images=rng.integers(0, 255, (8, 12, 12), np.uint8))
     with pytest.raises(UsageError, match="no labels"):
         train_adversarial(
-            _spec(tmp_path / "nolabels.npz", 1), torch.device("cpu"), tmp_path / "a", False
+            _spec(tmp_path / "nolabels.npz", 1), torch.device("cpu"), TrainRun(tmp_path / "a")
         )
     np.savez(
         tmp_path / "many.npz",
@@ -90,7 +87,7 @@ def test_unlabelled_data_and_labels_beyond_the_classes_are_refused(tmp_path: Pat
     )
     with pytest.raises(UsageError, match=r"labels must lie in 0\.\.1"):
         train_adversarial(
-            _spec(tmp_path / "many.npz", 1), torch.device("cpu"), tmp_path / "b", False
+            _spec(tmp_path / "many.npz", 1), torch.device("cpu"), TrainRun(tmp_path / "b")
         )
 
 

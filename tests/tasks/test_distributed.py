@@ -31,7 +31,7 @@ from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.cli.launch import torchrun_arguments, without_nproc
 from jiio_cli.distributed import shard_bounds
 from jiio_cli.tasks.inverse.training import train_inverse
-from jiio_cli.training import checkpoint_paths
+from jiio_cli.training import TrainRun, checkpoint_paths
 
 pytestmark = pytest.mark.slow  # two torchrun processes: the longest set-up of the suite
 
@@ -66,8 +66,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_inverse(spec, CPU, work / "full1", False)
-        train_inverse(spec, CPU, work / "cut1", False, stop_after_steps=CUT_AFTER)
+        train_inverse(spec, CPU, TrainRun(work / "full1"))
+        train_inverse(spec, CPU, TrainRun(work / "cut1", stop_after_steps=CUT_AFTER))
         command = [
             sys.executable,
             "-m",
@@ -81,7 +81,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ]
         done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        train_inverse(spec, CPU, work / "cut2", True)  # started by two processes, ends on one
+        # Started by two processes, ends on one.
+        train_inverse(spec, CPU, TrainRun(work / "cut2", resume=True))
     finally:
         torch.set_num_threads(threads)
     return work

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from image_sets import save_blob_images
-from training_runs import assert_same_model_tensors, full_and_resumed_runs, step_losses
+from training_runs import assert_resume_equals_uninterrupted, step_losses
 
 from jiio_cli.data.augment import Augmentation
 from jiio_cli.errors import UsageError
 from jiio_cli.models import DecoderConfig
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse.training import InverseTrainConfig, train_inverse
-from jiio_cli.training import TrainConfig, checkpoint_paths
+from jiio_cli.training import TrainConfig, TrainRun, checkpoint_paths
 
 
 def _spec(data: Path, epochs: int, task: str = "denoise") -> InverseTrainConfig:
@@ -36,7 +36,7 @@ def _spec(data: Path, epochs: int, task: str = "denoise") -> InverseTrainConfig:
 def test_short_training_decreases_the_loss(tmp_path: Path, task: str) -> None:
     data = save_blob_images(tmp_path / "blobs.npz", count=48)
     state = train_inverse(
-        _spec(data, epochs=4, task=task), torch.device("cpu"), tmp_path / "run", False
+        _spec(data, epochs=4, task=task), torch.device("cpu"), TrainRun(tmp_path / "run")
     )
     losses = step_losses(state)
     assert len(losses) == 4 * 3
@@ -51,20 +51,15 @@ def test_resume_equals_uninterrupted(tmp_path: Path, augmentation: Augmentation)
     data = save_blob_images(tmp_path / "blobs.npz", count=48)
     spec = InverseTrainConfig(**{**_spec(data, epochs=2).__dict__, "augmentation": augmentation})
     # Interrupt mid-epoch (after 4 of 6 steps), then resume to the end.
-    full, resumed = full_and_resumed_runs(train_inverse, spec, tmp_path, stop_after_steps=4)
-    assert step_losses(resumed) == step_losses(full)
-    assert_same_model_tensors(
-        checkpoint_paths(tmp_path / "full", "denoise")[0],
-        checkpoint_paths(tmp_path / "cut", "denoise")[0],
-    )
+    assert_resume_equals_uninterrupted(train_inverse, spec, tmp_path, "denoise", 4)
 
 
 def test_run_folder_is_never_silently_overwritten(tmp_path: Path) -> None:
     data = save_blob_images(tmp_path / "blobs.npz", count=16)
     spec = _spec(data, epochs=1)
-    train_inverse(spec, torch.device("cpu"), tmp_path / "run", False)
+    train_inverse(spec, torch.device("cpu"), TrainRun(tmp_path / "run"))
     with pytest.raises(UsageError, match="not empty"):
-        train_inverse(spec, torch.device("cpu"), tmp_path / "run", False)
+        train_inverse(spec, torch.device("cpu"), TrainRun(tmp_path / "run"))
 
 
 def test_corruption_is_reproducible_and_masks_holes() -> None:
@@ -86,7 +81,7 @@ def test_trained_decoder_can_sample(tmp_path: Path) -> None:
 
     data = save_blob_images(tmp_path / "blobs.npz", count=32)
     train_inverse(
-        _spec(data, epochs=1, task="generate"), torch.device("cpu"), tmp_path / "run", False
+        _spec(data, epochs=1, task="generate"), torch.device("cpu"), TrainRun(tmp_path / "run")
     )
     best = checkpoint_paths(tmp_path / "run", "generate")[1]
     from jiio_cli.checkpoint import load_checkpoint
@@ -128,7 +123,7 @@ def test_sample_needs_a_density(tmp_path: Path) -> None:
     data = save_blob_images(tmp_path / "blobs.npz", count=16)
     spec = _spec(data, epochs=1, task="generate")
     spec = InverseTrainConfig(**{**spec.__dict__, "density_images": 0})
-    train_inverse(spec, torch.device("cpu"), tmp_path / "run", False)
+    train_inverse(spec, torch.device("cpu"), TrainRun(tmp_path / "run"))
     best = checkpoint_paths(tmp_path / "run", "generate")[1]
     result = CliRunner().invoke(
         app, ["sample", "-c", str(best), "--out", str(tmp_path / "g.png"), "--device", "cpu"]

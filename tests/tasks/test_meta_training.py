@@ -16,7 +16,7 @@ from jiio_cli.cli.app import app
 from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.tasks.fewshot.loading import load_meta_model
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig, split_pool, train_meta, training_pools
-from jiio_cli.training import TrainConfig
+from jiio_cli.training import TrainConfig, TrainRun
 
 runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
 
@@ -57,7 +57,7 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path: Path) -> None:
 
 def test_loaded_model_carries_its_training_settings(tmp_path: Path) -> None:
     spec = _spec(0)
-    train_meta(spec, torch.device("cpu"), tmp_path / "run", resume=False, stop_after_steps=1)
+    train_meta(spec, torch.device("cpu"), TrainRun(tmp_path / "run", stop_after_steps=1))
     model, _, loaded = load_meta_model(
         tmp_path / "run" / "meta-last.safetensors", torch.device("cpu")
     )
@@ -143,7 +143,7 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None
         _spec(int(torch.randint(0, 1000, (1,)))),
         model=MetaConfig(context_dim=4, ways=5, channels=8, image_size=8, readout="centroids"),
     )
-    train_meta(source, cpu, tmp_path / "source", resume=False, stop_after_steps=2)
+    train_meta(source, cpu, TrainRun(tmp_path / "source", stop_after_steps=2))
     source_ckpt = tmp_path / "source" / "meta-last.safetensors"
     # Other options, the same parameters: the context's parts and the support loss
     # change, the weights carry over. Adam's first step moves each weight by about lr,
@@ -168,7 +168,7 @@ def test_init_starts_a_new_run_from_another_runs_weights(tmp_path: Path) -> None
         inner_iters=4,
         eval_episodes=2,
     )
-    state = train_meta(tuned, cpu, tmp_path / "tuned", resume=False, stop_after_steps=1)
+    state = train_meta(tuned, cpu, TrainRun(tmp_path / "tuned", stop_after_steps=1))
     assert state.step == 1  # a new run: its own step count
     a = _params(source_ckpt)
     b = _params(tmp_path / "tuned" / "meta-last.safetensors")

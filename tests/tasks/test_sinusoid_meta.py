@@ -484,7 +484,7 @@ def test_training_loop_clips_the_gradient_norm(
 ) -> None:
     """One step on a loss with gradient norm 2·10⁴: Adam's first moment is 0.1·g, so its
     norm shows the gradient the optimiser received."""
-    from jiio_cli.training import StepOutcome, run_training
+    from jiio_cli.training import StepOutcome, TrainRun, run_training
 
     model = torch.nn.Linear(3, 1)
 
@@ -497,11 +497,10 @@ def test_training_loop_clips_the_gradient_norm(
         step_fn=step_fn,
         eval_fn=dict,
         config=TrainConfig(epochs=1, batch_size=1, max_grad_norm=clip),
-        out=tmp_path / "run",
+        run=TrainRun(tmp_path / "run"),
         name="toy",
         meta={"task": "meta", "model_kind": "toy", "model_config": {}, "training_config": {}},
         best_key="none",
-        resume=False,
     )
     tensors = load_checkpoint(tmp_path / "run" / "toy-last.safetensors").tensors
     moments = torch.cat([tensors["optim.0.exp_avg"].flatten(), tensors["optim.1.exp_avg"]])

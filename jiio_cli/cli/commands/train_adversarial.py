@@ -21,6 +21,7 @@ from jiio_cli.config import CommonConfig, parse_eps
 from jiio_cli.distributed import DistributedContext
 from jiio_cli.errors import UsageError
 from jiio_cli.models import ClassifierConfig
+from jiio_cli.training import TrainRun
 
 __all__ = ["AdversarialTrainCommandConfig", "run"]
 
@@ -84,7 +85,7 @@ def run(
             clock(event)
             progress(event)
 
-        state = train_adversarial(spec, device, run_dir, resume, on_event)
+        state = train_adversarial(spec, device, TrainRun(run_dir, resume, on_event))
     if context.is_main:
         _report(opts, eps, state, time.perf_counter() - started, clock, run_dir, common, context)
 

@@ -4,7 +4,6 @@ and the fields of the result every task prints."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.progress import training_progress
 from jiio_cli.config import CommonConfig
-from jiio_cli.training import TrainConfig, TrainState, checkpoint_paths
+from jiio_cli.training import TrainConfig, Trainer, TrainRun, TrainState, checkpoint_paths
 
 __all__ = [
     "ImageTrainCommandConfig",
@@ -88,17 +87,17 @@ def run_summary(
 
 
 def timed_training(
-    train: Callable[..., TrainState],
+    train: Trainer,
     spec: Any,
     device: torch.device,
     run_dir: Path,
     resume: bool,
     show: bool,
 ) -> tuple[TrainState, float]:
-    """Run ``train(spec, device, run_dir, resume, progress)`` under the training progress
-    display (bar or plain lines when ``show``; the plan, estimate and Ctrl-C lines always)
-    and return its final state with the seconds it took."""
+    """Run ``train(spec, device, TrainRun(run_dir, resume, progress))`` under the training
+    progress display (bar or plain lines when ``show``; the plan, estimate and Ctrl-C lines
+    always) and return its final state with the seconds it took."""
     started = time.perf_counter()
     with training_progress(spec.loop.epochs, enabled=show) as progress:
-        state = train(spec, device, run_dir, resume, progress)
+        state = train(spec, device, TrainRun(run_dir, resume, progress))
     return state, time.perf_counter() - started

@@ -15,9 +15,7 @@ solve takes a few iterations (PAPER.md §4).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -39,6 +37,7 @@ from jiio_cli.tasks.adversarial.attacks import (
 from jiio_cli.training import (
     StepOutcome,
     TrainConfig,
+    TrainRun,
     TrainState,
     run_training,
 )
@@ -183,12 +182,9 @@ def evaluate_robustness(
 def train_adversarial(
     spec: AdversarialTrainConfig,
     device: torch.device,
-    out: Path,
-    resume: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    stop_after_steps: int | None = None,
+    run: TrainRun,
 ) -> TrainState:
-    """Train (or resume) an adversarially robust DEQ classifier; checkpoints in ``out``."""
+    """Train (or resume) an adversarially robust DEQ classifier; checkpoints in ``run.out``."""
     torch.manual_seed(spec.loop.seed)
     config = spec.model
     train_x, train_y, held_x, held_y = load_labelled_data(
@@ -246,11 +242,8 @@ def train_adversarial(
         step_fn=step_fn,
         eval_fn=eval_fn,
         config=spec.loop,
-        out=out,
+        run=run,
         name="adversarial",
         meta=meta,
         best_key="heldout_robust_accuracy",
-        resume=resume,
-        progress=progress,
-        stop_after_steps=stop_after_steps,
     )

@@ -4,27 +4,40 @@ The glyph (:mod:`jiio_cli.tasks.fewshot.training`) and sinusoid
 (:mod:`jiio_cli.tasks.fewshot.sinusoid_training`) runs expose the same inner-solve options
 (``inner_iters``, ``inner_memory``, ``alpha_x``, ``alpha_x_final``, ``naive_steps``,
 ``naive_lr``) and turn them into the engine's JIIO and naive-loop settings the same way;
-each task then wraps them in its own adaptation settings with its own penalty.
+each task then wraps them in its own adaptation settings with its own penalty
+(:func:`task_adapt_settings`).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
 
-__all__ = ["InnerSolveConfig", "inner_solvers", "jiio_inner_settings", "naive_inner_settings"]
+__all__ = [
+    "InnerSolveConfig",
+    "inner_solvers",
+    "jiio_inner_settings",
+    "naive_inner_settings",
+    "task_adapt_settings",
+]
+
+AdaptSettings = TypeVar("AdaptSettings")
 
 
 class InnerSolveConfig(Protocol):
     """The inner-solve options of a meta-training spec (read-only, as on a frozen dataclass).
 
     Attributes:
+        inner: the run's inner method, ``jiio`` or ``naive``.
         inner_iters, inner_memory: JIIO's iteration budget and Anderson memory.
         alpha_x, alpha_x_final: JIIO's x step size, first and final.
         naive_steps, naive_lr: the naive loop's Adam steps and learning rate.
     """
 
+    @property
+    def inner(self) -> str: ...
     @property
     def inner_iters(self) -> int: ...
     @property
@@ -72,3 +85,18 @@ def inner_solvers(
         spec.alpha_x, spec.alpha_x_final, spec.inner_memory, iterations or spec.inner_iters
     )
     return jiio, naive_inner_settings(spec.naive_steps, spec.naive_lr)
+
+
+def task_adapt_settings(
+    spec: InnerSolveConfig,
+    build: Callable[..., AdaptSettings],
+    iterations: int | None = None,
+    method: str | None = None,
+    **penalty: float,
+) -> AdaptSettings:
+    """A task's adaptation settings around a run's inner solvers:
+    ``build(method=..., jiio=..., naive=..., **penalty)`` with the method ``method`` (default:
+    the run's ``inner``) and :func:`inner_solvers` (``iterations`` overrides JIIO's budget);
+    the query (and adjoint) solvers keep the task's defaults."""
+    jiio, naive = inner_solvers(spec, iterations)
+    return build(method=method or spec.inner, jiio=jiio, naive=naive, **penalty)

@@ -8,12 +8,11 @@ model's kind and configuration and hold the run's whole spec, so that ``jiio ada
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from jiio_cli.models import ProtoNet
 from jiio_cli.models.base import DEQModel
-from jiio_cli.training import StepFn, TrainConfig, TrainState, run_training
+from jiio_cli.training import StepFn, TrainConfig, TrainRun, TrainState, run_training
 
 __all__ = ["MetaRunConfig", "run_meta_training"]
 
@@ -39,11 +38,8 @@ def run_meta_training(
     step_fn: StepFn,
     eval_fn: Callable[[], dict[str, float]],
     *,
-    out: Path,
+    run: TrainRun,
     best_key: str,
-    resume: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    stop_after_steps: int | None = None,
 ) -> TrainState:
     """Train ``model`` by ``step_fn`` on ``spec.episodes_per_epoch`` tasks an epoch, keeping as
     ``meta-best`` the checkpoint with the largest ``best_key`` of ``eval_fn``'s metrics
@@ -60,11 +56,8 @@ def run_meta_training(
         step_fn=step_fn,
         eval_fn=eval_fn,
         config=spec.loop,
-        out=out,
+        run=run,
         name="meta",
         meta=meta,
         best_key=best_key,
-        resume=resume,
-        progress=progress,
-        stop_after_steps=stop_after_steps,
     )

@@ -15,7 +15,6 @@ as ``val_neg_mse`` = −MSE, because the loop keeps the highest value).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,7 @@ import torch
 from jiio_cli.data.sinusoid import sample_sinusoid_tasks
 from jiio_cli.errors import UsageError
 from jiio_cli.models import FiLMRegressor, RegressorConfig
-from jiio_cli.tasks.fewshot.inner_solvers import inner_solvers
+from jiio_cli.tasks.fewshot.inner_solvers import task_adapt_settings
 from jiio_cli.tasks.fewshot.loading import meta_checkpoint
 from jiio_cli.tasks.fewshot.meta_run import run_meta_training
 from jiio_cli.tasks.fewshot.sinusoid import (
@@ -35,7 +34,7 @@ from jiio_cli.tasks.fewshot.sinusoid import (
     predictions,
 )
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
-from jiio_cli.training import StepOutcome, TrainConfig, TrainState
+from jiio_cli.training import StepOutcome, TrainConfig, TrainRun, TrainState
 
 __all__ = [
     "DEFAULT_SINUSOID_MODEL",
@@ -111,14 +110,11 @@ class SinusoidTrainConfig:
 def adapt_settings(
     spec: SinusoidTrainConfig, *, iterations: int | None = None, method: str | None = None
 ) -> RegressionAdaptConfig:
-    """The inner-solve settings of a run (``iterations`` overrides the JIIO budget); the
-    query (and adjoint) solvers keep their defaults."""
-    jiio, naive = inner_solvers(spec, iterations)
-    return RegressionAdaptConfig(
-        method=(method or spec.inner),  # type: ignore[arg-type]
-        penalty=spec.penalty,
-        jiio=jiio,
-        naive=naive,
+    """The regressor's adaptation settings of a run: its inner solvers
+    (:func:`~jiio_cli.tasks.fewshot.inner_solvers.task_adapt_settings`) and its penalty λ
+    (``penalty``)."""
+    return task_adapt_settings(
+        spec, RegressionAdaptConfig, iterations, method, penalty=spec.penalty
     )
 
 
@@ -150,10 +146,7 @@ def validation_mse(
 def train_sinusoid(
     spec: SinusoidTrainConfig,
     device: torch.device,
-    out: Path,
-    resume: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    stop_after_steps: int | None = None,
+    run: TrainRun,
 ) -> TrainState:
     """Meta-train (or resume) a FiLM DEQ regressor; checkpoints ``meta-last``/``meta-best``."""
     torch.manual_seed(spec.loop.seed)
@@ -191,17 +184,7 @@ def train_sinusoid(
         mse = sum(metrics.values()) / len(metrics)
         return {**metrics, "val_mse": mse, "val_neg_mse": -mse}
 
-    return run_meta_training(
-        model,
-        spec,
-        step_fn,
-        eval_fn,
-        out=out,
-        best_key="val_neg_mse",
-        resume=resume,
-        progress=progress,
-        stop_after_steps=stop_after_steps,
-    )
+    return run_meta_training(model, spec, step_fn, eval_fn, run=run, best_key="val_neg_mse")
 
 
 def load_sinusoid_model(

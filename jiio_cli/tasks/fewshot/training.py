@@ -14,7 +14,6 @@ alphabets) are never seen during training.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,10 +38,10 @@ from jiio_cli.tasks.fewshot.classification import (
     meta_loss,
     query_logits,
 )
-from jiio_cli.tasks.fewshot.inner_solvers import inner_solvers
+from jiio_cli.tasks.fewshot.inner_solvers import task_adapt_settings
 from jiio_cli.tasks.fewshot.meta_run import run_meta_training
 from jiio_cli.tasks.fewshot.protonet import protonet_loss, protonet_predictions
-from jiio_cli.training import StepOutcome, TrainConfig, TrainState, derived_generator
+from jiio_cli.training import StepOutcome, TrainConfig, TrainRun, TrainState, derived_generator
 
 __all__ = [
     "MODEL_TYPES",
@@ -124,14 +123,11 @@ class MetaTrainConfig:
 def adapt_settings(
     spec: MetaTrainConfig, *, iterations: int | None = None, method: str | None = None
 ) -> AdaptConfig:
-    """The inner-solve settings of a run (``iterations`` overrides the JIIO budget); the
-    query (and adjoint) solvers keep their defaults."""
-    jiio, naive = inner_solvers(spec, iterations)
-    return AdaptConfig(
-        method=(method or spec.inner),  # type: ignore[arg-type]
-        context_weight=spec.context_weight,
-        jiio=jiio,
-        naive=naive,
+    """The classifier's adaptation settings of a run: its inner solvers
+    (:func:`~jiio_cli.tasks.fewshot.inner_solvers.task_adapt_settings`) and its context
+    penalty weight ``context_weight``."""
+    return task_adapt_settings(
+        spec, AdaptConfig, iterations, method, context_weight=spec.context_weight
     )
 
 
@@ -308,10 +304,7 @@ def _validation_accuracies(
 def train_meta(
     spec: MetaTrainConfig,
     device: torch.device,
-    out: Path,
-    resume: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    stop_after_steps: int | None = None,
+    run: TrainRun,
 ) -> TrainState:
     """Meta-train (or resume) a FiLM DEQ classifier or the Prototypical Network baseline;
     checkpoints ``meta-last``/``meta-best``."""
@@ -334,14 +327,4 @@ def train_meta(
     def eval_fn() -> dict[str, float]:
         return _validation_accuracies(model, val_pool, settings, spec)
 
-    return run_meta_training(
-        model,
-        spec,
-        step_fn,
-        eval_fn,
-        out=out,
-        best_key="val_accuracy",
-        resume=resume,
-        progress=progress,
-        stop_after_steps=stop_after_steps,
-    )
+    return run_meta_training(model, spec, step_fn, eval_fn, run=run, best_key="val_accuracy")

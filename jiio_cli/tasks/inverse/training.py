@@ -42,6 +42,7 @@ from jiio_cli.training import (
     BatchShard,
     StepOutcome,
     TrainConfig,
+    TrainRun,
     TrainState,
     checkpoint_paths,
     derived_generator,
@@ -316,12 +317,9 @@ def _training_step(
 def train_inverse(
     spec: InverseTrainConfig,
     device: torch.device,
-    out: Path,
-    resume: bool,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    stop_after_steps: int | None = None,
+    run: TrainRun,
 ) -> TrainState:
-    """Train (or resume) a decoder; checkpoints land in ``out``.
+    """Train (or resume) a decoder; checkpoints land in ``run.out``.
 
     Under torchrun (an initialised process group) every rank calls this with its own
     ``device``; rank 0 alone writes checkpoints and fits the latent density.
@@ -357,18 +355,15 @@ def train_inverse(
         shard_step_fn=step_fn,
         eval_fn=eval_fn,
         config=spec.loop,
-        out=out,
+        run=run,
         name=f"{spec.task}",
         meta=meta,
         best_key="heldout_psnr",
-        resume=resume,
-        progress=progress,
-        stop_after_steps=stop_after_steps,
     )
     if isinstance(train, StreamingImageFolder):
         train.close()
     if context.is_main and state.epoch >= spec.loop.epochs and spec.density_images > 0:
-        _fit_latent_prior(train, spec, device, out)
+        _fit_latent_prior(train, spec, device, run.out)
     return state
 
 
