@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,33 +15,45 @@ radii = st.floats(min_value=0.0, max_value=50.0, allow_nan=False, allow_infinity
 dtypes = st.sampled_from([torch.float32, torch.float64])
 
 
-@settings(max_examples=150, deadline=None)
-@given(eps=radii, scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**31 - 1), dtype=dtypes)
-def test_linf_projection_is_feasible(eps: float, scale: float, seed: int, dtype: torch.dtype):
-    gen = torch.Generator().manual_seed(seed)
-    center = torch.rand(4, 3, 5, 5, generator=gen).to(dtype)
-    x = center + scale * torch.randn(4, 3, 5, 5, generator=gen).to(dtype)
-    for box in (None, Box(0.0, 1.0)):
-        out = LinfBall(center, eps, box).project(x)
-        assert ((out - center).abs().flatten(1).amax(dim=1) <= eps).all()
-        if box is not None:
-            assert out.min() >= 0 and out.max() <= 1
-        # Points already inside stay put.
-        inside = LinfBall(center, eps, box).project(out)
-        assert torch.allclose(inside, out, atol=1e-5 * (1 + eps))
+def _linf_norm(d: torch.Tensor) -> torch.Tensor:
+    return d.abs().flatten(1).amax(dim=1)
 
 
+def _l2_norm(d: torch.Tensor) -> torch.Tensor:
+    return d.flatten(1).norm(dim=1)
+
+
+# (ball, the norm it bounds, the shape of the points, whether projecting twice is a no-op).
+BALLS = [
+    pytest.param(LinfBall, _linf_norm, (4, 3, 5, 5), True, id="linf"),
+    pytest.param(L2Ball, _l2_norm, (4, 1, 6, 6), False, id="l2"),
+]
+
+
+@pytest.mark.parametrize(("ball", "norm", "shape", "idempotent"), BALLS)
 @settings(max_examples=150, deadline=None)
 @given(eps=radii, scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**31 - 1), dtype=dtypes)
-def test_l2_projection_is_feasible(eps: float, scale: float, seed: int, dtype: torch.dtype):
+def test_projection_is_feasible(
+    ball: type[LinfBall] | type[L2Ball],
+    norm: Callable[[torch.Tensor], torch.Tensor],
+    shape: tuple[int, ...],
+    idempotent: bool,
+    eps: float,
+    scale: float,
+    seed: int,
+    dtype: torch.dtype,
+) -> None:
     gen = torch.Generator().manual_seed(seed)
-    center = torch.rand(4, 1, 6, 6, generator=gen).to(dtype)
-    x = center + scale * torch.randn(4, 1, 6, 6, generator=gen).to(dtype)
+    center = torch.rand(*shape, generator=gen).to(dtype)
+    x = center + scale * torch.randn(*shape, generator=gen).to(dtype)
     for box in (None, Box(0.0, 1.0)):
-        out = L2Ball(center, eps, box).project(x)
-        assert ((out - center).flatten(1).norm(dim=1) <= eps).all()
+        out = ball(center, eps, box).project(x)
+        assert (norm(out - center) <= eps).all()
         if box is not None:
             assert out.min() >= 0 and out.max() <= 1
+        if idempotent:  # points already inside stay put
+            inside = ball(center, eps, box).project(out)
+            assert torch.allclose(inside, out, atol=1e-5 * (1 + eps))
 
 
 def test_l2_projection_is_the_nearest_point_without_box() -> None:
