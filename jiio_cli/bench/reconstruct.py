@@ -50,6 +50,7 @@ from jiio_cli.tasks.inverse.problems import (
     reconstruct,
     reconstruct_in_batches,
     reconstruction_settings,
+    reconstruction_step_options,
 )
 from jiio_cli.tasks.inverse.range_error import posterior_image
 from jiio_cli.training import derived_generator
@@ -114,15 +115,11 @@ def jiio_settings(
     return reconstruction_settings(
         iterations,
         latent_weight=cfg.latent_weight,
-        alpha_x=cfg.alpha_x,
-        memory=cfg.memory,
-        x_weight=cfg.x_weight,
         refine_tol=cfg.inner_tol,
         refine_iterations=cfg.inner_max_iter,
         graph=cfg.graph,
-        alpha_x_start=cfg.alpha_x_start,
-        start_iterations=cfg.start_iterations,
         refine_adjoint=refine_adjoint,
+        **reconstruction_step_options(cfg),
     )
 
 

@@ -282,7 +282,11 @@ def _solve_settings(
     opts: ReconstructCommandConfig, ckpt: Any, graph: bool, notes: list[str]
 ) -> tuple[Any, float]:
     """The inference settings of the options, and τ² (``--range-error`` or the checkpoint's)."""
-    from jiio_cli.tasks.inverse.problems import reconstruction_settings, trained_latent_weight
+    from jiio_cli.tasks.inverse.problems import (
+        reconstruction_settings,
+        reconstruction_step_options,
+        trained_latent_weight,
+    )
     from jiio_cli.tasks.inverse.range_error import stored_range_error
 
     variance = opts.range_error
@@ -295,15 +299,11 @@ def _solve_settings(
     settings = reconstruction_settings(
         opts.iterations,
         latent_weight=trained_latent_weight(ckpt.training_config),
-        alpha_x=opts.alpha_x,
-        alpha_x_start=opts.alpha_x_start,
-        start_iterations=opts.start_iterations,
-        memory=opts.memory,
-        x_weight=opts.x_weight,
         refine_tol=opts.tol,
         graph=graph,
         tol=opts.tol,
         extra_rounds=opts.extra_rounds,
+        **reconstruction_step_options(opts),
     )
     return settings, variance
 

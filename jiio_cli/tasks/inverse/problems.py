@@ -47,6 +47,7 @@ from jiio_cli.tasks.inverse.defaults import (
 )
 
 __all__ = [
+    "RECONSTRUCTION_STEP_OPTIONS",
     "InferenceConfig",
     "TrainLossResult",
     "infer_latents",
@@ -55,6 +56,7 @@ __all__ = [
     "reconstruction_alpha_x",
     "reconstruction_problem",
     "reconstruction_settings",
+    "reconstruction_step_options",
     "trained_latent_weight",
     "training_loss",
 ]
@@ -281,6 +283,18 @@ def reconstruction_alpha_x(
     if alpha_x_start is None or alpha_x_start == alpha_x or start_iterations == 0:
         return alpha_x
     return StepSchedule(alpha_x_start, alpha_x, switch_at=start_iterations)
+
+
+RECONSTRUCTION_STEP_OPTIONS = ("alpha_x", "alpha_x_start", "start_iterations", "memory", "x_weight")
+"""The options of JIIO's latent step that ``jiio reconstruct``, ``jiio bench --task
+reconstruct`` and :func:`reconstruction_settings` share, by name."""
+
+
+def reconstruction_step_options(options: object) -> dict[str, Any]:
+    """The :data:`RECONSTRUCTION_STEP_OPTIONS` of ``options`` (any object that has them as
+    attributes: the command's validated options, the bench's config) as keyword arguments
+    of :func:`reconstruction_settings`, so that each caller passes them on the same way."""
+    return {name: getattr(options, name) for name in RECONSTRUCTION_STEP_OPTIONS}
 
 
 def reconstruction_settings(
