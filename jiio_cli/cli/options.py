@@ -178,7 +178,8 @@ AllowUnconvergedOption = Annotated[
     bool,
     typer.Option(
         "--allow-unconverged",
-        help="Write results and exit 0 even if some solves did not reach --tol.",
+        help="Keep the results (and write their files) and exit 0 even if some solve did not "
+        "converge; a warning names them.",
     ),
 ]
 NaiveStepsOption = Annotated[

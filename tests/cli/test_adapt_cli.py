@@ -11,7 +11,7 @@ import pytest
 import torch
 from meta_models import TINY_META, save_tiny_meta_model
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from jiio_cli.cli.app import app
 from jiio_cli.data.episodes import load_class_folders, load_glyph_pool, load_query_folder
@@ -46,9 +46,23 @@ def task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "model": root / "meta.safetensors"}
 
 
+# The tiny untrained model's read-out solves are not converged at the default budget.
+ALLOW = "--allow-unconverged"
+
+
+def _invoke(*args: str) -> Result:
+    return runner.invoke(app, ["adapt", *args, "--device", "cpu", "--json"])
+
+
 def _run(*args: str) -> dict:
-    result = runner.invoke(app, ["adapt", *args, "--device", "cpu", "--json"])
+    """``jiio adapt ARGS --json`` must exit 0 with no warning; its document.
+
+    The tiny untrained model's read-out solves stop above their tolerance at the default
+    budget, so the tests that only check what is reported pass ``--allow-unconverged``."""
+    result = _invoke(*args)
     assert result.exit_code == 0, result.output
+    if "--allow-unconverged" not in args:
+        assert result.stderr == "", result.stderr
     return json.loads(result.stdout)
 
 
@@ -56,7 +70,8 @@ def _run(*args: str) -> dict:
 def test_labelled_query_folder_gets_predictions_and_accuracy(task: dict[str, Path]) -> None:
     root = task["root"]
     doc = _run(
-        "-c", str(task["model"]), "--support", str(root / "support"), "--query", str(root / "query")
+        *("-c", str(task["model"]), "--support", str(root / "support")),
+        *("--query", str(root / "query"), ALLOW),
     )
     assert doc["classes"] == ["class_0", "class_1", "class_2"] and doc["support_images"] == 6
     rows = doc["predictions"]
@@ -68,7 +83,7 @@ def test_labelled_query_folder_gets_predictions_and_accuracy(task: dict[str, Pat
     pool = load_class_folders(root / "support", 12, "support")
     s_labels = torch.tensor([0, 0, 1, 1, 2, 2])
     images, _, _ = load_query_folder(root / "query", 12)
-    predicted, probs, _ = adapt_and_predict(
+    predicted, probs, _, _ = adapt_and_predict(
         model, torch.cat(pool.images), s_labels, images, 3, settings
     )
     assert [r["predicted"] for r in rows] == [pool.names[int(k)] for k in predicted]
@@ -89,13 +104,14 @@ def test_a_pseudo_query_model_adapts_a_folder_task(task: dict[str, Path], tmp_pa
     assert model.config == config
     root = task["root"]
     doc = _run(
-        "-c", str(checkpoint), "--support", str(root / "support"), "--query", str(root / "query")
+        *("-c", str(checkpoint), "--support", str(root / "support")),
+        *("--query", str(root / "query"), ALLOW),
     )
     assert doc["support_images"] == 6 and len(doc["predictions"]) == 6
     size = model.config.image_size
     pool = load_class_folders(root / "support", size, "support")
     images, _, _ = load_query_folder(root / "query", size)
-    predicted, _, result = adapt_and_predict(
+    predicted, _, result, _ = adapt_and_predict(
         model,
         torch.cat(pool.images),
         torch.tensor([0, 0, 1, 1, 2, 2]),
@@ -111,7 +127,8 @@ def test_a_pseudo_query_model_adapts_a_folder_task(task: dict[str, Path], tmp_pa
 def test_unlabelled_query_folder_has_no_accuracy(task: dict[str, Path]) -> None:
     root = task["root"]
     doc = _run(
-        "-c", str(task["model"]), "--support", str(root / "support"), "--query", str(root / "flat")
+        *("-c", str(task["model"]), "--support", str(root / "support")),
+        *("--query", str(root / "flat"), ALLOW),
     )
     assert doc["accuracy"] is None and len(doc["predictions"]) == 6
     assert all("label" not in r for r in doc["predictions"])
@@ -132,6 +149,7 @@ def test_episode_evaluation_reports_three_methods(task: dict[str, Path]) -> None
         "8",
         "--batch-size",
         "2",
+        ALLOW,
     )
     for method in ("jiio", "naive", "centroid"):
         assert 0 <= doc[method]["accuracy"] <= 1 and doc[method]["ci95"] >= 0
@@ -147,7 +165,7 @@ def test_episode_evaluation_reports_three_methods(task: dict[str, Path]) -> None
 @pytest.mark.slow
 def test_episode_table_prints_the_paired_differences(task: dict[str, Path]) -> None:
     args = ["adapt", "-c", str(task["model"]), "--episodes", "2", "--ways", "3"]
-    args += ["--queries", "1", "--iterations", "6", "--device", "cpu"]
+    args += ["--queries", "1", "--iterations", "6", "--device", "cpu", ALLOW]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "no adaptation (feature centroids)" in result.stdout
@@ -211,7 +229,11 @@ def test_usage_errors_are_one_line(task: dict[str, Path], args: list[str], messa
 @pytest.mark.slow
 def test_shipped_meta_models_adapt_to_held_out_episodes(name: str) -> None:
     model = MODELS_DIR / name
-    doc = _run("-c", str(model), "--episodes", "2", "--ways", "3", "--queries", "2")
+    # The glyph models' read-out solves need about 400 iterations to reach their tolerance
+    # (measured); the contractive Omniglot model reaches it at the default budget.
+    allow = [] if name == "meta-omniglot.safetensors" else [ALLOW]
+    # Without --allow-unconverged, _run's exit 0 and empty stderr say the read-out converged.
+    doc = _run("-c", str(model), "--episodes", "2", "--ways", "3", "--queries", "2", *allow)
     assert doc["episodes"] == 2 and doc["ways"] == 3
     for method in ("jiio", "naive", "centroid"):
         assert 0 <= doc[method]["accuracy"] <= 1
@@ -233,3 +255,76 @@ def test_the_default_meta_model_classifies_a_held_out_folder_task(task: dict[str
     doc = _run("--support", str(root / "support"), "--query", str(root / "query"))
     assert Path(doc["checkpoint"]).name == DEFAULT_META_MODEL.name == "meta-omniglot.safetensors"
     assert len(doc["predictions"]) == 6 and doc["accuracy"] >= 0.5
+    # The shipped default reaches the read-out tolerance (the rule's converged case).
+    assert doc["converged"] and doc["readout"]["residual"] <= doc["readout"]["tol"]
+
+
+def _lines(stderr: str, prefix: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(prefix)]
+
+
+def _check_rule(result: Result, allow: bool, names: str) -> dict:
+    """The unconverged rule's outcome: the document on stdout, then exit 1 and one
+    ``error:`` line (or with ``allow``: exit 0 and one ``warning:`` line) naming
+    ``names`` (the error also the option to raise); no traceback."""
+    assert result.exit_code == (0 if allow else 1), result.output
+    assert "Traceback" not in result.output
+    lines = _lines(result.stderr, "warning:" if allow else "error:")
+    assert len(lines) == 1 and names in lines[0], result.stderr
+    assert "did not converge" in lines[0]
+    assert ("--allow-unconverged" if allow else "raise --forward-iterations") in lines[0]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_an_unconverged_read_out_of_a_folder_task_follows_the_rule(
+    task: dict[str, Path], allow: bool
+) -> None:
+    root = task["root"]
+    # Premise: one iteration of the read-out solve from zeros cannot reach its tolerance.
+    model, _, spec = load_meta_model(task["model"], torch.device("cpu"))
+    settings = adapt_settings(spec)
+    settings = dataclasses.replace(
+        settings, forward=dataclasses.replace(settings.forward, max_iter=1)
+    )
+    pool = load_class_folders(root / "support", 12, "support")
+    images, _, _ = load_query_folder(root / "query", 12)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    *_, readout = adapt_and_predict(model, torch.cat(pool.images), labels, images, 3, settings)
+    assert readout > settings.forward.tol
+    args = ["-c", str(task["model"]), "--support", str(root / "support")]
+    args += ["--query", str(root / "query"), "--forward-iterations", "1"]
+    doc = _check_rule(_invoke(*args, *([ALLOW] if allow else [])), allow, "read-out solve")
+    assert len(doc["predictions"]) == 6 and doc["converged"] is False
+    assert doc["readout"]["residual"] == pytest.approx(readout, rel=1e-3)
+    # The context fit is reported for the user to see, not judged.
+    fit = doc["context_fit"]
+    assert fit["iterations"] == doc["iterations"] and fit["objective"] == doc["support_objective"]
+    assert {"residual_z", "residual_x", "residual_mu", "reached_tol"} <= set(fit)
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_unconverged_episodes_are_counted_and_follow_the_rule(
+    task: dict[str, Path], allow: bool
+) -> None:
+    args = ["-c", str(task["model"]), "--episodes", "2", "--ways", "3", "--queries", "1"]
+    args += ["--iterations", "4", "--forward-iterations", "1", *([ALLOW] if allow else [])]
+    doc = _check_rule(_invoke(*args), allow, "2 episodes across alphabets (100.0%)")
+    assert doc["readout_unconverged"] == 2 and doc["residuals"]["query_z"]["mean"] > 1e-4
+    assert doc["jiio"]["accuracy"] is not None
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_unconverged_sinusoid_tasks_follow_the_rule(allow: bool) -> None:
+    args = ["--dataset", "sinusoid", "--episodes", "3", "--forward-iterations", "1"]
+    doc = _check_rule(_invoke(*args, *([ALLOW] if allow else [])), allow, "3 sinusoid tasks")
+    assert (
+        doc["readout_unconverged"] == 3 and doc["readout_tol"] < doc["residuals"]["query_z"]["max"]
+    )
+
+
+def test_converged_sinusoid_tasks_exit_0_without_a_warning() -> None:
+    """The shipped sinusoid model's read-out reaches its tolerance at the default budget."""
+    doc = _run("--dataset", "sinusoid", "--episodes", "3")
+    assert doc["readout_unconverged"] == 0
+    assert doc["residuals"]["query_z"]["max"] <= doc["readout_tol"]

@@ -17,6 +17,12 @@ Three modes:
   regression tasks (a sinusoid meta-model; default ``models/meta-sinusoid.safetensors``),
   scored by the query MSE, the baseline being no adaptation (v = 0). Options that mean
   nothing there (``--ways``, ``--data``, ``--support``, ``--query``) are rejected.
+
+The predictions come from the read-out solves: the DEQ fixed points of the images at the
+fitted context. They follow the rule of :mod:`jiio_cli.cli.unconverged` (report, then exit
+1 unless ``--allow-unconverged``) when their residual ends above the forward solver's
+tolerance. The context fit is an inner optimisation stopped at its ``--iterations`` budget:
+its objective and residuals are reported, but it is not part of that verdict.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
+    AllowUnconvergedOption,
     BatchSizeOption,
     DebugOption,
     DeviceOption,
@@ -44,6 +51,7 @@ from jiio_cli.cli.options import (
     in_panel,
 )
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.cli.unconverged import enforce_converged
 from jiio_cli.errors import UsageError
 
 __all__ = ["adapt"]
@@ -68,6 +76,10 @@ _SINUSOID_DEFAULTS: dict[str, int | float] = {
 }
 
 
+# How the reports name the kinds of episodes.
+_KIND_WORDS = {"across": "across alphabets", "within": "within one alphabet"}
+
+
 class AdaptCommandConfig(BaseModel):
     """Validated numeric options of ``jiio adapt``."""
 
@@ -82,6 +94,7 @@ class AdaptCommandConfig(BaseModel):
     naive_steps: int | None = Field(default=None, ge=1)
     naive_lr: float = Field(gt=0)
     batch_size: int = Field(ge=1, le=1000)
+    forward_iterations: int | None = Field(default=None, ge=1, le=100_000)
 
 
 _Iterations = in_panel(
@@ -99,6 +112,14 @@ _NaiveSteps = in_panel(
 _BatchSize = in_panel(
     BatchSizeOption, None, "Tasks solved together: 20 (sinusoid 100).", optional=True
 )
+_ForwardIterations = Annotated[
+    int | None,
+    typer.Option(
+        "--forward-iterations",
+        help="Iteration budget of the read-out solve: the fixed points, at the fitted "
+        "context, that the predictions come from (default 40).",
+    ),
+]
 
 
 def adapt(
@@ -151,6 +172,8 @@ def adapt(
         typer.Option(help="Adam's learning rate on the context: 0.1 (sinusoid: 0.03)."),
     ] = None,
     batch_size: _BatchSize = None,
+    forward_iterations: _ForwardIterations = None,
+    allow_unconverged: AllowUnconvergedOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
     json_output: JsonOption = False,
@@ -158,7 +181,12 @@ def adapt(
     # Typer fills it in; None when the function is called from Python (nothing typed).
     ctx: typer.Context = None,  # type: ignore[assignment]
 ) -> None:
-    """Adapt a meta-model to a new few-shot task (folders) or evaluate it on held-out episodes."""
+    """Adapt a meta-model to a new few-shot task (folders) or evaluate it on held-out episodes.
+
+    If a read-out solve (the fixed points the predictions come from) ends above its
+    tolerance, the results are printed and the command exits 1 (0 with
+    --allow-unconverged). The context fit stops at its --iterations budget: its objective
+    and residuals are reported but are not part of that verdict."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         opts = _command_config(
@@ -166,6 +194,7 @@ def adapt(
             episodes=episodes,
             ways=ways,
             naive_steps=naive_steps,
+            forward_iterations=forward_iterations,
             given={
                 "shots": shots,
                 "queries": queries,
@@ -176,10 +205,17 @@ def adapt(
         )
         if dataset == "sinusoid":
             paths = {"data": data or None, "support": support, "query": query, "baseline": baseline}
-            _evaluate_sinusoid(checkpoint, opts, _sinusoid_misfits(ctx, paths), common)
-            return
-        episode_kind = _check_glyph_mode(opts, support, query, data, episode_kind)
-        _run_glyphs(checkpoint, opts, support, query, data or [], episode_kind, baseline, common)
+            unconverged, budget = _evaluate_sinusoid(
+                checkpoint, opts, _sinusoid_misfits(ctx, paths), common
+            )
+        else:
+            episode_kind = _check_glyph_mode(opts, support, query, data, episode_kind)
+            unconverged, budget = _run_glyphs(
+                checkpoint, opts, support, query, data or [], episode_kind, baseline, common
+            )
+        enforce_converged(
+            unconverged, allow=allow_unconverged, fix=f"raise --forward-iterations (now {budget})"
+        )
 
 
 def _sinusoid_misfits(ctx: typer.Context, paths: dict[str, Path | list[Path] | None]) -> set[str]:
@@ -195,6 +231,7 @@ def _command_config(
     episodes: int | None,
     ways: int,
     naive_steps: int | None,
+    forward_iterations: int | None,
     given: dict[str, int | float | None],
 ) -> AdaptCommandConfig:
     """The validated options, each of ``given`` left out (None) taking its ``dataset``'s
@@ -209,6 +246,7 @@ def _command_config(
         queries=resolved["queries"],
         iterations=resolved["iterations"],
         naive_steps=naive_steps,
+        forward_iterations=forward_iterations,
         naive_lr=resolved["naive_lr"],
         batch_size=resolved["batch_size"],
     )
@@ -246,8 +284,9 @@ def _run_glyphs(
     episode_kind: str,
     baseline: Path | None,
     common: Any,
-) -> None:
-    """Load the meta-model, then adapt it to the folders' task or evaluate it on episodes."""
+) -> tuple[list[str], int]:
+    """Load the meta-model, then adapt it to the folders' task or evaluate it on episodes;
+    what did not converge (:func:`_readout_items`) and the read-out solve's budget."""
     import torch
 
     from jiio_cli.tasks.fewshot.loading import load_meta_model
@@ -255,33 +294,47 @@ def _run_glyphs(
     torch.manual_seed(common.seed)
     model, path, spec = load_meta_model(checkpoint, common.torch_device)
     settings = _settings(spec, opts)
+    budget = settings.forward.max_iter
     if support is not None and query is not None:
-        _adapt_folders(model, path, settings, support, query, common.json_output)
-        return
+        return _adapt_folders(model, path, settings, support, query, common.json_output), budget
     base = None
     if baseline is not None:
         from jiio_cli.tasks.fewshot.loading import load_protonet
 
         base = load_protonet(baseline, common.torch_device)
-    _evaluate(model, path, settings, opts, data, episode_kind, base, common)
+    return _evaluate(model, path, settings, opts, data, episode_kind, base, common), budget
 
 
 def _settings(spec: Any, opts: AdaptCommandConfig) -> Any:
     from jiio_cli.tasks.fewshot.training import adapt_settings
 
-    return _with_naive_lr(adapt_settings(spec, iterations=opts.iterations), opts.naive_lr)
+    return _with_options(adapt_settings(spec, iterations=opts.iterations), opts)
 
 
-def _with_naive_lr(settings: Any, lr: float) -> Any:
-    """Adaptation settings (glyph or sinusoid) whose naive loop uses Adam's rate ``lr``."""
+def _with_options(settings: Any, opts: AdaptCommandConfig) -> Any:
+    """Adaptation settings (glyph or sinusoid) whose naive loop uses Adam's rate
+    ``--naive-lr`` and whose read-out solve has the budget ``--forward-iterations``."""
     import dataclasses
 
-    return dataclasses.replace(settings, naive=dataclasses.replace(settings.naive, lr=lr))
+    forward = settings.forward
+    if opts.forward_iterations is not None:
+        forward = dataclasses.replace(forward, max_iter=opts.forward_iterations)
+    naive = dataclasses.replace(settings.naive, lr=opts.naive_lr)
+    return dataclasses.replace(settings, naive=naive, forward=forward)
+
+
+def _readout_items(report: dict[str, Any], what: str) -> list[str]:
+    """The rule's item for an evaluation ``report`` whose read-out solves ended above
+    tolerance on some tasks: ``3 episodes across alphabets (0.5%)``; none otherwise."""
+    count, total = report["readout_unconverged"], report["episodes"]
+    return [f"{count} {what} ({100 * count / total:.1f}%)"] if count else []
 
 
 def _adapt_folders(
     model: Any, path: Path, settings: Any, support: Path, query: Path, json_output: bool
-) -> None:
+) -> list[str]:
+    """Adapt to the folders' task, print its predictions; the read-out solve, named, when
+    it ended above tolerance."""
     import torch
 
     from jiio_cli.data.episodes import load_class_folders, load_query_folder
@@ -311,7 +364,7 @@ def _adapt_folders(
         [torch.full((x.shape[0],), k, dtype=torch.long) for k, x in enumerate(pool.images)]
     ).to(device)
     started = time.perf_counter()
-    predicted, probs, result = adapt_and_predict(
+    predicted, probs, result, readout = adapt_and_predict(
         model, s_images, s_labels, images.to(device), pool.num_classes, settings
     )
     seconds = time.perf_counter() - started
@@ -334,22 +387,49 @@ def _adapt_folders(
         "accuracy": (sum(r["correct"] for r in rows) / len(rows)) if names is not None else None,
         "support_objective": float(result.objective[0]),
         "iterations": int(result.iterations[0]),
-        "converged": bool(result.converged[0]),
+        "converged": readout <= settings.forward.tol,
+        "readout": {
+            "residual": readout,
+            "tol": settings.forward.tol,
+            "max_iter": settings.forward.max_iter,
+        },
+        "context_fit": _context_fit(result),
         "seconds": seconds,
     }
+    unconverged = [] if document["converged"] else [_readout_item(readout, settings.forward.tol)]
     if json_output:
         emit(document, json_output=True)
-        return
+        return unconverged
     print_table(rows, title=f"jiio adapt: {len(rows)} queries, {pool.num_classes} classes")
+    fit = document["context_fit"]
     summary = (
         f"support objective {document['support_objective']:.4g} after "
-        f"{document['iterations']} JIIO iterations"
-        f"{'' if document['converged'] else ' (not converged to tolerance)'}, "
-        f"{seconds:.2f} s"
+        f"{document['iterations']} JIIO iterations (residuals z {fit['residual_z']:.1e}, "
+        f"x {fit['residual_x']:.1e}); read-out residual {readout:.1e} "
+        f"(tolerance {settings.forward.tol:g}), {seconds:.2f} s"
     )
     if document["accuracy"] is not None:
         summary = f"accuracy {document['accuracy']:.3f}; " + summary
     typer.echo(summary)
+    return unconverged
+
+
+def _context_fit(result: Any) -> dict[str, Any]:
+    """The context fit of one task (row 0 of ``result``), for the user to see: an inner
+    optimisation stopped at its budget, not part of the converged verdict."""
+    return {
+        "objective": float(result.objective[0]),
+        "iterations": int(result.iterations[0]),
+        "residual_z": float(result.residual_z[0]),
+        "residual_x": float(result.residual_x[0]),
+        "residual_mu": float(result.residual_mu[0]),
+        "reached_tol": bool(result.converged[0]),
+    }
+
+
+def _readout_item(residual: float, tol: float) -> str:
+    """The rule's item for one task's read-out solve."""
+    return f"the read-out solve (residual {residual:.1e} above {tol:g})"
 
 
 def _evaluation_pool(data: list[Path], size: int, preprocess: str) -> tuple[Any, str]:
@@ -380,7 +460,9 @@ def _evaluate(
     episode_kind: str,
     baseline: Any,
     common: Any,
-) -> None:
+) -> list[str]:
+    """Evaluate on held-out episodes of each kind and print the reports; the kinds whose
+    read-out solves ended above tolerance on some episodes (count and share)."""
     from jiio_cli.data.episodes import check_episode_shape, within_alphabet_groups
     from jiio_cli.tasks.fewshot.evaluation import evaluate_episodes
 
@@ -435,11 +517,17 @@ def _evaluate(
                 **report,
             }
         )
+    unconverged = [
+        item
+        for document in documents
+        for item in _readout_items(document, f"episodes {_KIND_WORDS[document['episode_kind']]}")
+    ]
     if common.json_output:
         emit(documents[0] if len(documents) == 1 else {"reports": documents}, json_output=True)
-        return
+        return unconverged
     for document in documents:
         _print_episode_report(document, opts)
+    return unconverged
 
 
 def _evaluation_arguments(opts: AdaptCommandConfig, settings: Any, seed: int) -> dict[str, Any]:
@@ -466,7 +554,7 @@ def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) ->
     }
     if "protonet" in document:
         labels["protonet"] = "Prototypical Network (--baseline)"
-    kind = "within one alphabet" if document["episode_kind"] == "within" else "across alphabets"
+    kind = _KIND_WORDS[document["episode_kind"]]
     _print_comparison(
         document,
         labels,
@@ -480,6 +568,18 @@ def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) ->
         "relative fixed-point residuals (mean / max): support z "
         f"{res['support_z']['mean']:.1e} / {res['support_z']['max']:.1e}, query z "
         f"{res['query_z']['mean']:.1e} / {res['query_z']['max']:.1e}"
+        f"{_above_tol(document)}"
+    )
+
+
+def _above_tol(report: dict[str, Any]) -> str:
+    """``; 3 of 600 read-out solves above tolerance 1e-4`` (nothing when there are none)."""
+    count = report["readout_unconverged"]
+    if not count:
+        return ""
+    return (
+        f"; {count} of {report['episodes']} read-out solves above tolerance "
+        f"{report['readout_tol']:g}"
     )
 
 
@@ -513,8 +613,10 @@ def _print_comparison(
 
 def _evaluate_sinusoid(
     checkpoint: Path | None, opts: AdaptCommandConfig, misfits: set[str], common: Any
-) -> None:
-    """``--dataset sinusoid --episodes N``: JIIO, naive Adam and no adaptation, by query MSE."""
+) -> tuple[list[str], int]:
+    """``--dataset sinusoid --episodes N``: JIIO, naive Adam and no adaptation, by query MSE;
+    the tasks whose read-out solve ended above tolerance (count and share) and that
+    solve's budget."""
     if misfits:
         name = sorted(misfits)[0]
         raise UsageError(
@@ -531,7 +633,7 @@ def _evaluate_sinusoid(
     torch.manual_seed(common.seed)
     model, path, spec = load_sinusoid_model(checkpoint, common.torch_device)
     iterations = opts.iterations if opts.iterations is not None else spec.inner_iters
-    settings = _with_naive_lr(adapt_settings(spec, iterations=iterations), opts.naive_lr)
+    settings = _with_options(adapt_settings(spec, iterations=iterations), opts)
     report = evaluate_tasks(model, **_evaluation_arguments(opts, settings, common.seed))
     document = {
         "checkpoint": str(path),
@@ -544,9 +646,10 @@ def _evaluate_sinusoid(
         "seed": common.seed,
         **report,
     }
+    verdict = _readout_items(report, "sinusoid tasks"), settings.forward.max_iter
     if common.json_output:
         emit(document, json_output=True)
-        return
+        return verdict
     labels = {
         "jiio": f"jiio ({iterations} iterations)",
         "naive": f"naive Adam ({', '.join(map(str, report['naive_steps']))} steps, "
@@ -562,3 +665,9 @@ def _evaluate_sinusoid(
         title=f"jiio adapt: {opts.episodes} sinusoid tasks, {opts.shots}-shot, "
         f"{opts.queries} query points per task",
     )
+    res = report["residuals"]["query_z"]
+    typer.echo(
+        f"relative fixed-point residuals of the read-out (mean / max): {res['mean']:.1e} / "
+        f"{res['max']:.1e}{_above_tol(report)}"
+    )
+    return verdict

@@ -3,11 +3,14 @@
 Attacks a classifier (the shipped MNIST-5k model unless ``--checkpoint``) on a labelled
 set with the JIIO attack, PGD or APGD (CE and DLR losses) with full solves per step, or
 the standard evaluation (the per-image worst case of all four), at one or several
-budgets, and reports accuracies measured by a fresh, fully converged forward solve.
+budgets, and reports accuracies measured by a fresh forward solve from zeros. When that
+solve did not converge on some clean or adversarial image, the command still reports, then
+follows the rule of :mod:`jiio_cli.cli.unconverged` (exit 1 unless ``--allow-unconverged``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,6 +22,7 @@ from rich.console import Console
 
 from jiio_cli.cli.boundary import error_boundary
 from jiio_cli.cli.options import (
+    AllowUnconvergedOption,
     AlphaXOption,
     BatchSizeOption,
     ClassifierCheckpointOption,
@@ -36,9 +40,10 @@ from jiio_cli.cli.options import (
 )
 from jiio_cli.cli.output import print_json, print_table
 from jiio_cli.cli.progress import batch_progress
+from jiio_cli.cli.unconverged import enforce_converged
 from jiio_cli.config import parse_eps_list
 from jiio_cli.errors import UsageError
-from jiio_cli.tasks.adversarial.attacks import COMMAND_ATTACK
+from jiio_cli.tasks.adversarial.attacks import COMMAND_ATTACK, SCORING_SOLVE, ThreatModel
 
 if TYPE_CHECKING:
     from jiio_cli.tasks.adversarial.data import AttackTarget
@@ -107,6 +112,7 @@ class AttackCommandConfig(BaseModel):
     batch_size: int = Field(ge=1)
     max_images: int | None = Field(default=None, ge=1)
     examples: int = Field(ge=1, le=64)
+    forward_iterations: int = Field(ge=1, le=100_000)
 
 
 _AlphaX = in_panel(AlphaXOption, None, "JIIO's step size α_x, as a fraction of eps.")
@@ -164,6 +170,14 @@ _SaveExamples = Annotated[
     typer.Option(help="Folder for adversarial PNGs and a clean/perturbation/adversarial grid."),
 ]
 _Examples = Annotated[int, typer.Option(help="How many examples --save-examples writes.")]
+_ForwardIterations = Annotated[
+    int,
+    typer.Option(
+        "--forward-iterations",
+        help="Iteration budget of the fresh forward solve (from zeros, to residual "
+        f"{SCORING_SOLVE.tol:g}) that scores every clean and adversarial image.",
+    ),
+]
 
 
 def attack(
@@ -189,6 +203,8 @@ def attack(
     apgd_restarts: _APGDRestarts = 1,
     save_examples: _SaveExamples = None,
     examples: _Examples = 16,
+    forward_iterations: _ForwardIterations = SCORING_SOLVE.max_iter,
+    allow_unconverged: AllowUnconvergedOption = False,
     compile_graph: CompileOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
@@ -197,8 +213,10 @@ def attack(
 ) -> None:
     """Attack a DEQ classifier inside an eps-ball and report robust accuracy.
 
-    Every adversarial example is re-scored by a fresh forward solve from zeros to a tight
-    tolerance; perturbed images stay in the pixel box [0, 1]."""
+    Every clean and adversarial image is scored by a fresh forward solve from zeros to a
+    tight tolerance; perturbed images stay in the pixel box [0, 1]. If that solve did not
+    converge on some image, the table is printed and the command exits 1 (0 with
+    --allow-unconverged)."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         budgets = parse_eps_list(eps)
@@ -216,9 +234,11 @@ def attack(
             batch_size=batch_size,
             max_images=max_images,
             examples=examples,
+            forward_iterations=forward_iterations,
         )
         _check_paths_and_budgets(eps, budgets, norm, save_examples)
         dev = common.torch_device
+        scoring = dataclasses.replace(SCORING_SOLVE, max_iter=opts.forward_iterations)
         torch.manual_seed(common.seed)
         from jiio_cli.tasks.adversarial.data import load_attack_target
 
@@ -239,11 +259,22 @@ def attack(
                 keep_examples=opts.examples if save_examples is not None else 0,
                 progress=progress,
                 worst_label=worst_label,
+                scoring=scoring,
             )
         warnings = _attack_warnings(target.notes, result)
-        written = _save_examples(save_examples, target, result)
+        unconverged = _unconverged_items(result)
+        # No file from an unconverged verdict unless the user accepts them.
+        keep = not unconverged or allow_unconverged
+        written = _save_examples(save_examples if keep else None, target, result)
         document = _attack_document(target, result, warnings, written, dev, common.seed)
+        document["forward_solve"] = {"max_iter": scoring.max_iter, "tol": scoring.tol}
+        document["unconverged"] = unconverged
         _report(document, result, warnings, err, json_output=common.json_output)
+        enforce_converged(
+            unconverged,
+            allow=allow_unconverged,
+            fix=f"raise --forward-iterations (now {scoring.max_iter})",
+        )
 
 
 def _worst_row_note(worst_label: str, methods: list[str]) -> str:
@@ -298,9 +329,9 @@ def _run_sweep(
     keep_examples: int,
     progress: Any,
     worst_label: str,
+    scoring: Any,
 ) -> Any:
     """Every method at every (norm, eps) budget on the target's images."""
-    from jiio_cli.tasks.adversarial.attacks import ThreatModel
     from jiio_cli.tasks.adversarial.sweep import run_attack_sweep
 
     jiio, pgd, apgd = configs
@@ -318,18 +349,30 @@ def _run_sweep(
         progress=progress,
         apgd=apgd,
         worst_label=worst_label,
+        scoring=scoring,
     )
 
 
-def _attack_warnings(notes: list[str], result: Any) -> list[str]:
-    """Loading notes, then warnings about unconverged clean and adversarial solves."""
-    warnings = list(notes)
+def _unconverged_items(result: Any) -> list[str]:
+    """What the scoring solve did not converge on, as the rule's message names it: the
+    clean inputs (their share), then per budget the images with an adversarial image (of
+    any method) scored by an unconverged solve (count and share)."""
+    items = []
     if result.clean_unconverged > 0:
-        warnings.append(
-            f"WARNING: the classifier's forward solve did not converge on "
-            f"{100 * result.clean_unconverged:.1f}% of the clean inputs; robustness "
-            "numbers from unconverged DEQ solves are unreliable"
-        )
+        items.append(f"the clean inputs ({100 * result.clean_unconverged:.1f}%)")
+    for (norm, eps), flags in result.eval_unconverged.items():
+        count = sum(flags)
+        if count:
+            label = ThreatModel(norm, eps).label()
+            noun = "adversarial image" if count == 1 else "adversarial images"
+            items.append(f"{label}: {count} {noun} ({100 * count / len(flags):.1f}%)")
+    return items
+
+
+def _attack_warnings(notes: list[str], result: Any) -> list[str]:
+    """Loading notes, then which worst-case rows counted unconverged verdicts as broken
+    (whether results stand at all is the rule's line, :func:`_unconverged_items`)."""
+    warnings = list(notes)
     for row in result.rows:
         if row.unconverged_counted_broken:
             warnings.append(

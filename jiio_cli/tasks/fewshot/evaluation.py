@@ -24,7 +24,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from jiio_cli.data.episodes import ClassPool, EpisodeBatch, draw_episodes
@@ -34,7 +33,6 @@ from jiio_cli.tasks.fewshot.classification import (
     AdaptConfig,
     adapt_context,
     centroid_predictions,
-    query_logits,
     query_logits_with_residual,
 )
 from jiio_cli.tasks.fewshot.protonet import protonet_predictions
@@ -42,6 +40,7 @@ from jiio_cli.tasks.fewshot.tally import (
     MethodTally,
     matched_naive_settings,
     refuse_divergence,
+    residual_summary,
     tally_report,
 )
 from jiio_cli.tasks.wall_clock import timed
@@ -71,16 +70,6 @@ def _adapted_predictions(
 
     (predicted, result, residual), seconds = timed(ep.support.device, work)
     return predicted, result, seconds, residual
-
-
-def _residual_summary(values: list[float]) -> dict[str, float]:
-    """Mean, 99th percentile and largest of per-task relative residuals."""
-    t = torch.tensor(values, dtype=torch.float64)
-    return {
-        "mean": float(t.mean()),
-        "p99": float(torch.quantile(t, 0.99)),
-        "max": float(t.max()),
-    }
 
 
 def _accuracy(predicted: Tensor, labels: Tensor) -> Tensor:
@@ -119,10 +108,12 @@ def evaluate_episodes(
 
     Returns:
         ``{"jiio": {...}, "naive": {...}, "centroid": {...}, ["protonet": {...},]
-        "paired": {...}, "naive_steps": [...], "residuals": {...}}`` with accuracy, ci95,
-        timings and solver counts per method, JIIO's paired accuracy differences to the
-        others (mean, ci95), and the relative residuals of JIIO's support solves
-        (``support_z``, ``support_x``) and of its query solves (``query_z``).
+        "paired": {...}, "naive_steps": [...], "residuals": {...}, "readout_tol": tol,
+        "readout_unconverged": count}`` with accuracy, ci95, timings and solver counts per
+        method, JIIO's paired accuracy differences to the others (mean, ci95), the relative
+        residuals of JIIO's support solves (``support_z``, ``support_x``) and of its
+        read-out solves at v* (``query_z``), and how many episodes' read-out solve ended
+        above the forward solver's tolerance.
     """
     device = next(model.parameters()).device
     # ``across`` keeps the episodes of earlier reports; ``within`` draws its own.
@@ -143,7 +134,9 @@ def evaluate_episodes(
         )
     report = tally_report(tallies, methods[1:], steps_used, episodes)
     report["kind"] = kind
-    report["residuals"] = {k: _residual_summary(v) for k, v in residuals.items()}
+    report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
+    report["readout_tol"] = settings.forward.tol
+    report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])
     return report
 
 
@@ -202,18 +195,20 @@ def adapt_and_predict(
     query: Tensor,
     ways: int,
     settings: AdaptConfig,
-) -> tuple[Tensor, Tensor, InputOptResult]:
+) -> tuple[Tensor, Tensor, InputOptResult, float]:
     """Adapt to one task and classify its queries.
 
     Args:
         support: (n, c, S, S) images; support_labels: (n,) in 0..N−1; query: (m, c, S, S).
 
     Returns:
-        (predicted labels (m,), class probabilities (m, N), the support solve).
+        (predicted labels (m,), class probabilities (m, N), the support solve, the
+        relative residual of the read-out solve at v*: the largest over the images whose
+        fixed points the predictions come from; converged when ≤ ``settings.forward.tol``).
     """
     result = adapt_context(model, support[None], support_labels[None], ways, settings)
-    logits = query_logits(
+    logits, residual = query_logits_with_residual(
         model, query[None], result.x, ways, settings.forward, support[None], support_labels[None]
-    )[0]
+    )
     refuse_divergence(result, logits, "meta-model")
-    return logits.argmax(-1), logits.softmax(-1), result
+    return logits[0].argmax(-1), logits[0].softmax(-1), result, float(residual[0])

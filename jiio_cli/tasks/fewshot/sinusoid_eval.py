@@ -10,8 +10,9 @@ Per batch of tasks, on the same model, tasks and device:
 
 The score is the query MSE per task; the report gives the mean over tasks and its 95 %
 confidence interval (1.96 standard errors), with the support objective, wall-clock time
-and the f-evaluations / VJPs / iterations per task, and JIIO's paired per-task
-differences to the other two methods (task difficulty cancels in them).
+and the f-evaluations / VJPs / iterations per task, JIIO's paired per-task
+differences to the other two methods (task difficulty cancels in them), and the relative
+residuals of JIIO's read-out solves at v* (how many ended above the solver's tolerance).
 
 The tasks come from the stream (seed, 13, K): the training loop draws its tasks from
 (seed, 2, step) and validation from a fixed seed of its own, so evaluation never sees a
@@ -30,11 +31,13 @@ from torch import Tensor
 from jiio_cli.data.sinusoid import SinusoidBatch, sample_sinusoid_tasks
 from jiio_cli.engine import InputOptResult
 from jiio_cli.models import FiLMRegressor
+from jiio_cli.tasks.fewshot.context_solve import solve_at_contexts
 from jiio_cli.tasks.fewshot.sinusoid import RegressionAdaptConfig, adapt_context, predictions
 from jiio_cli.tasks.fewshot.tally import (
     MethodTally,
     matched_naive_settings,
     refuse_divergence,
+    residual_summary,
     tally_report,
 )
 from jiio_cli.tasks.wall_clock import timed
@@ -58,16 +61,20 @@ def _query_mse(predicted: Tensor, target: Tensor) -> Tensor:
 
 def _adapted(
     model: FiLMRegressor, tasks: SinusoidBatch, settings: RegressionAdaptConfig, method: str
-) -> tuple[Tensor, InputOptResult, float]:
-    """Per-task query MSE (B,), the support solve and the seconds both took."""
+) -> tuple[Tensor, InputOptResult, float, Tensor]:
+    """Per-task query MSE (B,), the support solve, the seconds both took and the relative
+    residual (B,) of each task's read-out solve at v* (the largest over its entries)."""
 
-    def work() -> tuple[Tensor, InputOptResult]:
+    def work() -> tuple[Tensor, InputOptResult, Tensor]:
         result = adapt_context(model, tasks.support_t, tasks.support_y, settings, method)  # type: ignore[arg-type]
-        return predictions(model, tasks.query_t, result.x, settings.forward), result
+        solution = solve_at_contexts(model, tasks.query_t, result.x, settings.forward)
+        with torch.no_grad():
+            predicted = model.predict(solution.z, result.x)
+        return predicted, result, solution.stats.residual.amax(dim=1)
 
-    (predicted, result), seconds = timed(tasks.support_t.device, work)
+    (predicted, result, residual), seconds = timed(tasks.support_t.device, work)
     refuse_divergence(result, predicted, "sinusoid model")
-    return _query_mse(predicted, tasks.query_y), result, seconds
+    return _query_mse(predicted, tasks.query_y), result, seconds, residual
 
 
 def _to(tasks: SinusoidBatch, device: torch.device) -> SinusoidBatch:
@@ -98,22 +105,26 @@ def evaluate_tasks(
 
     Returns:
         ``{"jiio": {...}, "naive": {...}, "no_adaptation": {...}, "paired": {...},
-        "naive_steps": [...], "episodes": N}`` with mse, ci95, timings and solver counts
-        per method, and JIIO's paired per-task MSE differences to the other two (mean,
-        ci95; negative: JIIO better).
+        "naive_steps": [...], "episodes": N, "residuals": {"query_z": {...}},
+        "readout_tol": tol, "readout_unconverged": count}`` with mse, ci95, timings and
+        solver counts per method, JIIO's paired per-task MSE differences to the other two
+        (mean, ci95; negative: JIIO better), and the relative residuals of JIIO's read-out
+        solves (mean, p99, max) with how many tasks' ended above the tolerance.
     """
     device = next(model.parameters()).device
     generator = evaluation_tasks(seed, shots)
     tallies = {m: MethodTally("mse") for m in METHODS}
     steps_used: list[int] = []
+    readout: list[float] = []
     # Warm-up: no method pays one-off costs (allocator, first calls) inside the timing.
     warm = sample_sinusoid_tasks(1, shots, queries, derived_generator(seed, EVAL_STREAM + 1))
     _adapted(model, _to(warm, device), settings, "jiio")
     for begin in range(0, episodes, batch):
         count = min(batch, episodes - begin)
         tasks = _to(sample_sinusoid_tasks(count, shots, queries, generator), device)
-        mse, result, seconds = _adapted(model, tasks, settings, "jiio")
+        mse, result, seconds, residual = _adapted(model, tasks, settings, "jiio")
         tallies["jiio"].add(mse, seconds, result)
+        readout += residual.tolist()
 
         naive_settings, steps = matched_naive_settings(
             settings,
@@ -122,7 +133,7 @@ def evaluate_tasks(
             naive_steps,
         )
         steps_used.append(steps)
-        mse, result, seconds = _adapted(model, tasks, naive_settings, "naive")
+        mse, result, seconds, _ = _adapted(model, tasks, naive_settings, "naive")
         tallies["naive"].add(mse, seconds, result)
 
         zero = tasks.support_t.new_zeros(count, model.context_size)
@@ -131,4 +142,8 @@ def evaluate_tasks(
         )
         refuse_divergence(None, predicted, "sinusoid model")
         tallies["no_adaptation"].add(_query_mse(predicted, tasks.query_y), seconds, None)
-    return tally_report(tallies, ("no_adaptation", "naive"), steps_used, episodes)
+    report = tally_report(tallies, ("no_adaptation", "naive"), steps_used, episodes)
+    report["residuals"] = {"query_z": residual_summary(readout)}
+    report["readout_tol"] = settings.forward.tol
+    report["readout_unconverged"] = sum(r > settings.forward.tol for r in readout)
+    return report

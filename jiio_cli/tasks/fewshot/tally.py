@@ -3,8 +3,8 @@
 Shared by the glyph few-shot evaluation (:mod:`jiio_cli.tasks.fewshot.evaluation`, scored by query
 accuracy per episode) and the sinusoid one (:mod:`jiio_cli.tasks.fewshot.sinusoid_eval`, scored by
 query MSE per task): the running totals of each method, the mean and 95 % interval of a
-per-task score, JIIO's paired differences to the other methods and the naive loop's step
-budget matched to JIIO's function evaluations.
+per-task score, JIIO's paired differences to the other methods, the naive loop's step
+budget matched to JIIO's function evaluations and the summary of per-task residuals.
 """
 
 from __future__ import annotations
@@ -29,10 +29,21 @@ __all__ = [
     "mean_and_ci95",
     "paired_difference",
     "refuse_divergence",
+    "residual_summary",
     "tally_report",
 ]
 
 T = TypeVar("T")
+
+
+def residual_summary(values: list[float]) -> dict[str, float]:
+    """Mean, 99th percentile and largest of per-task relative residuals."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return {
+        "mean": float(t.mean()),
+        "p99": float(torch.quantile(t, 0.99)),
+        "max": float(t.max()),
+    }
 
 
 def refuse_divergence(result: InputOptResult | None, outputs: Tensor, model: str) -> None:
