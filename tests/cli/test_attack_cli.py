@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from classifiers import save_classifier
 from PIL import Image
 from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
+from jiio_cli.cli.commands.attack import _unconverged_items
+from jiio_cli.tasks.adversarial.attacks import SCORING_SOLVE, classify
+from jiio_cli.tasks.adversarial.data import load_attack_target
+from jiio_cli.tasks.adversarial.sweep import SweepResult
 
 runner = CliRunner(env={"NO_COLOR": "1"})
 FAST = ["--iterations", "6", "--memory", "4", "--pgd-steps", "2", "--device", "cpu"]
@@ -175,3 +181,77 @@ def test_apgd_method_runs_both_losses_with_a_worst_row(classifier: Path) -> None
     assert [r["method"] for r in rows] == ["apgd-ce", "apgd-dlr", "worst"]
     assert rows[0]["mean_iterations"] == 4  # 2 steps x 2 restarts
     assert all(r["max_norm"] <= 0.1 for r in rows)
+
+
+def _scoring_converges(checkpoint: Path, images: int, budget: int) -> torch.Tensor:
+    """Whether the scoring solve with ``budget`` iterations converges on each of the first
+    ``images`` images of the default set (the premise of the tests below)."""
+    target = load_attack_target(checkpoint, None, images, torch.device("cpu"))
+    solve = dataclasses.replace(SCORING_SOLVE, max_iter=budget)
+    return classify(target.model, target.images, solve).converged
+
+
+# At ε = 0 the adversarial images are the clean ones: the scoring solve's convergence on
+# the clean images decides it for both.
+_EPS0 = ("--eps", "0", "--norm", "l2", "--max-images", "4", *FAST)
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_an_unconverged_scoring_solve_follows_the_rule(
+    classifier: Path, tmp_path: Path, allow: bool
+) -> None:
+    """Exit 1 after the JSON (with --allow-unconverged: 0 and one warning), the items named,
+    no example written from an unconverged verdict unless allowed."""
+    assert not _scoring_converges(classifier, 4, budget=1).any()
+    folder = tmp_path / "examples"
+    args = ["attack", "-c", str(classifier), *_EPS0, "--forward-iterations", "1", "--json"]
+    args += ["--save-examples", str(folder), *(["--allow-unconverged"] if allow else [])]
+    result = runner.invoke(app, args)
+    assert result.exit_code == (0 if allow else 1), result.output
+    assert "Traceback" not in result.output
+    doc = json.loads(result.stdout)
+    assert doc["clean_unconverged"] == 1.0 and doc["rows"][0]["eval_unconverged"] == 1.0
+    names = ["the clean inputs (100.0%)", "L2 0: 4 adversarial images (100.0%)"]
+    assert doc["unconverged"] == names
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith(("error:", "warning:"))]
+    assert len(lines) == 1 and lines[0].startswith("warning:" if allow else "error:")
+    assert all(name in lines[0] for name in names)
+    if not allow:
+        assert "raise --forward-iterations (now 1)" in lines[0]
+    assert folder.exists() == allow
+
+
+def test_the_table_comes_before_the_error(classifier: Path) -> None:
+    args = ["attack", "-c", str(classifier), *_EPS0, "--forward-iterations", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "jiio attack (4 images" in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the solve did not converge")
+
+
+def test_converged_scoring_solves_exit_0_without_a_warning(classifier: Path) -> None:
+    assert _scoring_converges(classifier, 4, budget=SCORING_SOLVE.max_iter).all()
+    result = runner.invoke(app, ["attack", "-c", str(classifier), *_EPS0, "--json"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr and "error" not in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["unconverged"] == [] and doc["clean_unconverged"] == 0
+
+
+def test_unconverged_items_name_shares_and_counts() -> None:
+    """1 of 32 clean inputs and 1 of 100 adversarial images at one budget, by hand."""
+    result = SweepResult(
+        rows=[],
+        clean_unconverged=1 / 32,
+        clean_predictions=torch.zeros(32, dtype=torch.long),
+        eval_unconverged={
+            ("l2", 1.0): [True] + [False] * 99,
+            ("linf", 0.1): [False] * 100,
+            ("linf", 0.2): [True, True, False, False],
+        },
+    )
+    assert _unconverged_items(result) == [
+        "the clean inputs (3.1%)",
+        "L2 1: 1 adversarial image (1.0%)",
+        "L∞ 0.2: 2 adversarial images (50.0%)",
+    ]
