@@ -27,6 +27,7 @@ from jiio_cli.cli.commands.train_common import (
     run_summary,
     timed_training,
 )
+from jiio_cli.cli.commands.train_defaults import apply_task_defaults
 from jiio_cli.cli.commands.train_options import option_flag
 from jiio_cli.cli.options import (
     ConfigOption,
@@ -132,7 +133,9 @@ def train(
     """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
     classifier (adversarial) or a few-shot meta-model (meta).
 
-    Shipped models' recipes: recipes/*.toml (--config); more options: recipes/README.md."""
+    Without --config (and for meta, without --dataset), options left out take short
+    per-task defaults: about 15 minutes on a CPU. Shipped models' recipes: recipes/*.toml
+    (--config); more options: recipes/README.md."""
     values = {name: value for name, value in locals().items() if name != "ctx"}
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
@@ -141,6 +144,8 @@ def train(
         if nproc is not None:  # become the launcher: torchrun re-runs this command N times
             raise typer.Exit(_launch_workers(nproc))
         values, given = _resolve_old_names(values, explicit_options(ctx))
+        # Short per-task runs for what the user left out, unless a recipe says it all.
+        values = apply_task_defaults(values, given, task.value, recipe=config is not None)
         _RUNNERS[task](values, common, given)
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from jiio_cli.cli.commands.train_defaults import default_help
 from jiio_cli.cli.options import (
     AlphaXOption,
     BatchSizeOption,
@@ -106,6 +107,10 @@ def option_flag(name: str) -> str:
     return f"--{flag}/--no-{flag}" if name in _SWITCHES else f"--{flag}"
 
 
+_PER_TASK: dict[str, Any] = {"show_default": False}
+"""Options whose default depends on ``--task`` (:mod:`.train_defaults`) say it in words."""
+
+
 def _run(help: str, *names: str, **more: Any) -> typer.models.OptionInfo:
     return typer.Option(*names, help=help, rich_help_panel=RUN, **more)
 
@@ -138,8 +143,10 @@ InitOption = Annotated[
     Path | None,
     _run("Start from a checkpoint's weights (fresh optimiser, schedule)."),
 ]
-EpochsOption = Annotated[int, _run("Training epochs.")]
-LrOption = Annotated[float, _run("Adam learning rate (cosine decay).")]
+EpochsOption = Annotated[int, _run(f"Training epochs ({default_help('epochs', 10)}).", **_PER_TASK)]
+LrOption = Annotated[
+    float, _run(f"Adam learning rate, cosine decay ({default_help('lr', 1e-3)}).", **_PER_TASK)
+]
 InnerOption = Annotated[Inner, _run("Inner solve: jiio or a baseline (pgd: adversarial).")]
 TrainIterationsOption = in_panel(
     IterationsOption,
@@ -150,7 +157,9 @@ TrainIterationsOption = in_panel(
 InnerItersOption = Annotated[
     int | None, _run("Old name of --iterations.", "--inner-iters", hidden=True)
 ]
-ImageSizeOption = Annotated[int, _run("Model resolution (image side).")]
+ImageSizeOption = Annotated[
+    int, _run(f"Model resolution, image side ({default_help('image_size', 28)}).", **_PER_TASK)
+]
 WidthOption = Annotated[int, _run("Channels of the DEQ cell (sinusoid: units).")]
 AugmentOption = Annotated[
     str,
@@ -159,7 +168,9 @@ AugmentOption = Annotated[
         "none, shift:N, elastic:A (warp of ~A pixels) or affine:A (A in (0, 2]).",
     ),
 ]
-JacWeightOption = Annotated[float, _run("Jacobian regulariser weight.")]
+JacWeightOption = Annotated[
+    float, _run(f"Jacobian regulariser weight ({default_help('jac_weight', 0.01)}).", **_PER_TASK)
+]
 SaveEveryOption = Annotated[int, _run("Also checkpoint every N steps (0: off).")]
 MaxBadStepsOption = Annotated[int, _run("Stop after N failed (NaN) batches in a row.")]
 MaxGradNormOption = Annotated[float | None, _run("Gradient norm clip (0: off; sinusoid 1).")]
@@ -167,7 +178,10 @@ NprocOption = Annotated[int | None, _run("Train on N local processes (torchrun).
 
 # --- decoder and classifier tasks
 ChannelsOption = Annotated[int, _in(IMAGES, "Image channels (1 grey, 3 colour).")]
-MaxTrainOption = Annotated[int | None, _in(IMAGES, "Use only the first N images.")]
+MaxTrainOption = Annotated[
+    int | None,
+    _in(IMAGES, f"Use only the first N images ({default_help('max_train', None)}).", **_PER_TASK),
+]
 TrainBatchSizeOption = in_panel(BatchSizeOption, IMAGES, "Images per batch.")
 
 # --- decoder tasks
@@ -194,9 +208,13 @@ DatasetOption = Annotated[
     Literal["glyphs", "omniglot", "sinusoid"],
     _in(META, "glyphs (shipped), omniglot (--data) or sinusoid (own defaults)."),
 ]
-WaysOption = Annotated[str, _in(META, "Classes per episode, e.g. 5 or 5,20.")]
+WaysOption = Annotated[
+    str, _in(META, f"Classes per episode ({default_help('ways', '5')}).", **_PER_TASK)
+]
 ShotsOption = Annotated[str, _in(META, "Support images per class (sinusoid: points).")]
-QueriesOption = Annotated[int, _in(META, "Query images per class.")]
+QueriesOption = Annotated[
+    int, _in(META, f"Query images per class ({default_help('queries', 3)}).", **_PER_TASK)
+]
 TasksPerStepOption = Annotated[int, _in(META, "Episodes per update.")]
 EpisodesPerEpochOption = Annotated[int, _in(META, "Episodes per epoch.")]
 ContextDimOption = Annotated[int, _in(META, "Size of the FiLM context.")]
@@ -207,7 +225,10 @@ ContextStepOption = Annotated[
     float | None, _in(META, "Old name of --alpha-x.", "--context-step", hidden=True)
 ]
 ReadoutOption = Annotated[
-    Literal["head", "centroids"], _in(META, "Query read-out: linear head or class centroids.")
+    Literal["head", "centroids"],
+    _in(
+        META, f"Query read-out: head or centroids ({default_help('readout', 'head')}).", **_PER_TASK
+    ),
 ]
 ModelOption = Annotated[
     Literal["deq", "protonet"], _in(META, "deq (FiLM DEQ) or protonet (baseline).")
