@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,6 +17,7 @@ from jiio_cli.engine.anderson import (
 )
 from jiio_cli.engine.problem import (
     Cell,
+    InputOptResult,
     Objective,
     fixed_input_map,
     grad_or_zeros,
@@ -28,6 +30,7 @@ __all__ = [
     "SolvedPoint",
     "adjoint_solve",
     "forward_solve",
+    "result_at",
     "solve_at",
 ]
 
@@ -134,6 +137,45 @@ class SolvedPoint:
     @property
     def batch_f_evals(self) -> int:
         return self.forward.steps + 1
+
+
+def result_at(
+    point: SolvedPoint,
+    x: Tensor,
+    residual_x: Tensor,
+    *,
+    tol: float,
+    x_tol: float,
+    loop_failed: Tensor | None = None,
+    **counts: Any,
+) -> InputOptResult:
+    """An input optimiser's result at its final ``x`` (B, *x_shape), where ``point`` holds
+    z*, μ* and ℓ and the solves that found them, with the x residual ``residual_x`` (B,).
+
+    The z and μ residuals are the solves' own; a sample failed where either solve or the
+    optimiser's loop (``loop_failed``, (B,) bool) failed or ℓ is not finite; it converged
+    where it did not fail and ``residual_z``, ``residual_mu`` ≤ ``tol`` and ``residual_x``
+    ≤ ``x_tol``. ``counts``: the method's remaining fields of :class:`InputOptResult`
+    (iterations, costs, trace, method name, ...).
+    """
+    residual_z = point.forward.residual[:, 0]
+    residual_mu = point.adjoint.residual[:, 0]
+    failed = point.forward.failed | point.adjoint.failed | ~torch.isfinite(point.objective)
+    if loop_failed is not None:
+        failed = failed | loop_failed
+    converged = (residual_z <= tol) & (residual_mu <= tol) & (residual_x <= x_tol) & ~failed
+    return InputOptResult(
+        z=point.z,
+        x=x,
+        mu=point.mu,
+        objective=point.objective,
+        residual_z=residual_z,
+        residual_mu=residual_mu,
+        residual_x=residual_x,
+        converged=converged,
+        failed=failed,
+        **counts,
+    )
 
 
 def solve_at(

@@ -47,7 +47,7 @@ from jiio_cli.engine.anderson import (
     fixed_point_solve,
 )
 from jiio_cli.engine.constraints import Box, Constraint, LinfBall, NoConstraint, apply_step_rule
-from jiio_cli.engine.fixed_point import solve_at
+from jiio_cli.engine.fixed_point import result_at, solve_at
 from jiio_cli.engine.problem import InputOptResult, InputProblem, lagrangian_grads
 from jiio_cli.engine.state import StateLayout
 
@@ -392,28 +392,20 @@ def _refined_result(
     max_iter = config.solver.max_iter
     a_x_final = config.schedule.value(max_iter - 1, max_iter)
     res_x = x_step_residual(problem, x_out, end.grad_x, a_x_final, x_block.step_scale)
-    res_z = end.forward.residual[:, 0]
-    res_mu = end.adjoint.residual[:, 0]
-    failed = loop.failed | end.forward.failed | end.adjoint.failed
-    failed = failed | ~torch.isfinite(end.objective)
-    tol = config.solver.tol
-    converged = (res_z <= tol) & (res_mu <= tol) & (res_x <= tol) & ~failed
     checkpoints: dict[int, tuple[Tensor, Tensor]] = {}
     for at in config.checkpoints:
         pair = recorder.iterate_at(at, loop.steps)
         if pair is not None:
             # Projected, as the returned x is: Anderson's mixing can leave the feasible set.
             checkpoints[at] = (pair[0], constraint.project(pair[1]))
-    return InputOptResult(
-        z=end.z,
-        x=x_out,
-        mu=end.mu,
-        objective=end.objective,
-        residual_z=res_z,
-        residual_mu=res_mu,
-        residual_x=res_x,
-        converged=converged,
-        failed=failed,
+    tol = config.solver.tol
+    return result_at(
+        end,
+        x_out,
+        res_x,
+        tol=tol,
+        x_tol=tol,
+        loop_failed=loop.failed,
         iterations=loop.iterations,
         f_evals=loop.iterations + end.f_evals,
         vjps=loop.iterations + end.vjps,

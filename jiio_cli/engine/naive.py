@@ -25,7 +25,7 @@ from torch import Tensor
 
 from jiio_cli.engine.anderson import SolverConfig
 from jiio_cli.engine.constraints import apply_step_rule
-from jiio_cli.engine.fixed_point import SolvedPoint, solve_at
+from jiio_cli.engine.fixed_point import SolvedPoint, result_at, solve_at
 from jiio_cli.engine.jiio import x_step_residual
 from jiio_cli.engine.problem import InputOptResult, InputProblem
 
@@ -186,21 +186,13 @@ def _naive_result(
     """The result at the final x: its residuals, verdicts and the loop's counts."""
     # Judged at the nominal step size: a decayed final lr would make any x look stationary.
     res_x = x_step_residual(problem, x, gx, config.lr)
-    res_z = point.forward.residual[:, 0]
-    res_mu = point.adjoint.residual[:, 0]
-    failed = point.forward.failed | point.adjoint.failed | ~torch.isfinite(point.objective)
     tol = max(config.forward.tol, config.adjoint.tol)
-    converged = (res_z <= tol) & (res_mu <= tol) & (res_x <= max(config.tol, tol)) & ~failed
-    return InputOptResult(
-        z=point.z,
-        x=x,
-        mu=point.mu,
-        objective=point.objective,
-        residual_z=res_z,
-        residual_mu=res_mu,
-        residual_x=res_x,
-        converged=converged,
-        failed=failed,
+    return result_at(
+        point,
+        x,
+        res_x,
+        tol=tol,
+        x_tol=max(config.tol, tol),
         iterations=iterations,
         f_evals=counts.f_evals,
         vjps=counts.vjps,
