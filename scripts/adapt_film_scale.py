@@ -28,7 +28,7 @@ import torch
 from jiio_cli.bench.adapt import AdaptBenchConfig, jiio_bench_settings, naive_bench_settings
 from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
 from jiio_cli.bench.timing import timed_median
-from jiio_cli.data.episodes import load_glyph_pool, sample_episodes
+from jiio_cli.data.episodes import draw_episodes, load_glyph_pool
 from jiio_cli.tasks.fewshot.classification import adapt_context
 from jiio_cli.tasks.fewshot.loading import load_meta_model
 from jiio_cli.tasks.fewshot.training import adapt_settings
@@ -52,7 +52,7 @@ def main() -> None:
     # The bench's settings of its measurements (α_x was 1 then; the bench now uses 2).
     base = AdaptBenchConfig(alpha_x=1.0)
     for seed in [int(v) for v in args.seeds.split(",")]:
-        ep = sample_episodes(pool, 32, 5, 1, 5, derived_generator(seed, 13)).to(device)
+        ep = draw_episodes(pool, "across", 32, 5, 1, 5, derived_generator(seed, 13)).to(device)
 
         def adapt(s: Any, method: str, ep: Any = ep) -> tuple[Any, float]:
             return timed_median(

@@ -13,7 +13,7 @@ same class twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +50,6 @@ __all__ = [
     "load_query_folder",
     "pool_from_characters",
     "pool_from_glyphs",
-    "sample_episodes",
-    "sample_within_alphabet_episodes",
 ]
 
 EPISODE_KINDS = ("across", "within")
@@ -313,35 +311,33 @@ def _episode_batch(tasks: list[list[Tensor]], shots: int) -> EpisodeBatch:
     )
 
 
-def sample_episodes(
-    pool: ClassPool,
-    batch: int,
-    ways: int,
-    shots: int,
-    queries: int,
-    generator: torch.Generator,
-) -> EpisodeBatch:
-    """Draw ``batch`` independent N-way K-shot tasks with Q queries per class.
+TaskPicker = Callable[[torch.Generator], list[Tensor]]
+"""Draws one task: per class k of its N, the K + Q images (K + Q, c, S, S), support first."""
 
-    Only classes with at least K + Q images are drawn. All randomness comes from
-    ``generator`` (a CPU generator), so an episode batch is a function of its seed.
+
+def _across_picker(pool: ClassPool, ways: int, need: int) -> TaskPicker:
+    """Tasks of N classes drawn uniformly among those with at least ``need`` = K + Q images,
+    then K + Q distinct images of each.
+
+    Raises:
+        UsageError: fewer than N classes have K + Q images.
     """
-    need = shots + queries
     eligible = [c for c, x in enumerate(pool.images) if x.shape[0] >= need]
     if len(eligible) < ways:
         raise UsageError(
             f"only {len(eligible)} classes have {need} images; cannot draw {ways}-way episodes"
         )
     eligible_t = torch.tensor(eligible)
-    tasks = []
-    for _ in range(batch):
+
+    def pick(generator: torch.Generator) -> list[Tensor]:
         chosen = eligible_t[torch.randperm(len(eligible), generator=generator)[:ways]]
         rows = []
         for c in chosen.tolist():
             images = pool.images[c]
             rows.append(images[torch.randperm(images.shape[0], generator=generator)[:need]])
-        tasks.append(rows)
-    return _episode_batch(tasks, shots)
+        return rows
+
+    return pick
 
 
 def within_alphabet_groups(pool: ClassPool, ways: int, need: int) -> list[list[int]]:
@@ -353,15 +349,8 @@ def within_alphabet_groups(pool: ClassPool, ways: int, need: int) -> list[list[i
     return [g for _, g in sorted(groups.items()) if len(g) >= ways]
 
 
-def sample_within_alphabet_episodes(
-    pool: ClassPool,
-    batch: int,
-    ways: int,
-    shots: int,
-    queries: int,
-    generator: torch.Generator,
-) -> EpisodeBatch:
-    """Draw ``batch`` N-way tasks of one alphabet each, drawers disjoint between sets.
+def _within_alphabet_picker(pool: ClassPool, ways: int, need: int) -> TaskPicker:
+    """Tasks of one alphabet each, drawers disjoint between support and queries.
 
     Per task: an alphabet uniformly among those with at least N eligible classes, N of its
     classes, then K + Q distinct drawers among those that drew all N classes; class k's
@@ -370,18 +359,17 @@ def sample_within_alphabet_episodes(
     alphabets.
 
     Raises:
-        UsageError: no alphabet has N classes, or the drawn classes share fewer than
-            K + Q drawers.
+        UsageError: no alphabet has N classes, or (when a task is drawn) the drawn classes
+            share fewer than K + Q drawers.
     """
-    need = shots + queries
     groups = within_alphabet_groups(pool, ways, need)
     if not groups:
         raise UsageError(
             f"no alphabet has {ways} classes with {need} images each; within-alphabet "
             f"{ways}-way episodes need one (use fewer --ways)"
         )
-    tasks = []
-    for _ in range(batch):
+
+    def pick(generator: torch.Generator) -> list[Tensor]:
         group = groups[int(torch.randint(len(groups), (1,), generator=generator))]
         order = torch.randperm(len(group), generator=generator)[:ways].tolist()
         chosen = [group[i] for i in order]
@@ -401,8 +389,9 @@ def sample_within_alphabet_episodes(
             # Position of each picked drawer among this class's drawings.
             where = (drawers[None, :] == picked[:, None]).float().argmax(dim=1)
             rows.append(pool.images[c][where])
-        tasks.append(rows)
-    return _episode_batch(tasks, shots)
+        return rows
+
+    return pick
 
 
 def draw_episodes(
@@ -414,9 +403,23 @@ def draw_episodes(
     queries: int,
     generator: torch.Generator,
 ) -> EpisodeBatch:
-    """Episodes of one of :data:`EPISODE_KINDS`."""
+    """Draw ``batch`` independent N-way K-shot tasks with Q queries per class, of one of
+    :data:`EPISODE_KINDS`: ``across`` (N classes of the whole pool) or ``within`` (N classes
+    of one alphabet, support and queries by disjoint drawers).
+
+    Only classes with at least K + Q images are drawn. All randomness comes from
+    ``generator`` (a CPU generator), so an episode batch is a function of its seed.
+
+    Raises:
+        UsageError: the pool cannot supply such episodes (too few classes, no alphabet
+            with N classes, or too few shared drawers).
+        ValueError: an unknown ``kind``.
+    """
+    need = shots + queries
     if kind == "within":
-        return sample_within_alphabet_episodes(pool, batch, ways, shots, queries, generator)
-    if kind != "across":
+        pick = _within_alphabet_picker(pool, ways, need)
+    elif kind == "across":
+        pick = _across_picker(pool, ways, need)
+    else:
         raise ValueError(f"episode kind must be one of {EPISODE_KINDS}, got {kind!r}")
-    return sample_episodes(pool, batch, ways, shots, queries, generator)
+    return _episode_batch([pick(generator) for _ in range(batch)], shots)

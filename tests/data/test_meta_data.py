@@ -12,10 +12,10 @@ from PIL import Image
 from jiio_cli.data.episodes import (
     ClassPool,
     check_episode_shape,
+    draw_episodes,
     load_class_folders,
     load_glyph_pool,
     load_omniglot_folder,
-    sample_episodes,
 )
 from jiio_cli.data.sinusoid import sample_sinusoid_tasks
 from jiio_cli.errors import UsageError
@@ -33,7 +33,7 @@ def _pool(classes: int, per_class: int, size: int = 8) -> ClassPool:
 def test_episodes_have_the_right_shape_and_consistent_labels() -> None:
     pool = _pool(10, 6)
     g = torch.Generator().manual_seed(int(torch.randint(0, 10**6, (1,))))
-    ep = sample_episodes(pool, batch=3, ways=4, shots=2, queries=3, generator=g)
+    ep = draw_episodes(pool, "across", batch=3, ways=4, shots=2, queries=3, generator=g)
     assert ep.support.shape == (3, 8, 1, 8, 8) and ep.query.shape == (3, 12, 1, 8, 8)
     for b in range(3):
         s_class = ep.support[b, :, 0, 0, 0].floor()
@@ -52,9 +52,9 @@ def test_episodes_have_the_right_shape_and_consistent_labels() -> None:
 
 def test_episodes_are_a_function_of_the_seed() -> None:
     pool = _pool(10, 6)
-    a = sample_episodes(pool, 2, 5, 1, 2, torch.Generator().manual_seed(5))
-    b = sample_episodes(pool, 2, 5, 1, 2, torch.Generator().manual_seed(5))
-    c = sample_episodes(pool, 2, 5, 1, 2, torch.Generator().manual_seed(6))
+    a = draw_episodes(pool, "across", 2, 5, 1, 2, torch.Generator().manual_seed(5))
+    b = draw_episodes(pool, "across", 2, 5, 1, 2, torch.Generator().manual_seed(5))
+    c = draw_episodes(pool, "across", 2, 5, 1, 2, torch.Generator().manual_seed(6))
     assert torch.equal(a.support, b.support) and not torch.equal(a.support, c.support)
 
 

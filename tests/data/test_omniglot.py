@@ -12,8 +12,8 @@ from omniglot_fixtures import drawing, layout, write_folder, write_zip
 
 from jiio_cli.data.episodes import (
     ClassPool,
+    draw_episodes,
     load_omniglot_folder,
-    sample_within_alphabet_episodes,
 )
 from jiio_cli.data.omniglot import (
     HELD_OUT_ALPHABETS,
@@ -128,7 +128,7 @@ def _identity_pool() -> ClassPool:
 def test_within_alphabet_episodes_keep_one_alphabet_and_disjoint_drawers() -> None:
     pool = _identity_pool()
     g = torch.Generator().manual_seed(int(torch.randint(0, 10**6, (1,))))
-    ep = sample_within_alphabet_episodes(pool, 40, 4, 1, 2, g)
+    ep = draw_episodes(pool, "within", 40, 4, 1, 2, g)
     seen_alphabets = set()
     for b in range(40):
         s_code, q_code = ep.support[b, :, 0, 0, 0], ep.query[b, :, 0, 0, 0]
@@ -151,7 +151,7 @@ def test_within_alphabet_episodes_keep_one_alphabet_and_disjoint_drawers() -> No
 
 def test_within_alphabet_episodes_need_an_alphabet_that_large() -> None:
     with pytest.raises(UsageError, match="no alphabet has 7 classes"):
-        sample_within_alphabet_episodes(_identity_pool(), 1, 7, 1, 1, torch.Generator())
+        draw_episodes(_identity_pool(), "within", 1, 7, 1, 1, torch.Generator())
 
 
 def test_folder_images_in_either_polarity_and_size_normalise_alike(tmp_path: Path) -> None:

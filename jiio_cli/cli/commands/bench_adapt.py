@@ -77,7 +77,7 @@ def run_adapt_bench(
     time for both methods (PNG).
     """
     from jiio_cli.bench.adapt import AdaptBenchConfig
-    from jiio_cli.data.episodes import check_episode_shape, sample_episodes
+    from jiio_cli.data.episodes import check_episode_shape, draw_episodes
     from jiio_cli.errors import UsageError
     from jiio_cli.tasks.fewshot.loading import load_meta_model
     from jiio_cli.tasks.fewshot.training import adapt_settings
@@ -89,7 +89,9 @@ def run_adapt_bench(
         raise UsageError(f"--ways {ways}: the model {path} serves at most {model.config.ways}")
     pool, source = _held_out_pool(model, spec, data)
     check_episode_shape(pool, ways, 1, 5, source)
-    episodes = sample_episodes(pool, tasks, ways, 1, 5, derived_generator(common.seed, 13)).to(dev)
+    episodes = draw_episodes(
+        pool, "across", tasks, ways, 1, 5, derived_generator(common.seed, 13)
+    ).to(dev)
     cfg = _bench_config(
         AdaptBenchConfig(naive_steps=naive_steps, repeat=repeat, graph=graph),
         memory=memory,
