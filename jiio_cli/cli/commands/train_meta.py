@@ -296,22 +296,31 @@ def _classification_config(
         loop=loop_config(opts, common.seed, opts.max_grad_norm or 0.0),
         ways=ways,
         shots=shots[0],
-        queries=opts.queries,
-        episodes_per_epoch=opts.episodes_per_epoch,
-        inner=opts.inner,  # type: ignore[arg-type]
-        inner_iters=opts.inner_iters,
-        naive_steps=opts.naive_steps,
         hyper_step=opts.hyper_step,
-        alpha_x=opts.context_step,
-        alpha_x_final=opts.context_step / 2,
-        jacobian_weight=opts.jac_weight,
         context_weight=opts.context_penalty,
         data=tuple(str(p) for p in data) if data else None,
         model_type=opts.model,
         augment=opts.augment,
         rotations=opts.rotations,
         episode_kinds=kinds,
+        **_shared_spec_fields(opts),
     )
+
+
+def _shared_spec_fields(opts: MetaTrainCommandConfig) -> dict[str, Any]:
+    """The spec fields that both datasets' runs take from the options alike: queries and
+    tasks per epoch, the inner solve (its context step halved by the end) and the
+    Jacobian regulariser's weight."""
+    return {
+        "queries": opts.queries,
+        "episodes_per_epoch": opts.episodes_per_epoch,
+        "inner": opts.inner,
+        "inner_iters": opts.inner_iters,
+        "naive_steps": opts.naive_steps,
+        "alpha_x": opts.context_step,
+        "alpha_x_final": opts.context_step / 2,
+        "jacobian_weight": opts.jac_weight,
+    }
 
 
 def _sinusoid_options(
@@ -361,15 +370,8 @@ def _run_sinusoid(
             SINUSOID_MAX_GRAD_NORM if opts.max_grad_norm is None else opts.max_grad_norm,
         ),
         shots=shots,
-        queries=opts.queries,
-        episodes_per_epoch=opts.episodes_per_epoch,
-        inner=opts.inner,  # type: ignore[arg-type]
-        inner_iters=opts.inner_iters,
-        naive_steps=opts.naive_steps,
-        alpha_x=opts.context_step,
-        alpha_x_final=opts.context_step / 2,
         hypergradient="hyper_step" not in explicit,  # typed, it can only be 0 (see above)
-        jacobian_weight=opts.jac_weight,
+        **_shared_spec_fields(opts),
     )
     run_dir = out if out is not None else Path("runs") / "meta-sinusoid"
     show = not common.json_output
