@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
+from jiio_cli.bench.budget_search import jiio_time_to_target
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import InputOptResult, SolverConfig, inner_solves_converged
@@ -121,7 +121,15 @@ def _timed(
     repeat: int = 1,
 ) -> tuple[InputOptResult, float]:
     return timed_median(
-        lambda: adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method),  # type: ignore[arg-type]
+        lambda: adapt_context(
+            model,
+            ep.support,
+            ep.support_labels,
+            ep.ways,
+            settings,
+            method,
+            ep.query,  # type: ignore[arg-type]
+        ),
         ep.support.device,
         repeat,
     )
@@ -212,7 +220,6 @@ def time_to_equal_support_objective(
     method's row as soon as it is measured.
     """
     report = progress if progress is not None else (lambda _label, _done, _total: None)
-    most_runs = len(cfg.jiio_budgets) + cfg.refine
 
     def jiio_settings(budget: int) -> AdaptConfig:
         return jiio_bench_settings(model, settings, cfg, budget)
@@ -224,14 +231,10 @@ def time_to_equal_support_objective(
     report("naive (Adam)", 1, 1)
     if on_row is not None:
         on_row({"method": "naive (Adam)", "seconds": naive_reach, "support_objective": target})
-    runs_done = 0
 
     def jiio_run(budget: int) -> dict[str, Any]:
-        nonlocal runs_done
-        report("jiio budgets", runs_done, most_runs)
         result, seconds = _timed(model, ep, jiio_settings(budget), "jiio", cfg.repeat)
-        runs_done += 1
-        row = {
+        return {
             "iterations": budget,
             "seconds": seconds,
             "support_objective": float(result.objective.mean()),
@@ -240,22 +243,16 @@ def time_to_equal_support_objective(
             "cuda_graph": result.graph,
             **_counts(result),
         }
-        if on_row is not None:
-            on_row({"method": f"jiio, {budget} iterations", **row})
-        return row
 
-    def reached(run: dict[str, Any]) -> bool:
-        return run["support_objective"] <= target
-
-    runs = search_budgets(jiio_run, reached, cfg.jiio_budgets, cfg.refine)
-    report("jiio budgets", runs_done, runs_done)
-    first = first_reaching_run(runs, reached)
-    jiio_reach = first["seconds"] if first else None
+    jiio = jiio_time_to_target(
+        jiio_run, "support_objective", target, cfg.jiio_budgets, cfg.refine, report, on_row
+    )
+    jiio_reach = jiio["seconds_to_target"]
     return {
         "tasks": ep.support.shape[0],
         "ways": ep.ways,
         "target_support_objective": target,
         "naive": naive,
-        "jiio": {"runs": runs, "seconds_to_target": jiio_reach},
+        "jiio": jiio,
         "ratio": (naive_reach / jiio_reach) if jiio_reach else None,
     }

@@ -104,6 +104,16 @@ class MetaConfig(ModelConfig):
         hidden: H, hidden width of the ``conv4`` model's DEQ refinement.
         preprocess: how drawings are reduced to S×S for this model (``resize`` or
             ``crop``); checkpoints written before this option read as ``resize``.
+        transductive_weight: β ≥ 0 (needs ``readout="centroids"``). With β > 0 the task
+            variable also carries one offset δ_k ∈ ℝᴱ per class, after the context (the
+            centroids become c_k + δ_k), and the inner problem sees the task's unlabelled
+            queries too: it adds β·mean_q(−log Σ_k exp(−s‖φ(q) − c_k − δ_k‖²)), the
+            queries' negative log-likelihood under an equal-weight mixture centred on the
+            class centroids, and ``offset_weight``·mean_k ‖δ_k‖². Minimising it moves
+            each centroid towards the queries it explains (soft k-means, fitted by JIIO
+            jointly with the DEQ states and the FiLM code). 0 (the default, and what
+            checkpoints written before this option read as): the support alone.
+        offset_weight: the offsets' penalty weight (with ``transductive_weight`` > 0).
     """
 
     context_dim: int = 64
@@ -124,6 +134,8 @@ class MetaConfig(ModelConfig):
     encoder: str = "injection"
     hidden: int = 128
     preprocess: str = "resize"
+    transductive_weight: float = 0.0
+    offset_weight: float = 0.01
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -163,6 +175,12 @@ class MetaConfig(ModelConfig):
             raise ValueError(f"pseudo_affine must be in [0, 2], got {self.pseudo_affine}")
         if self.pseudo_warp == 0 and self.pseudo_affine == 0:
             raise ValueError("pseudo_warp and pseudo_affine are both 0: the copies would be exact")
+        if self.transductive_weight < 0:
+            raise ValueError(f"transductive_weight must be >= 0, got {self.transductive_weight}")
+        if self.transductive_weight > 0 and self.readout != "centroids":
+            raise ValueError("transductive_weight > 0 needs readout 'centroids'")
+        if self.offset_weight <= 0:
+            raise ValueError(f"offset_weight must be > 0, got {self.offset_weight}")
 
 
 class FiLMClassifier(DEQModel):
@@ -269,7 +287,19 @@ class FiLMClassifier(DEQModel):
         ``metric_context`` or without v."""
         if v is None or not self.config.metric_context:
             return None
-        return (0.5 * v[:, -self.feature_dim :]).exp()
+        end = self.context_size
+        return (0.5 * v[:, end - self.feature_dim : end]).exp()
+
+    def centroid_offsets(self, v: Tensor | None, ways: int) -> Tensor | None:
+        """The class-centroid offsets δ (B, N, E) that a task variable v
+        (B, context_size + N·E) carries after its context, or None when v is the
+        context alone (see ``transductive_weight`` in :class:`MetaConfig`)."""
+        if v is None or v.shape[1] == self.context_size:
+            return None
+        expected = self.context_size + ways * self.feature_dim
+        if v.shape[1] != expected:
+            raise ValueError(f"task variable of size {v.shape[1]}: expected {expected} entries")
+        return v[:, self.context_size :].reshape(v.shape[0], ways, self.feature_dim)
 
     def centroid_logits(
         self,
@@ -287,10 +317,14 @@ class FiLMClassifier(DEQModel):
             support_labels: (B, n) in 0..N−1; each class needs at least one image.
             ways: N.
             v: the task's context (B, context_size); with ``metric_context`` its last C
-                entries weigh the distance's channels (see :class:`MetaConfig`).
+                entries weigh the distance's channels; a task variable with centroid
+                offsets after the context shifts the centroids (see :class:`MetaConfig`).
         """
         query = self.features(query_z)
         centroids = class_means(self.features(support_z), support_labels, ways)
+        offsets = self.centroid_offsets(v, ways)
+        if offsets is not None:
+            centroids = centroids + offsets
         root = self.metric_root_weights(v)
         if root is not None:
             # Σ_c w_c (q_c − c_c)² is the plain distance between √w ⊙ q and √w ⊙ c.

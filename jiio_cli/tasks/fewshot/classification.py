@@ -26,7 +26,7 @@ Meta-training minimises L_q = CE(query) at v*. Its gradient has two parts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -62,6 +62,8 @@ __all__ = [
     "support_gradient",
     "support_objective",
     "support_rows",
+    "task_transductive_weight",
+    "task_variable_size",
 ]
 
 
@@ -72,6 +74,8 @@ class AdaptConfig:
     Attributes:
         method: ``jiio`` or ``naive`` (Adam on v, full solves per step).
         context_weight: λ of the penalty λ·mean(v²).
+        transductive_weight: β of the queries' term (see
+            :class:`~jiio_cli.models.MetaConfig`); None: the model's own.
         jiio: settings of :func:`~jiio_cli.engine.jiio_solve`.
         naive: settings of :func:`~jiio_cli.engine.naive_solve`.
         forward: solver of the query fixed points at v*.
@@ -79,6 +83,7 @@ class AdaptConfig:
 
     method: Literal["jiio", "naive"] = "jiio"
     context_weight: float = 1.0
+    transductive_weight: float | None = None
     jiio: JIIOConfig = field(default_factory=lambda: jiio_inner_settings(1.0, 0.5, 10, 40))
     naive: NaiveConfig = field(default_factory=lambda: naive_inner_settings(20, 0.1))
     forward: SolverConfig = field(
@@ -119,24 +124,39 @@ def support_rows(model: FiLMClassifier, support: Tensor, labels: Tensor) -> tupl
 
 
 def support_objective(
-    model: FiLMClassifier, labels: Tensor, ways: int, context_weight: float
+    model: FiLMClassifier,
+    labels: Tensor,
+    ways: int,
+    context_weight: float,
+    *,
+    queries: int = 0,
+    transductive_weight: float = 0.0,
 ):  # -> Objective
-    """ℓ(z, v) = mean_i CE(logits_i, y_i) + λ mean(v²) per task row, (B,).
+    """ℓ(z, v) = mean_i CE(logits_i, y_i) + λ mean(v_c²) per task row, (B,), plus with
+    β = ``transductive_weight`` > 0 the queries' mixture term and the offsets' penalty.
 
     The logits are the head's, h(z_i)[:N], or with ``support_loss="centroids"`` the
     centroid read-out of the support states against their own class means,
     −s‖φ(z_i) − c_k‖², or with ``"pseudo-queries"`` the centroid read-out of the warped
     copies against the clean support's class means, the mean then over the copies (see
-    :class:`~jiio_cli.models.MetaConfig`).
+    :class:`~jiio_cli.models.MetaConfig`). v_c is the context part of v; the centroid
+    offsets δ (B, N, E) that a transductive task variable carries after it add
+    β·mean_q(−log Σ_k exp(−s‖φ(z_q) − c_k − δ_k‖²)) + ω·mean_k ‖δ_k‖² (ω the model's
+    ``offset_weight``), z_q the last ``queries`` rows of z.
 
     Args:
         model: the meta-model.
         labels: (B, n') labels in 0..N−1 of the rows of :func:`support_rows`.
         ways: N.
         context_weight: λ.
+        queries: how many unlabelled query rows follow the support rows in z.
+        transductive_weight: β (used when ``queries`` > 0).
     """
-    n_clean = labels.shape[1] // (model.config.pseudo_copies + 1)
+    loss = model.config.support_loss
+    n_rows = labels.shape[1]
+    n_clean = n_rows // (model.config.pseudo_copies + 1) if loss == "pseudo-queries" else n_rows
     targets = labels
+    context = model.context_size
 
     def centroid_logits(z: Tensor, v: Tensor) -> Tensor:
         return model.centroid_logits(z, z, labels, ways, v)
@@ -148,19 +168,49 @@ def support_objective(
         return model.logits(z, v, ways)
 
     # Chosen once: the objective is evaluated at every iteration of the solve.
-    loss = model.config.support_loss
     logits_of = head_logits
     if loss == "centroids":
         logits_of = centroid_logits
     elif loss == "pseudo-queries":
         logits_of, targets = pseudo_query_logits, labels[:, n_clean:]
 
-    def objective(z: Tensor, v: Tensor) -> Tensor:
-        logits = logits_of(z, v)
+    def support_term(z: Tensor, v: Tensor) -> Tensor:
+        logits = logits_of(z[:, :n_rows], v)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        return ce.view(targets.shape).mean(dim=1) + context_weight * v.pow(2).mean(dim=1)
+        penalty = context_weight * v[:, :context].pow(2).mean(dim=1)
+        return ce.view(targets.shape).mean(dim=1) + penalty
+
+    if queries == 0:
+        return support_term
+    offset_weight = model.config.offset_weight
+
+    def objective(z: Tensor, v: Tensor) -> Tensor:
+        query = model.centroid_logits(
+            z[:, n_rows:], z[:, :n_clean], labels[:, :n_clean], ways, v
+        )  # (B, m, N)
+        offsets = model.centroid_offsets(v, ways)
+        penalty = 0.0 if offsets is None else offset_weight * offsets.pow(2).sum(-1).mean(1)
+        mixture = -query.logsumexp(dim=-1).mean(dim=1)
+        return support_term(z, v) + transductive_weight * mixture + penalty
 
     return objective
+
+
+def task_transductive_weight(model: FiLMClassifier, settings: AdaptConfig) -> float:
+    """β of the inner problem: the settings' override, else the model's own."""
+    beta = settings.transductive_weight
+    if beta is None:
+        return model.config.transductive_weight
+    if beta > 0 and model.config.readout != "centroids":
+        raise ValueError("a transductive inner problem needs the centroids read-out")
+    return beta
+
+
+def task_variable_size(model: FiLMClassifier, ways: int, transductive_weight: float) -> int:
+    """Entries of the task variable JIIO fits: the context, plus N·E centroid offsets when
+    the inner problem is transductive (β > 0)."""
+    offsets = ways * model.feature_dim if transductive_weight > 0 else 0
+    return model.context_size + offsets
 
 
 def context_scale(model: FiLMClassifier, film_scale: float) -> tuple[float, ...] | None:
@@ -185,11 +235,16 @@ def adapt_context(
     ways: int,
     settings: AdaptConfig,
     method: Literal["jiio", "naive"] | None = None,
+    query: Tensor | None = None,
 ) -> InputOptResult:
     """Fit v on each task's support set; the result's ``x`` is v* (B, D).
 
     Its ``z`` and ``mu`` are those of the rows of :func:`support_rows`: the support
-    images, followed by their pseudo-queries for a model with that support loss.
+    images, followed by their pseudo-queries for a model with that support loss. A
+    transductive inner problem (β > 0, :func:`task_transductive_weight`) also needs the
+    task's query images (B, m, c, S, S): they follow as unlabelled rows, and ``x`` is
+    then the task variable [v*; δ*] (B, D + N·E), which the read-out functions accept
+    in place of v.
 
     Args:
         model: the meta-model.
@@ -198,9 +253,21 @@ def adapt_context(
         ways: N.
         settings: step sizes, budgets and λ.
         method: overrides ``settings.method``.
+        query: (B, m, c, S, S) the tasks' query images (transductive problems only).
+
+    Raises:
+        ValueError: a transductive problem without its query images.
     """
     rows, row_labels = support_rows(model, support, labels)
-    return _adapt_rows(model, rows, row_labels, ways, settings, method or settings.method)
+    beta = task_transductive_weight(model, settings)
+    queries = 0
+    if beta > 0:
+        if query is None:
+            raise ValueError("a transductive inner problem needs the task's query images")
+        rows, queries = torch.cat([rows, query], dim=1), query.shape[1]
+    return _adapt_rows(
+        model, rows, row_labels, ways, settings, method or settings.method, queries, beta
+    )
 
 
 def _adapt_rows(
@@ -210,21 +277,35 @@ def _adapt_rows(
     ways: int,
     settings: AdaptConfig,
     method: Literal["jiio", "naive"],
+    queries: int = 0,
+    transductive_weight: float = 0.0,
 ) -> InputOptResult:
-    """:func:`adapt_context` on rows already built by :func:`support_rows`."""
+    """:func:`adapt_context` on rows already built by :func:`support_rows` (and the
+    ``queries`` unlabelled query rows after them)."""
     with torch.no_grad():
         model.bind(rows)
         cell = model.context_cell()
     batch = rows.shape[0]
-    problem = InputProblem(
-        cell,
-        support_objective(model, row_labels, ways, settings.context_weight),
-        z0=model.init_state(batch),
-        x0=rows.new_zeros(batch, model.context_size),
+    beta = transductive_weight if queries > 0 else 0.0
+    size = task_variable_size(model, ways, beta)
+    objective = support_objective(
+        model,
+        row_labels,
+        ways,
+        settings.context_weight,
+        queries=queries,
+        transductive_weight=beta,
     )
+    problem = InputProblem(
+        cell, objective, z0=model.init_state(batch), x0=rows.new_zeros(batch, size)
+    )
+    jiio = settings.jiio
+    if jiio.x_scale is not None and len(jiio.x_scale) < size:
+        # The offsets enter the read-out linearly, like the other read-out parts: factor 1.
+        jiio = replace(jiio, x_scale=jiio.x_scale + (1.0,) * (size - len(jiio.x_scale)))
     try:
         if method == "jiio":
-            return jiio_solve(problem, settings.jiio)
+            return jiio_solve(problem, jiio)
         return naive_solve(problem, settings.naive)
     finally:
         model.unbind()

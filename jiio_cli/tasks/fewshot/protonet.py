@@ -2,7 +2,10 @@
 
 One training step: embed the support and query images of each task together, classify
 the queries by −‖e(q) − p_k‖² against the class prototypes p_k, and minimise the query
-cross-entropy (Snell et al. 2017). Predictions take the nearest prototype.
+cross-entropy (Snell et al. 2017). Predictions take the nearest prototype, or with
+``refine_steps`` > 0 the nearest prototype after soft k-means on the task's queries (Ren
+et al. 2018): the transductive yardstick for a meta-model whose inner problem sees the
+queries.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch import Tensor
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.models import ProtoNet
 
-__all__ = ["ProtoLoss", "protonet_loss", "protonet_predictions"]
+__all__ = ["ProtoLoss", "protonet_loss", "protonet_predictions", "soft_kmeans_prototypes"]
 
 
 @dataclass
@@ -36,10 +39,40 @@ def protonet_loss(model: ProtoNet, episodes: EpisodeBatch) -> ProtoLoss:
     return ProtoLoss(ce, float(ce.detach()), accuracy)
 
 
-def protonet_predictions(model: ProtoNet, episodes: EpisodeBatch) -> Tensor:
-    """Predicted query labels (B, m): the nearest prototype (no gradient)."""
-    with torch.no_grad():
-        logits = model.logits(
-            episodes.support, episodes.support_labels, episodes.query, episodes.ways
+def soft_kmeans_prototypes(
+    support: Tensor, labels: Tensor, query: Tensor, ways: int, steps: int
+) -> Tensor:
+    """Prototypes (B, N, E) refined on unlabelled queries by ``steps`` soft k-means steps.
+
+    Start from the class means p_k of the support embeddings (B, n, E) with labels (B, n);
+    each step weighs query q by w_qk = softmax_k(−‖e_q − p_k‖²) and sets
+    p_k = (Σ_{i: y_i = k} e_i + Σ_q w_qk e_q) / (n_k + Σ_q w_qk). Zero steps: the means.
+    """
+    onehot = F.one_hot(labels, ways).to(support.dtype)  # (B, n, N)
+    support_sum = onehot.transpose(1, 2) @ support  # (B, N, E)
+    counts = onehot.sum(1)[..., None]  # (B, N, 1)
+    prototypes = support_sum / counts.clamp_min(1)
+    for _ in range(steps):
+        weights = (-torch.cdist(query, prototypes).pow(2)).softmax(dim=-1)  # (B, m, N)
+        prototypes = (support_sum + weights.transpose(1, 2) @ query) / (
+            counts + weights.sum(1)[..., None]
         )
-    return logits.argmax(-1)
+    return prototypes
+
+
+def protonet_predictions(model: ProtoNet, episodes: EpisodeBatch, refine_steps: int = 0) -> Tensor:
+    """Predicted query labels (B, m): the nearest prototype (no gradient), after
+    ``refine_steps`` soft k-means steps on the queries (0: the support means alone)."""
+    with torch.no_grad():
+        if refine_steps == 0:
+            logits = model.logits(
+                episodes.support, episodes.support_labels, episodes.query, episodes.ways
+            )
+            return logits.argmax(-1)
+        n = episodes.support.shape[1]
+        embedded = model.embed(torch.cat([episodes.support, episodes.query], dim=1))
+        support, query = embedded[:, :n], embedded[:, n:]
+        prototypes = soft_kmeans_prototypes(
+            support, episodes.support_labels, query, episodes.ways, refine_steps
+        )
+        return torch.cdist(query, prototypes).argmin(dim=-1)
