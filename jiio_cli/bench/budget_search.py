@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["first_reaching_run", "search_budgets"]
+__all__ = ["first_reaching_run", "jiio_time_to_target", "search_budgets"]
 
 Run = dict[str, Any]
+
+JIIO_LABEL = "jiio budgets"
+"""The progress label of the JIIO budget runs."""
 
 
 def search_budgets(
@@ -63,3 +66,45 @@ def first_reaching_run(runs: Sequence[Run], reached: Callable[[Run], bool]) -> R
     """The run with the smallest budget that reached the target, or None."""
     hits = [r for r in runs if reached(r)]
     return min(hits, key=lambda r: r["iterations"]) if hits else None
+
+
+def jiio_time_to_target(
+    measure: Callable[[int], Run],
+    objective_key: str,
+    target: float,
+    budgets: Sequence[int],
+    refine: int,
+    progress: Callable[[str, int, int], None],
+    on_row: Callable[[Run], None] | None = None,
+) -> Run:
+    """JIIO's side of a time-to-equal-objective bench: :func:`search_budgets` over
+    ``measure(budget)`` (one timed JIIO run from scratch; its row holds ``iterations``,
+    ``seconds`` and ``objective_key``) until the objective is at most ``target``.
+
+    ``progress("jiio budgets", done, most)`` hears each run (at most
+    ``len(budgets) + refine``); ``on_row`` gets each row, as method ``jiio, N iterations``,
+    as soon as it is measured.
+
+    Returns:
+        ``{"runs": every row, by budget, "seconds_to_target": the seconds of the smallest
+        budget that reached the target, or None when none did}``.
+    """
+    most_runs = len(budgets) + refine
+    done = 0
+
+    def run(budget: int) -> Run:
+        nonlocal done
+        progress(JIIO_LABEL, done, most_runs)
+        row = measure(budget)
+        done += 1
+        if on_row is not None:
+            on_row({"method": f"jiio, {budget} iterations", **row})
+        return row
+
+    def reached(row: Run) -> bool:
+        return row[objective_key] <= target
+
+    runs = search_budgets(run, reached, budgets, refine)
+    progress(JIIO_LABEL, done, done)
+    first = first_reaching_run(runs, reached)
+    return {"runs": runs, "seconds_to_target": first["seconds"] if first else None}

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from jiio_cli.bench.budget_search import first_reaching_run, search_budgets
+from jiio_cli.bench.budget_search import jiio_time_to_target
 from jiio_cli.bench.timing import timed_median
 from jiio_cli.data import load_mnist5k
 from jiio_cli.engine import (
@@ -162,8 +162,6 @@ def time_to_equal_objective(
     """
     report: ProgressFn = progress if progress is not None else (lambda _l, _d, _t: None)
     naive_label = "naive (Adam, full solves)"
-    jiio_label = "jiio budgets"
-    most_runs = len(cfg.jiio_budgets) + cfg.refine
     # Warm-up so that neither method pays one-off costs (allocator, kernels).
     reconstruct(decoder, observed[:2], known[:2], jiio_settings(cfg, 3))
     report(naive_label, 0, 1)
@@ -177,35 +175,25 @@ def time_to_equal_objective(
     if on_row is not None:
         row = {"method": naive_label, "seconds": naive_reach, "objective": target}
         on_row({**row, "f_evals": int(naive.batch_f_evals)})
-    runs_done = 0
 
     def jiio_run(budget: int) -> dict[str, Any]:
-        nonlocal runs_done
-        report(jiio_label, runs_done, most_runs)
         (_, result), seconds = timed_median(
             lambda: reconstruct(decoder, observed, known, jiio_settings(cfg, budget)),
             observed.device,
             cfg.repeat,
         )
-        row = {
+        return {
             "iterations": budget,
             "seconds": seconds,
             "objective": float(result.objective.mean()),
             "f_evals": int(result.batch_f_evals),
             "cuda_graph": result.graph,
         }
-        runs_done += 1
-        if on_row is not None:
-            on_row({"method": f"jiio, {budget} iterations", **row})
-        return row
 
-    def reached(run: dict[str, Any]) -> bool:
-        return run["objective"] <= target
-
-    jiio_points = search_budgets(jiio_run, reached, cfg.jiio_budgets, cfg.refine)
-    report(jiio_label, runs_done, runs_done)
-    first = first_reaching_run(jiio_points, reached)
-    jiio_reach = first["seconds"] if first else None
+    jiio = jiio_time_to_target(
+        jiio_run, "objective", target, cfg.jiio_budgets, cfg.refine, report, on_row
+    )
+    jiio_reach = jiio["seconds_to_target"]
     return {
         "batch_size": observed.shape[0],
         "target_objective": target,
@@ -223,7 +211,7 @@ def time_to_equal_objective(
                 for t, v in zip(naive_times, trace.tolist(), strict=True)
             ],
         },
-        "jiio": {"runs": jiio_points, "seconds_to_target": jiio_reach},
+        "jiio": jiio,
         "ratio": (naive_reach / jiio_reach) if jiio_reach else None,
     }
 
