@@ -205,16 +205,18 @@ def save_checkpoint_like(
     metrics: Mapping[str, Any] | None = None,
     training_config: Mapping[str, Any] | None = None,
     extra: Mapping[str, str] | None = None,
+    model_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint of ``source``'s model (task, model kind, model config and step)
-    to ``path`` atomically, with each of its tensors, metrics, training config and extra
-    metadata replaced where given (``None`` keeps the source's); return the path."""
+    to ``path`` atomically, with each of its tensors, metrics, training config, extra
+    metadata and model config replaced where given (``None`` keeps the source's); return
+    the path."""
     return save_checkpoint(
         path,
         source.tensors if tensors is None else tensors,
         task=source.task,
         model_kind=source.model_kind,
-        model_config=source.model_config,
+        model_config=source.model_config if model_config is None else model_config,
         step=source.step,
         metrics=source.metrics if metrics is None else metrics,
         training_config=source.training_config if training_config is None else training_config,

@@ -2,12 +2,17 @@
 
 Per episode batch, on the same model, episodes and device:
 
-* **jiio** — v* by JIIO on the support objective, queries classified at v*;
+* **jiio** — v* by JIIO on the support objective, queries classified at v* (for a
+  transductive model the objective also sees the unlabelled queries, and v* carries
+  centroid offsets; see :class:`~jiio_cli.models.MetaConfig`);
 * **naive** — v* by Adam with a full forward and adjoint solve per step, run for the
   number of steps whose function evaluations match JIIO's (measured per batch);
 * **centroid** — no adaptation: nearest class centroid of the DEQ features at v = 0;
 * **protonet** (when a baseline :class:`~jiio_cli.models.ProtoNet` is given) — its nearest
-  prototype, on the very same episodes, so JIIO's difference to it is paired.
+  prototype, on the very same episodes, so JIIO's difference to it is paired;
+* **protonet_soft_kmeans** (with a baseline and a transductive model) — the ProtoNet's
+  prototypes refined on the same unlabelled queries by soft k-means: the yardstick on
+  equal terms.
 
 Episodes are ``across`` (N classes of the whole pool) or ``within`` (N classes of one
 alphabet, support and queries by disjoint drawers); see
@@ -34,6 +39,7 @@ from jiio_cli.tasks.fewshot.classification import (
     adapt_context,
     centroid_predictions,
     query_logits_with_residual,
+    task_transductive_weight,
 )
 from jiio_cli.tasks.fewshot.protonet import protonet_predictions
 from jiio_cli.tasks.fewshot.tally import (
@@ -50,6 +56,10 @@ __all__ = ["adapt_and_predict", "evaluate_episodes"]
 
 METHODS = ("jiio", "naive", "centroid")
 
+PROTONET_SOFT_KMEANS_STEPS = 3
+"""Soft k-means steps of the transductive ProtoNet yardstick, chosen on the validation
+characters of the Omniglot runs (``scripts/omniglot_validation_accuracy.py``)."""
+
 
 def _adapted_predictions(
     model: FiLMClassifier,
@@ -61,7 +71,15 @@ def _adapted_predictions(
     query solves' relative residuals (B,)."""
 
     def work() -> tuple[Tensor, InputOptResult, Tensor]:
-        result = adapt_context(model, ep.support, ep.support_labels, ep.ways, settings, method)  # type: ignore[arg-type]
+        result = adapt_context(
+            model,
+            ep.support,
+            ep.support_labels,
+            ep.ways,
+            settings,
+            method,
+            ep.query,  # type: ignore[arg-type]
+        )
         logits, residual = query_logits_with_residual(
             model, ep.query, result.x, ep.ways, settings.forward, ep.support, ep.support_labels
         )
@@ -120,6 +138,9 @@ def evaluate_episodes(
     keys = (11, ways, shots) if kind == "across" else (17, ways, shots)
     generator = derived_generator(seed, *keys)
     methods = METHODS + (("protonet",) if baseline is not None else ())
+    if baseline is not None and task_transductive_weight(model, settings) > 0:
+        # A transductive meta-model sees the queries: so does this yardstick.
+        methods += ("protonet_soft_kmeans",)
     tallies = {m: MethodTally("accuracy") for m in methods}
     steps_used: list[int] = []
     residuals: dict[str, list[float]] = {"support_z": [], "support_x": [], "query_z": []}
@@ -163,7 +184,15 @@ def _score_batch(
     naive_settings, steps = matched_naive_settings(
         settings,
         result,
-        partial(adapt_context, model, ep.support, ep.support_labels, ways, method="naive"),
+        partial(
+            adapt_context,
+            model,
+            ep.support,
+            ep.support_labels,
+            ways,
+            method="naive",
+            query=ep.query,
+        ),
         naive_steps,
     )
     predicted, result, seconds, _ = _adapted_predictions(model, ep, naive_settings, "naive")
@@ -185,6 +214,11 @@ def _score_batch(
     if baseline is not None:
         predicted, seconds = timed(device, partial(protonet_predictions, baseline, ep))
         tallies["protonet"].add(_accuracy(predicted, ep.query_labels), seconds, None)
+    if "protonet_soft_kmeans" in tallies:
+        assert baseline is not None
+        refine = partial(protonet_predictions, baseline, ep, PROTONET_SOFT_KMEANS_STEPS)
+        predicted, seconds = timed(device, refine)
+        tallies["protonet_soft_kmeans"].add(_accuracy(predicted, ep.query_labels), seconds, None)
     return steps
 
 
@@ -206,7 +240,9 @@ def adapt_and_predict(
         relative residual of the read-out solve at v*: the largest over the images whose
         fixed points the predictions come from; converged when ≤ ``settings.forward.tol``).
     """
-    result = adapt_context(model, support[None], support_labels[None], ways, settings)
+    result = adapt_context(
+        model, support[None], support_labels[None], ways, settings, query=query[None]
+    )
     logits, residual = query_logits_with_residual(
         model, query[None], result.x, ways, settings.forward, support[None], support_labels[None]
     )
