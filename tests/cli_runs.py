@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from jiio_cli.cli.app import app
 
@@ -18,3 +18,10 @@ def invoke_json(args: list[str]) -> Any:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def reconstruct_on_cpu(*args: str, iterations: int | None = None) -> Result:
+    """Run ``jiio reconstruct *args`` on the CPU, within ``iterations`` per round
+    (None: the command's default), and return the result whatever its exit code."""
+    budget = [] if iterations is None else ["--iterations", str(iterations)]
+    return runner.invoke(app, ["reconstruct", *args, "--device", "cpu", *budget])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import reconstruct_on_cpu
 from typer.testing import CliRunner
 
 from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
@@ -46,21 +47,8 @@ def _poison_in_place(path: Path) -> None:
 def test_reconstruct_with_a_nan_model_writes_nothing(tmp_path: Path) -> None:
     broken = _nan_copy(ROOT / "models" / "mnist-decoder.safetensors", tmp_path / "nan.safetensors")
     out = tmp_path / "out.png"
-    result = runner.invoke(
-        app,
-        [
-            "reconstruct",
-            str(DIGIT),
-            "-c",
-            str(broken),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--iterations",
-            "10",
-            "--json",
-        ],
+    result = reconstruct_on_cpu(
+        str(DIGIT), "-c", str(broken), "--out", str(out), "--json", iterations=10
     )
     assert result.exit_code == 1
     assert "diverged: NaN/Inf" in result.stderr and "Traceback" not in result.output

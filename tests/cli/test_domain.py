@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runs import reconstruct_on_cpu
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from jiio_cli.cli.app import app
 from jiio_cli.data import read_image
@@ -35,8 +36,8 @@ def _photo_with_hole(tmp_path: Path, colour: bool) -> tuple[Path, Path, Path]:
     return tmp_path / "holed.png", tmp_path / "mask.png", clean
 
 
-def _reconstruct(*args: str):
-    return runner.invoke(app, ["reconstruct", *args, "--device", "cpu", "--iterations", "20"])
+def _reconstruct(*args: str) -> Result:
+    return reconstruct_on_cpu(*args, iterations=20)
 
 
 def test_a_photo_gets_a_warning_in_words_before_the_solve(tmp_path: Path) -> None:

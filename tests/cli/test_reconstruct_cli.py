@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from classifiers import save_foreign_checkpoint
-from cli_runs import invoke_json
+from cli_runs import invoke_json, reconstruct_on_cpu
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from jiio_cli.cli.app import app
 from jiio_cli.data import read_image
@@ -21,8 +21,8 @@ DIGITS = Path(__file__).resolve().parents[2] / "sample_data" / "digits"
 runner = CliRunner(env={"NO_COLOR": "1"})
 
 
-def _run(*args: str):
-    return runner.invoke(app, ["reconstruct", *args, "--device", "cpu", "--iterations", "60"])
+def _run(*args: str) -> Result:
+    return reconstruct_on_cpu(*args, iterations=60)
 
 
 @pytest.fixture
@@ -86,23 +86,8 @@ def test_colour_input_of_another_size_comes_back_in_colour_at_its_size(tmp_path:
 
 def test_unconverged_solves_write_nothing_and_exit_1(digit: dict[str, Path], tmp_path: Path):
     out = tmp_path / "never.png"
-    result = runner.invoke(
-        app,
-        [
-            "reconstruct",
-            str(digit["noisy"]),
-            "--sigma",
-            "0.2",
-            "--out",
-            str(out),
-            "--iterations",
-            "2",
-            "--tol",
-            "1e-9",
-            "--device",
-            "cpu",
-        ],
-    )
+    args = (str(digit["noisy"]), "--sigma", "0.2", "--out", str(out), "--tol", "1e-9")
+    result = reconstruct_on_cpu(*args, iterations=2)
     assert result.exit_code == 1
     assert "did not converge" in result.stderr and "Traceback" not in result.output
     assert not out.exists()
@@ -139,7 +124,7 @@ def test_bad_input_gets_one_clear_line(digit, tmp_path: Path, make_args, code: i
     ).read_bytes()
     (tmp_path / "corrupt.safetensors").write_bytes(good[: len(good) // 2])
     save_foreign_checkpoint(tmp_path / "other_task.safetensors")
-    result = runner.invoke(app, ["reconstruct", *make_args(digit, tmp_path), "--device", "cpu"])
+    result = reconstruct_on_cpu(*make_args(digit, tmp_path))
     assert result.exit_code == code, result.output
     assert result.stderr.count("\n") == 1, result.stderr
     assert needle in result.stderr and "Traceback" not in result.output
