@@ -290,6 +290,14 @@ CASES: list[BadInput] = [
     ),
     BadInput("adapt: more ways than classes", _adapt("--episodes", "5", "--ways", "300"), 2),
     BadInput("adapt: neither folders nor --episodes", _adapt(), 2),
+    BadInput(
+        "adapt: the read-out solves did not converge (their budget too small)",
+        _adapt(
+            *("--episodes", "2", "--ways", "2", "--queries", "1", "--iterations", "4"),
+            *("--forward-iterations", "1", "--json"),
+        ),
+        1,
+    ),
     BadInput("adapt: sinusoid without --episodes", _sinusoid(), 2),
     BadInput("adapt: sinusoid with --ways", _sinusoid("--episodes", "4", "--ways", "3"), 2),
     BadInput("adapt: sinusoid with zero shots", _sinusoid("--episodes", "4", "--shots", "0"), 2),
