@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor, nn
-
 from .config import ModelConfig
+from .zero_state import ZeroStateModule
 
 __all__ = ["DEQModel"]
 
 
-class DEQModel(nn.Module):
+class DEQModel(ZeroStateModule):
     """Base of the models: a config of type ``config_class`` and a cell ``self.cell``.
 
     Subclasses call :meth:`_accept_config` first in ``__init__`` and then build
-    ``self.cell`` (which provides ``state_shape`` and ``init_state``) and ``self.head``.
+    ``self.cell`` (a :class:`~jiio_cli.models.zero_state.ZeroStateModule`, which provides
+    ``state_shape`` and ``check_batch``) and ``self.head``; the model's
+    :meth:`~jiio_cli.models.zero_state.ZeroStateModule.init_state` is the cell's zero
+    state on the model's parameters' device and dtype.
     """
 
     kind: ClassVar[str]
@@ -36,11 +37,6 @@ class DEQModel(nn.Module):
         """Per-sample shape of the DEQ state z."""
         return self.cell.state_shape
 
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, *state_shape); device/dtype default to the parameters'."""
-        return self.cell.init_state(batch, device, dtype)
+    def check_batch(self, batch: int) -> None:
+        """Raise ValueError when the cell cannot start ``batch`` rows."""
+        self.cell.check_batch(batch)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 from .block import ResidualBlock
-from .layers import injection_size, param_device_dtype
+from .layers import injection_size
+from .zero_state import ZeroStateModule
 
 __all__ = ["ConvDEQCell"]
 
 
-class ConvDEQCell(nn.Module):
+class ConvDEQCell(ZeroStateModule):
     """Single-scale convolutional DEQ cell ``z⁺ = f(z, x)``.
 
     ``f(z, x) = ResidualBlock(z, inj(x))``, i.e. with u = inj(x)::
@@ -105,13 +105,3 @@ class ConvDEQCell(nn.Module):
                 f"z has shape {tuple(z.shape)} but the injection gives {tuple(u.shape)}"
             )
         return self.block(z, u)
-
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, C, H, W); device/dtype default to the parameters'."""
-        device, dtype = param_device_dtype(self, device, dtype)
-        return torch.zeros(batch, *self.state_shape, device=device, dtype=dtype)

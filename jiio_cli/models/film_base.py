@@ -13,15 +13,15 @@ import functools
 import math
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
-from .layers import check_positive, param_device_dtype
+from .layers import check_positive
+from .zero_state import ZeroStateModule
 
 __all__ = ["FiLMCell"]
 
 
-class FiLMCell(nn.Module):
+class FiLMCell(ZeroStateModule):
     """Base of the FiLM cells: the map v ↦ (γ, β), binding, freezing and the zero state.
 
     Attributes:
@@ -101,23 +101,12 @@ class FiLMCell(nn.Module):
         """
         return functools.partial(self.apply_with, *self._bound_or_raise("freezing"))
 
-    def init_state(
-        self,
-        batch: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Zero initial state (B, *state_shape); device/dtype default to the parameters'.
-
-        Raises:
-            ValueError: when data are bound for a different number of rows.
-        """
+    def check_batch(self, batch: int) -> None:
+        """Raise ValueError when data are bound for a different number of rows."""
         if self._bound is not None and self._bound[0].shape[0] != batch:
             raise ValueError(
                 f"{self._data_name} are bound for {self._bound[0].shape[0]} rows, asked for {batch}"
             )
-        device, dtype = param_device_dtype(self, device, dtype)
-        return torch.zeros(batch, *self.state_shape, device=device, dtype=dtype)
 
     @property
     def state_shape(self) -> tuple[int, ...]:
