@@ -7,8 +7,22 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from jiio_cli.engine import InputProblem
+from jiio_cli.engine import InputProblem, NaiveConfig, SolverConfig
 from jiio_cli.engine.constraints import Constraint, NoConstraint, StepRule
+
+
+def adam_reference(steps: int, inner: SolverConfig) -> NaiveConfig:
+    """The naive method the tests hold JIIO against: ``steps`` Adam steps on x (lr 0.05,
+    cosine decay), each solving z* and μ* with ``inner`` from the previous step's."""
+    return NaiveConfig(
+        method="adam",
+        steps=steps,
+        lr=0.05,
+        lr_decay="cosine",
+        forward=inner,
+        adjoint=inner,
+        warm_start=True,
+    )
 
 
 class TanhCell(nn.Module):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from problems import TanhCell, quadratic_problem
+from problems import TanhCell, adam_reference, quadratic_problem
 
 from jiio_cli.engine import (
     Box,
@@ -43,18 +43,7 @@ def test_jiio_reaches_the_naive_adam_optimum(
     for residual in (result.residual_z, result.residual_mu, result.residual_x):
         assert (residual <= TIGHT.tol).all()
 
-    naive = naive_solve(
-        problem,
-        NaiveConfig(
-            method="adam",
-            steps=400,
-            lr=0.05,
-            lr_decay="cosine",
-            forward=INNER,
-            adjoint=INNER,
-            warm_start=True,
-        ),
-    )
+    naive = naive_solve(problem, adam_reference(400, INNER))
     rel = (result.x - naive.x).norm(dim=1) / naive.x.norm(dim=1)
     assert rel.max() < 1e-3
     assert torch.allclose(result.objective, naive.objective, rtol=1e-6)

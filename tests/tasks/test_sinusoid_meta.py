@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 from parameter_directions import directional_derivative, perturbed
+from problems import adam_reference
 from torch import Tensor
 from typer.testing import CliRunner
 
 from jiio_cli.checkpoint import load_checkpoint, save_checkpoint
 from jiio_cli.cli.app import app
 from jiio_cli.data.sinusoid import SinusoidBatch, sample_sinusoid_tasks
-from jiio_cli.engine import JIIOConfig, NaiveConfig, SolverConfig, StepSchedule, jiio_solve
+from jiio_cli.engine import JIIOConfig, SolverConfig, StepSchedule, jiio_solve
 from jiio_cli.models import FiLMRegressor, RegressorConfig, build_model
 from jiio_cli.models.regressor import CONTRACTION
 from jiio_cli.tasks.fewshot import sinusoid_training
@@ -72,15 +73,7 @@ def _settings(penalty: float = 1.0) -> RegressionAdaptConfig:
             solver=SolverConfig(memory=10, max_iter=200, tol=1e-9),
             refine=TIGHT,
         ),
-        naive=NaiveConfig(
-            method="adam",
-            steps=300,
-            lr=0.05,
-            lr_decay="cosine",
-            forward=SOLVE,
-            adjoint=SOLVE,
-            warm_start=True,
-        ),
+        naive=adam_reference(300, SOLVE),
         forward=TIGHT,
         adjoint=TIGHT,
     )
