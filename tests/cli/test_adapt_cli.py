@@ -328,3 +328,13 @@ def test_converged_sinusoid_tasks_exit_0_without_a_warning() -> None:
     doc = _run("--dataset", "sinusoid", "--episodes", "3")
     assert doc["readout_unconverged"] == 0
     assert doc["residuals"]["query_z"]["max"] <= doc["readout_tol"]
+
+
+def test_forward_iterations_help_states_the_read_out_default() -> None:
+    """The help's "(default 40)" is the read-out budget of both kinds of meta-model."""
+    from jiio_cli.tasks.fewshot.classification import AdaptConfig
+    from jiio_cli.tasks.fewshot.sinusoid import RegressionAdaptConfig
+
+    budgets = {AdaptConfig().forward.max_iter, RegressionAdaptConfig().forward.max_iter}
+    result = runner.invoke(app, ["adapt", "--help"], env={"COLUMNS": "400"})
+    assert budgets == {40} and "the predictions come from (default 40)" in result.stdout

@@ -433,7 +433,7 @@ def _report(
 ) -> None:
     """Warnings on stderr, then the document (``--json``) or the table on stdout."""
     for line in warnings:
-        err.print(line, style="bold red" if line.startswith("WARNING") else None)
+        err.print(line)
     if json_output:
         print_json(document)
     else:
