@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
-from meta_models import save_tiny_conv4_model, save_tiny_protonet
+from meta_models import TINY_CONV4, save_tiny_conv4_model, save_tiny_protonet
 from omniglot_fixtures import drawing, layout, write_folder
 from PIL import Image
 from typer.testing import CliRunner
@@ -93,3 +94,37 @@ def test_episodes_report_both_kinds_with_the_protonet_side_by_side(tmp_path: Pat
             "jiio_minus_protonet",
         }
         assert report["residuals"]["query_z"]["max"] < 1e-3  # the DEQ converged
+
+
+def test_a_transductive_model_is_held_against_the_soft_kmeans_protonet_too(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "conv4.safetensors"
+    save_tiny_conv4_model(model, dataclasses.replace(TINY_CONV4, transductive_weight=2.0))
+    save_tiny_protonet(tmp_path / "protonet.safetensors")
+    data = write_folder(tmp_path / "d", layout({"Early_Aramaic": 5, "Tagalog": 4, "Greek": 6}))
+    args = ["adapt", "-c", str(model), "--episodes", "4", "--ways", "4", "--queries", "2"]
+    args += ["--data", str(data), "--baseline", str(tmp_path / "protonet.safetensors")]
+    args += ["--episode-kind", "within", "--iterations", "4", "--batch-size", "2"]
+    result = runner.invoke(app, [*args, "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"protonet", "protonet_soft_kmeans"} <= report.keys()
+    assert "jiio_minus_protonet_soft_kmeans" in report["paired"]
+    # The single-task path sees its query folder too.
+    _write_task(tmp_path / "task", lambda p: p)
+    single = _adapt(model, tmp_path / "task")
+    assert len(single["predictions"]) == 8
+
+
+def test_bench_adapt_takes_the_data_and_the_transductive_weight(tmp_path: Path) -> None:
+    model = tmp_path / "conv4.safetensors"
+    save_tiny_conv4_model(model)
+    data = write_folder(tmp_path / "d", layout({"Early_Aramaic": 5, "Tagalog": 4, "Greek": 6}))
+    args = ["bench", "--task", "adapt", "-c", str(model), "--data", str(data), "--ways", "4"]
+    args += ["--batch-size", "2", "--naive-steps", "2", "--transductive-weight", "2"]
+    result = runner.invoke(app, [*args, "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["transductive_weight"] == 2.0
+    assert "held-out" in report["episodes"]

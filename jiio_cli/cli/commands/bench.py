@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
@@ -121,6 +122,18 @@ Baseline = Annotated[
 ]
 Candidates = Annotated[int, _in(ATTACK, "JIIO iterates compared per image (1: the last).")]
 Ways = Annotated[int, _in(ADAPT, "Classes per episode (1 shot).")]
+BenchData = Annotated[
+    list[Path] | None,
+    _in(
+        ADAPT,
+        "Omniglot archives or folders, repeatable; their held-out alphabets (default: the "
+        "data recorded in the checkpoint, else the glyph meta-test split).",
+    ),
+]
+BenchTransductiveWeight = Annotated[
+    float | None,
+    _in(ADAPT, "β of the queries' term in the inner problem (0: support only; default: model's)."),
+]
 FilmScale = Annotated[
     float | None, _in(ADAPT, "Preconditioner d of the FiLM context (1: none; default 0.5).")
 ]
@@ -155,6 +168,7 @@ class BenchCommandConfig(BaseModel):
     start_iterations: int | None = Field(default=None, ge=0)
     x_weight: float | None = Field(default=None, gt=0, le=1e4)
     film_scale: float | None = Field(default=None, gt=0, le=100)
+    transductive_weight: float | None = Field(default=None, ge=0, le=1000)
     solve_iters: int | None = Field(default=None, ge=1, le=10000)
     repeat: int = Field(ge=1, le=100)
     channels: int = Field(ge=1, le=1024)
@@ -189,6 +203,8 @@ def bench(
     candidates: Candidates = 4,
     ways: Ways = 5,
     film_scale: FilmScale = None,
+    data: BenchData = None,
+    transductive_weight: BenchTransductiveWeight = None,
     train_task: TrainTask = "denoise",
     epochs: Epochs = 1,
     max_train: MaxTrain = 640,
@@ -262,6 +278,8 @@ def _adapt(values: Mapping[str, Any], opts: BenchCommandConfig, common: CommonCo
         film_scale=opts.film_scale,
         solve_iters=opts.solve_iters,
         plot=values["plot"],
+        data=values["data"],
+        transductive_weight=opts.transductive_weight,
     )
 
 

@@ -66,6 +66,7 @@ def run_adapt_bench(
     solve_iters: int | None = None,
     plot: Path | None = None,
     data: list[Path] | None = None,
+    transductive_weight: float | None = None,
 ) -> None:
     """Time to equal support objective on ``tasks`` held-out episodes (1 shot): the
     glyph meta-test alphabets, or for a model trained on Omniglot the held-out alphabets
@@ -73,12 +74,14 @@ def run_adapt_bench(
 
     ``memory``, ``alpha_x``, ``x_weight`` and ``film_scale`` override JIIO's defaults,
     ``solve_iters`` the cap of the naive method's solves and of JIIO's refinement
-    (:class:`AdaptBenchConfig`). ``plot``: also draw the mean support objective against
+    (:class:`AdaptBenchConfig`); ``transductive_weight`` the model's β (its inner problem
+    then sees the episodes' queries). ``plot``: also draw the mean support objective against
     time for both methods (PNG).
     """
     from jiio_cli.bench.adapt import AdaptBenchConfig
     from jiio_cli.data.episodes import check_episode_shape, draw_episodes
     from jiio_cli.errors import UsageError
+    from jiio_cli.tasks.fewshot.classification import task_transductive_weight
     from jiio_cli.tasks.fewshot.loading import load_meta_model
     from jiio_cli.tasks.fewshot.training import adapt_settings
     from jiio_cli.training import derived_generator
@@ -100,7 +103,13 @@ def run_adapt_bench(
         film_scale=film_scale,
         solve_iters=solve_iters,
     )
-    speed = _measure(model, episodes, adapt_settings(spec), cfg, common.json_output)
+    if transductive_weight and model.config.readout != "centroids":
+        raise UsageError(
+            f"--transductive-weight needs a meta-model with the centroids read-out; {path} "
+            "classifies with its head"
+        )
+    settings = dataclasses.replace(adapt_settings(spec), transductive_weight=transductive_weight)
+    speed = _measure(model, episodes, settings, cfg, common.json_output)
     if plot is not None:
         _plot_speed(plot, speed, f"adapt, {tasks} tasks, {ways}-way 1-shot")
     result: dict[str, Any] = {
@@ -114,6 +123,7 @@ def run_adapt_bench(
         "jiio_memory": cfg.memory,
         "jiio_x_weight": cfg.x_weight,
         "jiio_film_scale": cfg.film_scale,
+        "transductive_weight": task_transductive_weight(model, settings),
         "speed": speed,
     }
     if common.json_output:
