@@ -37,7 +37,7 @@ def _fake_judge(unconverged: set[tuple[str, int]]):
         zeros = torch.zeros(b, dtype=torch.long)
         return AttackOutcome(images, x, None, zeros + 1, zeros + 1, zeros.bool())
 
-    def classify(model, images: Tensor) -> Classification:
+    def classify(model, images: Tensor, solve: object = None) -> Classification:
         index = images[:, 0, 0, 1].long()  # the image's position in the set
         method = names[int(images[0, 0, 0, 0])]
         labels = _LABELS[index]
