@@ -8,6 +8,13 @@ stopped early looks like robustness; a code that stopped early decodes to a blur
    fix it, and exits 1, writing no file from an unconverged solve;
 3. with ``--allow-unconverged`` it writes its files, prints one ``warning:`` line naming
    them instead, and exits 0.
+
+What counts is the solves whose results the command reports, each block's residual below
+the stated tolerance: ``reconstruct``, the JIIO solve of each image (z*, μ* and x);
+``attack``, the fresh forward solves that score the clean and the adversarial images
+(``--forward-iterations``); ``adapt``, the read-out solves at the fitted context that the
+predictions come from (``--forward-iterations``), not the context fit, an inner
+optimisation stopped at its budget and reported as such.
 """
 
 from __future__ import annotations
