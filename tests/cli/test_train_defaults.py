@@ -111,8 +111,9 @@ def test_help_shows_the_per_task_defaults() -> None:
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     shown = {task: d["epochs"] for task, d in TASK_DEFAULTS.items()}
-    assert f"adversarial {shown['adversarial']}, meta {shown['meta']}; recipes 10" in text
-    assert f"denoise/inpaint/generate {TASK_DEFAULTS['denoise']['max_train']};" in text
-    assert "meta centroids; recipes, others head" in text
+    assert f"(decoders {shown['denoise']}, adversarial {shown['adversarial']}, meta" in text
+    assert f"meta {shown['meta']}; else 10)" in text
+    assert f"(decoders {TASK_DEFAULTS['denoise']['max_train']}; else all)" in text
+    assert "(meta centroids; else head)" in text
     epochs_line = next(line for line in result.stdout.splitlines() if "--epochs" in line)
     assert "[default:" not in epochs_line  # the declared 10 holds only for recipes

@@ -133,9 +133,8 @@ def train(
     """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
     classifier (adversarial) or a few-shot meta-model (meta).
 
-    Without --config (and for meta, without --dataset), options left out take short
-    per-task defaults: about 15 minutes on a CPU. Shipped models' recipes: recipes/*.toml
-    (--config); more options: recipes/README.md."""
+    Options left out take per-task defaults, a run of about 15 min on a CPU ("else": other
+    tasks, meta with --dataset, and recipes: recipes/*.toml, --config; recipes/README.md)."""
     values = {name: value for name, value in locals().items() if name != "ctx"}
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)

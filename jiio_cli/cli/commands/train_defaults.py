@@ -72,19 +72,23 @@ def apply_task_defaults(
     return resolved
 
 
+_DECODERS = ("denoise", "inpaint", "generate")
+
+
 def default_help(name: str, declared: Any) -> str:
     """The defaults of ``train`` parameter ``name`` for its help text, tasks with the same
-    value grouped, e.g. ``"default: denoise/inpaint/generate 4, adversarial 2, meta 3;
-    recipes 10"`` (``declared`` is what a recipe and the tasks not named get)."""
+    value grouped, e.g. ``"decoders 4, adversarial 2, meta 3; else 10"``: "else" (the
+    declared ``declared``) is what the other tasks and every ``--config`` run get."""
     by_value: dict[str, list[str]] = {}
     for task, defaults in TASK_DEFAULTS.items():
         if name in defaults:
             by_value.setdefault(_shown(defaults[name]), []).append(task)
-    named = ", ".join(f"{'/'.join(tasks)} {value}" for value, tasks in by_value.items())
-    others = (
-        "recipes" if sum(map(len, by_value.values())) == len(TASK_DEFAULTS) else "recipes, others"
-    )
-    return f"default: {named}; {others} {_shown(declared)}"
+    named = ", ".join(f"{_group(tasks)} {value}" for value, tasks in by_value.items())
+    return f"{named}; else {_shown(declared)}"
+
+
+def _group(tasks: list[str]) -> str:
+    return "decoders" if tuple(tasks) == _DECODERS else "/".join(tasks)
 
 
 def _shown(value: Any) -> str:

@@ -143,10 +143,8 @@ InitOption = Annotated[
     Path | None,
     _run("Start from a checkpoint's weights (fresh optimiser, schedule)."),
 ]
-EpochsOption = Annotated[int, _run(f"Training epochs ({default_help('epochs', 10)}).", **_PER_TASK)]
-LrOption = Annotated[
-    float, _run(f"Adam learning rate, cosine decay ({default_help('lr', 1e-3)}).", **_PER_TASK)
-]
+EpochsOption = Annotated[int, _run(f"Epochs ({default_help('epochs', 10)}).", **_PER_TASK)]
+LrOption = Annotated[float, _run(f"Learning rate ({default_help('lr', 1e-3)}).", **_PER_TASK)]
 InnerOption = Annotated[Inner, _run("Inner solve: jiio or a baseline (pgd: adversarial).")]
 TrainIterationsOption = in_panel(
     IterationsOption,
@@ -158,7 +156,7 @@ InnerItersOption = Annotated[
     int | None, _run("Old name of --iterations.", "--inner-iters", hidden=True)
 ]
 ImageSizeOption = Annotated[
-    int, _run(f"Model resolution, image side ({default_help('image_size', 28)}).", **_PER_TASK)
+    int, _run(f"Image side ({default_help('image_size', 28)}).", **_PER_TASK)
 ]
 WidthOption = Annotated[int, _run("Channels of the DEQ cell (sinusoid: units).")]
 AugmentOption = Annotated[
@@ -169,7 +167,7 @@ AugmentOption = Annotated[
     ),
 ]
 JacWeightOption = Annotated[
-    float, _run(f"Jacobian regulariser weight ({default_help('jac_weight', 0.01)}).", **_PER_TASK)
+    float, _run(f"Jacobian weight ({default_help('jac_weight', 0.01)}).", **_PER_TASK)
 ]
 SaveEveryOption = Annotated[int, _run("Also checkpoint every N steps (0: off).")]
 MaxBadStepsOption = Annotated[int, _run("Stop after N failed (NaN) batches in a row.")]
@@ -226,9 +224,7 @@ ContextStepOption = Annotated[
 ]
 ReadoutOption = Annotated[
     Literal["head", "centroids"],
-    _in(
-        META, f"Query read-out: head or centroids ({default_help('readout', 'head')}).", **_PER_TASK
-    ),
+    _in(META, f"Query read-out ({default_help('readout', 'head')}).", **_PER_TASK),
 ]
 ModelOption = Annotated[
     Literal["deq", "protonet"], _in(META, "deq (FiLM DEQ) or protonet (baseline).")
