@@ -95,6 +95,7 @@ class AdaptCommandConfig(BaseModel):
     naive_lr: float = Field(gt=0)
     batch_size: int = Field(ge=1, le=1000)
     forward_iterations: int | None = Field(default=None, ge=1, le=100_000)
+    transductive_weight: float | None = Field(default=None, ge=0, le=1000)
 
 
 _Iterations = in_panel(
@@ -112,6 +113,14 @@ _NaiveSteps = in_panel(
 _BatchSize = in_panel(
     BatchSizeOption, None, "Tasks solved together: 20 (sinusoid 100).", optional=True
 )
+_TransductiveWeight = Annotated[
+    float | None,
+    typer.Option(
+        help="β of the unlabelled queries' term in the inner problem (centroid models): with "
+        "β > 0 the fit also sees the queries, so each prediction depends on the others; "
+        "0: the support alone (default: the model's own, meta-omniglot 3).",
+    ),
+]
 _ForwardIterations = Annotated[
     int | None,
     typer.Option(
@@ -122,57 +131,70 @@ _ForwardIterations = Annotated[
 ]
 
 
+_Support = Annotated[
+    Path | None, typer.Option(help="Folder with one subfolder of images per class.")
+]
+_Query = Annotated[
+    Path | None, typer.Option(help="Folder of images to classify (class subfolders: scored).")
+]
+_Dataset = Annotated[
+    str, typer.Option(help="glyphs (classification, the default) or sinusoid (regression).")
+]
+_Episodes = Annotated[
+    int | None, typer.Option(help="Evaluate on N held-out episodes instead of folders.")
+]
+_Data = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="--episodes: Omniglot archives or alphabet/character folders, repeatable "
+        "(default: glyph meta-test split); their held-out alphabets when present."
+    ),
+]
+_EpisodeKind = Annotated[
+    str | None,
+    typer.Option(
+        help="--episodes: across (any classes), within (one alphabet, support and "
+        "queries by different drawers) or both (the default with --data; across "
+        "without)."
+    ),
+]
+_Baseline = Annotated[
+    Path | None,
+    typer.Option(help="--episodes: a Prototypical Network scored on the same episodes."),
+]
+_Ways = Annotated[int, typer.Option(help="--episodes: classes per episode.")]
+_Shots = Annotated[
+    int | None,
+    typer.Option(help="--episodes: support images per class, 1 (sinusoid: points, 10)."),
+]
+_Queries = Annotated[
+    int | None,
+    typer.Option(help="--episodes: query images per class, 5 (sinusoid: points, 100)."),
+]
+_NaiveLr = Annotated[
+    float | None,
+    typer.Option(help="Adam's learning rate on the context: 0.1 (sinusoid: 0.03)."),
+]
+
+
 def adapt(
     checkpoint: MetaCheckpointOption = None,
-    support: Annotated[
-        Path | None, typer.Option(help="Folder with one subfolder of images per class.")
-    ] = None,
-    query: Annotated[
-        Path | None, typer.Option(help="Folder of images to classify (class subfolders: scored).")
-    ] = None,
-    dataset: Annotated[
-        str,
-        typer.Option(help="glyphs (classification, the default) or sinusoid (regression)."),
-    ] = "glyphs",
-    episodes: Annotated[
-        int | None, typer.Option(help="Evaluate on N held-out episodes instead of folders.")
-    ] = None,
-    data: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="--episodes: Omniglot archives or alphabet/character folders, repeatable "
-            "(default: glyph meta-test split); their held-out alphabets when present."
-        ),
-    ] = None,
-    episode_kind: Annotated[
-        str | None,
-        typer.Option(
-            help="--episodes: across (any classes), within (one alphabet, support and "
-            "queries by different drawers) or both (the default with --data; across "
-            "without)."
-        ),
-    ] = None,
-    baseline: Annotated[
-        Path | None,
-        typer.Option(help="--episodes: a Prototypical Network scored on the same episodes."),
-    ] = None,
-    ways: Annotated[int, typer.Option(help="--episodes: classes per episode.")] = 5,
-    shots: Annotated[
-        int | None,
-        typer.Option(help="--episodes: support images per class, 1 (sinusoid: points, 10)."),
-    ] = None,
-    queries: Annotated[
-        int | None,
-        typer.Option(help="--episodes: query images per class, 5 (sinusoid: points, 100)."),
-    ] = None,
+    support: _Support = None,
+    query: _Query = None,
+    dataset: _Dataset = "glyphs",
+    episodes: _Episodes = None,
+    data: _Data = None,
+    episode_kind: _EpisodeKind = None,
+    baseline: _Baseline = None,
+    ways: _Ways = 5,
+    shots: _Shots = None,
+    queries: _Queries = None,
     iterations: _Iterations = None,
     naive_steps: _NaiveSteps = None,
-    naive_lr: Annotated[
-        float | None,
-        typer.Option(help="Adam's learning rate on the context: 0.1 (sinusoid: 0.03)."),
-    ] = None,
+    naive_lr: _NaiveLr = None,
     batch_size: _BatchSize = None,
     forward_iterations: _ForwardIterations = None,
+    transductive_weight: _TransductiveWeight = None,
     allow_unconverged: AllowUnconvergedOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
@@ -195,6 +217,7 @@ def adapt(
             ways=ways,
             naive_steps=naive_steps,
             forward_iterations=forward_iterations,
+            transductive_weight=transductive_weight,
             given={
                 "shots": shots,
                 "queries": queries,
@@ -204,7 +227,13 @@ def adapt(
             },
         )
         if dataset == "sinusoid":
-            paths = {"data": data or None, "support": support, "query": query, "baseline": baseline}
+            paths = {
+                "data": data or None,
+                "support": support,
+                "query": query,
+                "baseline": baseline,
+                "transductive-weight": transductive_weight,
+            }
             unconverged, budget = _evaluate_sinusoid(
                 checkpoint, opts, _sinusoid_misfits(ctx, paths), common
             )
@@ -218,7 +247,9 @@ def adapt(
         )
 
 
-def _sinusoid_misfits(ctx: typer.Context, paths: dict[str, Path | list[Path] | None]) -> set[str]:
+def _sinusoid_misfits(
+    ctx: typer.Context, paths: dict[str, Path | list[Path] | float | None]
+) -> set[str]:
     """The options given that mean nothing for sinusoid tasks: a typed ``--ways`` (it has a
     default, so only a typed one is a misfit) and any of ``paths`` (they default to None)."""
     misfits = explicit_options(ctx, ["ways"])
@@ -232,6 +263,7 @@ def _command_config(
     ways: int,
     naive_steps: int | None,
     forward_iterations: int | None,
+    transductive_weight: float | None = None,
     given: dict[str, int | float | None],
 ) -> AdaptCommandConfig:
     """The validated options, each of ``given`` left out (None) taking its ``dataset``'s
@@ -247,6 +279,7 @@ def _command_config(
         iterations=resolved["iterations"],
         naive_steps=naive_steps,
         forward_iterations=forward_iterations,
+        transductive_weight=transductive_weight,
         naive_lr=resolved["naive_lr"],
         batch_size=resolved["batch_size"],
     )
@@ -289,11 +322,13 @@ def _run_glyphs(
     what did not converge (:func:`_readout_items`) and the read-out solve's budget."""
     import torch
 
-    from jiio_cli.tasks.fewshot.loading import load_meta_model
+    from jiio_cli.tasks.fewshot.loading import load_meta_model, with_transductive_weight
 
     torch.manual_seed(common.seed)
     model, path, spec = load_meta_model(checkpoint, common.torch_device)
-    settings = _settings(spec, opts)
+    settings = with_transductive_weight(
+        model, path, _settings(spec, opts), opts.transductive_weight
+    )
     budget = settings.forward.max_iter
     if support is not None and query is not None:
         return _adapt_folders(model, path, settings, support, query, common.json_output), budget
@@ -337,27 +372,10 @@ def _adapt_folders(
     it ended above tolerance."""
     import torch
 
-    from jiio_cli.data.episodes import load_class_folders, load_query_folder
+    from jiio_cli.tasks.fewshot.classification import task_transductive_weight
     from jiio_cli.tasks.fewshot.evaluation import adapt_and_predict
 
-    size, most = model.config.image_size, model.config.ways
-    preprocess = model.config.preprocess
-    pool = load_class_folders(support, size, "support", preprocess=preprocess)
-    if pool.num_classes < 2:
-        raise UsageError(f"support folder {support} has one class; give at least two")
-    if pool.num_classes > most:
-        raise UsageError(
-            f"support folder {support} has {pool.num_classes} classes but the model "
-            f"{path} serves at most {most} ways"
-        )
-    images, files, names = load_query_folder(query, size, preprocess)
-    if names is not None:
-        unknown = sorted(set(names) - set(pool.names))
-        if unknown:
-            raise UsageError(
-                f"query class folder {unknown[0]!r} is not a support class "
-                f"({', '.join(pool.names)})"
-            )
+    pool, images, files, names = _folders_task(model, path, support, query)
     device = next(model.parameters()).device
     s_images = torch.cat(pool.images).to(device)
     s_labels = torch.cat(
@@ -394,6 +412,7 @@ def _adapt_folders(
             "max_iter": settings.forward.max_iter,
         },
         "context_fit": _context_fit(result),
+        "transductive_weight": task_transductive_weight(model, settings),
         "seconds": seconds,
     }
     unconverged = [] if document["converged"] else [_readout_item(readout, settings.forward.tol)]
@@ -412,6 +431,32 @@ def _adapt_folders(
         summary = f"accuracy {document['accuracy']:.3f}; " + summary
     typer.echo(summary)
     return unconverged
+
+
+def _folders_task(model: Any, path: Path, support: Path, query: Path) -> tuple[Any, ...]:
+    """The support classes (a pool), the query images, their files and their class names
+    (None without class subfolders), checked against what the model serves."""
+    from jiio_cli.data.episodes import load_class_folders, load_query_folder
+
+    size, most = model.config.image_size, model.config.ways
+    preprocess = model.config.preprocess
+    pool = load_class_folders(support, size, "support", preprocess=preprocess)
+    if pool.num_classes < 2:
+        raise UsageError(f"support folder {support} has one class; give at least two")
+    if pool.num_classes > most:
+        raise UsageError(
+            f"support folder {support} has {pool.num_classes} classes but the model "
+            f"{path} serves at most {most} ways"
+        )
+    images, files, names = load_query_folder(query, size, preprocess)
+    if names is not None:
+        unknown = sorted(set(names) - set(pool.names))
+        if unknown:
+            raise UsageError(
+                f"query class folder {unknown[0]!r} is not a support class "
+                f"({', '.join(pool.names)})"
+            )
+    return pool, images, files, names
 
 
 def _context_fit(result: Any) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def run_adapt_bench(
     from jiio_cli.data.episodes import check_episode_shape, draw_episodes
     from jiio_cli.errors import UsageError
     from jiio_cli.tasks.fewshot.classification import task_transductive_weight
-    from jiio_cli.tasks.fewshot.loading import load_meta_model
+    from jiio_cli.tasks.fewshot.loading import load_meta_model, with_transductive_weight
     from jiio_cli.tasks.fewshot.training import adapt_settings
     from jiio_cli.training import derived_generator
 
@@ -103,12 +103,7 @@ def run_adapt_bench(
         film_scale=film_scale,
         solve_iters=solve_iters,
     )
-    if transductive_weight and model.config.readout != "centroids":
-        raise UsageError(
-            f"--transductive-weight needs a meta-model with the centroids read-out; {path} "
-            "classifies with its head"
-        )
-    settings = dataclasses.replace(adapt_settings(spec), transductive_weight=transductive_weight)
+    settings = with_transductive_weight(model, path, adapt_settings(spec), transductive_weight)
     speed = _measure(model, episodes, settings, cfg, common.json_output)
     if plot is not None:
         _plot_speed(plot, speed, f"adapt, {tasks} tasks, {ways}-way 1-shot")
@@ -119,10 +114,7 @@ def run_adapt_bench(
         "checkpoint": str(path),
         "episodes": source,
         "seed": common.seed,
-        "jiio_alpha_x": cfg.alpha_x,
-        "jiio_memory": cfg.memory,
-        "jiio_x_weight": cfg.x_weight,
-        "jiio_film_scale": cfg.film_scale,
+        **_jiio_settings(cfg),
         "transductive_weight": task_transductive_weight(model, settings),
         "speed": speed,
     }
@@ -137,6 +129,16 @@ def run_adapt_bench(
         f"film scale {cfg.film_scale:g}",
     )
     echo_speed_summary(speed)
+
+
+def _jiio_settings(cfg: Any) -> dict[str, Any]:
+    """The bench's JIIO settings, as its JSON reports them."""
+    return {
+        "jiio_alpha_x": cfg.alpha_x,
+        "jiio_memory": cfg.memory,
+        "jiio_x_weight": cfg.x_weight,
+        "jiio_film_scale": cfg.film_scale,
+    }
 
 
 def _bench_config(

@@ -155,6 +155,7 @@ def evaluate_episodes(
         )
     report = tally_report(tallies, methods[1:], steps_used, episodes)
     report["kind"] = kind
+    report["transductive_weight"] = task_transductive_weight(model, settings)
     report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
     report["readout_tol"] = settings.forward.tol
     report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])

@@ -11,6 +11,7 @@ import torch
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.errors import JiioError, UsageError
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet
+from jiio_cli.tasks.fewshot.classification import AdaptConfig
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
 from jiio_cli.training import TrainConfig
@@ -21,6 +22,7 @@ __all__ = [
     "load_protonet",
     "meta_checkpoint",
     "spec_from_json",
+    "with_transductive_weight",
 ]
 
 DEFAULT_META_MODEL = MODELS_DIR / "meta-omniglot.safetensors"
@@ -99,3 +101,21 @@ def load_protonet(path: Path, device: torch.device) -> ProtoNet:
     model, _ = load_model(path, {"meta"}, "protonet", device)
     assert isinstance(model, ProtoNet)
     return model
+
+
+def with_transductive_weight(
+    model: FiLMClassifier, path: Path, settings: AdaptConfig, weight: float | None
+) -> AdaptConfig:
+    """``settings`` whose inner problem weighs the unlabelled queries by ``weight`` (None:
+    the model's own β).
+
+    Raises:
+        UsageError: β > 0 for a model that classifies with its head (the queries' term
+            needs class centroids).
+    """
+    if weight and model.config.readout != "centroids":
+        raise UsageError(
+            f"--transductive-weight needs a meta-model with the centroids read-out; {path} "
+            "classifies with its head"
+        )
+    return dataclasses.replace(settings, transductive_weight=weight)
