@@ -22,10 +22,9 @@ from typing import Any
 __all__ = ["TASK_DEFAULTS", "apply_task_defaults", "default_help"]
 
 _DECODER = {"epochs": 4, "max_train": 1280}
-"""Four epochs of the first 1,280 MNIST-5k digits (80 steps of 64): on one CPU thread about
-2.3 s of compute a step, and the held-out evaluation after each epoch (500 digits, JIIO
-with 80 iterations) and the latent density fitted at the end (on the 1,280 digits) cost
-about as much again."""
+"""Four epochs of the first 1,280 MNIST-5k digits (80 steps of 64). Besides the steps, the
+held-out evaluation after each epoch (500 digits, JIIO with 80 iterations) and the latent
+density and range error fitted at the end take about as much compute again."""
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "denoise": dict(_DECODER),
