@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from jiio_cli.checkpoint import save_checkpoint
+from jiio_cli.engine import JIIOConfig, SolverConfig, StepSchedule
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
+from jiio_cli.tasks.fewshot.classification import AdaptConfig
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.training import TrainConfig
 
@@ -87,3 +89,20 @@ def save_tiny_protonet(path: Path) -> None:
     torch.manual_seed(0)
     config = ProtoNetConfig(channels=8, image_size=16, preprocess="crop")
     _save_untrained(path, ProtoNet(config), {})
+
+
+def tight_adapt_settings(
+    context_weight: float, alpha_x: float, max_iter: int, tol: float
+) -> AdaptConfig:
+    """Adaptation settings for float64 checks: JIIO at step ``alpha_x`` for ``max_iter``
+    iterations to ``tol``, its refinement and the read-out solved to 1e-11."""
+    tight = SolverConfig(memory=8, max_iter=300, tol=1e-11)
+    return AdaptConfig(
+        context_weight=context_weight,
+        jiio=JIIOConfig(
+            alpha_x=StepSchedule(alpha_x),
+            solver=SolverConfig(memory=5, max_iter=max_iter, tol=tol),
+            refine=tight,
+        ),
+        forward=tight,
+    )

@@ -33,7 +33,7 @@ from jiio_cli.engine import InputOptResult, SolverConfig, inner_solves_converged
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.tasks.fewshot.classification import (
     AdaptConfig,
-    adapt_context,
+    adapt_episodes,
     context_scale,
     query_logits,
 )
@@ -121,15 +121,7 @@ def _timed(
     repeat: int = 1,
 ) -> tuple[InputOptResult, float]:
     return timed_median(
-        lambda: adapt_context(
-            model,
-            ep.support,
-            ep.support_labels,
-            ep.ways,
-            settings,
-            method,
-            ep.query,  # type: ignore[arg-type]
-        ),
+        lambda: adapt_episodes(model, ep, settings, method),  # type: ignore[arg-type]
         ep.support.device,
         repeat,
     )

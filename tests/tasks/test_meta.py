@@ -14,11 +14,12 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from meta_models import tight_adapt_settings
 from parameter_directions import directional_derivative, perturbed
 from torch import Tensor
 
 from jiio_cli.data.augment import Augmentation, augment
-from jiio_cli.engine import InputOptResult, JIIOConfig, NaiveConfig, SolverConfig, StepSchedule
+from jiio_cli.engine import InputOptResult, NaiveConfig, SolverConfig
 from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.tasks.fewshot.classification import (
     PSEUDO_QUERY_SEED,
@@ -66,15 +67,7 @@ def _tiny_model(
 
 
 def _settings() -> AdaptConfig:
-    return AdaptConfig(
-        context_weight=5.0,
-        jiio=JIIOConfig(
-            alpha_x=StepSchedule(1.0),
-            solver=SolverConfig(memory=5, max_iter=300, tol=1e-7),
-            refine=TIGHT,
-        ),
-        forward=TIGHT,
-    )
+    return tight_adapt_settings(5.0, 1.0, 300, 1e-7)
 
 
 def test_support_objective_is_mean_ce_plus_context_penalty() -> None:

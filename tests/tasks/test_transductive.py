@@ -17,11 +17,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from meta_models import TINY_CONV4
+from meta_models import TINY_CONV4, tight_adapt_settings
 from torch import Tensor
 
 from jiio_cli.data.episodes import EpisodeBatch
-from jiio_cli.engine import JIIOConfig, SolverConfig, StepSchedule
+from jiio_cli.engine import SolverConfig
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
 from jiio_cli.models.meta import class_means
 from jiio_cli.tasks.fewshot.classification import (
@@ -56,15 +56,7 @@ def _episode(g: torch.Generator, batch: int = 2, queries: int = 2) -> tuple[Tens
 
 
 def _settings() -> AdaptConfig:
-    return AdaptConfig(
-        context_weight=1.0,
-        jiio=JIIOConfig(
-            alpha_x=StepSchedule(0.5),
-            solver=SolverConfig(memory=5, max_iter=400, tol=1e-8),
-            refine=TIGHT,
-        ),
-        forward=TIGHT,
-    )
+    return tight_adapt_settings(1.0, 0.5, 400, 1e-8)
 
 
 def _fresh() -> tuple[FiLMClassifier, Tensor, Tensor, Tensor, Tensor]:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jiio_cli.data.augment import Augmentation, augment
+from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.engine import (
     InputOptResult,
     InputProblem,
@@ -54,8 +55,10 @@ __all__ = [
     "AdaptConfig",
     "MetaLoss",
     "adapt_context",
+    "adapt_episodes",
     "centroid_predictions",
     "class_matched_warm_start",
+    "classify_episodes",
     "meta_loss",
     "query_logits",
     "query_logits_with_residual",
@@ -268,6 +271,47 @@ def adapt_context(
     return _adapt_rows(
         model, rows, row_labels, ways, settings, method or settings.method, queries, beta
     )
+
+
+def adapt_episodes(
+    model: FiLMClassifier,
+    episodes: EpisodeBatch,
+    settings: AdaptConfig,
+    method: Literal["jiio", "naive"] | None = None,
+) -> InputOptResult:
+    """:func:`adapt_context` on a batch of episodes (whose queries join a transductive
+    inner problem)."""
+    return adapt_context(
+        model,
+        episodes.support,
+        episodes.support_labels,
+        episodes.ways,
+        settings,
+        method,
+        episodes.query,
+    )
+
+
+def classify_episodes(
+    model: FiLMClassifier,
+    episodes: EpisodeBatch,
+    settings: AdaptConfig,
+    method: Literal["jiio", "naive"] | None = None,
+) -> tuple[Tensor, InputOptResult, Tensor]:
+    """Adapt to each episode, then classify its queries: the query logits (B, m, N) at the
+    fitted task variable, the support solve, and the read-out solves' relative residuals
+    (B,) (see :func:`query_logits_with_residual`)."""
+    result = adapt_episodes(model, episodes, settings, method)
+    logits, residual = query_logits_with_residual(
+        model,
+        episodes.query,
+        result.x,
+        episodes.ways,
+        settings.forward,
+        episodes.support,
+        episodes.support_labels,
+    )
+    return logits, result, residual
 
 
 def _adapt_rows(

@@ -37,7 +37,9 @@ from jiio_cli.models import FiLMClassifier, ProtoNet
 from jiio_cli.tasks.fewshot.classification import (
     AdaptConfig,
     adapt_context,
+    adapt_episodes,
     centroid_predictions,
+    classify_episodes,
     query_logits_with_residual,
     task_transductive_weight,
 )
@@ -71,18 +73,7 @@ def _adapted_predictions(
     query solves' relative residuals (B,)."""
 
     def work() -> tuple[Tensor, InputOptResult, Tensor]:
-        result = adapt_context(
-            model,
-            ep.support,
-            ep.support_labels,
-            ep.ways,
-            settings,
-            method,
-            ep.query,  # type: ignore[arg-type]
-        )
-        logits, residual = query_logits_with_residual(
-            model, ep.query, result.x, ep.ways, settings.forward, ep.support, ep.support_labels
-        )
+        logits, result, residual = classify_episodes(model, ep, settings, method)  # type: ignore[arg-type]
         refuse_divergence(result, logits, "meta-model")
         return logits.argmax(-1), result, residual
 
@@ -185,15 +176,7 @@ def _score_batch(
     naive_settings, steps = matched_naive_settings(
         settings,
         result,
-        partial(
-            adapt_context,
-            model,
-            ep.support,
-            ep.support_labels,
-            ways,
-            method="naive",
-            query=ep.query,
-        ),
+        partial(adapt_episodes, model, ep, method="naive"),
         naive_steps,
     )
     predicted, result, seconds, _ = _adapted_predictions(model, ep, naive_settings, "naive")

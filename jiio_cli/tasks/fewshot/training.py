@@ -32,12 +32,7 @@ from jiio_cli.data.episodes import (
 from jiio_cli.data.omniglot import normalised_characters, read_omniglot, with_rotations
 from jiio_cli.errors import UsageError
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
-from jiio_cli.tasks.fewshot.classification import (
-    AdaptConfig,
-    adapt_context,
-    meta_loss,
-    query_logits,
-)
+from jiio_cli.tasks.fewshot.classification import AdaptConfig, classify_episodes, meta_loss
 from jiio_cli.tasks.fewshot.inner_solvers import task_adapt_settings
 from jiio_cli.tasks.fewshot.meta_run import run_meta_training
 from jiio_cli.tasks.fewshot.protonet import protonet_loss, protonet_predictions
@@ -230,10 +225,7 @@ def episode_accuracy(
         if isinstance(model, ProtoNet):
             predicted = protonet_predictions(model, ep)
         else:
-            result = adapt_context(model, ep.support, ep.support_labels, ways, settings)
-            predicted = query_logits(
-                model, ep.query, result.x, ways, settings.forward, ep.support, ep.support_labels
-            ).argmax(-1)
+            predicted = classify_episodes(model, ep, settings)[0].argmax(-1)
         correct += float((predicted == ep.query_labels).float().sum())
         total += ep.query_labels.numel()
     return correct / max(total, 1)
