@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from jiio_cli.checkpoint import save_checkpoint
 from jiio_cli.engine import JIIOConfig, SolverConfig, StepSchedule
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet, ProtoNetConfig
-from jiio_cli.tasks.fewshot.classification import AdaptConfig
+from jiio_cli.tasks.fewshot.classification import AdaptConfig, query_states
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.training import TrainConfig
 
@@ -106,3 +108,21 @@ def tight_adapt_settings(
         ),
         forward=tight,
     )
+
+
+def reduced_slope(
+    model: FiLMClassifier,
+    objective: Callable[[Tensor, Tensor], Tensor],
+    rows: Tensor,
+    x: Tensor,
+    entry: int,
+    step: float,
+    solver: SolverConfig,
+) -> Tensor:
+    """Central difference (B,) of the reduced objective J(x) = ℓ(z*(x), x) along one
+    entry of x (B, D), with the fixed points of ``rows`` re-solved at x ± step."""
+    e = torch.zeros_like(x)
+    e[:, entry] = step
+    up = objective(query_states(model, rows, x + e, solver), x + e)
+    down = objective(query_states(model, rows, x - e, solver), x - e)
+    return (up - down) / (2 * step)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from meta_models import tight_adapt_settings
+from meta_models import reduced_slope, tight_adapt_settings
 from parameter_directions import directional_derivative, perturbed
 from torch import Tensor
 
@@ -271,11 +271,7 @@ def test_jiio_adaptation_reaches_a_stationary_context(
     done = result.converged
 
     def slope(v: Tensor, i: int, h: float) -> Tensor:
-        e = torch.zeros_like(v)
-        e[:, i] = h
-        up = objective(query_states(model, support, v + e, TIGHT), v + e)
-        down = objective(query_states(model, support, v - e, TIGHT), v - e)
-        return ((up - down) / (2 * h))[done].abs()
+        return reduced_slope(model, objective, support, v, i, h, TIGHT)[done].abs()
 
     zero = torch.zeros_like(result.x)
     at_zero = torch.stack([slope(zero, i, 1e-6) for i in range(model.context_size)]).amax(0)

@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from meta_models import TINY_CONV4, tight_adapt_settings
+from meta_models import TINY_CONV4, reduced_slope, tight_adapt_settings
 from torch import Tensor
 
 from jiio_cli.data.episodes import EpisodeBatch
@@ -127,11 +127,7 @@ def test_jiio_reaches_a_stationary_task_variable() -> None:
     assert result.x.shape[1] == task_variable_size(model, WAYS, BETA)
 
     def slope(x: Tensor, i: int, h: float) -> Tensor:
-        e = torch.zeros_like(x)
-        e[:, i] = h
-        up = objective(query_states(model, every_row, x + e, TIGHT), x + e)
-        down = objective(query_states(model, every_row, x - e, TIGHT), x - e)
-        return ((up - down) / (2 * h))[done].abs()
+        return reduced_slope(model, objective, every_row, x, i, h, TIGHT)[done].abs()
 
     offsets = range(model.context_size, result.x.shape[1], 7)
     entries = [*range(model.context_size), *offsets]

@@ -599,6 +599,8 @@ def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) ->
     }
     if "protonet" in document:
         labels["protonet"] = "Prototypical Network (--baseline)"
+    if "protonet_soft_kmeans" in document:
+        labels["protonet_soft_kmeans"] = "Prototypical Network, soft k-means on the queries"
     kind = _KIND_WORDS[document["episode_kind"]]
     _print_comparison(
         document,
