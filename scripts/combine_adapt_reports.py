@@ -29,7 +29,9 @@ def pooled(parts: list[tuple[int, float, float]]) -> dict[str, float]:
 
 def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
     first = reports[0]
-    methods = [m for m in ("jiio", "naive", "centroid", "protonet") if m in first]
+    methods = [
+        m for m in ("jiio", "naive", "centroid", "protonet", "protonet_soft_kmeans") if m in first
+    ]
     out: dict[str, Any] = {
         k: first[k]
         for k in ("checkpoint", "baseline", "data", "episode_kind", "ways", "shots", "queries")
