@@ -7,10 +7,10 @@ k-means steps of the ProtoNet yardstick — on these characters, never on the he
 alphabets that the reported figures come from.
 
 Usage: python scripts/omniglot_validation_accuracy.py EPISODES CHECKPOINT [CHECKPOINT ...]
-       [--transductive-weights 0,1,3,10] [--soft-kmeans-steps 0,1,3]
+       [--transductive-weights 0,1,3,10] [--soft-kmeans-steps 0,1,3] [--iterations 20]
 
 A Prototypical Network is scored at each number of soft k-means steps, a meta-model
-(JIIO, 20 iterations, its run's inner settings) at each β. Prints one line per
+(JIIO, ``--iterations`` iterations, its run's other inner settings) at each β. Prints one line per
 checkpoint and setting, then one JSON object: per kind (mean, 95 % half-width).
 """
 
@@ -64,7 +64,7 @@ def _settings_of(path: Path, args: argparse.Namespace) -> dict[str, Predict]:
         }
     model, _, spec = load_meta_model(path, torch.device("cpu"))
     model.eval()
-    base = adapt_settings(spec, iterations=20)
+    base = adapt_settings(spec, iterations=args.iterations)
 
     def predict(ep: EpisodeBatch, beta: float) -> Tensor:
         settings = replace(base, transductive_weight=beta)
@@ -76,7 +76,7 @@ def _settings_of(path: Path, args: argparse.Namespace) -> dict[str, Predict]:
         ).argmax(-1)
 
     return {
-        f"beta {beta:g}": (lambda ep, beta=beta: predict(ep, beta))
+        f"beta {beta:g}, {args.iterations} iterations": (lambda ep, beta=beta: predict(ep, beta))
         for beta in args.transductive_weights
     }
 
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--transductive-weights", default="0")
     parser.add_argument("--soft-kmeans-steps", default="0")
+    parser.add_argument("--iterations", type=int, default=20)
     args = parser.parse_args()
     args.transductive_weights = [float(b) for b in args.transductive_weights.split(",")]
     args.soft_kmeans_steps = [int(s) for s in args.soft_kmeans_steps.split(",")]
