@@ -59,8 +59,10 @@ __all__ = ["adapt_and_predict", "evaluate_episodes"]
 METHODS = ("jiio", "naive", "centroid")
 
 PROTONET_SOFT_KMEANS_STEPS = 3
-"""Soft k-means steps of the transductive ProtoNet yardstick, chosen on the validation
-characters of the Omniglot runs (``scripts/omniglot_validation_accuracy.py``)."""
+"""Soft k-means steps of the transductive ProtoNet yardstick. On the validation characters
+of the Omniglot runs (``scripts/omniglot_validation_accuracy.py``) 3 steps gain 5.3 points
+at 20 ways and 5 steps 0.4 more: the yardstick understates itself slightly, and the
+published comparison says so."""
 
 
 def _adapted_predictions(
