@@ -243,37 +243,76 @@ def attack(
         from jiio_cli.tasks.adversarial.data import load_attack_target
 
         target = load_attack_target(checkpoint, data, opts.max_images, dev)
-        methods = _METHODS.get(method, [method.value])
-        worst_label = "standard" if method == Method.standard else "worst"
         err = Console(stderr=True)
-        if len(methods) > 1 and not common.json_output:
-            err.print(_worst_row_note(worst_label, methods))
-        with batch_progress(not common.json_output) as progress:
-            result = _run_sweep(
-                target,
-                [(norm.value, e) for e in budgets],
-                methods,
-                _attack_configs(opts, loss, solver, pgd_loss, compile_graph),
-                opts.batch_size,
-                common.seed,
-                keep_examples=opts.examples if save_examples is not None else 0,
-                progress=progress,
-                worst_label=worst_label,
-                scoring=scoring,
-            )
-        warnings = _attack_warnings(target.notes, result)
-        unconverged = _unconverged_items(result)
-        # No file from an unconverged verdict unless the user accepts them.
-        keep = not unconverged or allow_unconverged
-        written = _save_examples(save_examples if keep else None, target, result)
-        document = _attack_document(target, result, warnings, written, dev, common.seed)
-        document["forward_solve"] = {"max_iter": scoring.max_iter, "tol": scoring.tol}
-        document["unconverged"] = unconverged
-        _report(document, result, warnings, err, json_output=common.json_output)
-        enforce_converged(
-            unconverged,
-            allow=allow_unconverged,
-            fix=f"raise --forward-iterations (now {scoring.max_iter})",
+        result = _sweep_with_progress(
+            target,
+            [(norm.value, e) for e in budgets],
+            method,
+            _attack_configs(opts, loss, solver, pgd_loss, compile_graph),
+            opts,
+            save_examples is not None,
+            scoring,
+            common,
+            err,
+        )
+        _report_and_enforce(target, result, save_examples, allow_unconverged, scoring, common, err)
+
+
+def _report_and_enforce(
+    target: Any,
+    result: Any,
+    save_examples: Path | None,
+    allow_unconverged: bool,
+    scoring: Any,
+    common: Any,
+    err: Console,
+) -> None:
+    """Write the examples (not from an unconverged verdict unless allowed), report, then
+    apply the unconverged rule."""
+    warnings = _attack_warnings(target.notes, result)
+    unconverged = _unconverged_items(result)
+    keep = not unconverged or allow_unconverged
+    written = _save_examples(save_examples if keep else None, target, result)
+    document = _attack_document(target, result, warnings, written, common.torch_device, common.seed)
+    document["forward_solve"] = {"max_iter": scoring.max_iter, "tol": scoring.tol}
+    document["unconverged"] = unconverged
+    _report(document, result, warnings, err, json_output=common.json_output)
+    enforce_converged(
+        unconverged,
+        allow=allow_unconverged,
+        fix=f"raise --forward-iterations (now {scoring.max_iter})",
+    )
+
+
+def _sweep_with_progress(
+    target: Any,
+    budgets: list[tuple[str, float]],
+    method: Method,
+    configs: Any,
+    opts: AttackCommandConfig,
+    keep_examples: bool,
+    scoring: Any,
+    common: Any,
+    err: Console,
+) -> Any:
+    """Run every method at every budget under one progress display; a note first on what
+    the worst (or standard) row means when several methods run."""
+    methods = _METHODS.get(method, [method.value])
+    worst_label = "standard" if method == Method.standard else "worst"
+    if len(methods) > 1 and not common.json_output:
+        err.print(_worst_row_note(worst_label, methods))
+    with batch_progress(not common.json_output) as progress:
+        return _run_sweep(
+            target,
+            budgets,
+            methods,
+            configs,
+            opts.batch_size,
+            common.seed,
+            keep_examples=opts.examples if keep_examples else 0,
+            progress=progress,
+            worst_label=worst_label,
+            scoring=scoring,
         )
 
 
