@@ -158,43 +158,39 @@ def support_objective(
     loss = model.config.support_loss
     n_rows = labels.shape[1]
     n_clean = n_rows // (model.config.pseudo_copies + 1) if loss == "pseudo-queries" else n_rows
-    targets = labels
+    # The centroid losses score rows first..n_rows−1 (all, or the copies) against the class
+    # means of the first n_clean rows; the query rows after them join the same call.
+    first = n_clean if loss == "pseudo-queries" else 0
+    targets = labels[:, first:]
+    clean_labels = labels[:, :n_clean]
     context = model.context_size
-
-    def centroid_logits(z: Tensor, v: Tensor) -> Tensor:
-        return model.centroid_logits(z, z, labels, ways, v)
-
-    def pseudo_query_logits(z: Tensor, v: Tensor) -> Tensor:
-        return model.centroid_logits(z[:, n_clean:], z[:, :n_clean], labels[:, :n_clean], ways, v)
-
-    def head_logits(z: Tensor, v: Tensor) -> Tensor:
-        return model.logits(z, v, ways)
-
-    # Chosen once: the objective is evaluated at every iteration of the solve.
-    logits_of = head_logits
-    if loss == "centroids":
-        logits_of = centroid_logits
-    elif loss == "pseudo-queries":
-        logits_of, targets = pseudo_query_logits, labels[:, n_clean:]
-
-    def support_term(z: Tensor, v: Tensor) -> Tensor:
-        logits = logits_of(z[:, :n_rows], v)
-        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        penalty = context_weight * v[:, :context].pow(2).mean(dim=1)
-        return ce.view(targets.shape).mean(dim=1) + penalty
-
-    if queries == 0:
-        return support_term
     offset_weight = model.config.offset_weight
 
+    def centroid_logits(z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model.centroid_logits(z[:, first:], z[:, :n_clean], clean_labels, ways, v)
+        return logits[:, : n_rows - first], logits[:, n_rows - first :]
+
+    def head_logits(z: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        support = model.logits(z[:, :n_rows], v, ways)
+        if queries == 0:
+            return support, support[:, :0]
+        query = model.centroid_logits(z[:, n_rows:], z[:, :n_clean], clean_labels, ways, v)
+        return support, query
+
+    # Chosen once: the objective is evaluated at every iteration of the solve.
+    logits_of = head_logits if loss == "head" else centroid_logits
+
     def objective(z: Tensor, v: Tensor) -> Tensor:
-        query = model.centroid_logits(
-            z[:, n_rows:], z[:, :n_clean], labels[:, :n_clean], ways, v
-        )  # (B, m, N)
+        support, query = logits_of(z, v)  # (B, n' − first, N), (B, m, N)
+        ce = F.cross_entropy(support.flatten(0, 1), targets.flatten(), reduction="none")
+        penalty = context_weight * v[:, :context].pow(2).mean(dim=1)
+        value = ce.view(targets.shape).mean(dim=1) + penalty
+        if queries == 0:
+            return value
         offsets = model.centroid_offsets(v, ways)
-        penalty = 0.0 if offsets is None else offset_weight * offsets.pow(2).sum(-1).mean(1)
+        spread = 0.0 if offsets is None else offset_weight * offsets.pow(2).sum(-1).mean(1)
         mixture = -query.logsumexp(dim=-1).mean(dim=1)
-        return support_term(z, v) + transductive_weight * mixture + penalty
+        return value + transductive_weight * mixture + spread
 
     return objective
 

@@ -11,7 +11,7 @@ import torch
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.errors import JiioError, UsageError
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet
-from jiio_cli.tasks.fewshot.classification import AdaptConfig
+from jiio_cli.tasks.fewshot.classification import AdaptConfig, task_transductive_weight
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
 from jiio_cli.training import TrainConfig
@@ -113,9 +113,11 @@ def with_transductive_weight(
         UsageError: β > 0 for a model that classifies with its head (the queries' term
             needs class centroids).
     """
-    if weight and model.config.readout != "centroids":
+    settings = dataclasses.replace(settings, transductive_weight=weight)
+    try:
+        task_transductive_weight(model, settings)
+    except ValueError as error:
         raise UsageError(
-            f"--transductive-weight needs a meta-model with the centroids read-out; {path} "
-            "classifies with its head"
-        )
-    return dataclasses.replace(settings, transductive_weight=weight)
+            f"--transductive-weight: {error}; {path} classifies with its head"
+        ) from None
+    return settings
