@@ -10,13 +10,19 @@ training images (:mod:`jiio_cli.tasks.inverse.range_error`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from jiio_cli.checkpoint import load_checkpoint, save_checkpoint_like
+from jiio_cli.checkpoint import (
+    MODEL_PREFIX,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint_like,
+)
 from jiio_cli.density import GaussianMixture, fit_gmm
 from jiio_cli.engine import JIIOConfig, SolverConfig, forward_solve
 from jiio_cli.errors import JiioError
@@ -29,6 +35,7 @@ __all__ = [
     "DENSITY_PREFIX",
     "SampledImages",
     "attach_density",
+    "attach_density_to_checkpoints",
     "decode",
     "infer_codes",
     "sample_images",
@@ -120,6 +127,58 @@ def attach_density(
     (:func:`~jiio_cli.tasks.inverse.range_error.estimate_range_error`), in its metadata.
     """
     decoder, ckpt = load_decoder(path, device)
+    mixture, variance = _fit_density(decoder, ckpt, images, device, components, iterations)
+    _store_density(path, ckpt, mixture, variance)
+    return mixture
+
+
+def attach_density_to_checkpoints(
+    paths: Sequence[Path],
+    images: Tensor,
+    device: torch.device,
+    components: int = 10,
+    iterations: int = 150,
+) -> int:
+    """:func:`attach_density` for each of ``paths``, fitting once per distinct decoder.
+
+    The fit is a function of the decoder's weights, its trained latent weight and
+    ``images`` alone (the mixture's initialisation is seeded), so checkpoints that hold
+    the same decoder (``-last`` and ``-best`` of a run whose last epoch was its best)
+    share one fit instead of repeating it. Returns the number of fits.
+    """
+    fits: list[tuple[Checkpoint, GaussianMixture, float]] = []
+    for path in paths:
+        decoder, ckpt = load_decoder(path, device)
+        same = next((fit for fit in fits if _same_decoder(fit[0], ckpt)), None)
+        if same is None:
+            mixture, variance = _fit_density(decoder, ckpt, images, device, components, iterations)
+            same = (ckpt, mixture, variance)
+            fits.append(same)
+        _store_density(path, ckpt, same[1], same[2])
+    return len(fits)
+
+
+def _same_decoder(a: Checkpoint, b: Checkpoint) -> bool:
+    """Whether two decoder checkpoints hold the same model: equal ``model.`` tensors and
+    the same trained latent weight (the two things a density fit reads)."""
+    if trained_latent_weight(a.training_config) != trained_latent_weight(b.training_config):
+        return False
+    keys = {k for k in a.tensors if k.startswith(MODEL_PREFIX)}
+    if keys != {k for k in b.tensors if k.startswith(MODEL_PREFIX)}:
+        return False
+    return all(torch.equal(a.tensors[k], b.tensors[k]) for k in keys)
+
+
+def _fit_density(
+    decoder: DEQDecoder,
+    ckpt: Checkpoint,
+    images: Tensor,
+    device: torch.device,
+    components: int,
+    iterations: int,
+) -> tuple[GaussianMixture, float]:
+    """The mixture of the codes of ``images`` (N, C, H, W) inferred by JIIO, and the
+    decoder's range error τ² on the first :data:`FIT_IMAGES` of them."""
     latent_weight = trained_latent_weight(ckpt.training_config)
     settings = InferenceConfig(
         latent_weight=latent_weight,
@@ -140,7 +199,12 @@ def attach_density(
         restarts=2,
     )
     variance = estimate_range_error(decoder, images[:FIT_IMAGES], latent_weight)
+    return mixture, variance
+
+
+def _store_density(path: Path, ckpt: Checkpoint, mixture: GaussianMixture, variance: float) -> None:
+    """Rewrite the checkpoint ``ckpt`` read from ``path`` atomically with ``mixture`` under
+    ``density.`` (replacing any earlier one) and τ² in its metadata."""
     tensors = {k: v for k, v in ckpt.tensors.items() if not k.startswith(DENSITY_PREFIX)}
     tensors.update(mixture.to_tensors(DENSITY_PREFIX))
     save_checkpoint_like(path, ckpt, tensors, extra={**ckpt.extra, RANGE_ERROR_KEY: repr(variance)})
-    return mixture

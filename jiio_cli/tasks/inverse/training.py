@@ -37,7 +37,7 @@ from jiio_cli.models.precision import check_precision
 from jiio_cli.tasks.inverse.corruption import Corruption, corrupt
 from jiio_cli.tasks.inverse.domain import DOMAIN_KEY, training_domain
 from jiio_cli.tasks.inverse.problems import InferenceConfig, infer_latents, training_loss
-from jiio_cli.tasks.inverse.sampling import attach_density
+from jiio_cli.tasks.inverse.sampling import attach_density_to_checkpoints
 from jiio_cli.training import (
     BatchShard,
     StepOutcome,
@@ -374,9 +374,10 @@ def _fit_latent_prior(
     out: Path,
 ) -> None:
     """A generative model must be able to generate: fit the latent prior on the first
-    ``density_images`` training images and attach it to both checkpoints of the run."""
+    ``density_images`` training images and attach it to both checkpoints of the run (one
+    fit when they hold the same decoder, as when the last epoch was the best)."""
     images = train[: spec.density_images].to(device)
-    for path in checkpoint_paths(out, spec.task):
-        attach_density(
-            path, images, device, spec.density_components, iterations=2 * spec.inner_iterations
-        )
+    paths = [path for path in checkpoint_paths(out, spec.task) if path.exists()]
+    attach_density_to_checkpoints(
+        paths, images, device, spec.density_components, iterations=2 * spec.inner_iterations
+    )
