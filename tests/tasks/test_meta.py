@@ -53,11 +53,19 @@ def _episode(g: torch.Generator, batch: int = 2, n: int = 3, m: int = 6, ways: i
 
 
 def _tiny_model(
-    seed: int, readout: str = "head", support_loss: str = "head", metric_context: bool = False
+    seed: int,
+    readout: str = "head",
+    support_loss: str = "head",
+    metric_context: bool = False,
+    transductive_weight: float = 0.0,
 ) -> FiLMClassifier:
     torch.manual_seed(seed)
     config = dataclasses.replace(
-        TINY, readout=readout, support_loss=support_loss, metric_context=metric_context
+        TINY,
+        readout=readout,
+        support_loss=support_loss,
+        metric_context=metric_context,
+        transductive_weight=transductive_weight,
     )
     model = FiLMClassifier(config).double()
     # A larger FiLM map than at initialisation, so the context path carries signal.
@@ -459,23 +467,27 @@ def test_first_order_meta_gradient_matches_finite_differences(
 
 
 @pytest.mark.parametrize(
-    ("readout", "support_loss", "metric_context"),
+    ("readout", "support_loss", "metric_context", "beta"),
     [
-        ("head", "head", False),
-        ("centroids", "head", False),
-        ("centroids", "centroids", False),
-        ("centroids", "pseudo-queries", False),
-        ("centroids", "pseudo-queries", True),
+        ("head", "head", False, 0.0),
+        ("centroids", "head", False, 0.0),
+        ("centroids", "centroids", False, 0.0),
+        ("centroids", "pseudo-queries", False, 0.0),
+        ("centroids", "pseudo-queries", True, 0.0),
+        ("centroids", "pseudo-queries", False, 2.0),
     ],
 )
 def test_hypergradient_term_matches_finite_differences(
-    readout: str, support_loss: str, metric_context: bool
+    readout: str, support_loss: str, metric_context: bool, beta: float
 ) -> None:
-    """With η > 0 the gradient is that of L_q(θ, v* − η (g(θ) − g(θ₀))), z*, μ* of θ₀ fixed."""
+    """With η > 0 the gradient is that of L_q(θ, v* − η (g(θ) − g(θ₀))), z*, μ* of θ₀ fixed.
+
+    With β > 0 (transductive) v* is the task variable [v; δ] fitted with the queries too,
+    and g the gradient of the Lagrangian that holds them."""
 
     def check() -> None:
         g = torch.Generator().manual_seed(_seed())
-        model = _tiny_model(_seed(), readout, support_loss, metric_context)
+        model = _tiny_model(_seed(), readout, support_loss, metric_context, beta)
         support, s_labels, query, q_labels = _episode(g)
         settings = _settings()
         eta = 3.0
@@ -484,11 +496,13 @@ def test_hypergradient_term_matches_finite_differences(
         )
         out.loss.backward()
         inner = out.inner
-        g0 = support_gradient(model, support, s_labels, 3, settings, inner).detach()
+        unlabelled = query if beta > 0 else None
+        g0 = support_gradient(model, support, s_labels, 3, settings, inner, unlabelled).detach()
 
         def loss_of(m: FiLMClassifier) -> float:
             with torch.enable_grad():
-                gp = support_gradient(m, support, s_labels, 3, settings, inner).detach()
+                gp = support_gradient(m, support, s_labels, 3, settings, inner, unlabelled)
+            gp = gp.detach()
             return _query_loss(m, query, q_labels, inner.x - eta * (gp - g0), support, s_labels)
 
         checked = _agrees_with_finite_differences(model, g, loss_of)

@@ -27,6 +27,7 @@ from jiio_cli.models.meta import class_means
 from jiio_cli.tasks.fewshot.classification import (
     AdaptConfig,
     adapt_context,
+    meta_loss,
     query_logits,
     query_states,
     support_objective,
@@ -135,6 +136,21 @@ def test_jiio_reaches_a_stationary_task_variable() -> None:
     assert (at_zero.amax(0) > 1e-4).all()
     for i in entries:
         assert torch.minimum(slope(result.x, i, 1e-5), slope(result.x, i, 1e-6)).max() < 1e-5
+
+
+def test_meta_training_solves_the_transductive_inner_problem() -> None:
+    """A meta-training step of a transductive model fits its task variable to the queries
+    too: the inner solve of :func:`meta_loss` is :func:`adapt_context`'s with the queries,
+    offsets included."""
+    model, support, labels, query, query_labels = _fresh()
+    settings = _settings()
+    step = meta_loss(model, support, labels, query, query_labels, WAYS, settings, adjoint=TIGHT)
+    test_time = adapt_context(model, support, labels, WAYS, settings, query=query)
+    assert step.inner.x.shape[1] == task_variable_size(model, WAYS, BETA)
+    torch.testing.assert_close(step.inner.x, test_time.x, rtol=1e-6, atol=1e-8)
+    # The queries move the centroids: the fitted offsets are not the initial zeros.
+    assert step.inner.x[:, model.context_size :].abs().amax() > 1e-4
+    assert torch.isfinite(step.loss)
 
 
 def test_the_offsets_shift_the_read_out_centroids() -> None:

@@ -121,6 +121,8 @@ def train(
     pseudo_augment: o.PseudoAugmentOption = "elastic:1",
     pseudo_copies: o.PseudoCopiesOption = 2,
     metric_context: o.MetricContextOption = False,
+    transductive_weight: o.TransductiveWeightOption = 0.0,
+    offset_weight: o.OffsetWeightOption = 0.01,
     encoder: o.EncoderOption = "injection",
     preprocess: o.PreprocessOption = "resize",
     rotations: o.RotationsOption = True,

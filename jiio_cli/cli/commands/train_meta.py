@@ -156,6 +156,8 @@ class MetaTrainCommandConfig(LoopCommandConfig):
     pseudo_augment: str = "elastic:1"
     pseudo_copies: int = Field(default=2, ge=1, le=16)
     metric_context: bool = False
+    transductive_weight: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    offset_weight: float = Field(default=0.01, gt=0, allow_inf_nan=False)
     model: Literal["deq", "protonet"] = "deq"
     encoder: Literal["injection", "conv4"] = "injection"
     preprocess: Literal["resize", "crop"] = "resize"
@@ -252,6 +254,9 @@ def _check_classification_options(
     for name in ("pseudo_augment", "pseudo_copies"):
         if name in explicit and opts.support_loss != "pseudo-queries":
             raise UsageError(f"{option_flag(name)} needs --support-loss pseudo-queries")
+    for name in ("transductive_weight", "offset_weight"):
+        if name in explicit and (opts.model != "deq" or opts.readout != "centroids"):
+            raise UsageError(f"{option_flag(name)} needs --model deq --readout centroids")
 
 
 def _classification_config(
@@ -292,6 +297,8 @@ def _classification_config(
             pseudo_copies=opts.pseudo_copies,
             metric_context=opts.metric_context,
             readout=opts.readout,
+            transductive_weight=opts.transductive_weight,
+            offset_weight=opts.offset_weight,
         ),
         loop=loop_config(opts, common.seed, opts.max_grad_norm or 0.0),
         ways=ways,

@@ -240,6 +240,10 @@ SupportLossOption = Annotated[
 PseudoAugmentOption = Annotated[str, _detail("Jitter: elastic:A, affine:A or both.")]
 PseudoCopiesOption = Annotated[int, _detail("Pseudo-queries per support.")]
 MetricContextOption = Annotated[bool, _detail("Context weighs the distance.")]
+TransductiveWeightOption = Annotated[
+    float, _detail("β: the inner problem also fits centroid offsets to the queries (0: off).")
+]
+OffsetWeightOption = Annotated[float, _detail("ω: penalty on the centroid offsets (β > 0).")]
 EncoderOption = Annotated[
     Literal["injection", "conv4"], _detail("Image injection, or a conv encoder + DEQ.")
 ]

@@ -456,6 +456,7 @@ def support_gradient(
     ways: int,
     settings: AdaptConfig,
     inner: InputOptResult,
+    query: Tensor | None = None,
 ) -> Tensor:
     """∇_v of the support Lagrangian at JIIO's (z*, v*, μ*), differentiable w.r.t. θ, (B, D).
 
@@ -463,10 +464,17 @@ def support_gradient(
     g = 0; its θ-derivative is what carries the dependence of v* on θ: by the implicit
     function theorem dv*/dθ = −H⁻¹ ∂g/∂θ (H the reduced Hessian in v), which the meta-loss
     approximates by the first Neumann term −η ∂g/∂θ (H⁻¹ ≈ η I, as one unrolled gradient
-    step of size η would give).
+    step of size η would give). A transductive problem's Lagrangian holds the task's
+    queries (B, m, c, S, S) too, as in :func:`adapt_context`.
     """
     rows, row_labels = support_rows(model, support, labels)
-    return _rows_gradient(model, rows, row_labels, ways, settings, inner)
+    beta = task_transductive_weight(model, settings)
+    if beta > 0:
+        if query is None:
+            raise ValueError("a transductive inner problem needs the task's query images")
+        rows = torch.cat([rows, query], dim=1)
+    queries = query.shape[1] if beta > 0 and query is not None else 0
+    return _rows_gradient(model, rows, row_labels, ways, settings, inner, queries, beta)
 
 
 def _rows_gradient(
@@ -476,14 +484,24 @@ def _rows_gradient(
     ways: int,
     settings: AdaptConfig,
     inner: InputOptResult,
+    queries: int = 0,
+    transductive_weight: float = 0.0,
 ) -> Tensor:
-    """:func:`support_gradient` on rows already built by :func:`support_rows`."""
+    """:func:`support_gradient` on rows already built by :func:`support_rows` (and the
+    ``queries`` unlabelled query rows after them, of a transductive problem)."""
     model.bind(rows)
     try:
         cell = model.context_cell()
         z = inner.z.detach()
         v = inner.x.detach().requires_grad_(True)
-        objective = support_objective(model, row_labels, ways, settings.context_weight)
+        objective = support_objective(
+            model,
+            row_labels,
+            ways,
+            settings.context_weight,
+            queries=queries,
+            transductive_weight=transductive_weight,
+        )
         lagrangian = objective(z, v).sum() + (inner.mu.detach() * cell(z, v)).sum()
         (g,) = torch.autograd.grad(lagrangian, v, create_graph=True)
     finally:
@@ -547,10 +565,17 @@ def meta_loss(
         n_rows = rows.shape[1]
         rows, query = embedded[:, :n_rows], embedded[:, n_rows:]
         support = rows[:, : support.shape[1]]
-    inner = _adapt_rows(model, rows.detach(), row_labels, ways, settings, settings.method)
+    # A transductive inner problem fits the task variable to the episode's queries too: they
+    # follow the support rows unlabelled, as at test time (:func:`adapt_context`).
+    beta = task_transductive_weight(model, settings)
+    queries = query.shape[1] if beta > 0 else 0
+    inner_rows = torch.cat([rows, query], dim=1) if queries else rows
+    inner = _adapt_rows(
+        model, inner_rows.detach(), row_labels, ways, settings, settings.method, queries, beta
+    )
     context = inner.x.detach()
     if hyper_step > 0:
-        g = _rows_gradient(model, rows, row_labels, ways, settings, inner)
+        g = _rows_gradient(model, inner_rows, row_labels, ways, settings, inner, queries, beta)
         # Value v*, derivative −η ∂g/∂θ: the first Neumann term of −H⁻¹ ∂²J/∂v∂θ.
         context = context - hyper_step * (g - g.detach())
     # The centroid read-out differentiates through the support fixed points at v* too:
