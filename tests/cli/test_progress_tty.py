@@ -14,22 +14,14 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_processes import JIIO, jiio_env, start_jiio, wait_for_line
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
-JIIO = [sys.executable, "-c", "from jiio_cli.cli.app import main; main()"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="160", TERM="xterm-256color")
-    env.pop("NO_COLOR", None)
-    env.update(extra)
-    return env
 
 
 def _tiny_data(tmp_path: Path) -> Path:
@@ -51,7 +43,7 @@ def _run_on_terminal(args: list[str], timeout: float = 240) -> tuple[int, str]:
     """Run jiio with stdin, stdout and stderr on a pseudo-terminal; (exit code, screen text)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [*JIIO, *args], stdin=slave, stdout=slave, stderr=slave, env=_env(), close_fds=True
+        [*JIIO, *args], stdin=slave, stdout=slave, stderr=slave, env=jiio_env(), close_fds=True
     )
     os.close(slave)
     chunks: list[bytes] = []
@@ -87,42 +79,11 @@ def test_training_on_a_terminal_shows_a_bar_with_count_and_eta(tmp_path: Path) -
     assert "estimated time for the" in screen
 
 
-def _start(args: list[str], **env: str) -> subprocess.Popen[str]:
-    # A shell without job control starts background jobs with SIGINT ignored, and the
-    # child would inherit that; give it the default disposition, as a terminal would.
-    return subprocess.Popen(
-        [*JIIO, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(**env),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def _wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 180) -> list[str]:
-    """Read stderr lines until one matches ``pattern``; all lines read so far."""
-    assert proc.stderr is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-        if ready:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen.append(line.rstrip("\n"))
-            if re.search(pattern, line):
-                return seen
-    proc.kill()
-    raise AssertionError(f"no line matching {pattern!r}; stderr so far: {seen}")
-
-
 @pytest.mark.slow
 def test_without_a_terminal_progress_is_a_line_every_interval(tmp_path: Path) -> None:
     data = _tiny_data(tmp_path)
     args = [*_train_args(data, tmp_path / "run", epochs=2), "--json"]
-    proc = _start(args, JIIO_PROGRESS_INTERVAL="0.2")
+    proc = start_jiio(args, JIIO_PROGRESS_INTERVAL="0.2")
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     lines = stderr.splitlines()
@@ -140,8 +101,8 @@ def test_sigterm_during_training_prints_the_checkpoint_and_the_resume_command(
 ) -> None:
     data = _tiny_data(tmp_path)
     out = tmp_path / "run"
-    proc = _start(_train_args(data, out, epochs=200), JIIO_PROGRESS_INTERVAL="0.2")
-    _wait_for_line(proc, r"^train: [1-9]\d*/")
+    proc = start_jiio(_train_args(data, out, epochs=200), JIIO_PROGRESS_INTERVAL="0.2")
+    wait_for_line(proc, r"^train: [1-9]\d*/")
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=120)
     assert proc.returncode == 130, rest
@@ -159,8 +120,8 @@ def test_sigterm_during_training_prints_the_checkpoint_and_the_resume_command(
 def test_ctrl_c_in_the_engine_bench_prints_the_rows_measured_so_far(json_output: bool) -> None:
     sizes = ",".join(["2x8x8"] * 6)  # 12 rows: far more than finish before the signal
     args = ["bench", "--task", "engine", "--sizes", sizes, "--device", "cpu"]
-    proc = _start([*args, *(["--json"] if json_output else [])], JIIO_PROGRESS_INTERVAL="0.2")
-    _wait_for_line(proc, r"^engine timings: [1-9]\d*/12")
+    proc = start_jiio([*args, *(["--json"] if json_output else [])], JIIO_PROGRESS_INTERVAL="0.2")
+    wait_for_line(proc, r"^engine timings: [1-9]\d*/12")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr

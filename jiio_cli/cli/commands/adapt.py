@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,6 +52,8 @@ from jiio_cli.cli.options import (
     in_panel,
 )
 from jiio_cli.cli.output import emit, print_table
+from jiio_cli.cli.partial import FinishedBatches
+from jiio_cli.cli.progress import progress_display
 from jiio_cli.cli.unconverged import enforce_converged
 from jiio_cli.errors import UsageError
 
@@ -208,7 +211,9 @@ def adapt(
     If a read-out solve (the fixed points the predictions come from) ends above its
     tolerance, the results are printed and the command exits 1 (0 with
     --allow-unconverged). The context fit stops at its --iterations budget: its objective
-    and residuals are reported but are not part of that verdict."""
+    and residuals are reported but are not part of that verdict. With --episodes, Ctrl-C
+    prints the results over the batches of episodes finished so far, marked partial, and
+    exits 130."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         opts = _command_config(
@@ -536,43 +541,120 @@ def _evaluate(
                 err=True,
             )
             kinds = ["across"]
-    assert opts.episodes is not None
-    documents = []
-    for kind in kinds:
-        report = evaluate_episodes(
-            model,
-            pool,
-            ways=opts.ways,
-            kind=kind,
-            baseline=baseline,
-            **_evaluation_arguments(opts, settings, common.seed),
+    runs = [
+        (
+            _episode_header(path, baseline, source, kind, opts, common),
+            partial(
+                evaluate_episodes,
+                model,
+                pool,
+                ways=opts.ways,
+                kind=kind,
+                baseline=baseline,
+                **_evaluation_arguments(opts, settings, common.seed),
+            ),
         )
-        documents.append(
-            {
-                "checkpoint": str(path),
-                "baseline": None if baseline is None else "protonet",
-                "data": source,
-                "episode_kind": kind,
-                "ways": opts.ways,
-                "shots": opts.shots,
-                "queries": opts.queries,
-                "jiio_iterations": opts.iterations,
-                "device": str(common.torch_device),
-                "seed": common.seed,
-                **report,
-            }
-        )
+        for kind in kinds
+    ]
+    documents = _run_evaluations(runs, opts, common.json_output, _print_episode_report)
     unconverged = [
         item
         for document in documents
         for item in _readout_items(document, f"episodes {_KIND_WORDS[document['episode_kind']]}")
     ]
     if common.json_output:
-        emit(documents[0] if len(documents) == 1 else {"reports": documents}, json_output=True)
+        emit(_episodes_json(documents), json_output=True)
         return unconverged
     for document in documents:
         _print_episode_report(document, opts)
     return unconverged
+
+
+def _episode_header(
+    path: Path, baseline: Any, source: str, kind: str, opts: AdaptCommandConfig, common: Any
+) -> dict[str, Any]:
+    """What a glyph evaluation's document says before its report: the models, the data,
+    the episodes and where it ran."""
+    return {
+        "checkpoint": str(path),
+        "baseline": None if baseline is None else "protonet",
+        "data": source,
+        "episode_kind": kind,
+        "ways": opts.ways,
+        "shots": opts.shots,
+        "queries": opts.queries,
+        "jiio_iterations": opts.iterations,
+        "device": str(common.torch_device),
+        "seed": common.seed,
+    }
+
+
+def _episodes_json(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one JSON document of a glyph evaluation: its report, or ``{"reports": [...]}``
+    for several kinds of episodes (``complete`` when every one is)."""
+    if len(documents) == 1:
+        return documents[0]
+    return {"reports": documents, "complete": all(d["complete"] for d in documents)}
+
+
+def _run_evaluations(
+    runs: list[tuple[dict[str, Any], Callable[..., dict[str, Any]]]],
+    opts: AdaptCommandConfig,
+    json_output: bool,
+    show: Callable[[dict[str, Any], AdaptCommandConfig], None],
+) -> list[dict[str, Any]]:
+    """Run each ``(header, evaluate)`` under one progress display; the documents (header
+    and report, ``complete``).
+
+    On Ctrl-C the finished documents and the one under way, over its finished batches and
+    marked partial, are printed (``show`` for each in a table, or the one JSON document),
+    and the interrupt goes on to the boundary, which exits 130.
+    """
+    assert opts.episodes is not None
+    documents: list[dict[str, Any]] = []
+    batches = [
+        FinishedBatches[dict[str, Any]](opts.episodes, opts.batch_size, "episodes") for _ in runs
+    ]
+    try:
+        with progress_display() as display:
+            for (header, evaluate), finished in zip(runs, batches, strict=True):
+                report = evaluate(
+                    progress=display.update,
+                    on_batch=lambda done, into=finished: into.record(done, done["episodes"]),
+                )
+                documents.append({**header, **report, "complete": True})
+    except KeyboardInterrupt:
+        under_way: tuple[dict[str, Any], str] | None = None
+        if len(documents) < len(runs):
+            finished = batches[len(documents)]
+            report = finished.result or {"episodes": 0}
+            under_way = (
+                {**runs[len(documents)][0], **report, **finished.as_json()},
+                finished.note(),
+            )
+        _print_partial(documents, under_way, opts, json_output, show)
+        raise
+    return documents
+
+
+def _print_partial(
+    documents: list[dict[str, Any]],
+    under_way: tuple[dict[str, Any], str] | None,
+    opts: AdaptCommandConfig,
+    json_output: bool,
+    show: Callable[[dict[str, Any], AdaptCommandConfig], None],
+) -> None:
+    """The finished ``documents`` and the interrupted one (``under_way``: its document
+    and the partial note, if any; a table only when some of its batches finished)."""
+    shown = documents if under_way is None else [*documents, under_way[0]]
+    if json_output:
+        emit(_episodes_json(shown), json_output=True)
+        return
+    for document in shown:
+        if document["episodes"]:
+            show(document, opts)
+    if under_way is not None:
+        typer.echo(under_way[1])
 
 
 def _evaluation_arguments(opts: AdaptCommandConfig, settings: Any, seed: int) -> dict[str, Any]:
@@ -607,7 +689,8 @@ def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) ->
         labels,
         ("accuracy", lambda r: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} %"),
         lambda d: f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} points",
-        title=f"jiio adapt: {opts.episodes} episodes {kind}, {opts.ways}-way {opts.shots}-shot, "
+        title=f"jiio adapt: {document['episodes']} episodes {kind}, {opts.ways}-way "
+        f"{opts.shots}-shot, "
         f"{opts.queries} queries per class ({document['data']})",
     )
     res = document["residuals"]
@@ -681,8 +764,7 @@ def _evaluate_sinusoid(
     model, path, spec = load_sinusoid_model(checkpoint, common.torch_device)
     iterations = opts.iterations if opts.iterations is not None else spec.inner_iters
     settings = _with_options(adapt_settings(spec, iterations=iterations), opts)
-    report = evaluate_tasks(model, **_evaluation_arguments(opts, settings, common.seed))
-    document = {
+    header = {
         "checkpoint": str(path),
         "dataset": "sinusoid",
         "shots": opts.shots,
@@ -691,30 +773,38 @@ def _evaluate_sinusoid(
         "naive_lr": opts.naive_lr,
         "device": str(common.torch_device),
         "seed": common.seed,
-        **report,
     }
-    verdict = _readout_items(report, "sinusoid tasks"), settings.forward.max_iter
+    evaluate = partial(evaluate_tasks, model, **_evaluation_arguments(opts, settings, common.seed))
+    (document,) = _run_evaluations(
+        [(header, evaluate)], opts, common.json_output, _print_sinusoid_report
+    )
+    verdict = _readout_items(document, "sinusoid tasks"), settings.forward.max_iter
     if common.json_output:
         emit(document, json_output=True)
-        return verdict
+    else:
+        _print_sinusoid_report(document, opts)
+    return verdict
+
+
+def _print_sinusoid_report(document: dict[str, Any], opts: AdaptCommandConfig) -> None:
+    """The sinusoid tasks' table, paired differences and read-out residuals."""
     labels = {
-        "jiio": f"jiio ({iterations} iterations)",
-        "naive": f"naive Adam ({', '.join(map(str, report['naive_steps']))} steps, "
+        "jiio": f"jiio ({document['jiio_iterations']} iterations)",
+        "naive": f"naive Adam ({', '.join(map(str, document['naive_steps']))} steps, "
         f"lr {opts.naive_lr:g})",
         "no_adaptation": "no adaptation (v = 0)",
     }
     _print_comparison(
-        report,
+        document,
         labels,
         # Significant digits: a good model's MSE is far below 10⁻³.
         ("query MSE", lambda r: f"{r['mse']:.3g} ± {r['ci95']:.2g}"),
         lambda d: f"{d['mean']:+.3g} ± {d['ci95']:.2g}",
-        title=f"jiio adapt: {opts.episodes} sinusoid tasks, {opts.shots}-shot, "
+        title=f"jiio adapt: {document['episodes']} sinusoid tasks, {opts.shots}-shot, "
         f"{opts.queries} query points per task",
     )
-    res = report["residuals"]["query_z"]
+    res = document["residuals"]["query_z"]
     typer.echo(
         f"relative fixed-point residuals of the read-out (mean / max): {res['mean']:.1e} / "
-        f"{res['max']:.1e}{_above_tol(report)}"
+        f"{res['max']:.1e}{_above_tol(document)}"
     )
-    return verdict

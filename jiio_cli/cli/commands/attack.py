@@ -39,6 +39,7 @@ from jiio_cli.cli.options import (
     in_panel,
 )
 from jiio_cli.cli.output import print_json, print_table
+from jiio_cli.cli.partial import FinishedBatches
 from jiio_cli.cli.progress import batch_progress
 from jiio_cli.cli.unconverged import enforce_converged
 from jiio_cli.config import parse_eps_list
@@ -216,7 +217,8 @@ def attack(
     Every clean and adversarial image is scored by a fresh forward solve from zeros to a
     tight tolerance; perturbed images stay in the pixel box [0, 1]. If that solve did not
     converge on some image, the table is printed and the command exits 1 (0 with
-    --allow-unconverged)."""
+    --allow-unconverged). Ctrl-C prints the results over the batches of images finished so
+    far, marked partial, and exits 130."""
     with error_boundary(debug=debug):
         common = common_options(device=device, seed=seed, json_output=json_output, debug=debug)
         budgets = parse_eps_list(eps)
@@ -243,32 +245,89 @@ def attack(
         from jiio_cli.tasks.adversarial.data import load_attack_target
 
         target = load_attack_target(checkpoint, data, opts.max_images, dev)
-        err = Console(stderr=True)
-        result = _sweep_with_progress(
+        _sweep_and_report(
             target,
             [(norm.value, e) for e in budgets],
             method,
             _attack_configs(opts, loss, solver, pgd_loss, compile_graph),
             opts,
+            (save_examples, allow_unconverged),
+            scoring,
+            common,
+        )
+
+
+def _sweep_and_report(
+    target: Any,
+    budgets: list[tuple[str, float]],
+    method: Method,
+    configs: Any,
+    opts: AttackCommandConfig,
+    files: tuple[Path | None, bool],
+    scoring: Any,
+    common: Any,
+) -> None:
+    """Run the sweep, then report it and apply the unconverged rule; on Ctrl-C, report the
+    images finished so far (``files``: ``--save-examples``, ``--allow-unconverged``)."""
+    save_examples, allow_unconverged = files
+    err = Console(stderr=True)
+    finished = FinishedBatches[Any](int(target.images.shape[0]), opts.batch_size, "images")
+    try:
+        result = _sweep_with_progress(
+            target,
+            budgets,
+            method,
+            configs,
+            opts,
             save_examples is not None,
             scoring,
             common,
             err,
+            finished,
         )
-        _report_and_enforce(target, result, save_examples, allow_unconverged, scoring, common, err)
+    except KeyboardInterrupt:
+        # Ctrl-C: the images finished so far; the boundary then exits 130.
+        _report_partial(target, finished, files, scoring, common)
+        raise
+    unconverged = _write_and_report(target, result, files, scoring, common, None)
+    enforce_converged(
+        unconverged,
+        allow=allow_unconverged,
+        fix=f"raise --forward-iterations (now {scoring.max_iter})",
+    )
 
 
-def _report_and_enforce(
+def _report_partial(
     target: Any,
-    result: Any,
-    save_examples: Path | None,
-    allow_unconverged: bool,
+    finished: FinishedBatches[Any],
+    files: tuple[Path | None, bool],
     scoring: Any,
     common: Any,
-    err: Console,
 ) -> None:
-    """Write the examples (not from an unconverged verdict unless allowed), report, then
-    apply the unconverged rule."""
+    """What an interrupted sweep had finished: the rows over the images of its finished
+    batches (and their examples, under the unconverged rule), marked partial."""
+    if finished.result is not None:
+        _write_and_report(target, finished.result, files, scoring, common, finished)
+    elif common.json_output:
+        print_json(
+            {"checkpoint": str(target.checkpoint), "images": 0, "rows": []} | finished.as_json()
+        )
+    else:
+        typer.echo(finished.note())
+
+
+def _write_and_report(
+    target: Any,
+    result: Any,
+    files: tuple[Path | None, bool],
+    scoring: Any,
+    common: Any,
+    partial: FinishedBatches[Any] | None,
+) -> list[str]:
+    """Write the examples (not from an unconverged verdict unless allowed) and report the
+    ``result`` (marked ``partial`` when given); the rule's unconverged items. ``files``:
+    ``--save-examples``, ``--allow-unconverged``."""
+    save_examples, allow_unconverged = files
     warnings = _attack_warnings(target.notes, result)
     unconverged = _unconverged_items(result)
     keep = not unconverged or allow_unconverged
@@ -276,12 +335,11 @@ def _report_and_enforce(
     document = _attack_document(target, result, warnings, written, common.torch_device, common.seed)
     document["forward_solve"] = {"max_iter": scoring.max_iter, "tol": scoring.tol}
     document["unconverged"] = unconverged
-    _report(document, result, warnings, err, json_output=common.json_output)
-    enforce_converged(
-        unconverged,
-        allow=allow_unconverged,
-        fix=f"raise --forward-iterations (now {scoring.max_iter})",
-    )
+    document.update({"complete": True} if partial is None else partial.as_json())
+    _report(document, result, warnings, Console(stderr=True), json_output=common.json_output)
+    if partial is not None and not common.json_output:
+        typer.echo(partial.note())
+    return unconverged
 
 
 def _sweep_with_progress(
@@ -294,9 +352,11 @@ def _sweep_with_progress(
     scoring: Any,
     common: Any,
     err: Console,
+    finished: FinishedBatches[Any],
 ) -> Any:
-    """Run every method at every budget under one progress display; a note first on what
-    the worst (or standard) row means when several methods run."""
+    """Run every method at every budget under one progress display, keeping the result
+    over the finished batches in ``finished``; a note first on what the worst (or
+    standard) row means when several methods run."""
     methods = _METHODS.get(method, [method.value])
     worst_label = "standard" if method == Method.standard else "worst"
     if len(methods) > 1 and not common.json_output:
@@ -313,6 +373,7 @@ def _sweep_with_progress(
             progress=progress,
             worst_label=worst_label,
             scoring=scoring,
+            on_batch=lambda done: finished.record(done, int(done.clean_predictions.shape[0])),
         )
 
 
@@ -369,8 +430,10 @@ def _run_sweep(
     progress: Any,
     worst_label: str,
     scoring: Any,
+    on_batch: Any,
 ) -> Any:
-    """Every method at every (norm, eps) budget on the target's images."""
+    """Every method at every (norm, eps) budget on the target's images; ``on_batch`` gets
+    the result over the images finished after each batch."""
     from jiio_cli.tasks.adversarial.sweep import run_attack_sweep
 
     jiio, pgd, apgd = configs
@@ -389,6 +452,7 @@ def _run_sweep(
         apgd=apgd,
         worst_label=worst_label,
         scoring=scoring,
+        on_batch=on_batch,
     )
 
 
@@ -442,7 +506,7 @@ def _attack_document(
     """The JSON document of one ``jiio attack`` run."""
     return {
         "checkpoint": str(target.checkpoint),
-        "images": int(target.images.shape[0]),
+        "images": int(result.clean_predictions.shape[0]),
         "clean_accuracy": result.rows[0].clean_accuracy if result.rows else None,
         "clean_unconverged": result.clean_unconverged,
         "rows": [row.as_dict() for row in result.rows],

@@ -140,6 +140,7 @@ def run_attack_sweep(
     apgd: APGDConfig | None = None,
     worst_label: str = "worst",
     scoring: SolverConfig | None = None,
+    on_batch: Callable[[SweepResult], None] | None = None,
 ) -> SweepResult:
     """Attack ``images`` (N, c, S, S) with ``labels`` (N,) at every budget and method.
 
@@ -147,48 +148,115 @@ def run_attack_sweep(
     it survives every method (the strongest attack per sample; see the module docstring
     for unconverged verdicts).
 
+    The set is worked through batch by batch, each batch by every budget and method, so
+    that after each batch the result over the images finished so far is complete in
+    itself (an interrupted run still has it). Each (budget, method) draws its random
+    starts from its own generator seeded by ``seed`` for the whole set.
+
     Args:
         apgd: APGD settings (its ``loss`` is set by the method name).
         keep_examples: keep the first this many adversarial images per (method, ε).
-        progress: called as ``progress(label, done, total)`` after each batch.
+        progress: called as ``progress(label, done, total)`` (images, one label per budget
+            and method) before each batch and at the end.
         scoring: the fresh forward solve that scores every image (default
             :data:`~jiio_cli.tasks.adversarial.attacks.SCORING_SOLVE`).
+        on_batch: called after each batch with the result over the images finished so
+            far (the first ``k`` of them), before ``progress`` reports them.
     """
     n = images.shape[0]
-    clean_pred, clean_conv = _classify_clean(model, images, batch_size, scoring)
-    correct = clean_pred == labels
-    result = SweepResult([], float((~clean_conv).float().mean()), clean_pred.cpu())
+    if n == 0:
+        raise ValueError("no images to attack")
+    configs = (jiio, pgd, apgd or APGDConfig())
+    clean = _CleanVerdicts.empty(n, images.device)
+    scores = {
+        (t, m): (
+            _MethodScores.empty(n, images.device, images.dtype),
+            torch.Generator().manual_seed(seed),
+        )
+        for t in range(len(threats))
+        for m in methods
+    }
+    labels_of = {key: f"{key[1]} {threats[key[0]].label()}" for key in scores}
+    for start in range(0, n, batch_size):
+        if progress is not None:
+            for label in labels_of.values():
+                progress(label, start, n)
+        sl = slice(start, min(start + batch_size, n))
+        _score_clean(model, images[sl], sl, clean, scoring)
+        for (t, method), (scored, generator) in scores.items():
+            batch = (images[sl], labels[sl], sl)
+            adversarial = _attack_batch(
+                model, batch, method, threats[t], configs, generator, scored, scoring
+            )
+            if sum(kept.shape[0] for kept in scored.kept) < keep_examples:
+                scored.kept.append(adversarial.cpu())
+        done = _sweep_result(
+            labels[: sl.stop],
+            clean,
+            threats,
+            methods,
+            {key: scored for key, (scored, _) in scores.items()},
+            keep_examples,
+            worst_label,
+        )
+        if on_batch is not None:
+            on_batch(done)
+    if progress is not None:
+        for label in labels_of.values():
+            progress(label, n, n)
+    return done
 
-    apgd = apgd or APGDConfig()
-    for threat in threats:
+
+def _score_clean(
+    model: DEQClassifier,
+    images: Tensor,
+    sl: slice,
+    clean: _CleanVerdicts,
+    scoring: SolverConfig | None,
+) -> None:
+    """Fresh verdicts on the clean batch ``images`` (B, c, S, S), the images ``sl`` of the
+    set, into ``clean``; refuses a diverged solve."""
+    verdict = classify(model, images, scoring)
+    clean.predictions[sl] = verdict.predictions
+    clean.converged[sl] = verdict.converged
+    clean.failed[sl] = verdict.failed
+    refuse_divergence(clean.failed[: sl.stop], "clean")
+
+
+def _sweep_result(
+    labels: Tensor,
+    clean: _CleanVerdicts,
+    threats: list[ThreatModel],
+    methods: list[Method],
+    scores: dict[tuple[int, Method], _MethodScores],
+    keep_examples: int,
+    worst_label: str,
+) -> SweepResult:
+    """The sweep's rows and per-image verdicts over the first ``k = len(labels)`` images
+    (those every budget and method has finished), from the per-image ``scores``."""
+    k = labels.shape[0]
+    clean_pred = clean.predictions[:k]
+    correct = clean_pred == labels
+    converged = clean.converged[:k]
+    result = SweepResult([], float((~converged).float().mean()), clean_pred.cpu())
+    for t, threat in enumerate(threats):
         survived_all = correct.clone()
         unconverged_any = torch.zeros_like(correct)
-        broken_by: list[list[str]] = [[] for _ in range(n)]
+        broken_by: list[list[str]] = [[] for _ in range(k)]
         for method in methods:
-            scores = _score_method(
-                model,
-                images,
-                labels,
-                method,
-                threat,
-                (jiio, pgd, apgd),
-                seed,
-                batch_size,
-                keep_examples,
-                progress,
-                scoring,
-            )
-            robust = correct & (scores.predictions == labels)
+            scored = scores[(t, method)].first(k)
+            robust = correct & (scored.predictions == labels)
             survived_all &= robust
-            flipped = correct & (scores.predictions != labels)
-            unconverged_any |= ~scores.eval_converged
+            flipped = correct & (scored.predictions != labels)
+            unconverged_any |= ~scored.eval_converged
             for i in torch.nonzero(flipped).flatten().tolist():
                 broken_by[i].append(method)
-            result.rows.append(_method_row(method, threat, scores, correct, robust, flipped))
+            result.rows.append(_method_row(method, threat, scored, correct, robust, flipped))
             if keep_examples > 0:
+                kept = min(keep_examples, k)
                 result.examples[(method, threat.eps)] = (
-                    torch.cat(scores.kept)[:keep_examples],
-                    scores.predictions[:keep_examples].cpu(),
+                    torch.cat(scored.kept)[:kept],
+                    scored.predictions[:kept].cpu(),
                 )
         key = (threat.norm, threat.eps)
         result.broken_by[key] = broken_by
@@ -201,23 +269,21 @@ def run_attack_sweep(
     return result
 
 
-def _classify_clean(
-    model: DEQClassifier, images: Tensor, batch_size: int, scoring: SolverConfig | None
-) -> tuple[Tensor, Tensor]:
-    """Fresh verdicts on the clean ``images`` (N, c, S, S) in batches: predictions (N,) and
-    convergence flags (N,); refuses a diverged solve."""
-    n = images.shape[0]
-    device = images.device
-    clean_pred = torch.empty(n, dtype=torch.long, device=device)
-    clean_conv = torch.empty(n, dtype=torch.bool, device=device)
-    clean_failed = torch.empty(n, dtype=torch.bool, device=device)
-    for start in range(0, n, batch_size):
-        verdict = classify(model, images[start : start + batch_size], scoring)
-        clean_pred[start : start + batch_size] = verdict.predictions
-        clean_conv[start : start + batch_size] = verdict.converged
-        clean_failed[start : start + batch_size] = verdict.failed
-    refuse_divergence(clean_failed, "clean")
-    return clean_pred, clean_conv
+@dataclass
+class _CleanVerdicts:
+    """Fresh verdicts on the clean images (N,): predictions, convergence and failure."""
+
+    predictions: Tensor
+    converged: Tensor
+    failed: Tensor
+
+    @classmethod
+    def empty(cls, n: int, device: torch.device) -> _CleanVerdicts:
+        return cls(
+            predictions=torch.empty(n, dtype=torch.long, device=device),
+            converged=torch.empty(n, dtype=torch.bool, device=device),
+            failed=torch.empty(n, dtype=torch.bool, device=device),
+        )
 
 
 @dataclass
@@ -248,48 +314,48 @@ class _MethodScores:
             f_evals=torch.empty(n, device=device),
         )
 
+    def first(self, k: int) -> _MethodScores:
+        """The scores of the first ``k`` images (views), with the kept batches and seconds."""
+        return _MethodScores(
+            predictions=self.predictions[:k],
+            norms=self.norms[:k],
+            eval_converged=self.eval_converged[:k],
+            eval_failed=self.eval_failed[:k],
+            attack_unconverged=self.attack_unconverged[:k],
+            iterations=self.iterations[:k],
+            f_evals=self.f_evals[:k],
+            kept=self.kept,
+            seconds=self.seconds,
+        )
 
-def _score_method(
+
+def _attack_batch(
     model: DEQClassifier,
-    images: Tensor,
-    labels: Tensor,
+    batch: tuple[Tensor, Tensor, slice],
     method: Method,
     threat: ThreatModel,
     configs: tuple[JIIOAttackConfig, PGDConfig, APGDConfig],
-    seed: int,
-    batch_size: int,
-    keep_examples: int,
-    progress: Callable[[str, int, int], None] | None,
+    generator: torch.Generator,
+    scores: _MethodScores,
     scoring: SolverConfig | None,
-) -> _MethodScores:
-    """Attack ``images`` (N, c, S, S) with ``labels`` (N,) by ``method`` batch by batch, with
-    one generator seeded by ``seed`` for the whole set, and score each adversarial batch by
-    a fresh solve; refuses a diverged solve."""
-    device = images.device
-    n = images.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    scores = _MethodScores.empty(n, device, images.dtype)
-    label = f"{method} {threat.label()}"
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        x, y = images[sl], labels[sl]
-        run = partial(_run_method, method, model, x, y, threat, *configs, generator)
-        outcome, took = timed(device, run)
-        scores.seconds += took
-        verdict: Classification = classify(model, outcome.images, scoring)
-        scores.predictions[sl] = verdict.predictions
-        scores.eval_converged[sl] = verdict.converged
-        scores.eval_failed[sl] = verdict.failed
-        scores.norms[sl] = perturbation_norms(outcome.images, x, threat.norm)
-        scores.attack_unconverged[sl] = outcome.unconverged
-        scores.iterations[sl] = outcome.iterations.float()
-        scores.f_evals[sl] = outcome.f_evals.float()
-        if sum(k.shape[0] for k in scores.kept) < keep_examples:
-            scores.kept.append(outcome.images.cpu())
-        if progress is not None:
-            progress(label, min(start + batch_size, n), n)
-    refuse_divergence(scores.eval_failed, f"{label} adversarial")
-    return scores
+) -> Tensor:
+    """Attack one batch ``(x (B, c, S, S), y (B,), its slice of the set)`` by ``method``
+    with the (budget, method)'s ``generator`` and score the adversarial batch by a fresh
+    solve into ``scores``; the adversarial batch (B, c, S, S). Refuses a diverged solve."""
+    x, y, sl = batch
+    run = partial(_run_method, method, model, x, y, threat, *configs, generator)
+    outcome, took = timed(x.device, run)
+    scores.seconds += took
+    verdict: Classification = classify(model, outcome.images, scoring)
+    scores.predictions[sl] = verdict.predictions
+    scores.eval_converged[sl] = verdict.converged
+    scores.eval_failed[sl] = verdict.failed
+    scores.norms[sl] = perturbation_norms(outcome.images, x, threat.norm)
+    scores.attack_unconverged[sl] = outcome.unconverged
+    scores.iterations[sl] = outcome.iterations.float()
+    scores.f_evals[sl] = outcome.f_evals.float()
+    refuse_divergence(scores.eval_failed[: sl.stop], f"{method} {threat.label()} adversarial")
+    return outcome.images
 
 
 def _method_row(

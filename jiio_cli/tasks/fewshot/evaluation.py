@@ -26,6 +26,7 @@ support objective, wall-clock time and the f-evaluations / VJPs / iterations per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -102,6 +103,8 @@ def evaluate_episodes(
     naive_steps: int | None = None,
     kind: str = "across",
     baseline: ProtoNet | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """JIIO, the naive loop and the centroid baseline on the same held-out episodes.
 
@@ -116,6 +119,10 @@ def evaluate_episodes(
         naive_steps: Adam steps; None matches JIIO's f-evaluations batch by batch.
         kind: ``across`` or ``within`` (one alphabet per episode, disjoint drawers).
         baseline: a Prototypical Network scored on the same episodes (eval mode).
+        progress: called as ``progress(label, done, total)`` (episodes) before the
+            first batch and after each.
+        on_batch: called after each batch, before ``progress``, with the report over the
+            episodes finished so far (what an interrupted evaluation still has).
 
     Returns:
         ``{"jiio": {...}, "naive": {...}, "centroid": {...}, ["protonet": {...},]
@@ -138,6 +145,9 @@ def evaluate_episodes(
     steps_used: list[int] = []
     residuals: dict[str, list[float]] = {"support_z": [], "support_x": [], "query_z": []}
     # Warm-up: neither method pays one-off costs (allocator, first calls) inside the timing.
+    label = f"episodes ({kind})"
+    if progress is not None:
+        progress(label, 0, episodes)
     warm = draw_episodes(pool, kind, 1, ways, shots, queries, derived_generator(seed, 12))
     _adapted_predictions(model, warm.to(device), settings, "jiio")
     for begin in range(0, episodes, batch):
@@ -146,12 +156,16 @@ def evaluate_episodes(
         steps_used.append(
             _score_batch(model, ep, settings, naive_steps, baseline, tallies, residuals)
         )
-    report = tally_report(tallies, methods[1:], steps_used, episodes)
-    report["kind"] = kind
-    report["transductive_weight"] = task_transductive_weight(model, settings)
-    report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
-    report["readout_tol"] = settings.forward.tol
-    report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])
+        report = tally_report(tallies, methods[1:], steps_used, begin + count)
+        report["kind"] = kind
+        report["transductive_weight"] = task_transductive_weight(model, settings)
+        report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
+        report["readout_tol"] = settings.forward.tol
+        report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])
+        if on_batch is not None:
+            on_batch(report)
+        if progress is not None:
+            progress(label, begin + count, episodes)
     return report
 
 

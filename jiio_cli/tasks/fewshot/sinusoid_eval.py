@@ -22,6 +22,7 @@ task used for training or model selection (the task space is continuous anyway).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -91,6 +92,8 @@ def evaluate_tasks(
     seed: int,
     batch: int = 100,
     naive_steps: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """JIIO, the naive loop and no adaptation on the same fresh sinusoid tasks.
 
@@ -102,6 +105,10 @@ def evaluate_tasks(
         seed: seed of the tasks.
         batch: tasks solved together.
         naive_steps: Adam steps; None matches JIIO's f-evaluations batch by batch.
+        progress: called as ``progress(label, done, total)`` (tasks) before the first
+            batch and after each.
+        on_batch: called after each batch, before ``progress``, with the report over the
+            tasks finished so far (what an interrupted evaluation still has).
 
     Returns:
         ``{"jiio": {...}, "naive": {...}, "no_adaptation": {...}, "paired": {...},
@@ -116,6 +123,8 @@ def evaluate_tasks(
     tallies = {m: MethodTally("mse") for m in METHODS}
     steps_used: list[int] = []
     readout: list[float] = []
+    if progress is not None:
+        progress("sinusoid tasks", 0, episodes)
     # Warm-up: no method pays one-off costs (allocator, first calls) inside the timing.
     warm = sample_sinusoid_tasks(1, shots, queries, derived_generator(seed, EVAL_STREAM + 1))
     _adapted(model, _to(warm, device), settings, "jiio")
@@ -142,8 +151,12 @@ def evaluate_tasks(
         )
         refuse_divergence(None, predicted, "sinusoid model")
         tallies["no_adaptation"].add(_query_mse(predicted, tasks.query_y), seconds, None)
-    report = tally_report(tallies, ("no_adaptation", "naive"), steps_used, episodes)
-    report["residuals"] = {"query_z": residual_summary(readout)}
-    report["readout_tol"] = settings.forward.tol
-    report["readout_unconverged"] = sum(r > settings.forward.tol for r in readout)
+        report = tally_report(tallies, ("no_adaptation", "naive"), steps_used, begin + count)
+        report["residuals"] = {"query_z": residual_summary(readout)}
+        report["readout_tol"] = settings.forward.tol
+        report["readout_unconverged"] = sum(r > settings.forward.tol for r in readout)
+        if on_batch is not None:
+            on_batch(report)
+        if progress is not None:
+            progress("sinusoid tasks", begin + count, episodes)
     return report
