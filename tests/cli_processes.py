@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import re
 import select
 import signal
@@ -11,6 +12,9 @@ import sys
 import time
 
 JIIO = [sys.executable, "-c", "from jiio_cli.cli.app import main; main()"]
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+"""Terminal control sequences (colour, cursor moves, titles), removed from screen text."""
 
 PROGRESS_LINE = re.compile(r"^.+: \d+(/\d+ \(\d+%\))?, .*\belapsed\b")
 """A plain progress line on stderr: ``episodes (across): 2/40 (5%), 1 s elapsed, ...``."""
@@ -54,3 +58,44 @@ def wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 18
                 return seen
     proc.kill()
     raise AssertionError(f"no line matching {pattern!r}; stderr so far: {seen}")
+
+
+def run_on_terminal(
+    args: list[str], timeout: float = 240, interrupt_when: str | None = None
+) -> tuple[int, str]:
+    """Run ``jiio ARGS`` with stdin, stdout and stderr on a pseudo-terminal; (exit code,
+    screen text without control sequences).
+
+    Args:
+        interrupt_when: once the screen so far matches this pattern, send SIGINT (what
+            the terminal does on Ctrl-C), once.
+    """
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*JIIO, *args], stdin=slave, stdout=slave, stderr=slave, env=jiio_env(), close_fds=True
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if interrupt_when is not None and re.search(interrupt_when, _screen(chunks)):
+            proc.send_signal(signal.SIGINT)
+            interrupt_when = None
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    code = proc.wait(timeout=30)
+    return code, _screen(chunks)
+
+
+def _screen(chunks: list[bytes]) -> str:
+    return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))

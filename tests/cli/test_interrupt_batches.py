@@ -2,9 +2,10 @@
 finished batches measured, marked partial, and exit 130.
 
 Each test starts the real command in a fresh interpreter, reads its progress lines on
-stderr (not a terminal: one line per phase start and one every 0.2 s) until one counts a
-finished batch, and sends SIGINT. The runs ask for many small batches, so that the signal
-lands long before the end; each test checks that premise (fewer batches done than asked).
+stderr (not a terminal: one line per phase start and one every 0.2 s; or the bar, on a
+pseudo-terminal) until one counts a finished batch, and sends SIGINT. The runs ask for
+many small batches, so that the signal lands long before the end; each test checks that
+premise (fewer batches done than asked).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from classifiers import save_classifier
-from cli_processes import start_jiio, wait_for_line
+from cli_processes import run_on_terminal, start_jiio, wait_for_line
 from meta_models import save_tiny_meta_model
 
 INTERVAL = {"JIIO_PROGRESS_INTERVAL": "0.2"}
@@ -153,3 +154,19 @@ def test_ctrl_c_in_sinusoid_tasks_reports_the_finished_tasks() -> None:
     assert doc["complete"] is False
     assert doc["episodes"] == 10 * _check_marker(doc["partial"], "episodes", 2000, 10)
     assert doc["jiio"]["mse"] >= 0 and doc["no_adaptation"]["mse"] >= 0
+
+
+def test_ctrl_c_on_a_terminal_stops_the_bar_and_prints_the_partial_table(
+    meta_model: Path,
+) -> None:
+    """As a person sees it: the bar on a pseudo-terminal, Ctrl-C once it counts a batch."""
+    args = [*ADAPT, "-c", str(meta_model), "--episodes", "40", "--batch-size", "2"]
+    code, screen = run_on_terminal(
+        args, 180, interrupt_when=r"episodes \(across\).*\b[1-9]\d*/40\b"
+    )
+    assert code == 130, screen
+    assert "ETA" in screen and "Traceback" not in screen
+    marker = re.search(r"partial: (\d+) of 20 batches, (\d+) episodes", screen)
+    assert marker and 1 <= int(marker[1]) < 20, screen
+    assert f"jiio adapt: {marker[2]} episodes across alphabets" in screen
+    assert screen.rstrip().endswith("error: interrupted")

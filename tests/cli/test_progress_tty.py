@@ -8,20 +8,13 @@ batch job or ``2> log`` would.
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import select
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_processes import JIIO, jiio_env, start_jiio, wait_for_line
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+from cli_processes import run_on_terminal, start_jiio, wait_for_line
 
 
 def _tiny_data(tmp_path: Path) -> Path:
@@ -39,36 +32,10 @@ def _train_args(data: Path, out: Path, epochs: int) -> list[str]:
     ]
 
 
-def _run_on_terminal(args: list[str], timeout: float = 240) -> tuple[int, str]:
-    """Run jiio with stdin, stdout and stderr on a pseudo-terminal; (exit code, screen text)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [*JIIO, *args], stdin=slave, stdout=slave, stderr=slave, env=jiio_env(), close_fds=True
-    )
-    os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    code = proc.wait(timeout=30)
-    return code, ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
-
-
 @pytest.mark.slow
 def test_training_on_a_terminal_shows_a_bar_with_count_and_eta(tmp_path: Path) -> None:
     data = _tiny_data(tmp_path)
-    code, screen = _run_on_terminal(_train_args(data, tmp_path / "run", epochs=1))
+    code, screen = run_on_terminal(_train_args(data, tmp_path / "run", epochs=1))
     assert code == 0, screen
     # The plan before the first step, with where the checkpoints go.
     assert "training denoise on 36 samples: 5 steps (1 epochs of 5 batches of 8)" in screen
