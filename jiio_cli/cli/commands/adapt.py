@@ -689,9 +689,8 @@ def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) ->
         labels,
         ("accuracy", lambda r: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} %"),
         lambda d: f"{100 * d['mean']:+.2f} ± {100 * d['ci95']:.2f} points",
-        title=f"jiio adapt: {document['episodes']} episodes {kind}, {opts.ways}-way "
-        f"{opts.shots}-shot, "
-        f"{opts.queries} queries per class ({document['data']})",
+        title=f"jiio adapt: {document['episodes']} episodes {kind}, "
+        f"{opts.ways}-way {opts.shots}-shot, {opts.queries} queries per class ({document['data']})",
     )
     res = document["residuals"]
     typer.echo(

@@ -144,10 +144,10 @@ def evaluate_episodes(
     tallies = {m: MethodTally("accuracy") for m in methods}
     steps_used: list[int] = []
     residuals: dict[str, list[float]] = {"support_z": [], "support_x": [], "query_z": []}
-    # Warm-up: neither method pays one-off costs (allocator, first calls) inside the timing.
     label = f"episodes ({kind})"
     if progress is not None:
         progress(label, 0, episodes)
+    # Warm-up: neither method pays one-off costs (allocator, first calls) inside the timing.
     warm = draw_episodes(pool, kind, 1, ways, shots, queries, derived_generator(seed, 12))
     _adapted_predictions(model, warm.to(device), settings, "jiio")
     for begin in range(0, episodes, batch):
