@@ -113,11 +113,11 @@ def meta_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ctrl_c_in_adapt_episodes_reports_the_finished_episodes_as_json(
     meta_model: Path,
 ) -> None:
-    args = [*ADAPT, "-c", str(meta_model), "--episodes", "40", "--batch-size", "2", "--json"]
-    stdout, _ = _interrupt(args, r"^episodes \(across\): [1-9]\d*/40")
+    args = [*ADAPT, "-c", str(meta_model), "--episodes", "80", "--batch-size", "2", "--json"]
+    stdout, _ = _interrupt(args, r"^episodes \(across\): [1-9]\d*/80")
     doc = json.loads(stdout)
     assert doc["complete"] is False and doc["episode_kind"] == "across"
-    done = _check_marker(doc["partial"], "episodes", 40, 2)
+    done = _check_marker(doc["partial"], "episodes", 80, 2)
     assert doc["episodes"] == 2 * done
     for method in ("jiio", "naive", "centroid"):
         assert 0 <= doc[method]["accuracy"] <= 1
@@ -125,12 +125,12 @@ def test_ctrl_c_in_adapt_episodes_reports_the_finished_episodes_as_json(
 
 
 def test_ctrl_c_in_adapt_episodes_prints_the_partial_table(meta_model: Path) -> None:
-    args = [*ADAPT, "-c", str(meta_model), "--episodes", "40", "--batch-size", "2"]
-    stdout, _ = _interrupt(args, r"^episodes \(across\): [1-9]\d*/40")
-    marker = re.search(r"^partial: (\d+) of 20 batches, (\d+) episodes$", stdout, re.MULTILINE)
+    args = [*ADAPT, "-c", str(meta_model), "--episodes", "80", "--batch-size", "2"]
+    stdout, _ = _interrupt(args, r"^episodes \(across\): [1-9]\d*/80")
+    marker = re.search(r"^partial: (\d+) of 40 batches, (\d+) episodes$", stdout, re.MULTILINE)
     assert marker, stdout
     done, episodes = int(marker[1]), int(marker[2])
-    assert 1 <= done < 20 and episodes == 2 * done
+    assert 1 <= done < 40 and episodes == 2 * done
     assert f"jiio adapt: {episodes} episodes across alphabets" in stdout
     assert "JIIO minus, paired per episode" in stdout
 
@@ -160,13 +160,13 @@ def test_ctrl_c_on_a_terminal_stops_the_bar_and_prints_the_partial_table(
     meta_model: Path,
 ) -> None:
     """As a person sees it: the bar on a pseudo-terminal, Ctrl-C once it counts a batch."""
-    args = [*ADAPT, "-c", str(meta_model), "--episodes", "40", "--batch-size", "2"]
+    args = [*ADAPT, "-c", str(meta_model), "--episodes", "80", "--batch-size", "2"]
     code, screen = run_on_terminal(
-        args, 180, interrupt_when=r"episodes \(across\).*\b[1-9]\d*/40\b"
+        args, 180, interrupt_when=r"episodes \(across\).*\b[1-9]\d*/80\b"
     )
     assert code == 130, screen
     assert "ETA" in screen and "Traceback" not in screen
-    marker = re.search(r"partial: (\d+) of 20 batches, (\d+) episodes", screen)
-    assert marker and 1 <= int(marker[1]) < 20, screen
+    marker = re.search(r"partial: (\d+) of 40 batches, (\d+) episodes", screen)
+    assert marker and 1 <= int(marker[1]) < 40, screen
     assert f"jiio adapt: {marker[2]} episodes across alphabets" in screen
     assert screen.rstrip().endswith("error: interrupted")
