@@ -203,6 +203,21 @@ CASES: list[BadInput] = [
         2,
     ),
     BadInput(
+        "train: --transductive-weight with the head read-out",
+        _train("--task", "meta", "--readout", "head", "--transductive-weight", "1"),
+        2,
+    ),
+    BadInput(
+        "train: --transductive-weight for a ProtoNet",
+        _train("--task", "meta", "--model", "protonet", "--transductive-weight", "1"),
+        2,
+    ),
+    BadInput(
+        "train: --transductive-weight -1",
+        _train("--task", "meta", "--transductive-weight", "-1"),
+        2,
+    ),
+    BadInput(
         "train: --no-head-context for sinusoids",
         _train("--task", "meta", "--dataset", "sinusoid", "--no-head-context"),
         2,

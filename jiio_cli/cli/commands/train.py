@@ -132,8 +132,7 @@ def train(
     json_output: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Train a DEQ model: a decoder (generate / denoise / inpaint), an adversarially robust
-    classifier (adversarial) or a few-shot meta-model (meta).
+    """Train a DEQ: a decoder (generate, denoise, inpaint), a robust classifier or a meta-model.
 
     Options left out take per-task defaults, a run of about 15 min on a CPU ("else": other
     tasks, meta with --dataset, and recipes: recipes/*.toml, --config; recipes/README.md)."""
@@ -145,7 +144,6 @@ def train(
         if nproc is not None:  # become the launcher: torchrun re-runs this command N times
             raise typer.Exit(_launch_workers(nproc))
         values, given = _resolve_old_names(values, explicit_options(ctx))
-        # Short per-task runs for what the user left out, unless a recipe says it all.
         values = apply_task_defaults(values, given, task.value, recipe=config is not None)
         _RUNNERS[task](values, common, given)
 

@@ -509,6 +509,35 @@ def _rows_gradient(
     return g
 
 
+def _task_variable(
+    model: FiLMClassifier,
+    rows: Tensor,
+    row_labels: Tensor,
+    query: Tensor,
+    ways: int,
+    settings: AdaptConfig,
+    hyper_step: float,
+) -> tuple[InputOptResult, Tensor]:
+    """A meta-training step's inner solve on its task rows, and the task variable the outer
+    loss reads: value v*, θ-derivative −η ∂g/∂θ (the first Neumann term of
+    −H⁻¹ ∂²J/∂v∂θ; none when η = 0).
+
+    A transductive inner problem fits the task variable to the episode's queries too: they
+    follow the support rows unlabelled, as at test time (:func:`adapt_context`).
+    """
+    beta = task_transductive_weight(model, settings)
+    queries = query.shape[1] if beta > 0 else 0
+    inner_rows = torch.cat([rows, query], dim=1) if queries else rows
+    inner = _adapt_rows(
+        model, inner_rows.detach(), row_labels, ways, settings, settings.method, queries, beta
+    )
+    context = inner.x.detach()
+    if hyper_step > 0:
+        g = _rows_gradient(model, inner_rows, row_labels, ways, settings, inner, queries, beta)
+        context = context - hyper_step * (g - g.detach())
+    return inner, context
+
+
 @dataclass
 class MetaLoss:
     """One meta-training step's loss and what it measured.
@@ -565,19 +594,7 @@ def meta_loss(
         n_rows = rows.shape[1]
         rows, query = embedded[:, :n_rows], embedded[:, n_rows:]
         support = rows[:, : support.shape[1]]
-    # A transductive inner problem fits the task variable to the episode's queries too: they
-    # follow the support rows unlabelled, as at test time (:func:`adapt_context`).
-    beta = task_transductive_weight(model, settings)
-    queries = query.shape[1] if beta > 0 else 0
-    inner_rows = torch.cat([rows, query], dim=1) if queries else rows
-    inner = _adapt_rows(
-        model, inner_rows.detach(), row_labels, ways, settings, settings.method, queries, beta
-    )
-    context = inner.x.detach()
-    if hyper_step > 0:
-        g = _rows_gradient(model, inner_rows, row_labels, ways, settings, inner, queries, beta)
-        # Value v*, derivative −η ∂g/∂θ: the first Neumann term of −H⁻¹ ∂²J/∂v∂θ.
-        context = context - hyper_step * (g - g.detach())
+    inner, context = _task_variable(model, rows, row_labels, query, ways, settings, hyper_step)
     # The centroid read-out differentiates through the support fixed points at v* too:
     # support and query images are solved as one row of n + m images.
     images = _readout_rows(model, support, query)
