@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
-from jiio_cli.cli.commands.train_defaults import TASK_DEFAULTS
+from jiio_cli.cli.commands import train_defaults
+from jiio_cli.cli.commands.train_defaults import TASK_DEFAULTS, default_help
 
 # The module, not the command function that jiio_cli.cli.commands exports under its name.
 train_command = importlib.import_module("jiio_cli.cli.commands.train")
@@ -59,34 +60,43 @@ def test_a_bare_task_takes_its_defaults(resolved: list[dict[str, Any]], task: st
 def test_the_default_task_is_denoise_with_its_defaults(resolved: list[dict[str, Any]]) -> None:
     values = _resolve(resolved)
     assert values["task"].value == "denoise"
-    assert values["epochs"] == TASK_DEFAULTS["denoise"]["epochs"]
-    assert values["max_train"] == TASK_DEFAULTS["denoise"]["max_train"]
+    assert {name: values[name] for name in TASK_DEFAULTS["denoise"]} == TASK_DEFAULTS["denoise"]
 
 
 def test_typed_flags_override_the_task_defaults(resolved: list[dict[str, Any]]) -> None:
     values = _resolve(resolved, "--task", "adversarial", "--epochs", "5", "--lr", "0.01")
     assert values["epochs"] == 5 and values["lr"] == 0.01
     assert values["jac_weight"] == TASK_DEFAULTS["adversarial"]["jac_weight"]  # not typed
-    values = _resolve(resolved, "--task", "inpaint", "--max-train", "300")
-    assert values["max_train"] == 300
+    values = _resolve(resolved, "--task", "inpaint", "--batch-size", "32")
+    assert values["batch_size"] == 32
     assert values["epochs"] == TASK_DEFAULTS["inpaint"]["epochs"]
 
 
 @pytest.mark.parametrize(
     ("recipe", "task"), [("mnist-decoder", "inpaint"), ("mnist-classifier", "adversarial")]
 )
-def test_a_recipe_keeps_the_declared_defaults(
+def test_a_shipped_recipe_trains_what_it_trained(
     resolved: list[dict[str, Any]], recipe: str, task: str
 ) -> None:
-    """The shipped models' recipes train what they trained: the file's values, and the
-    declared defaults (all of MNIST-5k, not the short run's share) for what it leaves out."""
+    """The shipped models' recipes: the file's values, and all of MNIST-5k."""
     values = _resolve(resolved, "--config", str(ROOT / "recipes" / f"{recipe}.toml"))
     assert values["task"].value == task
-    assert values["max_train"] is None and values["max_train"] != TASK_DEFAULTS["inpaint"].get(
-        "max_train"
-    )
     assert values["epochs"] == {"inpaint": 16, "adversarial": 3}[task]
-    assert values["batch_size"] == DECLARED["batch_size"]
+    assert values["batch_size"] == 64 and values["max_train"] is None
+
+
+@pytest.mark.parametrize("task", ["denoise", "adversarial"])
+def test_a_recipe_keeps_the_declared_defaults(
+    resolved: list[dict[str, Any]], tmp_path: Path, task: str
+) -> None:
+    """What a recipe leaves out takes the command's declared default, not the short run's."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'task = "{task}"\n')
+    values = _resolve(resolved, "--config", str(recipe))
+    defaults = TASK_DEFAULTS[task]
+    # The premise: the task's short run changes something, so the check can fail.
+    assert any(defaults[name] != DECLARED[name] for name in defaults)
+    assert {name: values[name] for name in defaults} == {name: DECLARED[name] for name in defaults}
 
 
 def test_a_meta_recipe_keeps_its_values_and_a_flag_overrides_it(
@@ -110,10 +120,30 @@ def test_help_shows_the_per_task_defaults() -> None:
     result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"})
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
-    shown = {task: d["epochs"] for task, d in TASK_DEFAULTS.items()}
-    assert f"(decoders {shown['denoise']}, adversarial {shown['adversarial']}, meta" in text
-    assert f"meta {shown['meta']}; else 10)" in text
-    assert f"(decoders {TASK_DEFAULTS['denoise']['max_train']}; else all)" in text
-    assert "(meta centroids; else head)" in text
-    epochs_line = next(line for line in result.stdout.splitlines() if "--epochs" in line)
-    assert "[default:" not in epochs_line  # the declared 10 holds only for recipes
+    for help_start, name in [
+        ("Epochs", "epochs"),
+        ("Images per batch", "batch_size"),
+        ("Use only the first N images", "max_train"),
+        ("Query read-out", "readout"),
+    ]:
+        assert f"{help_start} ({default_help(name, DECLARED[name])})." in text
+    for flag in ("--epochs", "--batch-size"):  # the declared values hold only for recipes
+        line = next(line for line in result.stdout.splitlines() if flag in line)
+        assert "[default:" not in line
+
+
+def test_default_help_groups_the_tasks_that_share_a_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = {
+        "denoise": {"epochs": 3, "batch_size": 16},
+        "inpaint": {"epochs": 3, "batch_size": 16},
+        "generate": {"epochs": 3, "batch_size": 16},
+        "adversarial": {"epochs": 2, "lr": 2e-3},
+        "meta": {"epochs": 3, "lr": 2e-3},
+    }
+    monkeypatch.setattr(train_defaults, "TASK_DEFAULTS", table)
+    assert default_help("epochs", 10) == "decoders/meta 3, adversarial 2; else 10"
+    assert default_help("batch_size", 64) == "decoders 16; else 64"
+    assert default_help("lr", 1e-3) == "adversarial/meta 0.002; else 0.001"
+    assert default_help("max_train", None) == "default all"

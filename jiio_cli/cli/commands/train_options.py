@@ -19,7 +19,6 @@ import typer
 from jiio_cli.cli.commands.train_defaults import default_help
 from jiio_cli.cli.options import (
     AlphaXOption,
-    BatchSizeOption,
     EpsOption,
     IterationsOption,
     NaiveStepsOption,
@@ -149,7 +148,7 @@ InnerOption = Annotated[Inner, _run("Inner solve: jiio or a baseline (pgd: adver
 TrainIterationsOption = in_panel(
     IterationsOption,
     RUN,
-    "JIIO iterations per batch (decoder 40, adversarial 20, meta 30).",
+    "JIIO iterations per batch (decoders 60, adversarial 20, meta 30; decoder recipes 40).",
     optional=True,
 )
 InnerItersOption = Annotated[
@@ -180,7 +179,12 @@ MaxTrainOption = Annotated[
     int | None,
     _in(IMAGES, f"Use only the first N images ({default_help('max_train', None)}).", **_PER_TASK),
 ]
-TrainBatchSizeOption = in_panel(BatchSizeOption, IMAGES, "Images per batch.")
+TrainBatchSizeOption = Annotated[
+    int,
+    _in(
+        IMAGES, f"Images per batch ({default_help('batch_size', 64)}).", "--batch-size", **_PER_TASK
+    ),
+]
 
 # --- decoder tasks
 SigmaOption = Annotated[str | None, _in(DECODER, "Noise σ on [0, 1] or a range low:high.")]
