@@ -33,10 +33,10 @@ the evaluation one nearer convergence (3 epochs at 40 iterations: 16.6, 16.7, th
 15.7 dB). These defaults: denoise 17.0 then 16.7 dB in 787 s of CPU time; inpaint 16.9
 then 16.8 dB (the masked input: median 15.9 dB) in 826 s; generate 16.4 dB, with a
 Fréchet distance on classifier features (``jiio sample --n 500 --fd``) of 20.6 for the
-last checkpoint (25.7 for the best; 26.6 before) in 770 s. The latent density and range
-error fitted at the end take about a third of the wall time. ``jiio reconstruct``'s 300
-iterations find better codes than the evaluation's 120: 18.7 to 19.0 dB for denoise,
-17.8 for inpaint on 128 held-out digits. A learning rate of 3e-3 (13.9 dB) and a latent
+last checkpoint (25.7 for the best; 26.6 before) in 770 s. The last evaluation, latent
+density and range error after the last step take 40 to 50 % of the wall time. ``jiio
+reconstruct``'s 300 iterations find better codes than the evaluation's 120: 18.7 to 19.0 dB
+for denoise, 17.8 for inpaint on 128 held-out digits. A learning rate of 3e-3 (13.9 dB) and a latent
 of 64 (16.7, 16.5, 15.2 dB at 40 iterations) did not help."""
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
