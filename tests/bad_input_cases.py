@@ -92,6 +92,7 @@ def _sinusoid(*args: str, model: Path = SINUSOID_MODEL) -> Callable[[Path], list
     return lambda t: ["adapt", "--dataset", "sinusoid", "-c", str(model), *args, "--device", "cpu"]
 
 
+_META_HEAD = ("--task", "meta", "--readout", "head")
 _PSEUDO_QUERIES = ("--task", "meta", "--readout", "centroids", "--support-loss", "pseudo-queries")
 
 
@@ -202,20 +203,16 @@ CASES: list[BadInput] = [
         _train("--task", "meta", "--readout", "head", "--metric-context"),
         2,
     ),
-    BadInput(
-        "train: --transductive-weight with the head read-out",
-        _train("--task", "meta", "--readout", "head", "--transductive-weight", "1"),
-        2,
-    ),
-    BadInput(
-        "train: --transductive-weight for a ProtoNet",
-        _train("--task", "meta", "--model", "protonet", "--transductive-weight", "1"),
-        2,
-    ),
-    BadInput(
-        "train: --transductive-weight -1",
-        _train("--task", "meta", "--transductive-weight", "-1"),
-        2,
+    *(
+        BadInput(f"train: --transductive-weight {case}", _train(*argv), 2)
+        for case, argv in (
+            ("with the head read-out", (*_META_HEAD, "--transductive-weight", "1")),
+            (
+                "for a ProtoNet",
+                ("--task", "meta", "--model", "protonet", "--transductive-weight", "1"),
+            ),
+            ("-1", ("--task", "meta", "--transductive-weight", "-1")),
+        )
     ),
     BadInput(
         "train: --no-head-context for sinusoids",

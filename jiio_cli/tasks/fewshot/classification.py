@@ -46,6 +46,7 @@ from jiio_cli.engine import (
     jiio_solve,
     naive_solve,
 )
+from jiio_cli.engine.problem import Objective
 from jiio_cli.models import FiLMClassifier
 from jiio_cli.models.meta import class_means
 from jiio_cli.tasks.fewshot.context_solve import solve_at_contexts
@@ -328,14 +329,7 @@ def _adapt_rows(
     batch = rows.shape[0]
     beta = transductive_weight if queries > 0 else 0.0
     size = task_variable_size(model, ways, beta)
-    objective = support_objective(
-        model,
-        row_labels,
-        ways,
-        settings.context_weight,
-        queries=queries,
-        transductive_weight=beta,
-    )
+    objective = _rows_objective(model, row_labels, ways, settings, queries, beta)
     problem = InputProblem(
         cell, objective, z0=model.init_state(batch), x0=rows.new_zeros(batch, size)
     )
@@ -349,6 +343,25 @@ def _adapt_rows(
         return naive_solve(problem, settings.naive)
     finally:
         model.unbind()
+
+
+def _rows_objective(
+    model: FiLMClassifier,
+    row_labels: Tensor,
+    ways: int,
+    settings: AdaptConfig,
+    queries: int,
+    transductive_weight: float,
+):  # -> Objective
+    """:func:`support_objective` of task rows with ``queries`` unlabelled rows after them."""
+    return support_objective(
+        model,
+        row_labels,
+        ways,
+        settings.context_weight,
+        queries=queries,
+        transductive_weight=transductive_weight,
+    )
 
 
 def query_states(
@@ -474,34 +487,21 @@ def support_gradient(
             raise ValueError("a transductive inner problem needs the task's query images")
         rows = torch.cat([rows, query], dim=1)
     queries = query.shape[1] if beta > 0 and query is not None else 0
-    return _rows_gradient(model, rows, row_labels, ways, settings, inner, queries, beta)
+    objective = _rows_objective(model, row_labels, ways, settings, queries, beta)
+    return _rows_gradient(model, rows, inner, objective)
 
 
 def _rows_gradient(
-    model: FiLMClassifier,
-    rows: Tensor,
-    row_labels: Tensor,
-    ways: int,
-    settings: AdaptConfig,
-    inner: InputOptResult,
-    queries: int = 0,
-    transductive_weight: float = 0.0,
+    model: FiLMClassifier, rows: Tensor, inner: InputOptResult, objective: Objective
 ) -> Tensor:
     """:func:`support_gradient` on rows already built by :func:`support_rows` (and the
-    ``queries`` unlabelled query rows after them, of a transductive problem)."""
+    unlabelled query rows after them, of a transductive problem), whose inner objective
+    is ``objective`` (:func:`_rows_objective`)."""
     model.bind(rows)
     try:
         cell = model.context_cell()
         z = inner.z.detach()
         v = inner.x.detach().requires_grad_(True)
-        objective = support_objective(
-            model,
-            row_labels,
-            ways,
-            settings.context_weight,
-            queries=queries,
-            transductive_weight=transductive_weight,
-        )
         lagrangian = objective(z, v).sum() + (inner.mu.detach() * cell(z, v)).sum()
         (g,) = torch.autograd.grad(lagrangian, v, create_graph=True)
     finally:
@@ -533,7 +533,8 @@ def _task_variable(
     )
     context = inner.x.detach()
     if hyper_step > 0:
-        g = _rows_gradient(model, inner_rows, row_labels, ways, settings, inner, queries, beta)
+        objective = _rows_objective(model, row_labels, ways, settings, queries, beta)
+        g = _rows_gradient(model, inner_rows, inner, objective)
         context = context - hyper_step * (g - g.detach())
     return inner, context
 
