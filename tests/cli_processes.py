@@ -72,7 +72,15 @@ def run_on_terminal(
     """
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [*JIIO, *args], stdin=slave, stdout=slave, stderr=slave, env=jiio_env(), close_fds=True
+        [*JIIO, *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=jiio_env(),
+        close_fds=True,
+        # A shell runs background jobs with SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: give the child the disposition of a terminal's job.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(slave)
     chunks: list[bytes] = []
