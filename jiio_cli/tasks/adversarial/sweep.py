@@ -177,6 +177,13 @@ def run_attack_sweep(
         for m in methods
     }
     labels_of = {key: f"{key[1]} {threats[key[0]].label()}" for key in scores}
+    per_method = {key: scored for key, (scored, _) in scores.items()}
+
+    def result_over(k: int) -> SweepResult:
+        return _sweep_result(
+            labels[:k], clean, threats, methods, per_method, keep_examples, worst_label
+        )
+
     for start in range(0, n, batch_size):
         if progress is not None:
             for label in labels_of.values():
@@ -190,21 +197,13 @@ def run_attack_sweep(
             )
             if sum(kept.shape[0] for kept in scored.kept) < keep_examples:
                 scored.kept.append(adversarial.cpu())
-        done = _sweep_result(
-            labels[: sl.stop],
-            clean,
-            threats,
-            methods,
-            {key: scored for key, (scored, _) in scores.items()},
-            keep_examples,
-            worst_label,
-        )
+        # Built per batch only for a caller that keeps it (an interrupted run reports it).
         if on_batch is not None:
-            on_batch(done)
+            on_batch(result_over(sl.stop))
     if progress is not None:
         for label in labels_of.values():
             progress(label, n, n)
-    return done
+    return result_over(n)
 
 
 def _score_clean(

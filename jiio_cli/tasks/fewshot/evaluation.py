@@ -119,10 +119,8 @@ def evaluate_episodes(
         naive_steps: Adam steps; None matches JIIO's f-evaluations batch by batch.
         kind: ``across`` or ``within`` (one alphabet per episode, disjoint drawers).
         baseline: a Prototypical Network scored on the same episodes (eval mode).
-        progress: called as ``progress(label, done, total)`` (episodes) before the
-            first batch and after each.
-        on_batch: called after each batch, before ``progress``, with the report over the
-            episodes finished so far (what an interrupted evaluation still has).
+        progress: ``progress(label, done, total)`` (episodes), first and after each batch.
+        on_batch: after each batch, the report over the episodes done (built only then).
 
     Returns:
         ``{"jiio": {...}, "naive": {...}, "centroid": {...}, ["protonet": {...},]
@@ -150,23 +148,27 @@ def evaluate_episodes(
     # Warm-up: neither method pays one-off costs (allocator, first calls) inside the timing.
     warm = draw_episodes(pool, kind, 1, ways, shots, queries, derived_generator(seed, 12))
     _adapted_predictions(model, warm.to(device), settings, "jiio")
+
+    def report_over(done: int) -> dict[str, Any]:
+        report = tally_report(tallies, methods[1:], steps_used, done)
+        report["kind"] = kind
+        report["transductive_weight"] = task_transductive_weight(model, settings)
+        report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
+        report["readout_tol"] = settings.forward.tol
+        report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])
+        return report
+
     for begin in range(0, episodes, batch):
         count = min(batch, episodes - begin)
         ep = draw_episodes(pool, kind, count, ways, shots, queries, generator).to(device)
         steps_used.append(
             _score_batch(model, ep, settings, naive_steps, baseline, tallies, residuals)
         )
-        report = tally_report(tallies, methods[1:], steps_used, begin + count)
-        report["kind"] = kind
-        report["transductive_weight"] = task_transductive_weight(model, settings)
-        report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
-        report["readout_tol"] = settings.forward.tol
-        report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])
         if on_batch is not None:
-            on_batch(report)
+            on_batch(report_over(begin + count))
         if progress is not None:
             progress(label, begin + count, episodes)
-    return report
+    return report_over(episodes)
 
 
 def _score_batch(

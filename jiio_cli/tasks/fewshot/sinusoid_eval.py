@@ -105,10 +105,8 @@ def evaluate_tasks(
         seed: seed of the tasks.
         batch: tasks solved together.
         naive_steps: Adam steps; None matches JIIO's f-evaluations batch by batch.
-        progress: called as ``progress(label, done, total)`` (tasks) before the first
-            batch and after each.
-        on_batch: called after each batch, before ``progress``, with the report over the
-            tasks finished so far (what an interrupted evaluation still has).
+        progress: ``progress(label, done, total)`` (tasks), first and after each batch.
+        on_batch: after each batch, the report over the tasks done (built only then).
 
     Returns:
         ``{"jiio": {...}, "naive": {...}, "no_adaptation": {...}, "paired": {...},
@@ -125,6 +123,14 @@ def evaluate_tasks(
     readout: list[float] = []
     if progress is not None:
         progress("sinusoid tasks", 0, episodes)
+
+    def report_over(done: int) -> dict[str, Any]:
+        report = tally_report(tallies, ("no_adaptation", "naive"), steps_used, done)
+        report["residuals"] = {"query_z": residual_summary(readout)}
+        report["readout_tol"] = settings.forward.tol
+        report["readout_unconverged"] = sum(r > settings.forward.tol for r in readout)
+        return report
+
     # Warm-up: no method pays one-off costs (allocator, first calls) inside the timing.
     warm = sample_sinusoid_tasks(1, shots, queries, derived_generator(seed, EVAL_STREAM + 1))
     _adapted(model, _to(warm, device), settings, "jiio")
@@ -151,12 +157,8 @@ def evaluate_tasks(
         )
         refuse_divergence(None, predicted, "sinusoid model")
         tallies["no_adaptation"].add(_query_mse(predicted, tasks.query_y), seconds, None)
-        report = tally_report(tallies, ("no_adaptation", "naive"), steps_used, begin + count)
-        report["residuals"] = {"query_z": residual_summary(readout)}
-        report["readout_tol"] = settings.forward.tol
-        report["readout_unconverged"] = sum(r > settings.forward.tol for r in readout)
         if on_batch is not None:
-            on_batch(report)
+            on_batch(report_over(begin + count))
         if progress is not None:
             progress("sinusoid tasks", begin + count, episodes)
-    return report
+    return report_over(episodes)
