@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .layers import check_positive
 
-__all__ = ["Conv4Encoder", "conv4_embedding_size"]
+__all__ = ["Conv4Encoder", "conv4_embedding_size", "max_pool_2x2"]
 
 BLOCKS = 4
 
@@ -78,5 +78,21 @@ class Conv4Encoder(nn.Module):
                 memory_format=torch.channels_last
             )
             bias = (conv.bias - norm.running_mean) * gain + norm.bias
-            x = F.max_pool2d(F.conv2d(x, weight, bias, padding=1), 2).relu()
+            x = max_pool_2x2(F.conv2d(x, weight, bias, padding=1)).relu()
         return x
+
+
+def max_pool_2x2(x: Tensor) -> Tensor:
+    """2×2 max-pool with stride 2, floor mode: (N, C, H, W) → (N, C, ⌊H/2⌋, ⌊W/2⌋), equal to
+    ``F.max_pool2d(x, 2)``; the gradient splits between tied maxima instead of going to the
+    first.
+
+    As the elementwise maximum of the four strided views, which on channels-last
+    activations runs along contiguous channel vectors: about twice as fast as the CPU's
+    pooling kernel on the first block's 28×28 maps (measured at 32 filters), the largest
+    single cost of embedding a batch.
+    """
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+    bottom = torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2])
+    return torch.maximum(top, bottom)

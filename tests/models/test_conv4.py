@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from jiio_cli.models.conv4 import Conv4Encoder
+from jiio_cli.models.conv4 import Conv4Encoder, max_pool_2x2
 
 
 def _encoder(seed: int, channels: int = 8) -> Conv4Encoder:
@@ -58,3 +59,20 @@ def test_training_uses_the_batch_statistics() -> None:
     trained = encoder(images)
     torch.testing.assert_close(trained, reference.blocks(images).flatten(1))
     assert (trained - encoder.eval()(images)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("side", [(28, 28), (7, 7), (3, 5), (2, 9)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_max_pool_2x2_is_max_pool2d(side: tuple[int, int], layout: torch.memory_format) -> None:
+    """Values and (tie-free) gradients of the strided-maximum pool equal ``F.max_pool2d``'s,
+    floor mode on odd sides, in either memory layout."""
+    torch.manual_seed(_seed())
+    x = torch.randn(3, 6, *side, dtype=torch.float64).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    ours, theirs = max_pool_2x2(x), F.max_pool2d(x, 2)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    weights = torch.randn_like(theirs)
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    (g_theirs,) = torch.autograd.grad((theirs * weights).sum(), x)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=0, atol=0)
