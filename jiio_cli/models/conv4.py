@@ -71,8 +71,10 @@ class Conv4Encoder(nn.Module):
         layers = list(self.blocks)
         for i in range(0, len(layers), 4):
             conv, norm = layers[i], layers[i + 1]
-            assert isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
-            assert norm.running_var is not None and norm.running_mean is not None
+            if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)):
+                raise TypeError(f"block {i // 4} is not a convolution and a BatchNorm")
+            if norm.running_var is None or norm.running_mean is None:
+                raise TypeError(f"block {i // 4}'s BatchNorm keeps no running statistics")
             gain = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
             weight = (conv.weight * gain[:, None, None, None]).contiguous(
                 memory_format=torch.channels_last
