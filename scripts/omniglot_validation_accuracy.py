@@ -8,10 +8,13 @@ alphabets that the reported figures come from.
 
 Usage: python scripts/omniglot_validation_accuracy.py EPISODES CHECKPOINT [CHECKPOINT ...]
        [--transductive-weights 0,1,3,10] [--soft-kmeans-steps 0,1,3] [--iterations 20]
+       [--no-adaptation]
 
 A Prototypical Network is scored at each number of soft k-means steps, a meta-model
-(JIIO, ``--iterations`` iterations, its run's other inner settings) at each β. Prints one line per
-checkpoint and setting, then one JSON object: per kind (mean, 95 % half-width).
+(JIIO, ``--iterations`` iterations, its run's other inner settings) at each β and each
+number of soft k-means steps of its read-out, and with ``--no-adaptation`` also at v = 0
+(no context fit) with each number of steps. Prints one line per checkpoint and setting,
+then one JSON object: per kind (mean, 95 % half-width).
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from torch import Tensor
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.data.episodes import ClassPool, EpisodeBatch, draw_episodes
 from jiio_cli.models import MetaConfig
-from jiio_cli.tasks.fewshot.classification import adapt_context, query_logits
+from jiio_cli.tasks.fewshot.classification import (
+    adapt_context,
+    centroid_predictions,
+    query_logits,
+)
 from jiio_cli.tasks.fewshot.loading import load_meta_model, load_protonet, spec_from_json
 from jiio_cli.tasks.fewshot.protonet import protonet_predictions
 from jiio_cli.tasks.fewshot.training import adapt_settings, training_pools
@@ -66,7 +73,12 @@ def _settings_of(path: Path, args: argparse.Namespace) -> dict[str, Predict]:
     model.eval()
     base = adapt_settings(spec, iterations=args.iterations)
 
-    def predict(ep: EpisodeBatch, beta: float) -> Tensor:
+    def predict(ep: EpisodeBatch, beta: float | None, steps: int) -> Tensor:
+        model.config = replace(model.config, soft_kmeans_steps=steps)
+        if beta is None:  # no adaptation
+            return centroid_predictions(
+                model, ep.support, ep.support_labels, ep.query, ep.ways, base.forward
+            )
         settings = replace(base, transductive_weight=beta)
         result = adapt_context(
             model, ep.support, ep.support_labels, ep.ways, settings, query=ep.query
@@ -75,9 +87,14 @@ def _settings_of(path: Path, args: argparse.Namespace) -> dict[str, Predict]:
             model, ep.query, result.x, ep.ways, settings.forward, ep.support, ep.support_labels
         ).argmax(-1)
 
+    betas: list[float | None] = [*args.transductive_weights]
+    if args.no_adaptation:
+        betas.append(None)
     return {
-        f"beta {beta:g}, {args.iterations} iterations": (lambda ep, beta=beta: predict(ep, beta))
-        for beta in args.transductive_weights
+        (f"beta {beta:g}, {args.iterations} iterations" if beta is not None else "v = 0")
+        + f", soft k-means {steps}": (lambda ep, beta=beta, steps=steps: predict(ep, beta, steps))
+        for beta in betas
+        for steps in args.soft_kmeans_steps
     }
 
 
@@ -88,6 +105,7 @@ def main() -> None:
     parser.add_argument("--transductive-weights", default="0")
     parser.add_argument("--soft-kmeans-steps", default="0")
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--no-adaptation", action="store_true")
     args = parser.parse_args()
     args.transductive_weights = [float(b) for b in args.transductive_weights.split(",")]
     args.soft_kmeans_steps = [int(s) for s in args.soft_kmeans_steps.split(",")]

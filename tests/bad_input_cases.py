@@ -310,6 +310,21 @@ CASES: list[BadInput] = [
         ),
         1,
     ),
+    BadInput(
+        "adapt: --soft-kmeans-steps with the head read-out",
+        _adapt("--episodes", "2", "--soft-kmeans-steps", "3"),
+        2,
+    ),
+    BadInput(
+        "adapt: negative --soft-kmeans-steps",
+        _adapt("--episodes", "2", "--soft-kmeans-steps", "-1"),
+        2,
+    ),
+    BadInput(
+        "adapt: sinusoid with --soft-kmeans-steps",
+        _sinusoid("--episodes", "4", "--soft-kmeans-steps", "3"),
+        2,
+    ),
     BadInput("adapt: sinusoid without --episodes", _sinusoid(), 2),
     BadInput("adapt: sinusoid with --ways", _sinusoid("--episodes", "4", "--ways", "3"), 2),
     BadInput("adapt: sinusoid with zero shots", _sinusoid("--episodes", "4", "--shots", "0"), 2),

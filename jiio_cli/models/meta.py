@@ -18,6 +18,7 @@ from .film import FiLMConvDEQCell
 from .heads import ClassifierHead
 from .injection import ImageInjection
 from .layers import check_groups, check_positive
+from .soft_kmeans import soft_kmeans_refine, squared_distances
 
 __all__ = ["READOUTS", "SUPPORT_LOSSES", "FiLMClassifier", "MetaConfig", "class_means"]
 
@@ -114,6 +115,13 @@ class MetaConfig(ModelConfig):
             jointly with the DEQ states and the FiLM code). 0 (the default, and what
             checkpoints written before this option read as): the support alone.
         offset_weight: the offsets' penalty weight (with ``transductive_weight`` > 0).
+        soft_kmeans_steps: K ≥ 0 (needs ``readout="centroids"``). With K > 0 the query
+            read-out is transductive: before classifying, the class centroids are refined
+            by K soft k-means steps on the task's query features at the fitted context
+            (:func:`~jiio_cli.models.soft_kmeans.soft_kmeans_refine`, at the read-out's
+            distance scale s). It changes the read-out only, never the inner problem. 0
+            (the default, and what checkpoints written before this option read as): the
+            support's centroids alone.
     """
 
     context_dim: int = 64
@@ -136,6 +144,7 @@ class MetaConfig(ModelConfig):
     preprocess: str = "resize"
     transductive_weight: float = 0.0
     offset_weight: float = 0.01
+    soft_kmeans_steps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -181,6 +190,10 @@ class MetaConfig(ModelConfig):
             raise ValueError("transductive_weight > 0 needs readout 'centroids'")
         if self.offset_weight <= 0:
             raise ValueError(f"offset_weight must be > 0, got {self.offset_weight}")
+        if self.soft_kmeans_steps < 0:
+            raise ValueError(f"soft_kmeans_steps must be >= 0, got {self.soft_kmeans_steps}")
+        if self.soft_kmeans_steps > 0 and self.readout != "centroids":
+            raise ValueError("soft_kmeans_steps > 0 needs readout 'centroids'")
 
 
 class FiLMClassifier(DEQModel):
@@ -308,6 +321,7 @@ class FiLMClassifier(DEQModel):
         support_labels: Tensor,
         ways: int,
         v: Tensor | None = None,
+        soft_kmeans_steps: int = 0,
     ) -> Tensor:
         """Logits (B, m, N) = −s·‖φ(q) − c_k‖² of the centroid read-out.
 
@@ -319,9 +333,14 @@ class FiLMClassifier(DEQModel):
             v: the task's context (B, context_size); with ``metric_context`` its last C
                 entries weigh the distance's channels; a task variable with centroid
                 offsets after the context shifts the centroids (see :class:`MetaConfig`).
+            soft_kmeans_steps: refine the centroids by this many soft k-means steps on
+                these queries first (the transductive read-out; 0 for the support loss,
+                whose "queries" are the support's own copies).
         """
         query = self.features(query_z)
-        centroids = class_means(self.features(support_z), support_labels, ways)
+        onehot = F.one_hot(support_labels, ways).to(query.dtype)  # (B, n, N)
+        counts = onehot.sum(1)[..., None]  # (B, N, 1)
+        centroids = onehot.transpose(1, 2) @ self.features(support_z) / counts.clamp_min(1)
         offsets = self.centroid_offsets(v, ways)
         if offsets is not None:
             centroids = centroids + offsets
@@ -329,14 +348,9 @@ class FiLMClassifier(DEQModel):
         if root is not None:
             # Σ_c w_c (q_c − c_c)² is the plain distance between √w ⊙ q and √w ⊙ c.
             query, centroids = query * root[:, None, :], centroids * root[:, None, :]
-        # ‖q − c‖² expanded, so that the gradient stays finite where q = c (cdist's is not).
-        distances = (
-            query.pow(2).sum(-1, keepdim=True)
-            - 2 * query @ centroids.transpose(1, 2)
-            + centroids.pow(2).sum(-1)[:, None, :]
-        )
         scale = self.log_distance_scale.exp() if self.config.readout == "centroids" else 1.0
-        return -scale * distances
+        centroids = soft_kmeans_refine(centroids, counts, query, scale, soft_kmeans_steps)
+        return -scale * squared_distances(query, centroids)
 
     def readout_logits(
         self, z: Tensor, v: Tensor, ways: int, support_labels: Tensor | None = None
@@ -353,7 +367,8 @@ class FiLMClassifier(DEQModel):
         if support_labels is None:
             raise ValueError("the centroids read-out needs the support images and labels")
         n = support_labels.shape[1]
-        return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways, v)
+        steps = self.config.soft_kmeans_steps
+        return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways, v, steps)
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell | FiLMEmbeddingCell:
         """Bind the episode's images (B, c, S, S) or (B, n, c, S, S); returns the cell.

@@ -117,6 +117,34 @@ def test_a_transductive_model_is_held_against_the_soft_kmeans_protonet_too(
     assert len(single["predictions"]) == 8
 
 
+def test_a_soft_kmeans_read_out_sets_the_yardstick_steps_and_can_be_overridden(
+    tmp_path: Path,
+) -> None:
+    """A model whose read-out refines on the queries is held against the ProtoNet refined
+    by the same number of steps; ``--soft-kmeans-steps`` overrides the model's, and 0
+    drops the refined yardstick."""
+    model = tmp_path / "conv4.safetensors"
+    save_tiny_conv4_model(model, dataclasses.replace(TINY_CONV4, soft_kmeans_steps=4))
+    save_tiny_protonet(tmp_path / "protonet.safetensors")
+    data = write_folder(tmp_path / "d", layout({"Early_Aramaic": 5, "Tagalog": 4, "Greek": 6}))
+    args = ["adapt", "-c", str(model), "--episodes", "2", "--ways", "4", "--queries", "2"]
+    args += ["--data", str(data), "--baseline", str(tmp_path / "protonet.safetensors")]
+    args += ["--episode-kind", "within", "--iterations", "4", "--batch-size", "2"]
+    args += ["--device", "cpu"]
+    report = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert report["soft_kmeans_steps"] == 4 and report["protonet_soft_kmeans_steps"] == 4
+    assert report["transductive_weight"] == 0.0
+    result = runner.invoke(app, [*args, "--soft-kmeans-steps", "7"])
+    assert result.exit_code == 0, result.output
+    assert "then 7 soft k-means steps" in result.output
+    assert "Prototypical Network, 7 soft k-means steps" in result.output
+    report = json.loads(runner.invoke(app, [*args, "--json", "--soft-kmeans-steps", "0"]).stdout)
+    assert report["soft_kmeans_steps"] == 0 and "protonet_soft_kmeans" not in report
+    _write_task(tmp_path / "task", lambda p: p)
+    single = _adapt(model, tmp_path / "task")
+    assert single["soft_kmeans_steps"] == 4
+
+
 def test_bench_adapt_takes_the_data_and_the_transductive_weight(tmp_path: Path) -> None:
     model = tmp_path / "conv4.safetensors"
     save_tiny_conv4_model(model)

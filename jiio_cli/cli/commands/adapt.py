@@ -99,6 +99,7 @@ class AdaptCommandConfig(BaseModel):
     batch_size: int = Field(ge=1, le=1000)
     forward_iterations: int | None = Field(default=None, ge=1, le=100_000)
     transductive_weight: float | None = Field(default=None, ge=0, le=1000)
+    soft_kmeans_steps: int | None = Field(default=None, ge=0, le=1000)
 
 
 _Iterations = in_panel(
@@ -122,6 +123,15 @@ _TransductiveWeight = Annotated[
         help="β of the unlabelled queries' term in the inner problem (centroid models): with "
         "β > 0 the fit also sees the queries, so each prediction depends on the others; "
         "0: the support alone (default: the model's own, meta-omniglot 3).",
+    ),
+]
+_SoftKMeansSteps = Annotated[
+    int | None,
+    typer.Option(
+        help="Soft k-means steps on the queries before they are classified (centroid "
+        "models): the centroids move towards the queries each class explains, so each "
+        "prediction depends on the others; 0: the support's centroids alone (default: the "
+        "model's own, meta-omniglot 10).",
     ),
 ]
 _ForwardIterations = Annotated[
@@ -198,6 +208,7 @@ def adapt(
     batch_size: _BatchSize = None,
     forward_iterations: _ForwardIterations = None,
     transductive_weight: _TransductiveWeight = None,
+    soft_kmeans_steps: _SoftKMeansSteps = None,
     allow_unconverged: AllowUnconvergedOption = False,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
@@ -223,6 +234,7 @@ def adapt(
             naive_steps=naive_steps,
             forward_iterations=forward_iterations,
             transductive_weight=transductive_weight,
+            soft_kmeans_steps=soft_kmeans_steps,
             given={
                 "shots": shots,
                 "queries": queries,
@@ -238,6 +250,7 @@ def adapt(
                 "query": query,
                 "baseline": baseline,
                 "transductive-weight": transductive_weight,
+                "soft-kmeans-steps": soft_kmeans_steps,
             }
             unconverged, budget = _evaluate_sinusoid(
                 checkpoint, opts, _sinusoid_misfits(ctx, paths), common
@@ -269,6 +282,7 @@ def _command_config(
     naive_steps: int | None,
     forward_iterations: int | None,
     transductive_weight: float | None = None,
+    soft_kmeans_steps: int | None = None,
     given: dict[str, int | float | None],
 ) -> AdaptCommandConfig:
     """The validated options, each of ``given`` left out (None) taking its ``dataset``'s
@@ -285,6 +299,7 @@ def _command_config(
         naive_steps=naive_steps,
         forward_iterations=forward_iterations,
         transductive_weight=transductive_weight,
+        soft_kmeans_steps=soft_kmeans_steps,
         naive_lr=resolved["naive_lr"],
         batch_size=resolved["batch_size"],
     )
@@ -327,10 +342,15 @@ def _run_glyphs(
     what did not converge (:func:`_readout_items`) and the read-out solve's budget."""
     import torch
 
-    from jiio_cli.tasks.fewshot.loading import load_meta_model, with_transductive_weight
+    from jiio_cli.tasks.fewshot.loading import (
+        load_meta_model,
+        with_soft_kmeans_steps,
+        with_transductive_weight,
+    )
 
     torch.manual_seed(common.seed)
     model, path, spec = load_meta_model(checkpoint, common.torch_device)
+    with_soft_kmeans_steps(model, path, opts.soft_kmeans_steps)
     settings = with_transductive_weight(
         model, path, _settings(spec, opts), opts.transductive_weight
     )
@@ -418,6 +438,7 @@ def _adapt_folders(
         },
         "context_fit": _context_fit(result),
         "transductive_weight": task_transductive_weight(model, settings),
+        "soft_kmeans_steps": model.config.soft_kmeans_steps,
         "seconds": seconds,
     }
     unconverged = [] if document["converged"] else [_readout_item(readout, settings.forward.tol)]
@@ -674,15 +695,19 @@ def _evaluation_arguments(opts: AdaptCommandConfig, settings: Any, seed: int) ->
 
 def _print_episode_report(document: dict[str, Any], opts: AdaptCommandConfig) -> None:
     """One kind of episodes' table, paired differences and residuals."""
+    steps = document.get("soft_kmeans_steps", 0)
+    # Every meta-model method shares the read-out, and so its soft k-means steps.
+    refined = f", then {steps} soft k-means steps" if steps else ""
     labels = {
-        "jiio": f"jiio ({opts.iterations} iterations)",
-        "naive": f"naive Adam ({', '.join(map(str, document['naive_steps']))} steps)",
-        "centroid": "no adaptation (feature centroids)",
+        "jiio": f"jiio ({opts.iterations} iterations{refined})",
+        "naive": f"naive Adam ({', '.join(map(str, document['naive_steps']))} steps{refined})",
+        "centroid": f"no adaptation (feature centroids{refined})",
     }
     if "protonet" in document:
         labels["protonet"] = "Prototypical Network (--baseline)"
     if "protonet_soft_kmeans" in document:
-        labels["protonet_soft_kmeans"] = "Prototypical Network, soft k-means on the queries"
+        yard = document["protonet_soft_kmeans_steps"]
+        labels["protonet_soft_kmeans"] = f"Prototypical Network, {yard} soft k-means steps"
     kind = _KIND_WORDS[document["episode_kind"]]
     _print_comparison(
         document,

@@ -431,17 +431,21 @@ def centroid_predictions(
     """The no-adaptation baseline: nearest class centroid of the DEQ features at v = 0.
 
     Features are the head's pooled features (B, n, C) of the fixed points at v = 0; each
-    query is given the class whose mean support feature is nearest in Euclidean distance.
+    query is given the class whose mean support feature is nearest in Euclidean distance,
+    after the same soft k-means steps on the queries as the model's read-out takes
+    (``MetaConfig.soft_kmeans_steps``), so that adapting and not adapting differ only in
+    the context.
 
     Returns:
         Predicted labels (B, m).
     """
     zero = support.new_zeros(support.shape[0], model.context_size)
     with torch.no_grad():
-        fs = model.features(query_states(model, support, zero, solver))
-        fq = model.features(query_states(model, query, zero, solver))
-        centroids = class_means(fs, labels, ways)
-        return torch.cdist(fq, centroids).argmin(dim=-1)
+        support_z = query_states(model, support, zero, solver)
+        query_z = query_states(model, query, zero, solver)
+        steps = model.config.soft_kmeans_steps
+        logits = model.centroid_logits(query_z, support_z, labels, ways, None, steps)
+        return logits.argmax(dim=-1)
 
 
 def class_matched_warm_start(

@@ -121,3 +121,18 @@ def with_transductive_weight(
             f"--transductive-weight: {error}; {path} classifies with its head"
         ) from None
     return settings
+
+
+def with_soft_kmeans_steps(model: FiLMClassifier, path: Path, steps: int | None) -> None:
+    """Set the model's soft k-means steps on the queries before its read-out (None: keep
+    the checkpoint's own; see ``MetaConfig.soft_kmeans_steps``).
+
+    Raises:
+        UsageError: steps > 0 for a model that classifies with its head.
+    """
+    if steps is None:
+        return
+    try:
+        model.config = dataclasses.replace(model.config, soft_kmeans_steps=steps)
+    except ValueError as error:
+        raise UsageError(f"--soft-kmeans-steps: {error}; {path} classifies with its head") from None

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.models import ProtoNet
+from jiio_cli.models.meta import class_means
+from jiio_cli.models.soft_kmeans import soft_kmeans_refine
 
 __all__ = ["ProtoLoss", "protonet_loss", "protonet_predictions", "soft_kmeans_prototypes"]
 
@@ -46,18 +48,12 @@ def soft_kmeans_prototypes(
 
     Start from the class means p_k of the support embeddings (B, n, E) with labels (B, n);
     each step weighs query q by w_qk = softmax_k(−‖e_q − p_k‖²) and sets
-    p_k = (Σ_{i: y_i = k} e_i + Σ_q w_qk e_q) / (n_k + Σ_q w_qk). Zero steps: the means.
+    p_k = (Σ_{i: y_i = k} e_i + Σ_q w_qk e_q) / (n_k + Σ_q w_qk)
+    (:func:`~jiio_cli.models.soft_kmeans.soft_kmeans_refine` at scale 1). Zero steps: the
+    means.
     """
-    onehot = F.one_hot(labels, ways).to(support.dtype)  # (B, n, N)
-    support_sum = onehot.transpose(1, 2) @ support  # (B, N, E)
-    counts = onehot.sum(1)[..., None]  # (B, N, 1)
-    prototypes = support_sum / counts.clamp_min(1)
-    for _ in range(steps):
-        weights = (-torch.cdist(query, prototypes).pow(2)).softmax(dim=-1)  # (B, m, N)
-        prototypes = (support_sum + weights.transpose(1, 2) @ query) / (
-            counts + weights.sum(1)[..., None]
-        )
-    return prototypes
+    counts = F.one_hot(labels, ways).to(support.dtype).sum(1)[..., None]  # (B, N, 1)
+    return soft_kmeans_refine(class_means(support, labels, ways), counts, query, 1.0, steps)
 
 
 def protonet_predictions(model: ProtoNet, episodes: EpisodeBatch, refine_steps: int = 0) -> Tensor:
