@@ -36,6 +36,9 @@ def combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
         k: first[k]
         for k in ("checkpoint", "baseline", "data", "episode_kind", "ways", "shots", "queries")
     }
+    for key in ("transductive_weight", "soft_kmeans_steps", "protonet_soft_kmeans_steps"):
+        if key in first:
+            out[key] = first[key]
     out["seeds"] = [r["seed"] for r in reports]
     out["jiio_iterations"] = first["jiio_iterations"]
     for m in methods:

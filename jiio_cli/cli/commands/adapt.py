@@ -122,7 +122,7 @@ _TransductiveWeight = Annotated[
     typer.Option(
         help="β of the unlabelled queries' term in the inner problem (centroid models): with "
         "β > 0 the fit also sees the queries, so each prediction depends on the others; "
-        "0: the support alone (default: the model's own, meta-omniglot 3).",
+        "0: the support alone (default: the model's own, meta-omniglot 0).",
     ),
 ]
 _SoftKMeansSteps = Annotated[
