@@ -310,20 +310,13 @@ CASES: list[BadInput] = [
         ),
         1,
     ),
-    BadInput(
-        "adapt: --soft-kmeans-steps with the head read-out",
-        _adapt("--episodes", "2", "--soft-kmeans-steps", "3"),
-        2,
-    ),
-    BadInput(
-        "adapt: negative --soft-kmeans-steps",
-        _adapt("--episodes", "2", "--soft-kmeans-steps", "-1"),
-        2,
-    ),
-    BadInput(
-        "adapt: sinusoid with --soft-kmeans-steps",
-        _sinusoid("--episodes", "4", "--soft-kmeans-steps", "3"),
-        2,
+    *(
+        BadInput(f"adapt: {case}", command("--episodes", n, "--soft-kmeans-steps", steps), 2)
+        for case, command, n, steps in (
+            ("--soft-kmeans-steps with the head read-out", _adapt, "2", "3"),
+            ("negative --soft-kmeans-steps", _adapt, "2", "-1"),
+            ("sinusoid with --soft-kmeans-steps", _sinusoid, "4", "3"),
+        )
     ),
     BadInput("adapt: sinusoid without --episodes", _sinusoid(), 2),
     BadInput("adapt: sinusoid with --ways", _sinusoid("--episodes", "4", "--ways", "3"), 2),

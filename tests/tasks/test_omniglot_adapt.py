@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from jiio_cli.cli.app import app
+from jiio_cli.models import MetaConfig
 from jiio_cli.tasks.loading import MODELS_DIR
 
 runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200"})
@@ -96,17 +97,29 @@ def test_episodes_report_both_kinds_with_the_protonet_side_by_side(tmp_path: Pat
         assert report["residuals"]["query_z"]["max"] < 1e-3  # the DEQ converged
 
 
+def _within_episodes_against_a_protonet(
+    tmp_path: Path, config: MetaConfig, episodes: str
+) -> tuple[Path, list[str]]:
+    """A tiny conv4 model of ``config`` and a ProtoNet saved in ``tmp_path``, and the
+    ``jiio adapt`` arguments that score both on within-alphabet episodes of a small
+    Omniglot-layout folder."""
+    model = tmp_path / "conv4.safetensors"
+    save_tiny_conv4_model(model, config)
+    save_tiny_protonet(tmp_path / "protonet.safetensors")
+    data = write_folder(tmp_path / "d", layout({"Early_Aramaic": 5, "Tagalog": 4, "Greek": 6}))
+    args = ["adapt", "-c", str(model), "--episodes", episodes, "--ways", "4", "--queries", "2"]
+    args += ["--data", str(data), "--baseline", str(tmp_path / "protonet.safetensors")]
+    args += ["--episode-kind", "within", "--iterations", "4", "--batch-size", "2"]
+    return model, [*args, "--device", "cpu"]
+
+
 def test_a_transductive_model_is_held_against_the_soft_kmeans_protonet_too(
     tmp_path: Path,
 ) -> None:
-    model = tmp_path / "conv4.safetensors"
-    save_tiny_conv4_model(model, dataclasses.replace(TINY_CONV4, transductive_weight=2.0))
-    save_tiny_protonet(tmp_path / "protonet.safetensors")
-    data = write_folder(tmp_path / "d", layout({"Early_Aramaic": 5, "Tagalog": 4, "Greek": 6}))
-    args = ["adapt", "-c", str(model), "--episodes", "4", "--ways", "4", "--queries", "2"]
-    args += ["--data", str(data), "--baseline", str(tmp_path / "protonet.safetensors")]
-    args += ["--episode-kind", "within", "--iterations", "4", "--batch-size", "2"]
-    result = runner.invoke(app, [*args, "--json", "--device", "cpu"])
+    model, args = _within_episodes_against_a_protonet(
+        tmp_path, dataclasses.replace(TINY_CONV4, transductive_weight=2.0), "4"
+    )
+    result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert {"protonet", "protonet_soft_kmeans"} <= report.keys()
@@ -123,14 +136,9 @@ def test_a_soft_kmeans_read_out_sets_the_yardstick_steps_and_can_be_overridden(
     """A model whose read-out refines on the queries is held against the ProtoNet refined
     by the same number of steps; ``--soft-kmeans-steps`` overrides the model's, and 0
     drops the refined yardstick."""
-    model = tmp_path / "conv4.safetensors"
-    save_tiny_conv4_model(model, dataclasses.replace(TINY_CONV4, soft_kmeans_steps=4))
-    save_tiny_protonet(tmp_path / "protonet.safetensors")
-    data = write_folder(tmp_path / "d", layout({"Early_Aramaic": 5, "Tagalog": 4, "Greek": 6}))
-    args = ["adapt", "-c", str(model), "--episodes", "2", "--ways", "4", "--queries", "2"]
-    args += ["--data", str(data), "--baseline", str(tmp_path / "protonet.safetensors")]
-    args += ["--episode-kind", "within", "--iterations", "4", "--batch-size", "2"]
-    args += ["--device", "cpu"]
+    model, args = _within_episodes_against_a_protonet(
+        tmp_path, dataclasses.replace(TINY_CONV4, soft_kmeans_steps=4), "2"
+    )
     report = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
     assert report["soft_kmeans_steps"] == 4 and report["protonet_soft_kmeans_steps"] == 4
     assert report["transductive_weight"] == 0.0

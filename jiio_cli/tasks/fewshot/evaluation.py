@@ -165,10 +165,7 @@ def evaluate_episodes(
     def report_over(done: int) -> dict[str, Any]:
         report = tally_report(tallies, methods[1:], steps_used, done)
         report["kind"] = kind
-        report["transductive_weight"] = task_transductive_weight(model, settings)
-        report["soft_kmeans_steps"] = model.config.soft_kmeans_steps
-        if "protonet_soft_kmeans" in tallies:
-            report["protonet_soft_kmeans_steps"] = yardstick_soft_kmeans_steps(model)
+        report.update(_readout_settings(model, settings, "protonet_soft_kmeans" in tallies))
         report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
         report["readout_tol"] = settings.forward.tol
         report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])
@@ -185,6 +182,20 @@ def evaluate_episodes(
         if progress is not None:
             progress(label, begin + count, episodes)
     return report_over(episodes)
+
+
+def _readout_settings(
+    model: FiLMClassifier, settings: AdaptConfig, refined_yardstick: bool
+) -> dict[str, Any]:
+    """How the report's predictions used the queries: β, the read-out's soft k-means
+    steps, and the refined ProtoNet's steps when it was scored."""
+    out: dict[str, Any] = {
+        "transductive_weight": task_transductive_weight(model, settings),
+        "soft_kmeans_steps": model.config.soft_kmeans_steps,
+    }
+    if refined_yardstick:
+        out["protonet_soft_kmeans_steps"] = yardstick_soft_kmeans_steps(model)
+    return out
 
 
 def _score_batch(
