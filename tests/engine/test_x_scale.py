@@ -50,15 +50,18 @@ def test_it_is_the_change_of_variables_x_equals_d_times_y() -> None:
     in_y = InputProblem(cell_y, objective_y, problem.z0, problem.x0 / d)
     # 25 iterations, not more: near convergence Anderson's least squares turns ill-conditioned
     # and amplifies rounding, so two correct orders of the same sums part by more than the
-    # tolerance on some draws and CPU kernels (seen under AVX2 at 37 iterations).
+    # tolerance on some draws and CPU kernels (seen under AVX2 at 37 iterations). Within
+    # 25, 150 fresh draws per kernel (default, AVX2; one thread) part by at most 3.3e-10,
+    # hence atol 1e-9 below; the plain run, without the scale, parts from the scaled one
+    # by 0.02-0.1 on values of about 0.5.
     solver = SolverConfig(memory=5, tol=1e-30, max_iter=25)
     config = JIIOConfig(alpha_x=0.4, solver=solver, x_weight=3.0)
     reference = jiio_solve(in_y, config)
     scaled = jiio_solve(
         problem, JIIOConfig(alpha_x=0.4, solver=solver, x_weight=3.0, x_scale=factors)
     )
-    torch.testing.assert_close(scaled.x, reference.x * d, rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(scaled.z, reference.z, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(scaled.x, reference.x * d, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(scaled.z, reference.z, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(scaled.trace, reference.trace, rtol=1e-9, atol=1e-11)
 
 
