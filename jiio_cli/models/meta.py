@@ -18,7 +18,7 @@ from .film import FiLMConvDEQCell
 from .heads import ClassifierHead
 from .injection import ImageInjection
 from .layers import check_groups, check_positive
-from .soft_kmeans import soft_kmeans_refine, squared_distances
+from .soft_kmeans import class_counts, soft_kmeans_refine, squared_distances
 
 __all__ = ["READOUTS", "SUPPORT_LOSSES", "FiLMClassifier", "MetaConfig", "class_means"]
 
@@ -338,9 +338,7 @@ class FiLMClassifier(DEQModel):
                 whose "queries" are the support's own copies).
         """
         query = self.features(query_z)
-        onehot = F.one_hot(support_labels, ways).to(query.dtype)  # (B, n, N)
-        counts = onehot.sum(1)[..., None]  # (B, N, 1)
-        centroids = onehot.transpose(1, 2) @ self.features(support_z) / counts.clamp_min(1)
+        centroids = class_means(self.features(support_z), support_labels, ways)
         offsets = self.centroid_offsets(v, ways)
         if offsets is not None:
             centroids = centroids + offsets
@@ -349,7 +347,9 @@ class FiLMClassifier(DEQModel):
             # Σ_c w_c (q_c − c_c)² is the plain distance between √w ⊙ q and √w ⊙ c.
             query, centroids = query * root[:, None, :], centroids * root[:, None, :]
         scale = self.log_distance_scale.exp() if self.config.readout == "centroids" else 1.0
-        centroids = soft_kmeans_refine(centroids, counts, query, scale, soft_kmeans_steps)
+        if soft_kmeans_steps > 0:
+            counts = class_counts(support_labels, ways, query.dtype)
+            centroids = soft_kmeans_refine(centroids, counts, query, scale, soft_kmeans_steps)
         return -scale * squared_distances(query, centroids)
 
     def readout_logits(

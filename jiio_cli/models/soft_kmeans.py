@@ -4,9 +4,11 @@ Network yardstick."""
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["soft_kmeans_refine", "squared_distances"]
+__all__ = ["class_counts", "soft_kmeans_refine", "squared_distances"]
 
 
 def squared_distances(points: Tensor, centres: Tensor) -> Tensor:
@@ -17,6 +19,12 @@ def squared_distances(points: Tensor, centres: Tensor) -> Tensor:
         - 2 * points @ centres.transpose(1, 2)
         + centres.pow(2).sum(-1)[:, None, :]
     )
+
+
+def class_counts(labels: Tensor, ways: int, dtype: torch.dtype) -> Tensor:
+    """Images per class (B, N, 1) of labels (B, n) in 0..N−1: the support weights n_k of
+    :func:`soft_kmeans_refine`."""
+    return F.one_hot(labels, ways).to(dtype).sum(1)[..., None]
 
 
 def soft_kmeans_refine(

@@ -25,19 +25,10 @@ _DECODER = {"epochs": 2, "batch_size": 16, "iterations": 60}
 """Two epochs of all 4,500 MNIST-5k training digits in batches of 16 (564 steps), JIIO with
 60 iterations per batch (the held-out evaluation after each epoch then takes 120).
 
-Why, measured on a 2-core CPU with one thread (held-out PSNR of the decoded image alone,
-500 digits): the earlier 80 steps of 64 reached 13.9 to 14.9 dB for denoise (σ = 0.2,
-where the clipped noisy input scores 16.75 dB); batches of 16 buy four times the steps
-for the same compute, and 60 iterations instead of 40 give the training better codes and
-the evaluation one nearer convergence (3 epochs at 40 iterations: 16.6, 16.7, then
-15.7 dB). These defaults: denoise 17.0 then 16.7 dB in 787 s of CPU time; inpaint 16.9
-then 16.8 dB (the masked input: median 15.9 dB) in 826 s; generate 16.4 dB, with a
-Fréchet distance on classifier features (``jiio sample --n 500 --fd``) of 20.6 for the
-last checkpoint (25.7 for the best; 26.6 before) in 770 s. The last evaluation, latent
-density and range error after the last step take 40 to 50 % of the wall time. ``jiio
-reconstruct``'s 300 iterations find better codes than the evaluation's 120: 18.7 to 19.0 dB
-for denoise, 17.8 for inpaint on 128 held-out digits. A learning rate of 3e-3 (13.9 dB) and a latent
-of 64 (16.7, 16.5, 15.2 dB at 40 iterations) did not help."""
+Small batches buy four times the steps of batches of 64 for the same compute, and 60
+iterations give the training better codes than 40. On a 2-core CPU (one thread) each
+decoder task takes 13 to 14 minutes of CPU time; BENCHMARKS.md ("Short training runs")
+has the models they give."""
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "denoise": dict(_DECODER),

@@ -260,14 +260,24 @@ def adapt_context(
     """
     rows, row_labels = support_rows(model, support, labels)
     beta = task_transductive_weight(model, settings)
-    queries = 0
-    if beta > 0:
-        if query is None:
-            raise ValueError("a transductive inner problem needs the task's query images")
-        rows, queries = torch.cat([rows, query], dim=1), query.shape[1]
+    rows, queries = _with_queries(rows, query, beta)
     return _adapt_rows(
         model, rows, row_labels, ways, settings, method or settings.method, queries, beta
     )
+
+
+def _with_queries(rows: Tensor, query: Tensor | None, beta: float) -> tuple[Tensor, int]:
+    """The inner problem's rows: the task rows (B, n', …), followed for a transductive
+    problem (β > 0) by the task's queries (B, m, …) unlabelled; and m (0 without them).
+
+    Raises:
+        ValueError: a transductive problem without its query images.
+    """
+    if beta <= 0:
+        return rows, 0
+    if query is None:
+        raise ValueError("a transductive inner problem needs the task's query images")
+    return torch.cat([rows, query], dim=1), query.shape[1]
 
 
 def adapt_episodes(
@@ -486,11 +496,7 @@ def support_gradient(
     """
     rows, row_labels = support_rows(model, support, labels)
     beta = task_transductive_weight(model, settings)
-    if beta > 0:
-        if query is None:
-            raise ValueError("a transductive inner problem needs the task's query images")
-        rows = torch.cat([rows, query], dim=1)
-    queries = query.shape[1] if beta > 0 and query is not None else 0
+    rows, queries = _with_queries(rows, query, beta)
     objective = _rows_objective(model, row_labels, ways, settings, queries, beta)
     return _rows_gradient(model, rows, inner, objective)
 
@@ -530,8 +536,7 @@ def _task_variable(
     follow the support rows unlabelled, as at test time (:func:`adapt_context`).
     """
     beta = task_transductive_weight(model, settings)
-    queries = query.shape[1] if beta > 0 else 0
-    inner_rows = torch.cat([rows, query], dim=1) if queries else rows
+    inner_rows, queries = _with_queries(rows, query, beta)
     inner = _adapt_rows(
         model, inner_rows.detach(), row_labels, ways, settings, settings.method, queries, beta
     )

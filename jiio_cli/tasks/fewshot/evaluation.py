@@ -148,10 +148,7 @@ def evaluate_episodes(
     # ``across`` keeps the episodes of earlier reports; ``within`` draws its own.
     keys = (11, ways, shots) if kind == "across" else (17, ways, shots)
     generator = derived_generator(seed, *keys)
-    methods = METHODS + (("protonet",) if baseline is not None else ())
-    if baseline is not None and sees_queries(model, settings):
-        # A transductive meta-model sees the queries: so does this yardstick.
-        methods += ("protonet_soft_kmeans",)
+    methods = _methods(model, settings, baseline)
     tallies = {m: MethodTally("accuracy") for m in methods}
     steps_used: list[int] = []
     residuals: dict[str, list[float]] = {"support_z": [], "support_x": [], "query_z": []}
@@ -162,10 +159,12 @@ def evaluate_episodes(
     warm = draw_episodes(pool, kind, 1, ways, shots, queries, derived_generator(seed, 12))
     _adapted_predictions(model, warm.to(device), settings, "jiio")
 
+    readout = _readout_settings(model, settings, "protonet_soft_kmeans" in tallies)
+
     def report_over(done: int) -> dict[str, Any]:
         report = tally_report(tallies, methods[1:], steps_used, done)
         report["kind"] = kind
-        report.update(_readout_settings(model, settings, "protonet_soft_kmeans" in tallies))
+        report.update(readout)
         report["residuals"] = {k: residual_summary(v) for k, v in residuals.items()}
         report["readout_tol"] = settings.forward.tol
         report["readout_unconverged"] = sum(r > settings.forward.tol for r in residuals["query_z"])
@@ -182,6 +181,18 @@ def evaluate_episodes(
         if progress is not None:
             progress(label, begin + count, episodes)
     return report_over(episodes)
+
+
+def _methods(
+    model: FiLMClassifier, settings: AdaptConfig, baseline: ProtoNet | None
+) -> tuple[str, ...]:
+    """The methods a report scores: :data:`METHODS`, and with a baseline the ProtoNet, and
+    the ProtoNet refined on the queries beside a meta-model that sees them."""
+    if baseline is None:
+        return METHODS
+    # A transductive meta-model sees the queries: so does this yardstick.
+    refined = ("protonet_soft_kmeans",) if sees_queries(model, settings) else ()
+    return (*METHODS, "protonet", *refined)
 
 
 def _readout_settings(

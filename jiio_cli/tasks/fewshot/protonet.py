@@ -19,7 +19,7 @@ from torch import Tensor
 from jiio_cli.data.episodes import EpisodeBatch
 from jiio_cli.models import ProtoNet
 from jiio_cli.models.meta import class_means
-from jiio_cli.models.soft_kmeans import soft_kmeans_refine
+from jiio_cli.models.soft_kmeans import class_counts, soft_kmeans_refine
 
 __all__ = ["ProtoLoss", "protonet_loss", "protonet_predictions", "soft_kmeans_prototypes"]
 
@@ -52,7 +52,7 @@ def soft_kmeans_prototypes(
     (:func:`~jiio_cli.models.soft_kmeans.soft_kmeans_refine` at scale 1). Zero steps: the
     means.
     """
-    counts = F.one_hot(labels, ways).to(support.dtype).sum(1)[..., None]  # (B, N, 1)
+    counts = class_counts(labels, ways, support.dtype)
     return soft_kmeans_refine(class_means(support, labels, ways), counts, query, 1.0, steps)
 
 
