@@ -353,21 +353,27 @@ class FiLMClassifier(DEQModel):
         return -scale * squared_distances(query, centroids)
 
     def readout_logits(
-        self, z: Tensor, v: Tensor, ways: int, support_labels: Tensor | None = None
+        self,
+        z: Tensor,
+        v: Tensor,
+        ways: int,
+        support_labels: Tensor | None = None,
+        soft_kmeans_steps: int | None = None,
     ) -> Tensor:
         """Query logits (B, m, N) by the model's read-out, at contexts v (B, context_size).
 
         With the ``head`` read-out z holds the query states (B, m, C, H, W). With
         ``centroids`` it holds a task row's support states first, then its queries
-        (B, n + m, C, H, W), and ``support_labels`` (B, n) say which class each support
-        state is.
+        (B, n + m, C, H, W), ``support_labels`` (B, n) say which class each support
+        state is, and the centroids take ``soft_kmeans_steps`` steps on the queries
+        (None: ``MetaConfig.soft_kmeans_steps``).
         """
         if self.config.readout == "head":
             return self.logits(z, v, ways)
         if support_labels is None:
             raise ValueError("the centroids read-out needs the support images and labels")
         n = support_labels.shape[1]
-        steps = self.config.soft_kmeans_steps
+        steps = self.config.soft_kmeans_steps if soft_kmeans_steps is None else soft_kmeans_steps
         return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways, v, steps)
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell | FiLMEmbeddingCell:

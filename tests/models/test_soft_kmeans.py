@@ -12,7 +12,12 @@ from meta_models import TINY_CONV4
 from jiio_cli.engine import SolverConfig
 from jiio_cli.models import FiLMClassifier, MetaConfig
 from jiio_cli.models.soft_kmeans import soft_kmeans_refine
-from jiio_cli.tasks.fewshot.classification import centroid_predictions, query_logits
+from jiio_cli.tasks.fewshot.classification import (
+    AdaptConfig,
+    centroid_predictions,
+    query_logits,
+    task_soft_kmeans_steps,
+)
 from jiio_cli.tasks.fewshot.protonet import soft_kmeans_prototypes
 
 
@@ -131,3 +136,36 @@ def test_no_adaptation_refines_like_the_read_out() -> None:
         if not torch.equal(refined, plain):
             return
     pytest.fail("the soft k-means steps never changed a prediction in 20 draws")
+
+
+def test_the_settings_override_the_model_steps_without_changing_it() -> None:
+    """``AdaptConfig.soft_kmeans_steps`` (what ``jiio adapt --soft-kmeans-steps`` sets)
+    gives the read-out of a model trained with that many steps, and leaves the model's
+    own setting alone."""
+    tight = SolverConfig(memory=8, max_iter=300, tol=1e-11)
+    model = _model(5)
+    plain = _model(0)
+    plain.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(_seed())
+    support = torch.rand(2, 3, 1, 16, 16, generator=g, dtype=torch.float64)
+    query = torch.rand(2, 8, 1, 16, 16, generator=g, dtype=torch.float64)
+    labels = torch.tensor([[0, 1, 2], [2, 0, 1]])
+    v = 0.3 * torch.randn(2, model.context_size, generator=g, dtype=torch.float64)
+    settings = AdaptConfig(soft_kmeans_steps=0)
+    steps = task_soft_kmeans_steps(model, settings)
+    with torch.no_grad():
+        overridden = query_logits(model, query, v, 3, tight, support, labels, steps)
+        torch.testing.assert_close(
+            overridden, query_logits(plain, query, v, 3, tight, support, labels)
+        )
+        torch.testing.assert_close(
+            centroid_predictions(model, support, labels, query, 3, tight, steps),
+            centroid_predictions(plain, support, labels, query, 3, tight),
+        )
+    assert model.config.soft_kmeans_steps == 5
+    assert task_soft_kmeans_steps(model, AdaptConfig()) == 5
+    with pytest.raises(ValueError, match="soft k-means steps"):
+        task_soft_kmeans_steps(model, AdaptConfig(soft_kmeans_steps=-1))
+    head = FiLMClassifier(MetaConfig(readout="head"))
+    with pytest.raises(ValueError, match="centroids read-out"):
+        task_soft_kmeans_steps(head, AdaptConfig(soft_kmeans_steps=2))

@@ -342,17 +342,12 @@ def _run_glyphs(
     what did not converge (:func:`_readout_items`) and the read-out solve's budget."""
     import torch
 
-    from jiio_cli.tasks.fewshot.loading import (
-        load_meta_model,
-        with_soft_kmeans_steps,
-        with_transductive_weight,
-    )
+    from jiio_cli.tasks.fewshot.loading import load_meta_model, with_query_settings
 
     torch.manual_seed(common.seed)
     model, path, spec = load_meta_model(checkpoint, common.torch_device)
-    with_soft_kmeans_steps(model, path, opts.soft_kmeans_steps)
-    settings = with_transductive_weight(
-        model, path, _settings(spec, opts), opts.transductive_weight
+    settings = with_query_settings(
+        model, path, _settings(spec, opts), opts.transductive_weight, opts.soft_kmeans_steps
     )
     budget = settings.forward.max_iter
     if support is not None and query is not None:
@@ -397,7 +392,10 @@ def _adapt_folders(
     it ended above tolerance."""
     import torch
 
-    from jiio_cli.tasks.fewshot.classification import task_transductive_weight
+    from jiio_cli.tasks.fewshot.classification import (
+        task_soft_kmeans_steps,
+        task_transductive_weight,
+    )
     from jiio_cli.tasks.fewshot.evaluation import adapt_and_predict
 
     pool, images, files, names = _folders_task(model, path, support, query)
@@ -438,7 +436,7 @@ def _adapt_folders(
         },
         "context_fit": _context_fit(result),
         "transductive_weight": task_transductive_weight(model, settings),
-        "soft_kmeans_steps": model.config.soft_kmeans_steps,
+        "soft_kmeans_steps": task_soft_kmeans_steps(model, settings),
         "seconds": seconds,
     }
     unconverged = [] if document["converged"] else [_readout_item(readout, settings.forward.tol)]

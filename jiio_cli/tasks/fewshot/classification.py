@@ -80,6 +80,8 @@ class AdaptConfig:
         context_weight: λ of the penalty λ·mean(v²).
         transductive_weight: β of the queries' term (see
             :class:`~jiio_cli.models.MetaConfig`); None: the model's own.
+        soft_kmeans_steps: K soft k-means steps on the queries before the centroid
+            read-out (see :class:`~jiio_cli.models.MetaConfig`); None: the model's own.
         jiio: settings of :func:`~jiio_cli.engine.jiio_solve`.
         naive: settings of :func:`~jiio_cli.engine.naive_solve`.
         forward: solver of the query fixed points at v*.
@@ -88,6 +90,7 @@ class AdaptConfig:
     method: Literal["jiio", "naive"] = "jiio"
     context_weight: float = 1.0
     transductive_weight: float | None = None
+    soft_kmeans_steps: int | None = None
     jiio: JIIOConfig = field(default_factory=lambda: jiio_inner_settings(1.0, 0.5, 10, 40))
     naive: NaiveConfig = field(default_factory=lambda: naive_inner_settings(20, 0.1))
     forward: SolverConfig = field(
@@ -206,6 +209,18 @@ def task_transductive_weight(model: FiLMClassifier, settings: AdaptConfig) -> fl
     return beta
 
 
+def task_soft_kmeans_steps(model: FiLMClassifier, settings: AdaptConfig) -> int:
+    """K of the read-out: the settings' override, else the model's own."""
+    steps = settings.soft_kmeans_steps
+    if steps is None:
+        return model.config.soft_kmeans_steps
+    if steps < 0:
+        raise ValueError(f"soft k-means steps must be >= 0, got {steps}")
+    if steps > 0 and model.config.readout != "centroids":
+        raise ValueError("soft k-means steps need the centroids read-out")
+    return steps
+
+
 def task_variable_size(model: FiLMClassifier, ways: int, transductive_weight: float) -> int:
     """Entries of the task variable JIIO fits: the context, plus N·E centroid offsets when
     the inner problem is transductive (β > 0)."""
@@ -317,6 +332,7 @@ def classify_episodes(
         settings.forward,
         episodes.support,
         episodes.support_labels,
+        task_soft_kmeans_steps(model, settings),
     )
     return logits, result, residual
 
@@ -389,13 +405,14 @@ def query_logits_with_residual(
     solver: SolverConfig,
     support: Tensor | None = None,
     support_labels: Tensor | None = None,
+    soft_kmeans_steps: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`query_logits` and the relative fixed-point residual (B,) of each task row's
     read-out solve (the largest over the solver's residual entries): whether the DEQ
     converged at test time."""
     solution = solve_at_contexts(model, _readout_rows(model, support, images), context, solver)
     with torch.no_grad():
-        logits = model.readout_logits(solution.z, context, ways, support_labels)
+        logits = model.readout_logits(solution.z, context, ways, support_labels, soft_kmeans_steps)
     return logits, solution.stats.residual.amax(dim=1)
 
 
@@ -407,15 +424,17 @@ def query_logits(
     solver: SolverConfig,
     support: Tensor | None = None,
     support_labels: Tensor | None = None,
+    soft_kmeans_steps: int | None = None,
 ) -> Tensor:
     """Logits (B, m, N) of images (B, m, c, S, S) at the adapted contexts (B, D).
 
     A model with the ``centroids`` read-out also needs the task's support images
     (B, n, c, S, S) and labels (B, n): their fixed points at the same contexts give the
-    class centroids (solved in one batch with the queries).
+    class centroids (solved in one batch with the queries), which then take
+    ``soft_kmeans_steps`` steps on the queries (None: the model's own).
     """
     logits, _ = query_logits_with_residual(
-        model, images, context, ways, solver, support, support_labels
+        model, images, context, ways, solver, support, support_labels, soft_kmeans_steps
     )
     return logits
 
@@ -437,14 +456,15 @@ def centroid_predictions(
     query: Tensor,
     ways: int,
     solver: SolverConfig,
+    soft_kmeans_steps: int | None = None,
 ) -> Tensor:
     """The no-adaptation baseline: nearest class centroid of the DEQ features at v = 0.
 
     Features are the head's pooled features (B, n, C) of the fixed points at v = 0; each
     query is given the class whose mean support feature is nearest in Euclidean distance,
-    after the same soft k-means steps on the queries as the model's read-out takes
-    (``MetaConfig.soft_kmeans_steps``), so that adapting and not adapting differ only in
-    the context.
+    after ``soft_kmeans_steps`` soft k-means steps on the queries (None: as many as the
+    model's read-out takes, ``MetaConfig.soft_kmeans_steps``), so that adapting and not
+    adapting differ only in the context when both are given the same steps.
 
     Returns:
         Predicted labels (B, m).
@@ -453,7 +473,7 @@ def centroid_predictions(
     with torch.no_grad():
         support_z = query_states(model, support, zero, solver)
         query_z = query_states(model, query, zero, solver)
-        steps = model.config.soft_kmeans_steps
+        steps = model.config.soft_kmeans_steps if soft_kmeans_steps is None else soft_kmeans_steps
         logits = model.centroid_logits(query_z, support_z, labels, ways, None, steps)
         return logits.argmax(dim=-1)
 

@@ -42,6 +42,7 @@ from jiio_cli.tasks.fewshot.classification import (
     centroid_predictions,
     classify_episodes,
     query_logits_with_residual,
+    task_soft_kmeans_steps,
     task_transductive_weight,
 )
 from jiio_cli.tasks.fewshot.protonet import protonet_predictions
@@ -70,13 +71,15 @@ Omniglot runs (``scripts/omniglot_validation_accuracy.py``) 3 steps gain 5.3 poi
 def sees_queries(model: FiLMClassifier, settings: AdaptConfig) -> bool:
     """Whether the meta-model's predictions use the task's unlabelled queries: a
     transductive inner problem (β > 0) or soft k-means steps in its read-out."""
-    return task_transductive_weight(model, settings) > 0 or model.config.soft_kmeans_steps > 0
+    return (
+        task_transductive_weight(model, settings) > 0 or task_soft_kmeans_steps(model, settings) > 0
+    )
 
 
-def yardstick_soft_kmeans_steps(model: FiLMClassifier) -> int:
-    """Soft k-means steps of the ProtoNet yardstick: the meta-model's own read-out steps,
-    so that both refine on the queries alike, else :data:`PROTONET_SOFT_KMEANS_STEPS`."""
-    return model.config.soft_kmeans_steps or PROTONET_SOFT_KMEANS_STEPS
+def yardstick_soft_kmeans_steps(model: FiLMClassifier, settings: AdaptConfig) -> int:
+    """Soft k-means steps of the ProtoNet yardstick: the meta-model's read-out steps, so
+    that both refine on the queries alike, else :data:`PROTONET_SOFT_KMEANS_STEPS`."""
+    return task_soft_kmeans_steps(model, settings) or PROTONET_SOFT_KMEANS_STEPS
 
 
 def _adapted_predictions(
@@ -202,10 +205,10 @@ def _readout_settings(
     steps, and the refined ProtoNet's steps when it was scored."""
     out: dict[str, Any] = {
         "transductive_weight": task_transductive_weight(model, settings),
-        "soft_kmeans_steps": model.config.soft_kmeans_steps,
+        "soft_kmeans_steps": task_soft_kmeans_steps(model, settings),
     }
     if refined_yardstick:
-        out["protonet_soft_kmeans_steps"] = yardstick_soft_kmeans_steps(model)
+        out["protonet_soft_kmeans_steps"] = yardstick_soft_kmeans_steps(model, settings)
     return out
 
 
@@ -248,6 +251,7 @@ def _score_batch(
             ep.query,
             ways,
             settings.forward,
+            task_soft_kmeans_steps(model, settings),
         ),
     )
     tallies["centroid"].add(_accuracy(predicted, ep.query_labels), seconds, None)
@@ -256,7 +260,7 @@ def _score_batch(
         tallies["protonet"].add(_accuracy(predicted, ep.query_labels), seconds, None)
     if "protonet_soft_kmeans" in tallies:
         assert baseline is not None
-        steps = yardstick_soft_kmeans_steps(model)
+        steps = yardstick_soft_kmeans_steps(model, settings)
         refine = partial(protonet_predictions, baseline, ep, steps)
         predicted, seconds = timed(device, refine)
         tallies["protonet_soft_kmeans"].add(_accuracy(predicted, ep.query_labels), seconds, None)
@@ -285,7 +289,14 @@ def adapt_and_predict(
         model, support[None], support_labels[None], ways, settings, query=query[None]
     )
     logits, residual = query_logits_with_residual(
-        model, query[None], result.x, ways, settings.forward, support[None], support_labels[None]
+        model,
+        query[None],
+        result.x,
+        ways,
+        settings.forward,
+        support[None],
+        support_labels[None],
+        task_soft_kmeans_steps(model, settings),
     )
     refuse_divergence(result, logits, "meta-model")
     return logits[0].argmax(-1), logits[0].softmax(-1), result, float(residual[0])

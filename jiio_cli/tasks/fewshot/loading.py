@@ -11,7 +11,11 @@ import torch
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.errors import JiioError, UsageError
 from jiio_cli.models import FiLMClassifier, MetaConfig, ProtoNet
-from jiio_cli.tasks.fewshot.classification import AdaptConfig, task_transductive_weight
+from jiio_cli.tasks.fewshot.classification import (
+    AdaptConfig,
+    task_soft_kmeans_steps,
+    task_transductive_weight,
+)
 from jiio_cli.tasks.fewshot.training import MetaTrainConfig
 from jiio_cli.tasks.loading import MODELS_DIR, load_model
 from jiio_cli.training import TrainConfig
@@ -22,7 +26,7 @@ __all__ = [
     "load_protonet",
     "meta_checkpoint",
     "spec_from_json",
-    "with_transductive_weight",
+    "with_query_settings",
 ]
 
 DEFAULT_META_MODEL = MODELS_DIR / "meta-omniglot.safetensors"
@@ -103,36 +107,31 @@ def load_protonet(path: Path, device: torch.device) -> ProtoNet:
     return model
 
 
-def with_transductive_weight(
-    model: FiLMClassifier, path: Path, settings: AdaptConfig, weight: float | None
+def with_query_settings(
+    model: FiLMClassifier,
+    path: Path,
+    settings: AdaptConfig,
+    transductive_weight: float | None = None,
+    soft_kmeans_steps: int | None = None,
 ) -> AdaptConfig:
-    """``settings`` whose inner problem weighs the unlabelled queries by ``weight`` (None:
-    the model's own β).
+    """``settings`` whose inner problem weighs the unlabelled queries by
+    ``transductive_weight`` and whose read-out takes ``soft_kmeans_steps`` soft k-means
+    steps on them (None: the model's own β and K, see ``MetaConfig``).
 
     Raises:
-        UsageError: β > 0 for a model that classifies with its head (the queries' term
-            needs class centroids).
+        UsageError: β > 0 or K > 0 for a model that classifies with its head (both need
+            class centroids).
     """
-    settings = dataclasses.replace(settings, transductive_weight=weight)
-    try:
-        task_transductive_weight(model, settings)
-    except ValueError as error:
-        raise UsageError(
-            f"--transductive-weight: {error}; {path} classifies with its head"
-        ) from None
+    settings = dataclasses.replace(
+        settings, transductive_weight=transductive_weight, soft_kmeans_steps=soft_kmeans_steps
+    )
+    checks = (
+        ("--transductive-weight", task_transductive_weight),
+        ("--soft-kmeans-steps", task_soft_kmeans_steps),
+    )
+    for option, check in checks:
+        try:
+            check(model, settings)
+        except ValueError as error:
+            raise UsageError(f"{option}: {error}; {path} classifies with its head") from None
     return settings
-
-
-def with_soft_kmeans_steps(model: FiLMClassifier, path: Path, steps: int | None) -> None:
-    """Set the model's soft k-means steps on the queries before its read-out (None: keep
-    the checkpoint's own; see ``MetaConfig.soft_kmeans_steps``).
-
-    Raises:
-        UsageError: steps > 0 for a model that classifies with its head.
-    """
-    if steps is None:
-        return
-    try:
-        model.config = dataclasses.replace(model.config, soft_kmeans_steps=steps)
-    except ValueError as error:
-        raise UsageError(f"--soft-kmeans-steps: {error}; {path} classifies with its head") from None
