@@ -358,6 +358,7 @@ class FiLMClassifier(DEQModel):
         v: Tensor,
         ways: int,
         support_labels: Tensor | None = None,
+        *,
         soft_kmeans_steps: int | None = None,
     ) -> Tensor:
         """Query logits (B, m, N) by the model's read-out, at contexts v (B, context_size).

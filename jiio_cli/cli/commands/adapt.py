@@ -342,13 +342,11 @@ def _run_glyphs(
     what did not converge (:func:`_readout_items`) and the read-out solve's budget."""
     import torch
 
-    from jiio_cli.tasks.fewshot.loading import load_meta_model, with_query_settings
+    from jiio_cli.tasks.fewshot.loading import checked_query_settings, load_meta_model
 
     torch.manual_seed(common.seed)
     model, path, spec = load_meta_model(checkpoint, common.torch_device)
-    settings = with_query_settings(
-        model, path, _settings(spec, opts), opts.transductive_weight, opts.soft_kmeans_steps
-    )
+    settings = checked_query_settings(model, path, _settings(spec, opts))
     budget = settings.forward.max_iter
     if support is not None and query is not None:
         return _adapt_folders(model, path, settings, support, query, common.json_output), budget
@@ -361,9 +359,17 @@ def _run_glyphs(
 
 
 def _settings(spec: Any, opts: AdaptCommandConfig) -> Any:
+    """A classification meta-model's settings: the shared options, β and the read-out's
+    soft k-means steps (None keeps the model's own)."""
+    import dataclasses
+
     from jiio_cli.tasks.fewshot.training import adapt_settings
 
-    return _with_options(adapt_settings(spec, iterations=opts.iterations), opts)
+    return dataclasses.replace(
+        _with_options(adapt_settings(spec, iterations=opts.iterations), opts),
+        transductive_weight=opts.transductive_weight,
+        soft_kmeans_steps=opts.soft_kmeans_steps,
+    )
 
 
 def _with_options(settings: Any, opts: AdaptCommandConfig) -> Any:

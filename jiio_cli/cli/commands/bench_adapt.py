@@ -82,7 +82,7 @@ def run_adapt_bench(
     from jiio_cli.data.episodes import check_episode_shape, draw_episodes
     from jiio_cli.errors import UsageError
     from jiio_cli.tasks.fewshot.classification import task_transductive_weight
-    from jiio_cli.tasks.fewshot.loading import load_meta_model, with_query_settings
+    from jiio_cli.tasks.fewshot.loading import checked_query_settings, load_meta_model
     from jiio_cli.tasks.fewshot.training import adapt_settings
     from jiio_cli.training import derived_generator
 
@@ -103,7 +103,11 @@ def run_adapt_bench(
         film_scale=film_scale,
         solve_iters=solve_iters,
     )
-    settings = with_query_settings(model, path, adapt_settings(spec), transductive_weight)
+    settings = checked_query_settings(
+        model,
+        path,
+        dataclasses.replace(adapt_settings(spec), transductive_weight=transductive_weight),
+    )
     speed = _measure(model, episodes, settings, cfg, common.json_output)
     if plot is not None:
         _plot_speed(plot, speed, f"adapt, {tasks} tasks, {ways}-way 1-shot")

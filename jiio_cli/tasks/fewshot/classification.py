@@ -412,7 +412,9 @@ def query_logits_with_residual(
     converged at test time."""
     solution = solve_at_contexts(model, _readout_rows(model, support, images), context, solver)
     with torch.no_grad():
-        logits = model.readout_logits(solution.z, context, ways, support_labels, soft_kmeans_steps)
+        logits = model.readout_logits(
+            solution.z, context, ways, support_labels, soft_kmeans_steps=soft_kmeans_steps
+        )
     return logits, solution.stats.residual.amax(dim=1)
 
 

@@ -22,11 +22,11 @@ from jiio_cli.training import TrainConfig
 
 __all__ = [
     "DEFAULT_META_MODEL",
+    "checked_query_settings",
     "load_meta_model",
     "load_protonet",
     "meta_checkpoint",
     "spec_from_json",
-    "with_query_settings",
 ]
 
 DEFAULT_META_MODEL = MODELS_DIR / "meta-omniglot.safetensors"
@@ -107,24 +107,14 @@ def load_protonet(path: Path, device: torch.device) -> ProtoNet:
     return model
 
 
-def with_query_settings(
-    model: FiLMClassifier,
-    path: Path,
-    settings: AdaptConfig,
-    transductive_weight: float | None = None,
-    soft_kmeans_steps: int | None = None,
-) -> AdaptConfig:
-    """``settings`` whose inner problem weighs the unlabelled queries by
-    ``transductive_weight`` and whose read-out takes ``soft_kmeans_steps`` soft k-means
-    steps on them (None: the model's own β and K, see ``MetaConfig``).
+def checked_query_settings(model: FiLMClassifier, path: Path, settings: AdaptConfig) -> AdaptConfig:
+    """``settings``, once its β (``transductive_weight``) and read-out steps
+    (``soft_kmeans_steps``) are known to suit the model (None: the model's own).
 
     Raises:
         UsageError: β > 0 or K > 0 for a model that classifies with its head (both need
-            class centroids).
+            class centroids), naming the option that set it.
     """
-    settings = dataclasses.replace(
-        settings, transductive_weight=transductive_weight, soft_kmeans_steps=soft_kmeans_steps
-    )
     checks = (
         ("--transductive-weight", task_transductive_weight),
         ("--soft-kmeans-steps", task_soft_kmeans_steps),
