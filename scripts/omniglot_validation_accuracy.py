@@ -32,11 +32,7 @@ from torch import Tensor
 from jiio_cli.checkpoint import load_checkpoint
 from jiio_cli.data.episodes import ClassPool, EpisodeBatch, draw_episodes
 from jiio_cli.models import MetaConfig
-from jiio_cli.tasks.fewshot.classification import (
-    adapt_context,
-    centroid_predictions,
-    query_logits,
-)
+from jiio_cli.tasks.fewshot.classification import centroid_predictions, classify_episodes
 from jiio_cli.tasks.fewshot.loading import load_meta_model, load_protonet, spec_from_json
 from jiio_cli.tasks.fewshot.protonet import protonet_predictions
 from jiio_cli.tasks.fewshot.training import adapt_settings, training_pools
@@ -74,18 +70,12 @@ def _settings_of(path: Path, args: argparse.Namespace) -> dict[str, Predict]:
     base = adapt_settings(spec, iterations=args.iterations)
 
     def predict(ep: EpisodeBatch, beta: float | None, steps: int) -> Tensor:
-        model.config = replace(model.config, soft_kmeans_steps=steps)
         if beta is None:  # no adaptation
             return centroid_predictions(
-                model, ep.support, ep.support_labels, ep.query, ep.ways, base.forward
+                model, ep.support, ep.support_labels, ep.query, ep.ways, base.forward, steps
             )
-        settings = replace(base, transductive_weight=beta)
-        result = adapt_context(
-            model, ep.support, ep.support_labels, ep.ways, settings, query=ep.query
-        )
-        return query_logits(
-            model, ep.query, result.x, ep.ways, settings.forward, ep.support, ep.support_labels
-        ).argmax(-1)
+        settings = replace(base, transductive_weight=beta, soft_kmeans_steps=steps)
+        return classify_episodes(model, ep, settings)[0].argmax(-1)
 
     betas: list[float | None] = [*args.transductive_weights]
     if args.no_adaptation:
