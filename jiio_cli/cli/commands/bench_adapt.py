@@ -82,8 +82,7 @@ def run_adapt_bench(
     from jiio_cli.data.episodes import check_episode_shape, draw_episodes
     from jiio_cli.errors import UsageError
     from jiio_cli.tasks.fewshot.classification import task_transductive_weight
-    from jiio_cli.tasks.fewshot.loading import checked_query_settings, load_meta_model
-    from jiio_cli.tasks.fewshot.training import adapt_settings
+    from jiio_cli.tasks.fewshot.loading import load_meta_model
     from jiio_cli.training import derived_generator
 
     dev = common.torch_device
@@ -103,11 +102,7 @@ def run_adapt_bench(
         film_scale=film_scale,
         solve_iters=solve_iters,
     )
-    settings = checked_query_settings(
-        model,
-        path,
-        dataclasses.replace(adapt_settings(spec), transductive_weight=transductive_weight),
-    )
+    settings = _adapt_settings(model, path, spec, transductive_weight)
     speed = _measure(model, episodes, settings, cfg, common.json_output)
     if plot is not None:
         _plot_speed(plot, speed, f"adapt, {tasks} tasks, {ways}-way 1-shot")
@@ -133,6 +128,15 @@ def run_adapt_bench(
         f"film scale {cfg.film_scale:g}",
     )
     echo_speed_summary(speed)
+
+
+def _adapt_settings(model: Any, path: Path, spec: Any, transductive_weight: float | None) -> Any:
+    """The model's adaptation settings with ``--transductive-weight`` (None: its own β)."""
+    from jiio_cli.tasks.fewshot.loading import checked_query_settings
+    from jiio_cli.tasks.fewshot.training import adapt_settings
+
+    settings = dataclasses.replace(adapt_settings(spec), transductive_weight=transductive_weight)
+    return checked_query_settings(model, path, settings)
 
 
 def _jiio_settings(cfg: Any) -> dict[str, Any]:
