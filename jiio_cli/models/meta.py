@@ -352,6 +352,11 @@ class FiLMClassifier(DEQModel):
             centroids = soft_kmeans_refine(centroids, counts, query, scale, soft_kmeans_steps)
         return -scale * squared_distances(query, centroids)
 
+    def readout_steps(self, override: int | None = None) -> int:
+        """Soft k-means steps of the centroid read-out: ``override``, or with None the
+        model's own (``MetaConfig.soft_kmeans_steps``)."""
+        return self.config.soft_kmeans_steps if override is None else override
+
     def readout_logits(
         self,
         z: Tensor,
@@ -374,7 +379,7 @@ class FiLMClassifier(DEQModel):
         if support_labels is None:
             raise ValueError("the centroids read-out needs the support images and labels")
         n = support_labels.shape[1]
-        steps = self.config.soft_kmeans_steps if soft_kmeans_steps is None else soft_kmeans_steps
+        steps = self.readout_steps(soft_kmeans_steps)
         return self.centroid_logits(z[:, n:], z[:, :n], support_labels, ways, v, steps)
 
     def bind(self, images: Tensor) -> FiLMConvDEQCell | FiLMEmbeddingCell:

@@ -97,6 +97,10 @@ class AdaptConfig:
         default_factory=lambda: SolverConfig(memory=5, max_iter=40, tol=1e-4)
     )
 
+    def __post_init__(self) -> None:
+        if self.soft_kmeans_steps is not None and self.soft_kmeans_steps < 0:
+            raise ValueError(f"soft k-means steps must be >= 0, got {self.soft_kmeans_steps}")
+
 
 PSEUDO_QUERY_SEED = 0
 """Seed of the pseudo-queries' warps: the same fields for every call, so a task's inner
@@ -211,11 +215,7 @@ def task_transductive_weight(model: FiLMClassifier, settings: AdaptConfig) -> fl
 
 def task_soft_kmeans_steps(model: FiLMClassifier, settings: AdaptConfig) -> int:
     """K of the read-out: the settings' override, else the model's own."""
-    steps = settings.soft_kmeans_steps
-    if steps is None:
-        return model.config.soft_kmeans_steps
-    if steps < 0:
-        raise ValueError(f"soft k-means steps must be >= 0, got {steps}")
+    steps = model.readout_steps(settings.soft_kmeans_steps)
     if steps > 0 and model.config.readout != "centroids":
         raise ValueError("soft k-means steps need the centroids read-out")
     return steps
@@ -475,7 +475,7 @@ def centroid_predictions(
     with torch.no_grad():
         support_z = query_states(model, support, zero, solver)
         query_z = query_states(model, query, zero, solver)
-        steps = model.config.soft_kmeans_steps if soft_kmeans_steps is None else soft_kmeans_steps
+        steps = model.readout_steps(soft_kmeans_steps)
         logits = model.centroid_logits(query_z, support_z, labels, ways, None, steps)
         return logits.argmax(dim=-1)
 
