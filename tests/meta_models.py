@@ -110,7 +110,7 @@ def tight_adapt_settings(
     )
 
 
-def reduced_slope(
+def stationarity_gap(
     model: FiLMClassifier,
     objective: Callable[[Tensor, Tensor], Tensor],
     rows: Tensor,
@@ -119,10 +119,21 @@ def reduced_slope(
     step: float,
     solver: SolverConfig,
 ) -> Tensor:
-    """Central difference (B,) of the reduced objective J(x) = ℓ(z*(x), x) along one
-    entry of x (B, D), with the fixed points of ``rows`` re-solved at x ± step."""
+    """How far (B,) zero lies from the interval spanned by the backward and forward
+    differences of the reduced objective J(x) = ℓ(z*(x), x) along one entry of x (B, D),
+    the fixed points of ``rows`` re-solved at x − step, x and x + step.
+
+    On a smooth stretch both differences are the slope, so the gap is |∂J/∂x_entry| up
+    to O(step). J is only piecewise smooth (ReLU kinks), and where a kink lies within one
+    step of x a central difference mixes two pieces' slopes however small the step: x is
+    still stationary if the slope of its own piece vanishes (one difference near zero) or
+    the slopes change sign across the kink (the differences straddle zero), and then the
+    gap is zero or as small as that one difference."""
     e = torch.zeros_like(x)
     e[:, entry] = step
     up = objective(query_states(model, rows, x + e, solver), x + e)
+    here = objective(query_states(model, rows, x, solver), x)
     down = objective(query_states(model, rows, x - e, solver), x - e)
-    return (up - down) / (2 * step)
+    backward, forward = (here - down) / step, (up - here) / step
+    low, high = torch.minimum(backward, forward), torch.maximum(backward, forward)
+    return low.clamp(min=0) + (-high).clamp(min=0)

@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from meta_models import TINY_CONV4, reduced_slope, tight_adapt_settings
+from meta_models import TINY_CONV4, stationarity_gap, tight_adapt_settings
 from torch import Tensor
 
 from jiio_cli.data.episodes import EpisodeBatch
@@ -109,9 +109,10 @@ def test_the_objective_is_its_formula() -> None:
 
 
 def test_jiio_reaches_a_stationary_task_variable() -> None:
-    """Central differences of the reduced objective J(x) = ℓ(z*(x), x), every fixed point
-    (support, pseudo-queries and queries) re-solved, vanish at JIIO's result on the rows
-    it reports converged, for context and offset entries alike; at x = 0 they do not."""
+    """The reduced objective J(x) = ℓ(z*(x), x), every fixed point (support,
+    pseudo-queries and queries) re-solved, is stationary at JIIO's result on the rows it
+    reports converged (one-sided differences, see :func:`stationarity_gap`), for context
+    and offset entries alike; at x = 0 it is not."""
     for _ in range(6):
         model, support, labels, query, _ = _fresh()
         result = adapt_context(model, support, labels, WAYS, _settings(), query=query)
@@ -127,15 +128,15 @@ def test_jiio_reaches_a_stationary_task_variable() -> None:
     done = result.converged
     assert result.x.shape[1] == task_variable_size(model, WAYS, BETA)
 
-    def slope(x: Tensor, i: int, h: float) -> Tensor:
-        return reduced_slope(model, objective, every_row, x, i, h, TIGHT)[done].abs()
+    def gap(x: Tensor, i: int, h: float) -> Tensor:
+        return stationarity_gap(model, objective, every_row, x, i, h, TIGHT)[done]
 
     offsets = range(model.context_size, result.x.shape[1], 7)
     entries = [*range(model.context_size), *offsets]
-    at_zero = torch.stack([slope(torch.zeros_like(result.x), i, 1e-6) for i in entries])
+    at_zero = torch.stack([gap(torch.zeros_like(result.x), i, 1e-6) for i in entries])
     assert (at_zero.amax(0) > 1e-4).all()
     for i in entries:
-        assert torch.minimum(slope(result.x, i, 1e-5), slope(result.x, i, 1e-6)).max() < 1e-5
+        assert torch.minimum(gap(result.x, i, 1e-5), gap(result.x, i, 1e-6)).max() < 1e-5
 
 
 def test_meta_training_solves_the_transductive_inner_problem() -> None:
