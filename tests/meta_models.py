@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +115,13 @@ def stationarity_gap(
     objective: Callable[[Tensor, Tensor], Tensor],
     rows: Tensor,
     x: Tensor,
-    entry: int,
+    entries: Sequence[int],
     step: float,
     solver: SolverConfig,
 ) -> Tensor:
-    """How far (B,) zero lies from the interval spanned by the backward and forward
-    differences of the reduced objective J(x) = ℓ(z*(x), x) along one entry of x (B, D),
-    the fixed points of ``rows`` re-solved at x − step, x and x + step.
+    """How far (E, B) zero lies from the interval spanned by the backward and forward
+    differences of the reduced objective J(x) = ℓ(z*(x), x) along each of ``entries`` of
+    x (B, D), the fixed points of ``rows`` solved once at x and again at x ± step.
 
     On a smooth stretch both differences are the slope, so the gap is |∂J/∂x_entry| up
     to O(step). J is only piecewise smooth (ReLU kinks), and where a kink lies within one
@@ -129,11 +129,14 @@ def stationarity_gap(
     still stationary if the slope of its own piece vanishes (one difference near zero) or
     the slopes change sign across the kink (the differences straddle zero), and then the
     gap is zero or as small as that one difference."""
-    e = torch.zeros_like(x)
-    e[:, entry] = step
-    up = objective(query_states(model, rows, x + e, solver), x + e)
     here = objective(query_states(model, rows, x, solver), x)
-    down = objective(query_states(model, rows, x - e, solver), x - e)
-    backward, forward = (here - down) / step, (up - here) / step
-    low, high = torch.minimum(backward, forward), torch.maximum(backward, forward)
-    return low.clamp(min=0) + (-high).clamp(min=0)
+    gaps = []
+    for entry in entries:
+        e = torch.zeros_like(x)
+        e[:, entry] = step
+        up = objective(query_states(model, rows, x + e, solver), x + e)
+        down = objective(query_states(model, rows, x - e, solver), x - e)
+        backward, forward = (here - down) / step, (up - here) / step
+        low, high = torch.minimum(backward, forward), torch.maximum(backward, forward)
+        gaps.append(low.clamp(min=0) + (-high).clamp(min=0))
+    return torch.stack(gaps)
